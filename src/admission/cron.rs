@@ -1,0 +1,1 @@
+//! Cron schedule validation as the CronJob controller accepts it.

@@ -1,0 +1,163 @@
+//! The five admission decisions and their wire format.
+//!
+//! `handle` is the whole webhook minus the socket: bytes of an AdmissionReview
+//! in, bytes of the answer out. The server and `stash review` both call it, so
+//! what `review` prints is byte for byte what `serve` answers.
+//!
+//! Each endpoint's rule lives in its own module as a pure function from
+//! (request, store snapshot, settings) to a [`Decision`]; this module only
+//! parses, dispatches and serializes.
+
+pub mod backupconfigurations;
+pub mod backupsessions;
+pub mod cron;
+pub mod repositories;
+pub mod wire;
+pub mod workloads;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use wire::{Answer, Decision, ReviewError};
+
+use crate::store::Snapshot;
+use kube::core::admission::AdmissionRequest;
+use kube::core::DynamicObject;
+
+/// One webhook endpoint of DESIGN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    MutateWorkloads,
+    MutateBackupSessions,
+    ValidateBackupSessions,
+    ValidateBackupConfigurations,
+    ValidateRepositories,
+}
+
+impl Endpoint {
+    /// Every endpoint, in the order of DESIGN.md's table.
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::MutateWorkloads,
+        Endpoint::MutateBackupSessions,
+        Endpoint::ValidateBackupSessions,
+        Endpoint::ValidateBackupConfigurations,
+        Endpoint::ValidateRepositories,
+    ];
+
+    /// The URL path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::MutateWorkloads => "/mutate/workloads",
+            Endpoint::MutateBackupSessions => "/mutate/backupsessions",
+            Endpoint::ValidateBackupSessions => "/validate/backupsessions",
+            Endpoint::ValidateBackupConfigurations => "/validate/backupconfigurations",
+            Endpoint::ValidateRepositories => "/validate/repositories",
+        }
+    }
+
+    /// The endpoint serving `path`, if any.
+    pub fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.path() == path)
+    }
+
+    /// A short label for metrics and logs (`mutate-workloads`).
+    pub fn label(self) -> &'static str {
+        &self.path()[1..]
+    }
+
+    /// Whether this endpoint may return a patch.
+    pub fn is_mutating(self) -> bool {
+        matches!(self, Endpoint::MutateWorkloads | Endpoint::MutateBackupSessions)
+    }
+
+    /// The endpoints the API server would call for an object of this
+    /// group/kind, mutating first: what `stash review` chains by default.
+    pub fn for_kind(group: &str, kind: &str) -> Vec<Endpoint> {
+        match (group, kind) {
+            ("apps", k) if crate::api::WORKLOAD_KINDS.contains(&k) => vec![Endpoint::MutateWorkloads],
+            ("stash.appscode.com", "BackupSession") => {
+                vec![Endpoint::MutateBackupSessions, Endpoint::ValidateBackupSessions]
+            }
+            ("stash.appscode.com", "BackupConfiguration") => {
+                vec![Endpoint::ValidateBackupConfigurations]
+            }
+            ("stash.appscode.com", "Repository") => vec![Endpoint::ValidateRepositories],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.path())
+    }
+}
+
+/// What to do with a BackupSession whose invoker is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PausedSessionPolicy {
+    /// Admit it with a warning; the reconciler marks it Skipped.
+    #[default]
+    Skip,
+    /// Deny it.
+    Reject,
+}
+
+impl FromStr for PausedSessionPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "skip" => Ok(Self::Skip),
+            "reject" => Ok(Self::Reject),
+            other => Err(format!("unknown paused-session policy {other:?}: use skip or reject")),
+        }
+    }
+}
+
+/// Settings the decisions depend on besides the store.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub paused_session_policy: PausedSessionPolicy,
+    /// Image of the injected sidecar.
+    pub image: String,
+}
+
+/// Default image of the sidecar and the CronJob.
+pub const DEFAULT_IMAGE: &str = "ghcr.io/stashed/stash-rs:0.1.0";
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            paused_session_policy: PausedSessionPolicy::Skip,
+            image: DEFAULT_IMAGE.to_string(),
+        }
+    }
+}
+
+/// A parsed admission request, objects kept as dynamic JSON so nothing the
+/// API server sent is lost before a patch is computed against it.
+pub type Request = AdmissionRequest<DynamicObject>;
+
+/// Runs one endpoint's rule on a parsed request.
+pub fn decide(endpoint: Endpoint, req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
+    match endpoint {
+        Endpoint::MutateWorkloads => workloads::mutate(req, snap, settings),
+        Endpoint::MutateBackupSessions => backupsessions::mutate(req, snap, settings),
+        Endpoint::ValidateBackupSessions => backupsessions::validate(req, snap, settings),
+        Endpoint::ValidateBackupConfigurations => backupconfigurations::validate(req, snap, settings),
+        Endpoint::ValidateRepositories => repositories::validate(req, snap, settings),
+    }
+}
+
+/// The whole webhook minus the socket: an AdmissionReview's bytes in, the
+/// answer's bytes out. Errors are bodies that are not an AdmissionReview.
+pub fn handle(
+    endpoint: Endpoint,
+    body: &[u8],
+    snap: &Snapshot,
+    settings: &Settings,
+) -> Result<Answer, ReviewError> {
+    let (api_version, req) = wire::parse(body)?;
+    let decision = decide(endpoint, &req, snap, settings);
+    Ok(wire::answer(&api_version, &req, decision))
+}

@@ -1,0 +1,19 @@
+//! stash: the Stash backup operator's sidecar model, re-implemented in Rust.
+//!
+//! One binary serves every role (webhook server, CronJob trigger, backup
+//! sidecar). This library holds the pieces; `main.rs` only parses the command
+//! line and calls into them. Pure decisions (`admission`, `sidecar`) are kept
+//! apart from I/O (`server`, `reconcile`, `backup`) so that the webhook and the
+//! reconciler share one function per rule and can never disagree.
+
+pub mod admission;
+pub mod api;
+pub mod backup;
+pub mod certs;
+pub mod crds;
+pub mod reconcile;
+pub mod review;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod trigger;

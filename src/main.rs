@@ -1,0 +1,64 @@
+//! The `stash` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use stash::telemetry::{self, LogFormat};
+
+/// Stash's sidecar backup model for Kubernetes: admission webhooks, reconciler and restic sidecar.
+#[derive(Parser)]
+#[command(name = "stash", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "STASH_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the admission webhooks (and, in cluster mode, run the reconciler).
+    Serve(stash::server::Args),
+    /// Create a BackupSession for a configuration, or record why not (the CronJob's job).
+    CreateBackupsession(stash::trigger::Args),
+    /// Back up the workload's volumes with restic (the injected sidecar).
+    RunBackup(stash::backup::Args),
+    /// Print the webhook's answer to an AdmissionReview or a manifest, offline.
+    Review(stash::review::Args),
+    /// Make a CA and a serving certificate for the webhook Service.
+    Certs(stash::certs::Args),
+    /// Print the CustomResourceDefinitions.
+    Crds(stash::crds::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    // One process-wide rustls provider: kube's client and our server share it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => stash::server::run(a).await,
+            Command::CreateBackupsession(a) => stash::trigger::run(a).await,
+            Command::RunBackup(a) => stash::backup::run(a).await,
+            Command::Review(a) => stash::review::run(a).await,
+            Command::Certs(a) => stash::certs::run(a).await,
+            Command::Crds(a) => stash::crds::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
