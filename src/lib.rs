@@ -13,6 +13,7 @@ pub mod certs;
 pub mod crds;
 pub mod reconcile;
 pub mod review;
+pub mod sidecar;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -11,6 +11,7 @@
 pub mod backupconfigurations;
 pub mod backupsessions;
 pub mod cron;
+pub mod read;
 pub mod repositories;
 pub mod wire;
 pub mod workloads;
