@@ -14,7 +14,11 @@ pub struct Args {}
 /// The three CRDs (BackupConfiguration, BackupSession, Repository) as
 /// multi-document YAML, `apiextensions.k8s.io/v1`.
 pub fn crds_yaml() -> String {
-    let crds = [BackupConfiguration::crd(), BackupSession::crd(), Repository::crd()];
+    let crds = [
+        BackupConfiguration::crd(),
+        BackupSession::crd(),
+        Repository::crd(),
+    ];
     let mut out = String::new();
     for crd in crds {
         out.push_str("---\n");

@@ -20,12 +20,12 @@
 use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::admission::{self, wire, Answer, Decision, Endpoint, PausedSessionPolicy, Settings};
-use crate::store::{offline, Snapshot};
+use crate::admission::{self, Answer, Decision, Endpoint, PausedSessionPolicy, Settings, wire};
+use crate::store::{Snapshot, offline};
 
 /// Command-line arguments.
 #[derive(Debug, clap::Args)]
@@ -125,14 +125,19 @@ fn read_input(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
 
 fn read_stdin() -> anyhow::Result<Vec<u8>> {
     let mut body = Vec::new();
-    std::io::stdin().read_to_end(&mut body).context("cannot read stdin")?;
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .context("cannot read stdin")?;
     Ok(body)
 }
 
 fn denial(answer: &Answer) -> Option<String> {
     (!answer.allowed).then(|| {
         let what = format!("{} {}/{}", answer.kind, answer.namespace, answer.name);
-        format!("{what}: {}", answer.decision.message.as_deref().unwrap_or("denied"))
+        format!(
+            "{what}: {}",
+            answer.decision.message.as_deref().unwrap_or("denied")
+        )
     })
 }
 
@@ -149,7 +154,10 @@ pub fn chained(
     let mut review: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let endpoints = Endpoint::for_kind(&req.kind.group, &req.kind.kind);
     let mut merged = Decision::allow();
-    let mut object = review.pointer("/request/object").cloned().filter(|o| !o.is_null());
+    let mut object = review
+        .pointer("/request/object")
+        .cloned()
+        .filter(|o| !o.is_null());
     for endpoint in endpoints {
         let body = serde_json::to_vec(&review).unwrap_or_default();
         let answer = admission::handle(endpoint, &body, snap, settings)?;
@@ -185,13 +193,19 @@ pub fn chained(
 
 /// The AdmissionReview the API server would send for `object`.
 pub fn request_for(object: &Value, operation: ReviewOperation, uid: &str) -> Value {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
     let (group, version) = match api_version.split_once('/') {
         Some((g, v)) => (g, v),
         None => ("", api_version),
     };
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let namespace = object
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
@@ -235,12 +249,20 @@ fn review_manifest(
     let mut denials = Vec::new();
     let mut printed = 0;
     for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let object = Value::deserialize(doc)
-            .with_context(|| format!("{}: document {} is not valid YAML", manifest.display(), i + 1))?;
+        let object = Value::deserialize(doc).with_context(|| {
+            format!(
+                "{}: document {} is not valid YAML",
+                manifest.display(),
+                i + 1
+            )
+        })?;
         if object.is_null() {
             continue;
         }
-        let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let group = api_version.split_once('/').map_or("", |(g, _)| g);
         let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
         if Endpoint::for_kind(group, kind).is_empty() {

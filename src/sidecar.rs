@@ -17,13 +17,14 @@ use std::collections::BTreeSet;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::admission::Settings;
 use crate::api::{
-    BackupConfiguration, LocalSpec, Repository, ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED,
-    INVOKER_KIND_BACKUP_CONFIGURATION, SIDECAR_CONTAINER, WORKLOAD_API_VERSION, WORKLOAD_KINDS,
+    ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED, BackupConfiguration,
+    INVOKER_KIND_BACKUP_CONFIGURATION, LocalSpec, Repository, SIDECAR_CONTAINER,
+    WORKLOAD_API_VERSION, WORKLOAD_KINDS,
 };
 use crate::store::Snapshot;
 
@@ -36,7 +37,12 @@ pub const VOLUME_TMP: &str = "tmp-dir";
 /// A `local` backend's volume, mounted at the backend's `mountPath`.
 pub const VOLUME_LOCAL_BACKEND: &str = "stash-local-backend";
 /// Every volume name stash owns in a pod template.
-pub const OWNED_VOLUMES: [&str; 4] = [VOLUME_PODINFO, VOLUME_SECRET, VOLUME_TMP, VOLUME_LOCAL_BACKEND];
+pub const OWNED_VOLUMES: [&str; 4] = [
+    VOLUME_PODINFO,
+    VOLUME_SECRET,
+    VOLUME_TMP,
+    VOLUME_LOCAL_BACKEND,
+];
 
 /// Where the pod info is mounted.
 pub const PODINFO_DIR: &str = "/etc/stash";
@@ -89,7 +95,10 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPl
         .into_iter()
         .map(|bc| bc.as_ref())
         .filter(|bc| {
-            !bc.is_deleting() && bc.target_ref().is_some_and(|r| r.api_version == view.api_version)
+            !bc.is_deleting()
+                && bc
+                    .target_ref()
+                    .is_some_and(|r| r.api_version == view.api_version)
         })
         .collect();
     match live.as_slice() {
@@ -99,8 +108,10 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPl
         },
         [bc] => inject(&view, bc, snap, settings),
         several => {
-            let names: Vec<&str> =
-                several.iter().map(|bc| bc.metadata.name.as_deref().unwrap_or("")).collect();
+            let names: Vec<&str> = several
+                .iter()
+                .map(|bc| bc.metadata.name.as_deref().unwrap_or(""))
+                .collect();
             SidecarPlan {
                 warnings: vec![format!(
                     "{} is targeted by several BackupConfigurations ({}); stash left its sidecar unchanged: delete all but one of them",
@@ -118,7 +129,10 @@ pub fn has_sidecar(pod_template: &Value) -> bool {
     pod_template
         .pointer("/spec/containers")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| container_name(c) == Some(SIDECAR_CONTAINER)))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| container_name(c) == Some(SIDECAR_CONTAINER))
+        })
 }
 
 /// The parts of a workload the decision reads, borrowed from its JSON.
@@ -132,6 +146,8 @@ struct Workload<'a> {
     containers: &'a [Value],
     init_containers: &'a [Value],
     volumes: Option<&'a [Value]>,
+    /// StatefulSet `volumeClaimTemplates` names: mountable like pod volumes.
+    claim_templates: Vec<&'a str>,
 }
 
 impl<'a> Workload<'a> {
@@ -148,8 +164,14 @@ impl<'a> Workload<'a> {
             .and_then(|m| m.get("namespace"))
             .and_then(Value::as_str)
             .unwrap_or("default");
-        let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
-        optional_map(meta.and_then(|m| m.get("annotations")), "metadata.annotations")?;
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        optional_map(
+            meta.and_then(|m| m.get("annotations")),
+            "metadata.annotations",
+        )?;
         let template = obj
             .pointer("/spec/template")
             .and_then(Value::as_object)
@@ -162,18 +184,34 @@ impl<'a> Workload<'a> {
             .get("spec")
             .and_then(Value::as_object)
             .ok_or("spec.template.spec is missing or not an object")?;
-        let containers = optional_list(pod.get("containers"), "spec.template.spec.containers")?
-            .unwrap_or(&[]);
-        let init_containers =
-            optional_list(pod.get("initContainers"), "spec.template.spec.initContainers")?
-                .unwrap_or(&[]);
+        let containers =
+            optional_list(pod.get("containers"), "spec.template.spec.containers")?.unwrap_or(&[]);
+        let init_containers = optional_list(
+            pod.get("initContainers"),
+            "spec.template.spec.initContainers",
+        )?
+        .unwrap_or(&[]);
         let volumes = optional_list(pod.get("volumes"), "spec.template.spec.volumes")?;
-        for (what, list) in [("containers", containers), ("volumes", volumes.unwrap_or(&[]))] {
-            if let Some(i) = list.iter().position(|v| v.get("name").and_then(Value::as_str).is_none())
+        for (what, list) in [
+            ("containers", containers),
+            ("volumes", volumes.unwrap_or(&[])),
+        ] {
+            if let Some(i) = list
+                .iter()
+                .position(|v| v.get("name").and_then(Value::as_str).is_none())
             {
                 return Err(format!("spec.template.spec.{what}[{i}] has no name"));
             }
         }
+        let claim_templates = obj
+            .pointer("/spec/volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Some(Self {
             api_version,
             kind,
@@ -184,6 +222,7 @@ impl<'a> Workload<'a> {
             containers,
             init_containers,
             volumes,
+            claim_templates,
         }))
     }
 
@@ -203,6 +242,11 @@ impl<'a> Workload<'a> {
             .position(|c| container_name(c) == Some(SIDECAR_CONTAINER))
     }
 
+    /// Whether a container of the pod may mount volume `name`.
+    fn has_volume(&self, name: &str) -> bool {
+        self.volume_index(name).is_some() || self.claim_templates.contains(&name)
+    }
+
     fn volume_index(&self, name: &str) -> Option<usize> {
         self.volumes?
             .iter()
@@ -215,7 +259,9 @@ impl<'a> Workload<'a> {
             .and_then(|m| m.get("annotations"))
             .and_then(Value::as_object)
             .is_some_and(|a| a.contains_key(ANNOTATION_LAST_APPLIED))
-            || self.template_annotations().is_some_and(|a| a.contains_key(ANNOTATION_CONFIG_HASH))
+            || self
+                .template_annotations()
+                .is_some_and(|a| a.contains_key(ANNOTATION_CONFIG_HASH))
     }
 
     /// Whether a container other than the sidecar mounts volume `name`.
@@ -230,7 +276,10 @@ impl<'a> Workload<'a> {
     }
 }
 
-fn optional_map<'a>(v: Option<&'a Value>, what: &str) -> Result<Option<&'a Map<String, Value>>, String> {
+fn optional_map<'a>(
+    v: Option<&'a Value>,
+    what: &str,
+) -> Result<Option<&'a Map<String, Value>>, String> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
@@ -252,8 +301,14 @@ fn container_name(c: &Value) -> Option<&str> {
 
 fn describe(obj: &Value) -> String {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
-    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     format!("{kind} {ns}/{name}")
 }
 
@@ -264,7 +319,12 @@ struct Desired {
     hash: String,
 }
 
-fn inject(view: &Workload, bc: &BackupConfiguration, snap: &Snapshot, settings: &Settings) -> SidecarPlan {
+fn inject(
+    view: &Workload,
+    bc: &BackupConfiguration,
+    snap: &Snapshot,
+    settings: &Settings,
+) -> SidecarPlan {
     let bc_name = bc.metadata.name.clone().unwrap_or_default();
     let mut plan = SidecarPlan::default();
     let Some(repo_name) = bc.repository_name() else {
@@ -297,13 +357,14 @@ fn inject(view: &Workload, bc: &BackupConfiguration, snap: &Snapshot, settings: 
 /// A container or volume of the user's that carries a name the sidecar needs:
 /// overwriting it would break their pods, so nothing is injected.
 fn conflict(view: &Workload, desired: &Desired) -> Option<String> {
-    if let Some(i) = view.sidecar_index() {
-        if !view.injected_by_stash() && !covers(&view.containers[i], &desired.container) {
-            return Some(format!(
-                "{} already has a container named {SIDECAR_CONTAINER:?} that stash did not inject; the stash sidecar was not injected: rename that container",
-                view.display()
-            ));
-        }
+    if let Some(i) = view.sidecar_index()
+        && !view.injected_by_stash()
+        && !covers(&view.containers[i], &desired.container)
+    {
+        return Some(format!(
+            "{} already has a container named {SIDECAR_CONTAINER:?} that stash did not inject; the stash sidecar was not injected: rename that container",
+            view.display()
+        ));
     }
     let existing = view.volumes?;
     desired.volumes.iter().find_map(|want| {
@@ -346,7 +407,11 @@ fn desired(
         format!("--secret-dir={SECRET_DIR}"),
         format!("--enable-cache={enable_cache}"),
     ];
-    let rt = bc.spec.runtime_settings.as_ref().and_then(|r| r.container.as_ref());
+    let rt = bc
+        .spec
+        .runtime_settings
+        .as_ref()
+        .and_then(|r| r.container.as_ref());
 
     let mut env = vec![
         field_env("NODE_NAME", "spec.nodeName"),
@@ -402,9 +467,10 @@ fn desired(
     }
     volumes.push(json!({"name": VOLUME_TMP, "emptyDir": empty_dir}));
 
-    let mut used_paths: BTreeSet<String> = [PODINFO_DIR, SECRET_DIR, TMP_DIR].map(String::from).into();
+    let mut used_paths: BTreeSet<String> =
+        [PODINFO_DIR, SECRET_DIR, TMP_DIR].map(String::from).into();
     for m in bc.spec.target.iter().flat_map(|t| &t.volume_mounts) {
-        if view.volume_index(&m.name).is_none() {
+        if !view.has_volume(&m.name) {
             warnings.push(format!(
                 "{bc_display} mounts volume {:?}, which {} does not have; the mount was left out of the stash sidecar: add the volume or fix target.volumeMounts",
                 m.name,
@@ -467,7 +533,8 @@ fn desired(
 
     // The hash covers exactly what lands in the pod template, so it moves
     // when and only when the sidecar does (never for paused/schedule/retention).
-    let digest = Sha256::digest(to_json(&json!({"container": container, "volumes": volumes})).to_string());
+    let digest =
+        Sha256::digest(to_json(&json!({"container": container, "volumes": volumes})).to_string());
     let hash = hex::encode(&digest[..8]);
     Desired {
         container,
@@ -492,9 +559,9 @@ fn local_source(local: &LocalSpec) -> Option<(&'static str, Value)> {
 /// fields, such as API-server defaults, are allowed).
 pub fn covers(have: &Value, want: &Value) -> bool {
     match (have, want) {
-        (Value::Object(h), Value::Object(w)) => {
-            w.iter().all(|(k, wv)| h.get(k).is_some_and(|hv| covers(hv, wv)))
-        }
+        (Value::Object(h), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| h.get(k).is_some_and(|hv| covers(hv, wv))),
         (Value::Array(h), Value::Array(w)) => {
             h.len() == w.len() && h.iter().zip(w).all(|(hv, wv)| covers(hv, wv))
         }
@@ -537,10 +604,19 @@ fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<Patch
         None if view.containers.is_empty() => {
             ops.push(add(ptr(&CONTAINERS), json!([desired.container])));
         }
-        None => ops.push(add(ptr(&[&CONTAINERS[..], &["-"]].concat()), desired.container.clone())),
+        None => ops.push(add(
+            ptr(&[&CONTAINERS[..], &["-"]].concat()),
+            desired.container.clone(),
+        )),
     }
     volume_ops(view, &desired.volumes, &mut ops);
-    set_annotation(view.template_meta, &TEMPLATE_META, ANNOTATION_CONFIG_HASH, &desired.hash, &mut ops);
+    set_annotation(
+        view.template_meta,
+        &TEMPLATE_META,
+        ANNOTATION_CONFIG_HASH,
+        &desired.hash,
+        &mut ops,
+    );
     set_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED, bc_name, &mut ops);
     ops
 }
@@ -575,8 +651,16 @@ fn set_annotation(
 }
 
 /// Removes `key` from `<base>/annotations`, and the map itself when `key` was its only entry.
-fn unset_annotation(meta: Option<&Map<String, Value>>, base: &[&str], key: &str, ops: &mut Vec<PatchOperation>) {
-    let Some(a) = meta.and_then(|m| m.get("annotations")).and_then(Value::as_object) else {
+fn unset_annotation(
+    meta: Option<&Map<String, Value>>,
+    base: &[&str],
+    key: &str,
+    ops: &mut Vec<PatchOperation>,
+) {
+    let Some(a) = meta
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+    else {
         return;
     };
     if !a.contains_key(key) {
@@ -645,7 +729,12 @@ fn removal_ops(view: &Workload) -> Vec<PatchOperation> {
             ops.extend(owned.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
         }
     }
-    unset_annotation(view.template_meta, &TEMPLATE_META, ANNOTATION_CONFIG_HASH, &mut ops);
+    unset_annotation(
+        view.template_meta,
+        &TEMPLATE_META,
+        ANNOTATION_CONFIG_HASH,
+        &mut ops,
+    );
     unset_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED, &mut ops);
     ops
 }

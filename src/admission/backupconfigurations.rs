@@ -10,23 +10,24 @@
 use kube::core::admission::Operation;
 
 use super::read::{self, Read};
-use super::{cron, Decision, Request, Settings};
+use super::{Decision, Request, Settings, cron};
 use crate::api::unknown::unknown_fields;
 use crate::api::{BackupConfiguration, WORKLOAD_API_VERSION, WORKLOAD_KINDS};
 use crate::store::Snapshot;
 
 /// Validates a BackupConfiguration on CREATE and UPDATE.
 pub fn validate(req: &Request, snap: &Snapshot, _settings: &Settings) -> Decision {
-    if read::passes_untouched(req) {
+    if read::passes_untouched(req) || !read::is_kind(req, "BackupConfiguration") {
         return Decision::allow();
     }
     let Some(obj) = &req.object else {
         return Decision::allow();
     };
-    let Read { typed: bc, raw } = match read::typed::<BackupConfiguration>(obj, "BackupConfiguration") {
-        Ok(r) => r,
-        Err(e) => return Decision::deny(e),
-    };
+    let Read { typed: bc, raw } =
+        match read::typed::<BackupConfiguration>(obj, "BackupConfiguration") {
+            Ok(r) => r,
+            Err(e) => return Decision::deny(e),
+        };
     // A configuration being deleted only loses finalizers: never block that.
     if bc.is_deleting() {
         return Decision::allow();
@@ -56,33 +57,39 @@ pub fn validate(req: &Request, snap: &Snapshot, _settings: &Settings) -> Decisio
             .filter_map(|o| o.metadata.name.clone())
             .collect();
         if !others.is_empty() {
-            let list: Vec<String> =
-                others.iter().map(|o| format!("BackupConfiguration {namespace}/{o}")).collect();
+            let list: Vec<String> = others
+                .iter()
+                .map(|o| format!("BackupConfiguration {namespace}/{o}"))
+                .collect();
             return Decision::deny(format!(
                 "{me} targets {} {namespace}/{}, which {} already targets; a workload can have only one BackupConfiguration: delete {} or target another workload",
                 target.kind,
                 target.name,
                 list.join(" and "),
-                if others.len() == 1 { "that one" } else { "those" },
+                if others.len() == 1 {
+                    "that one"
+                } else {
+                    "those"
+                },
             ));
         }
     }
-    if let Some(repo) = bc.repository_name() {
-        if snap.repository(&namespace, repo).is_none() {
-            decision.warnings.push(format!(
-                "Repository {namespace}/{repo} does not exist; the stash sidecar is injected once it does"
-            ));
-        }
+    if let Some(repo) = bc.repository_name()
+        && snap.repository(&namespace, repo).is_none()
+    {
+        decision.warnings.push(format!(
+            "Repository {namespace}/{repo} does not exist; the stash sidecar is injected once it does"
+        ));
     }
     if bc.spec.target.as_ref().is_some_and(|t| t.paths.is_empty()) {
-        decision
-            .warnings
-            .push(format!("{me} has no target.paths; its backups will hold nothing"));
+        decision.warnings.push(format!(
+            "{me} has no target.paths; its backups will hold nothing"
+        ));
     }
     for field in unknown_fields(&raw, &bc) {
-        decision
-            .warnings
-            .push(format!("unknown field {field} of {me} is ignored; check its spelling"));
+        decision.warnings.push(format!(
+            "unknown field {field} of {me} is ignored; check its spelling"
+        ));
     }
     decision
 }
@@ -120,7 +127,9 @@ fn check_spec(bc: &BackupConfiguration, me: &str) -> Result<(), String> {
         ));
     }
     if r.name.is_empty() {
-        return Err(format!("{me} has no target.ref.name: set it to the workload's name"));
+        return Err(format!(
+            "{me} has no target.ref.name: set it to the workload's name"
+        ));
     }
     if let Some(i) = target
         .volume_mounts
@@ -132,7 +141,9 @@ fn check_spec(bc: &BackupConfiguration, me: &str) -> Result<(), String> {
         ));
     }
     if let Some(p) = target.paths.iter().find(|p| !p.starts_with('/')) {
-        return Err(format!("{me} has target path {p:?}, which is not absolute: start it with /"));
+        return Err(format!(
+            "{me} has target path {p:?}, which is not absolute: start it with /"
+        ));
     }
     if let Some(policy) = &spec.retention_policy {
         if policy.name.is_empty() {
@@ -148,7 +159,10 @@ fn check_spec(bc: &BackupConfiguration, me: &str) -> Result<(), String> {
             ("keepMonthly", policy.keep_monthly),
             ("keepYearly", policy.keep_yearly),
         ];
-        if let Some((field, n)) = counts.iter().find_map(|(f, v)| v.filter(|n| *n < 0).map(|n| (f, n))) {
+        if let Some((field, n)) = counts
+            .iter()
+            .find_map(|(f, v)| v.filter(|n| *n < 0).map(|n| (f, n)))
+        {
             return Err(format!(
                 "{me} has retentionPolicy.{field}: {n}: keep counts cannot be negative"
             ));

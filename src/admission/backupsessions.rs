@@ -6,7 +6,7 @@
 //! to the configured policy and keeps the spec immutable.
 
 use kube::core::admission::Operation;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::read::{self, Read};
 use super::{Decision, PausedSessionPolicy, Request, Settings};
@@ -32,7 +32,10 @@ pub fn invoker_labels(kind: &str, name: &str) -> Vec<(&'static str, String)> {
 
 /// Adds missing invoker labels.
 pub fn mutate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
-    if req.operation != Operation::Create || req.sub_resource.is_some() {
+    if req.operation != Operation::Create
+        || req.sub_resource.is_some()
+        || !read::is_kind(req, "BackupSession")
+    {
         return Decision::allow();
     }
     let Some(obj) = &req.object else {
@@ -90,23 +93,25 @@ pub fn mutate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision
 
 /// Paused invoker and spec immutability.
 pub fn validate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
-    if read::passes_untouched(req) {
+    if read::passes_untouched(req) || !read::is_kind(req, "BackupSession") {
         return Decision::allow();
     }
     let Some(obj) = &req.object else {
         return Decision::allow();
     };
-    let Read { typed: session, raw } = match read::typed::<BackupSession>(obj, "BackupSession") {
+    let Read {
+        typed: session,
+        raw,
+    } = match read::typed::<BackupSession>(obj, "BackupSession") {
         Ok(r) => r,
         Err(e) => return Decision::deny(e),
     };
     if req.operation == Operation::Update {
-        if let Some(old) = &req.old_object {
-            if let Ok(Read { typed: old, .. }) = read::typed::<BackupSession>(old, "BackupSession") {
-                if old.spec != session.spec {
-                    return Decision::deny("BackupSession spec is immutable");
-                }
-            }
+        if let Some(old) = &req.old_object
+            && let Ok(Read { typed: old, .. }) = read::typed::<BackupSession>(old, "BackupSession")
+            && old.spec != session.spec
+        {
+            return Decision::deny("BackupSession spec is immutable");
         }
         // Labels, annotations, finalizers may change; the paused check
         // belongs to creation (an existing session is the reconciler's).
@@ -121,7 +126,11 @@ pub fn validate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision
             invoker.kind
         ));
     }
-    if let Some(group) = invoker.api_group.as_deref().filter(|g| !g.is_empty() && *g != GROUP) {
+    if let Some(group) = invoker
+        .api_group
+        .as_deref()
+        .filter(|g| !g.is_empty() && *g != GROUP)
+    {
         return Decision::deny(format!(
             "BackupSession {namespace}/{name} has invoker apiGroup {group:?}: set spec.invoker.apiGroup to {GROUP}"
         ));
@@ -133,9 +142,9 @@ pub fn validate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision
     }
     let mut decision = Decision::allow();
     for field in unknown_fields(&raw, &session) {
-        decision
-            .warnings
-            .push(format!("unknown field {field} of BackupSession {namespace}/{name} is ignored"));
+        decision.warnings.push(format!(
+            "unknown field {field} of BackupSession {namespace}/{name} is ignored"
+        ));
     }
     match snap.config(&namespace, &invoker.name) {
         None => decision.warn(format!(

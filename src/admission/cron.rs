@@ -24,7 +24,11 @@ pub enum CronError {
     Every,
     UnknownMacro(String),
     FieldCount(usize),
-    Field { field: &'static str, value: String, reason: String },
+    Field {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for CronError {
@@ -52,7 +56,13 @@ impl fmt::Display for CronError {
 
 /// The macros of the standard parser.
 pub const MACROS: [&str; 7] = [
-    "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly",
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
 ];
 
 struct FieldSpec {
@@ -70,11 +80,41 @@ const MONTHS: [&str; 12] = [
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 const FIELDS: [FieldSpec; 5] = [
-    FieldSpec { name: "minute", min: 0, max: 59, names: &[], names_base: 0 },
-    FieldSpec { name: "hour", min: 0, max: 23, names: &[], names_base: 0 },
-    FieldSpec { name: "day-of-month", min: 1, max: 31, names: &[], names_base: 0 },
-    FieldSpec { name: "month", min: 1, max: 12, names: &MONTHS, names_base: 1 },
-    FieldSpec { name: "day-of-week", min: 0, max: 6, names: &DAYS, names_base: 0 },
+    FieldSpec {
+        name: "minute",
+        min: 0,
+        max: 59,
+        names: &[],
+        names_base: 0,
+    },
+    FieldSpec {
+        name: "hour",
+        min: 0,
+        max: 23,
+        names: &[],
+        names_base: 0,
+    },
+    FieldSpec {
+        name: "day-of-month",
+        min: 1,
+        max: 31,
+        names: &[],
+        names_base: 0,
+    },
+    FieldSpec {
+        name: "month",
+        min: 1,
+        max: 12,
+        names: &MONTHS,
+        names_base: 1,
+    },
+    FieldSpec {
+        name: "day-of-week",
+        min: 0,
+        max: 6,
+        names: &DAYS,
+        names_base: 0,
+    },
 ];
 
 /// Checks `schedule` the way the CronJob controller would parse it.

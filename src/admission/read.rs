@@ -4,12 +4,13 @@
 //! are `failurePolicy: Fail` for exactly these resources), so every rule
 //! shares these helpers and says the same thing about a malformed object.
 
-use kube::core::admission::Operation;
 use kube::core::DynamicObject;
+use kube::core::admission::Operation;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{wire::one_line, Request};
+use super::{Request, wire::one_line};
+use crate::api::GROUP;
 
 /// An object of the request read into `K`, with its raw JSON kept for
 /// unknown-field checks.
@@ -20,7 +21,8 @@ pub struct Read<K> {
 
 /// Reads `obj` into `K`; the error is one line naming the kind.
 pub fn typed<K: DeserializeOwned>(obj: &DynamicObject, kind: &str) -> Result<Read<K>, String> {
-    let raw = serde_json::to_value(obj).map_err(|e| format!("{kind} cannot be read: {}", one_line(&e.to_string())))?;
+    let raw = serde_json::to_value(obj)
+        .map_err(|e| format!("{kind} cannot be read: {}", one_line(&e.to_string())))?;
     let typed = serde_json::from_value(raw.clone()).map_err(|e| {
         format!(
             "{kind} {} cannot be read: {}; fix the manifest",
@@ -37,12 +39,23 @@ pub fn passes_untouched(req: &Request) -> bool {
     !matches!(req.operation, Operation::Create | Operation::Update) || req.sub_resource.is_some()
 }
 
+/// Whether the request is about our kind `kind` (group stash.appscode.com).
+/// A misrouted request (a webhook configuration sending other kinds) is not
+/// ours to judge and passes untouched.
+pub fn is_kind(req: &Request, kind: &str) -> bool {
+    req.kind.group == GROUP && req.kind.kind == kind
+}
+
 /// The request's namespace: the request's own field, else the object's.
 pub fn namespace(req: &Request) -> String {
     req.namespace
         .clone()
         .filter(|n| !n.is_empty())
-        .or_else(|| req.object.as_ref().and_then(|o| o.metadata.namespace.clone()))
+        .or_else(|| {
+            req.object
+                .as_ref()
+                .and_then(|o| o.metadata.namespace.clone())
+        })
         .unwrap_or_else(|| "default".into())
 }
 

@@ -3,8 +3,8 @@
 
 use super::read::{self, Read};
 use super::{Decision, Request, Settings};
-use crate::api::unknown::unknown_fields;
 use crate::api::Repository;
+use crate::api::unknown::unknown_fields;
 use crate::store::Snapshot;
 
 /// Backends whose data stash cannot delete on `wipeOut` (as in Stash).
@@ -12,7 +12,7 @@ pub const NO_WIPE_OUT: [&str; 2] = ["local", "b2"];
 
 /// Validates a Repository on CREATE and UPDATE.
 pub fn validate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
-    if read::passes_untouched(req) {
+    if read::passes_untouched(req) || !read::is_kind(req, "Repository") {
         return Decision::allow();
     }
     let Some(obj) = &req.object else {
@@ -31,9 +31,9 @@ pub fn validate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decisi
     }
     let mut decision = Decision::allow();
     for field in unknown_fields(&raw, &repo) {
-        decision
-            .warnings
-            .push(format!("unknown field {field} of {me} is ignored; check its spelling"));
+        decision.warnings.push(format!(
+            "unknown field {field} of {me} is ignored; check its spelling"
+        ));
     }
     decision
 }
@@ -61,15 +61,16 @@ fn check(repo: &Repository, me: &str) -> Result<(), String> {
             "{me} sets wipeOut: true, which the {kind} backend does not support: remove spec.wipeOut or use another backend"
         ));
     }
-    let secret = backend.storage_secret_name.as_deref().is_some_and(|s| !s.is_empty());
+    let secret = backend
+        .storage_secret_name
+        .as_deref()
+        .is_some_and(|s| !s.is_empty());
     if !secret && kind != "local" {
         return Err(format!(
             "{me} has no spec.backend.storageSecretName: set it to the Secret holding RESTIC_PASSWORD and the {kind} credentials"
         ));
     }
-    let missing = |field: &str| {
-        format!("{me} has no spec.backend.{kind}.{field}: set it")
-    };
+    let missing = |field: &str| format!("{me} has no spec.backend.{kind}.{field}: set it");
     if let Some(l) = &backend.local {
         let sources = [
             l.host_path.is_some(),
@@ -95,8 +96,12 @@ fn check(repo: &Repository, me: &str) -> Result<(), String> {
     match () {
         _ if backend.s3.as_ref().is_some_and(|b| empty(&b.bucket)) => Err(missing("bucket")),
         _ if backend.gcs.as_ref().is_some_and(|b| empty(&b.bucket)) => Err(missing("bucket")),
-        _ if backend.azure.as_ref().is_some_and(|b| empty(&b.container)) => Err(missing("container")),
-        _ if backend.swift.as_ref().is_some_and(|b| empty(&b.container)) => Err(missing("container")),
+        _ if backend.azure.as_ref().is_some_and(|b| empty(&b.container)) => {
+            Err(missing("container"))
+        }
+        _ if backend.swift.as_ref().is_some_and(|b| empty(&b.container)) => {
+            Err(missing("container"))
+        }
         _ if backend.b2.as_ref().is_some_and(|b| empty(&b.bucket)) => Err(missing("bucket")),
         _ if backend.rest.as_ref().is_some_and(|b| empty(&b.url)) => Err(missing("url")),
         _ => Ok(()),

@@ -35,12 +35,14 @@ pub fn mutate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
     };
     // On CREATE the object's namespace may be unset (it comes from the
     // request); the patch paths never touch it, so filling it is safe.
-    if let Some(meta) = workload.get_mut("metadata").and_then(Value::as_object_mut) {
-        if meta.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty) {
-            if let Some(ns) = &req.namespace {
-                meta.insert("namespace".into(), Value::String(ns.clone()));
-            }
-        }
+    if let Some(meta) = workload.get_mut("metadata").and_then(Value::as_object_mut)
+        && meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        && let Some(ns) = &req.namespace
+    {
+        meta.insert("namespace".into(), Value::String(ns.clone()));
     }
     let plan = sidecar::plan(&workload, snap, settings);
     let mut decision = Decision::allow().with_patch(plan.ops);
