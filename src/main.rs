@@ -10,7 +10,13 @@ use stash::telemetry::{self, LogFormat};
 #[command(name = "stash", version, about)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "STASH_LOG_FORMAT", value_enum, default_value_t)]
+    #[arg(
+        long,
+        global = true,
+        env = "STASH_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -30,6 +36,8 @@ enum Command {
     Certs(stash::certs::Args),
     /// Print the CustomResourceDefinitions.
     Crds(stash::crds::Args),
+    /// Print the install: namespace, RBAC, webhook server and webhook configurations.
+    Manifests(stash::manifests::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,7 +45,10 @@ fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     // One process-wide rustls provider: kube's client and our server share it.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -52,6 +63,7 @@ fn main() -> ExitCode {
             Command::Review(a) => stash::review::run(a).await,
             Command::Certs(a) => stash::certs::run(a).await,
             Command::Crds(a) => stash::crds::run(a).await,
+            Command::Manifests(a) => stash::manifests::run(a).await,
         }
     });
     match result {
