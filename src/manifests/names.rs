@@ -35,8 +35,9 @@ pub const PROBE_PORT_NAME: &str = "probes";
 /// The non-root user and group of the image (the Dockerfile creates it).
 pub const RUN_AS_USER: i64 = 65532;
 
-/// How long `stash serve` drains in-flight requests after SIGTERM (its
-/// `--drain-timeout` default).
+/// How long `stash serve` drains in-flight requests after SIGTERM
+/// (`--drain-timeout`): twice the webhook timeout, after which the API server
+/// has given up on any request still open anyway.
 pub const DRAIN_SECONDS: i64 = 10;
 /// How long the pod keeps serving after it is told to stop, while the
 /// endpoint removal reaches every API server (preStop sleep).

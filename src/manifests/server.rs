@@ -64,6 +64,7 @@ pub fn server_args(options: &Options) -> Vec<String> {
         format!("--tls-key-file={TLS_DIR}/tls.key"),
         format!("--namespace={}", options.namespace),
         format!("--image={}", options.image),
+        format!("--drain-timeout={DRAIN_SECONDS}s"),
     ]
 }
 
