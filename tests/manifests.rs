@@ -739,10 +739,26 @@ fn the_server_is_highly_available_and_outlives_its_drain() {
         .last()
         .and_then(|s| s.parse().ok())
         .expect("seconds");
+    let drain: i64 = c
+        .args
+        .as_ref()
+        .expect("args")
+        .iter()
+        .find_map(|a| a.strip_prefix("--drain-timeout="))
+        .and_then(|d| d.strip_suffix('s'))
+        .and_then(|d| d.parse().ok())
+        .expect("--drain-timeout=<seconds>s");
+    assert_eq!(drain, names::DRAIN_SECONDS);
     assert!(
-        grace > sleep + names::DRAIN_SECONDS,
-        "grace {grace}s must exceed the preStop sleep {sleep}s plus the drain {}s",
-        names::DRAIN_SECONDS
+        grace > sleep + drain,
+        "grace {grace}s must exceed the preStop sleep {sleep}s plus the drain {drain}s"
+    );
+    let timeout = mutating(&default_objects())[0]
+        .timeout_seconds
+        .expect("timeout");
+    assert!(
+        drain >= i64::from(timeout),
+        "the drain lets a call run to its webhook timeout"
     );
 }
 
