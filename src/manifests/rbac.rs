@@ -25,6 +25,7 @@ use crate::api::GROUP;
 const READ: &[&str] = &["get", "list", "watch"];
 const STATUS_WRITE: &[&str] = &["get", "patch", "update"];
 const EVENT_WRITE: &[&str] = &["create", "patch"];
+const OWNED_WRITE: &[&str] = &["get", "list", "watch", "create", "patch"];
 /// kube-lease-manager reads, creates and (strategic-merge) patches its Lease;
 /// `update` covers clients that replace it instead.
 const LEASE_WRITE: &[&str] = &["get", "create", "update", "patch"];
@@ -60,36 +61,24 @@ pub fn webhook_rules() -> Vec<PolicyRule> {
     let mut rules = vec![
         // The store, the controllers and the webhooks' view of the world.
         rule(&[GROUP], STASH_KINDS, READ),
-        // Finalizer on BackupConfigurations (removes the sidecar on delete).
-        rule(&[GROUP], &["backupconfigurations"], &["patch", "update"]),
-        // Owner references that block deletion of a BackupConfiguration's
-        // CronJob need update on its finalizers subresource.
-        rule(&[GROUP], &["backupconfigurations/finalizers"], &["update"]),
+        // Finalizer on BackupConfigurations (removes the sidecar on delete),
+        // added and removed with JSON patches.
+        rule(&[GROUP], &["backupconfigurations"], &["patch"]),
         // BackupSession history cleanup.
         rule(&[GROUP], &["backupsessions"], &["delete"]),
         rule(&[GROUP], STASH_STATUSES, STATUS_WRITE),
         // Sidecar injection and removal by the reconciler: patches only.
         rule(&["apps"], WORKLOADS, &["get", "list", "watch", "patch"]),
-        // The backup-triggering CronJobs (garbage-collected through their owner).
-        rule(
-            &["batch"],
-            &["cronjobs"],
-            &["get", "list", "watch", "create", "patch", "update"],
-        ),
-        // The CronJobs' ServiceAccounts.
-        rule(
-            &[""],
-            &["serviceaccounts"],
-            &["get", "list", "watch", "create", "patch"],
-        ),
-        // RoleBindings for the CronJobs and the sidecars; a workload that loses
-        // its sidecar loses its RoleBinding.
+        // What the reconciler owns and server-side applies (an apply that
+        // creates also needs `create`): the CronJobs, their ServiceAccounts, and
+        // the RoleBindings for the CronJobs and the sidecars. Their owner
+        // references let the garbage collector delete them.
+        rule(&["batch"], &["cronjobs"], OWNED_WRITE),
+        rule(&[""], &["serviceaccounts"], OWNED_WRITE),
         rule(
             &["rbac.authorization.k8s.io"],
             &["rolebindings"],
-            &[
-                "get", "list", "watch", "create", "patch", "update", "delete",
-            ],
+            OWNED_WRITE,
         ),
         // Bind exactly these two ClusterRoles, without holding their rules.
         PolicyRule {
