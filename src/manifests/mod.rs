@@ -49,9 +49,16 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let rendered = render_args(&args)?;
     let mut out = std::io::stdout().lock();
-    out.write_all(rendered.as_bytes())?;
-    out.flush()?;
-    Ok(())
+    match out
+        .write_all(rendered.as_bytes())
+        .and_then(|()| out.flush())
+    {
+        // A reader that stopped early (`| head`) is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write the install to standard output"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Reads the CA bundle named by `args` (if present) and renders the install.
