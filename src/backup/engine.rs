@@ -2,8 +2,8 @@
 //! repository and secret directory in, this host's stats and the repository
 //! totals out. The watch/lease loop is a thin layer on top of this.
 //!
-//! Sequence (as Stash rc.2, issue 5): `snapshots` (`init` when the repository
-//! does not exist yet; otherwise `unlock` clears locks left by killed runs),
+//! Sequence (as Stash rc.2, issue 5): open the repository (`unlock`, which
+//! also clears locks left by killed runs; `init` when it does not exist yet),
 //! one `backup` per path, `forget` with the retention policy, `stats`.
 //! Every failure ends the run with a Failed host entry whose error is one
 //! complete line.
@@ -68,17 +68,17 @@ fn snapshot_stats(path: &str, s: &BackupSummary) -> SnapshotStats {
     }
 }
 
-/// Opens the repository, creating it when it does not exist yet, and clears stale locks.
-/// Returns whether it was created.
+/// Opens the repository, creating it when it does not exist yet, and clears
+/// stale locks. `restic unlock` doubles as the existence and password check
+/// (each restic command pays a key derivation, so one probe instead of
+/// `snapshots` + `unlock` saves about half a second per run). Returns whether
+/// the repository was created.
 async fn open_repository(restic: &Restic) -> Result<bool, String> {
-    match restic.snapshots().await {
-        Ok(_) => {
-            restic.unlock().await.map_err(|e| e.to_string())?;
-            Ok(false)
-        }
+    match restic.unlock().await {
+        Ok(()) => Ok(false),
         Err(ResticError::NoRepository { message, .. }) => match restic.init().await {
             Ok(()) => Ok(true),
-            Err(e) => Err(format!("{e} (restic snapshots said: {message})")),
+            Err(e) => Err(format!("{e} (restic unlock said: {message})")),
         },
         Err(e) => Err(e.to_string()),
     }
