@@ -219,3 +219,70 @@ impl Metrics {
             .map_err(|e| anyhow::anyhow!("metrics server stopped: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{HostBackupPhase, HostBackupStats};
+    use crate::backup::engine::RepositoryTotals;
+    use crate::backup::restic::BackupSummary;
+
+    #[test]
+    fn the_last_backup_is_exposed_with_its_labels() {
+        let m = Metrics::new();
+        let labels = Labels {
+            namespace: "demo".into(),
+            invoker: "pause-backup".into(),
+            host: "host-0".into(),
+            repository: "gcs-repo".into(),
+        };
+        let outcome = HostBackupOutcome {
+            stats: HostBackupStats {
+                hostname: "host-0".into(),
+                phase: Some(HostBackupPhase::Succeeded),
+                ..Default::default()
+            },
+            totals: Some(RepositoryTotals {
+                size_bytes: 4096,
+                snapshot_count: 5,
+                snapshots_removed: Some(1),
+            }),
+            initialized: false,
+            summaries: vec![BackupSummary {
+                snapshot_id: "abc".into(),
+                data_added: 100,
+                total_files_processed: 3,
+                ..Default::default()
+            }],
+        };
+        m.record(&labels, &outcome, 2.5);
+        let text = m.encode();
+        let sel =
+            r#"{namespace="demo",invoker="pause-backup",host="host-0",repository="gcs-repo"}"#;
+        for line in [
+            format!("stash_backup_last_success{sel} 1"),
+            format!("stash_backup_last_uploaded_bytes{sel} 100"),
+            format!("stash_backup_last_files_total{sel} 3"),
+            format!("stash_backup_last_duration_seconds{sel} 2.5"),
+            format!("stash_repository_snapshot_count{sel} 5"),
+            format!("stash_repository_size_bytes{sel} 4096"),
+        ] {
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        let failed = HostBackupOutcome {
+            stats: HostBackupStats {
+                phase: Some(HostBackupPhase::Failed),
+                ..outcome.stats.clone()
+            },
+            totals: None,
+            ..outcome
+        };
+        m.record(&labels, &failed, 1.0);
+        let text = m.encode();
+        assert!(text.contains(&format!("stash_backup_last_success{sel} 0")));
+        assert!(
+            text.contains(&format!("stash_repository_snapshot_count{sel} 5")),
+            "a failure keeps the last known totals"
+        );
+    }
+}
