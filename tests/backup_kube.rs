@@ -380,7 +380,17 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
     );
     assert!(patch["metadata"]["resourceVersion"].is_string());
 
+    // Each status write sends the whole status back with the resourceVersion it read.
+    let puts = bodies(&state, Method::PUT, &format!("{s1}/status"));
+    assert_eq!(puts.len(), 2, "one conflict, one retry");
+    assert_ne!(puts[0]["metadata"]["resourceVersion"], Value::Null);
+    assert_eq!(puts[1]["status"]["stats"][0]["hostname"], "host-0");
+    assert_eq!(puts[1]["status"]["stats"][0]["phase"], "Succeeded");
+
     let event = &bodies(&state, Method::POST, EVENTS)[0];
+    // A core/v1 Event without eventTime: the API server checks reportingController
+    // only on new-style events, and "Backup Sidecar" (with a space) would fail it.
+    assert!(event.get("eventTime").is_none() && event.get("reportingComponent").is_none());
     assert_eq!(event["reason"], "Host Backup Succeeded");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["message"], "backup succeeded for host host-0");
