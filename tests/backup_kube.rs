@@ -657,3 +657,37 @@ async fn a_deployment_replica_works_only_while_it_leads() {
         "waited for the other holder's Lease to expire"
     );
 }
+
+#[tokio::test]
+async fn lock_holders_are_gone_only_when_their_pod_is() {
+    use stash::backup::LockHolders;
+    use stash::backup::locks::PodLockHolders;
+    let pods = "/api/v1/namespaces/demo/pods";
+    let alive = format!("{pods}/stash-demo-69f9-alive");
+    let (client, state) = fake_api(vec![(
+        &alive,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stash-demo-69f9-alive", "namespace": NS}}),
+    )]);
+    let judge = PodLockHolders {
+        pods: kube::Api::namespaced(client, NS),
+        own_pod: "stash-demo-69f9-me".into(),
+        target_name: "stash-demo".into(),
+    };
+    assert!(
+        judge.is_gone("stash-demo-69f9-me").await,
+        "our own pod runs no restic now"
+    );
+    assert!(
+        !judge.is_gone("other-app-1").await,
+        "not our workload: left alone"
+    );
+    assert!(!judge.is_gone("stash-demo-69f9-alive").await);
+    assert!(judge.is_gone("stash-demo-69f9-deleted").await);
+    assert_eq!(
+        requests(&state),
+        [
+            ("GET".to_string(), alive.clone()),
+            ("GET".to_string(), format!("{pods}/stash-demo-69f9-deleted")),
+        ]
+    );
+}

@@ -421,3 +421,133 @@ async fn excludes_are_honoured_and_cache_can_be_disabled() {
         "--no-cache leaves no cache"
     );
 }
+
+/// Judges exactly the named hosts gone.
+struct Gone(Vec<&'static str>);
+
+impl stash::backup::LockHolders for Gone {
+    fn is_gone<'a>(&'a self, hostname: &'a str) -> futures::future::BoxFuture<'a, bool> {
+        Box::pin(async move { self.0.contains(&hostname) })
+    }
+}
+
+/// Leaves a lock as a pod named `hostname` killed mid-backup would: restic
+/// runs in its own UTS namespace with that host name. Returns false when
+/// this machine cannot make UTS namespaces (not root).
+fn leave_lock_of_another_pod(f: &Fixture, hostname: &str) -> bool {
+    let can = Command::new("unshare")
+        .args(["--uts", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can {
+        eprintln!("skipping: `unshare --uts` is not available (needs root)");
+        return false;
+    }
+    let mut child = Command::new("unshare")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RESTIC_REPOSITORY", &f.repo)
+        .env("RESTIC_PASSWORD", "changeit")
+        .args([
+            "--uts",
+            "sh",
+            "-c",
+            "hostname \"$0\" && exec \"$1\" --no-cache backup --stdin --stdin-filename x",
+        ])
+        .arg(hostname)
+        .arg(&f.settings.binary)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.lock_hosts().is_empty() {
+        assert!(Instant::now() < deadline, "restic never took its lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    true
+}
+
+impl Fixture {
+    fn lock_hosts(&self) -> Vec<String> {
+        let out = self.restic(&["list", "locks", "--no-lock"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|id| {
+                let out = self.restic(&["cat", "lock", id.trim(), "--no-lock"]);
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                v["hostname"].as_str().unwrap_or_default().to_string()
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_lock_left_by_a_deleted_pod_is_cleared_once_the_pod_is_gone() {
+    let f = Fixture::new();
+    let first = backup_host(
+        &f.config(Some(1)),
+        &f.repository(),
+        &f.secrets,
+        "host-0",
+        &f.settings,
+    )
+    .await;
+    assert!(first.succeeded(), "{:?}", first.stats.error);
+    if !leave_lock_of_another_pod(&f, "stash-demo-69f9ffbbf7-old") {
+        return;
+    }
+    // restic's own rule keeps another host's lock (for 30 minutes).
+    assert!(f.restic(&["unlock"]).status.success());
+    assert_eq!(f.lock_hosts(), ["stash-demo-69f9ffbbf7-old"]);
+
+    // Without a judge the lock blocks retention, with restic's message.
+    let blocked = backup_host(
+        &f.config(Some(1)),
+        &f.repository(),
+        &f.secrets,
+        "host-0",
+        &f.settings,
+    )
+    .await;
+    assert_eq!(blocked.stats.phase, Some(HostBackupPhase::Failed));
+    let err = blocked.stats.error.unwrap();
+    assert!(
+        err.contains("repository is already locked") && err.contains("stash-demo-69f9ffbbf7-old"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'));
+    assert_eq!(f.lock_hosts().len(), 1, "nothing removed");
+
+    // A judge that knows other pods alive removes nothing either.
+    let alive = stash::backup::backup_host_with(
+        &f.config(Some(1)),
+        &f.repository(),
+        &f.secrets,
+        "host-0",
+        &f.settings,
+        &Gone(vec!["someone-else"]),
+    )
+    .await;
+    assert!(!alive.succeeded());
+    assert_eq!(f.lock_hosts().len(), 1);
+
+    // Once the lock's pod is known to be gone, the lock goes and the run succeeds.
+    let o = stash::backup::backup_host_with(
+        &f.config(Some(1)),
+        &f.repository(),
+        &f.secrets,
+        "host-0",
+        &f.settings,
+        &Gone(vec!["stash-demo-69f9ffbbf7-old"]),
+    )
+    .await;
+    assert!(o.succeeded(), "{:?}", o.stats.error);
+    assert!(f.lock_hosts().is_empty());
+    assert_eq!(o.totals.unwrap().snapshot_count, 1);
+}

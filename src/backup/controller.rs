@@ -22,8 +22,9 @@ use crate::api::{
 };
 
 use super::cluster::{write_host_stats, write_repository_totals};
-use super::engine::{HostBackupOutcome, backup_host};
+use super::engine::{HostBackupOutcome, LockHolders, NoLockHolders, backup_host_with};
 use super::leader::Turns;
+use super::locks::PodLockHolders;
 use super::metrics::{Labels, Metrics};
 use super::recorder::{EventRecorder, EventType};
 use super::repository::ResticSettings;
@@ -54,6 +55,8 @@ pub struct Sidecar {
     pub metrics: Metrics,
     /// Set for StatefulSet/DaemonSet: hold the Lease around each backup.
     pub turns: Option<Turns>,
+    /// This pod's name; with it, locks left by deleted pods of the workload are cleared.
+    pub pod_name: Option<String>,
     skipped: Mutex<HashSet<String>>,
 }
 
@@ -90,8 +93,15 @@ impl Sidecar {
             recorder,
             metrics,
             turns,
+            pod_name: None,
             skipped: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Sets this pod's name (see [`super::locks::PodLockHolders`]).
+    pub fn with_pod_name(mut self, pod_name: &str) -> Self {
+        self.pod_name = Some(pod_name.to_string());
+        self
     }
 
     /// The restic host for `config`: its target's `alias` if set, else this pod's default.
@@ -229,8 +239,24 @@ impl Sidecar {
             }
         };
         let started = Instant::now();
-        let outcome =
-            backup_host(config, &repository, &self.secret_dir, host, &self.settings).await;
+        let judge = self.pod_name.as_ref().map(|own| PodLockHolders {
+            pods: Api::namespaced(self.client.clone(), &self.namespace),
+            own_pod: own.clone(),
+            target_name: self.target_name.clone(),
+        });
+        let holders: &dyn LockHolders = match &judge {
+            Some(j) => j,
+            None => &NoLockHolders,
+        };
+        let outcome = backup_host_with(
+            config,
+            &repository,
+            &self.secret_dir,
+            host,
+            &self.settings,
+            holders,
+        )
+        .await;
         self.metrics.record(
             &self.labels(host, &repo_name),
             &outcome,

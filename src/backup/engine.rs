@@ -7,9 +7,20 @@
 //! one `backup` per path, `forget` with the retention policy, `stats`.
 //! Every failure ends the run with a Failed host entry whose error is one
 //! complete line.
+//!
+//! Locks: `restic unlock` removes locks whose process is gone *on this host*
+//! or that are older than 30 minutes. A lock left by another pod that was
+//! killed mid-backup (a Deployment's old leader, a drained node) survives
+//! that and blocks `forget` for half an hour. So when a step fails and the
+//! repository holds locks, each lock's holder is judged ([`LockHolders`]);
+//! if every holder is gone for good, the locks are removed and the step is
+//! tried once more. With no judge (plain [`backup_host`]) nothing beyond
+//! restic's own rule is removed.
 
 use std::path::Path;
 use std::time::Instant;
+
+use futures::future::BoxFuture;
 
 use crate::api::{
     BackupConfiguration, FileStats, HostBackupPhase, HostBackupStats, Repository, SnapshotStats,
@@ -84,6 +95,53 @@ async fn open_repository(restic: &Restic) -> Result<bool, String> {
     }
 }
 
+/// Judges whether the holder of a restic lock (the lock's hostname) is gone
+/// for good, so that its locks can be removed.
+pub trait LockHolders: Sync {
+    /// True only when `hostname` certainly runs no restic any more.
+    fn is_gone<'a>(&'a self, hostname: &'a str) -> BoxFuture<'a, bool>;
+}
+
+/// Judges no holder gone: only restic's own stale rule applies.
+pub struct NoLockHolders;
+
+impl LockHolders for NoLockHolders {
+    fn is_gone<'a>(&'a self, _hostname: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async { false })
+    }
+}
+
+/// Removes every lock if there are some and all their holders are gone.
+/// Returns whether locks were removed.
+async fn clear_abandoned_locks(restic: &Restic, holders: &dyn LockHolders) -> bool {
+    let Ok(ids) = restic.list_locks().await else {
+        return false;
+    };
+    if ids.is_empty() {
+        return false;
+    }
+    let mut names = Vec::new();
+    for id in &ids {
+        let Ok(lock) = restic.lock_info(id).await else {
+            return false;
+        };
+        if !holders.is_gone(&lock.hostname).await {
+            return false;
+        }
+        names.push(lock.hostname);
+    }
+    match restic.remove_all_locks().await {
+        Ok(()) => {
+            tracing::warn!(holders = ?names, "removed restic locks left by pods that are gone");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot remove abandoned restic locks");
+            false
+        }
+    }
+}
+
 /// Backs up `host`'s paths of `config` into `repository`, credentials from `secret_dir`.
 /// Never fails: a failure is a Failed host entry with a one-line error.
 pub async fn backup_host(
@@ -92,6 +150,26 @@ pub async fn backup_host(
     secret_dir: &Path,
     host: &str,
     settings: &ResticSettings,
+) -> HostBackupOutcome {
+    backup_host_with(
+        config,
+        repository,
+        secret_dir,
+        host,
+        settings,
+        &NoLockHolders,
+    )
+    .await
+}
+
+/// [`backup_host`], with `holders` to judge locks left by other hosts.
+pub async fn backup_host_with(
+    config: &BackupConfiguration,
+    repository: &Repository,
+    secret_dir: &Path,
+    host: &str,
+    settings: &ResticSettings,
+    holders: &dyn LockHolders,
 ) -> HostBackupOutcome {
     let started = Instant::now();
     let mut out = HostBackupOutcome {
@@ -103,7 +181,10 @@ pub async fn backup_host(
         initialized: false,
         summaries: Vec::new(),
     };
-    let result = run(config, repository, secret_dir, host, settings, &mut out).await;
+    let result = run(
+        config, repository, secret_dir, host, settings, holders, &mut out,
+    )
+    .await;
     out.stats.duration = Some(format_duration(started.elapsed()));
     match result {
         Ok(totals) => {
@@ -125,6 +206,7 @@ async fn run(
     secret_dir: &Path,
     host: &str,
     settings: &ResticSettings,
+    holders: &dyn LockHolders,
     out: &mut HostBackupOutcome,
 ) -> Result<RepositoryTotals, String> {
     let target = config
@@ -140,10 +222,15 @@ async fn run(
     out.initialized = open_repository(&restic).await?;
 
     for path in &target.paths {
-        let summary = restic
+        let mut attempt = restic
             .backup(path, host, &target.exclude, settings.enable_cache)
-            .await
-            .map_err(|e| format!("backup of {path}: {e}"))?;
+            .await;
+        if attempt.is_err() && clear_abandoned_locks(&restic, holders).await {
+            attempt = restic
+                .backup(path, host, &target.exclude, settings.enable_cache)
+                .await;
+        }
+        let summary = attempt.map_err(|e| format!("backup of {path}: {e}"))?;
         tracing::info!(host, path = %path, snapshot = %summary.snapshot_id,
             uploaded = summary.data_added, "snapshot taken");
         out.stats.snapshots.push(snapshot_stats(path, &summary));
@@ -152,10 +239,11 @@ async fn run(
 
     let mut totals = RepositoryTotals::default();
     if let Some(policy) = &config.spec.retention_policy {
-        let forget = restic
-            .forget(policy)
-            .await
-            .map_err(|e| format!("retention policy {:?}: {e}", policy.name))?;
+        let mut attempt = restic.forget(policy).await;
+        if attempt.is_err() && clear_abandoned_locks(&restic, holders).await {
+            attempt = restic.forget(policy).await;
+        }
+        let forget = attempt.map_err(|e| format!("retention policy {:?}: {e}", policy.name))?;
         totals.snapshots_removed = forget.map(|f| f.removed);
     }
     let stats = restic.stats().await.map_err(|e| e.to_string())?;

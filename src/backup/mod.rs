@@ -15,6 +15,7 @@ pub mod controller;
 pub mod engine;
 pub mod host;
 pub mod leader;
+pub mod locks;
 pub mod metrics;
 pub mod recorder;
 pub mod repository;
@@ -27,7 +28,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-pub use engine::{HostBackupOutcome, RepositoryTotals, backup_host};
+pub use engine::{
+    HostBackupOutcome, LockHolders, NoLockHolders, RepositoryTotals, backup_host, backup_host_with,
+};
 pub use repository::ResticSettings;
 
 use crate::api::INVOKER_KIND_BACKUP_CONFIGURATION;
@@ -144,6 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             metrics.clone(),
             turns,
         )
+        .with_pod_name(&args.pod_name)
     };
     tracing::info!(
         invoker = %args.invoker_name, target = %format!("{}/{}", args.target_kind, args.target_name),

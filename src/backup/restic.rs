@@ -249,6 +249,29 @@ pub struct SnapshotInfo {
     pub paths: Vec<String>,
 }
 
+/// A lock file, as `restic cat lock <id>` prints it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct LockInfo {
+    #[serde(default)]
+    pub time: String,
+    #[serde(default)]
+    pub exclusive: bool,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub pid: i64,
+}
+
+/// Reads `restic list locks` output: one hex id per line.
+pub fn parse_ids(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Reads the `summary` line of `restic backup --json` output.
 pub fn parse_backup(stdout: &str) -> Result<BackupSummary, String> {
     #[derive(Deserialize)]
@@ -400,6 +423,25 @@ impl Restic {
         self.run(&["unlock".to_string()]).await.map(drop)
     }
 
+    /// The ids of the lock files in the repository.
+    pub async fn list_locks(&self) -> Result<Vec<String>, ResticError> {
+        let args = ["list", "locks", "--no-lock"].map(String::from);
+        Ok(parse_ids(&self.run(&args).await?))
+    }
+
+    /// One lock file's content.
+    pub async fn lock_info(&self, id: &str) -> Result<LockInfo, ResticError> {
+        let args = ["cat", "lock", id, "--no-lock"].map(String::from);
+        let out = self.run(&args).await?;
+        first_json(&out).map_err(|e| Self::output_error("cat lock", e))
+    }
+
+    /// `restic unlock --remove-all`: removes every lock, stale or not.
+    pub async fn remove_all_locks(&self) -> Result<(), ResticError> {
+        let args = ["unlock", "--remove-all"].map(String::from);
+        self.run(&args).await.map(drop)
+    }
+
     /// `restic backup` of one path.
     pub async fn backup(
         &self,
@@ -546,6 +588,22 @@ done
             classify("snapshots", Some(10), ""),
             ResticError::NoRepository { .. }
         ));
+    }
+
+    #[test]
+    fn lock_ids_and_lock_files_parse() {
+        assert_eq!(
+            parse_ids("0ce2edeb97e6\n\nabc123\nnot an id\n"),
+            ["0ce2edeb97e6", "abc123"]
+        );
+        let l: LockInfo = first_json(
+            r#"{"time":"2026-11-28T05:24:45Z","exclusive":false,"hostname":"stash-demo-old-pod","username":"root","pid":7791}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.hostname.as_str(), l.pid, l.exclusive),
+            ("stash-demo-old-pod", 7791, false)
+        );
     }
 
     #[test]
