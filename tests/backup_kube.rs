@@ -691,3 +691,17 @@ async fn lock_holders_are_gone_only_when_their_pod_is() {
         ]
     );
 }
+
+#[tokio::test]
+async fn finished_sessions_cost_no_api_call() {
+    let env = Env::new();
+    let mut done = session("old");
+    done["status"] = json!({"phase": "Succeeded"});
+    let (client, state) = fake_api(vec![(&format!("{SESSIONS}/old"), done)]);
+    let sidecar = env.sidecar(client, None);
+    assert_eq!(
+        sidecar.handle(&typed_session(&state, "old")).await.unwrap(),
+        Handled::Ignored("already finished")
+    );
+    assert!(requests(&state).is_empty());
+}

@@ -28,7 +28,7 @@ use super::locks::PodLockHolders;
 use super::metrics::{Labels, Metrics};
 use super::recorder::{EventRecorder, EventType};
 use super::repository::ResticSettings;
-use super::session::{Decision, decide};
+use super::session::{Decision, decide, settled};
 
 /// What happened to one session.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +160,10 @@ impl Sidecar {
 
     /// Handles one session: ignore, skip (paused) or back up and report.
     pub async fn handle(&self, session: &BackupSession) -> anyhow::Result<Handled> {
+        // Finished sessions (most of what a restart replays) cost no API call.
+        if let Some(why) = settled(session, &self.invoker_name) {
+            return Ok(Handled::Ignored(why));
+        }
         let configs: Api<BackupConfiguration> =
             Api::namespaced(self.client.clone(), &self.namespace);
         let Some(config) = configs.get_opt(&self.invoker_name).await.map_err(|e| {

@@ -14,24 +14,30 @@ pub enum Decision {
     Backup,
 }
 
+/// Why `session` needs no work from any host of invoker `config_name`,
+/// whatever the configuration says now; `None` when it might.
+pub fn settled(session: &BackupSession, config_name: &str) -> Option<&'static str> {
+    let invoker = &session.spec.invoker;
+    if invoker.kind != crate::api::INVOKER_KIND_BACKUP_CONFIGURATION || invoker.name != config_name
+    {
+        return Some("invoked by another object");
+    }
+    if session.metadata.deletion_timestamp.is_some() {
+        return Some("being deleted");
+    }
+    match session.phase() {
+        BackupSessionPhase::Skipped => Some("already skipped"),
+        p if p.is_finished() => Some("already finished"),
+        _ => None,
+    }
+}
+
 /// Decides what this host does with `session`, invoked by `config` (the
 /// configuration as read now, not when the session was created).
 pub fn decide(session: &BackupSession, config: &BackupConfiguration, host: &str) -> Decision {
-    let invoker = &session.spec.invoker;
     let config_name = config.metadata.name.as_deref().unwrap_or_default();
-    if invoker.kind != crate::api::INVOKER_KIND_BACKUP_CONFIGURATION || invoker.name != config_name
-    {
-        return Decision::Ignore("invoked by another object");
-    }
-    if session.metadata.deletion_timestamp.is_some() {
-        return Decision::Ignore("being deleted");
-    }
-    let phase = session.phase();
-    if phase.is_finished() {
-        return Decision::Ignore(match phase {
-            BackupSessionPhase::Skipped => "already skipped",
-            _ => "already finished",
-        });
+    if let Some(why) = settled(session, config_name) {
+        return Decision::Ignore(why);
     }
     let reported = session
         .status
