@@ -25,6 +25,21 @@ pub fn cronjob_skipped_message(namespace: &str, name: &str) -> String {
 /// Message of the BackupSession controller's skip event.
 pub const BACKUPSESSION_SKIPPED_MESSAGE: &str = "Backup Configuration is paused";
 
+/// Reason of the sidecar's event when a host's backup succeeded.
+pub const REASON_HOST_BACKUP_SUCCEEDED: &str = "Host Backup Succeeded";
+/// Reason of the sidecar's event when a host's backup failed.
+pub const REASON_HOST_BACKUP_FAILED: &str = "Host Backup Failed";
+
+/// Message of the sidecar's success event for `host`.
+pub fn host_backup_succeeded_message(host: &str) -> String {
+    format!("backup succeeded for host {host}")
+}
+
+/// Message of the sidecar's failure event for `host`.
+pub fn host_backup_failed_message(host: &str, reason: &str) -> String {
+    format!("backup failed for host \"{host}\". Reason: {reason}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

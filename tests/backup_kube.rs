@@ -1,0 +1,707 @@
+//! The sidecar's Kubernetes layer against a `tower_test::mock` API server
+//! (a small in-memory fake that keeps objects, checks resourceVersions and
+//! logs every request), with the real restic and a local repository.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use stash::api::{BackupSession, HostBackupPhase};
+use stash::backup::ResticSettings;
+use stash::backup::controller::{Handled, Sidecar};
+use stash::backup::leader::{LeaseTiming, Turns};
+use stash::backup::metrics::Metrics;
+use stash::backup::recorder::EventRecorder;
+use stash::backup::restic::resolve_binary;
+
+const NS: &str = "demo";
+const BC_PATH: &str =
+    "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup";
+const REPO_PATH: &str = "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories/gcs-repo";
+const SESSIONS: &str = "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupsessions";
+const EVENTS: &str = "/api/v1/namespaces/demo/events";
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    path: String,
+    query: String,
+    body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    objects: HashMap<String, Value>,
+    log: Vec<Seen>,
+    /// Conflicts to answer before accepting a write, per "METHOD path".
+    conflicts: HashMap<String, usize>,
+    next_rv: u64,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "reason": reason, "code": code, "message": message}),
+    )
+}
+
+fn answer(state: &mut State, seen: &Seen) -> Option<(u16, Value)> {
+    let key = format!("{} {}", seen.method, seen.path);
+    if let Some(n) = state.conflicts.get_mut(&key).filter(|n| **n > 0) {
+        *n -= 1;
+        return Some(status(409, "Conflict", "the object has been modified"));
+    }
+    let object_path = seen.path.trim_end_matches("/status").to_string();
+    state.next_rv += 1;
+    let rv = state.next_rv.to_string();
+    match seen.method {
+        Method::GET if seen.query.contains("watch=true") => None, // never answered: the watch stays open
+        Method::GET if state.objects.contains_key(&object_path) => {
+            Some((200, state.objects[&object_path].clone()))
+        }
+        Method::GET => {
+            // A list of the collection (label selectors are checked by the test's assertions).
+            let prefix = format!("{}/", seen.path);
+            let items: Vec<Value> = state
+                .objects
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+                .map(|(_, v)| v.clone())
+                .collect();
+            if items.is_empty() && !seen.path.ends_with('s') {
+                return Some(status(404, "NotFound", "not found"));
+            }
+            Some((
+                200,
+                json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}),
+            ))
+        }
+        Method::POST => {
+            let mut obj = seen.body.clone();
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or("unnamed")
+                .to_string();
+            let path = format!("{}/{name}", seen.path);
+            if state.objects.contains_key(&path) {
+                return Some(status(409, "AlreadyExists", "exists"));
+            }
+            obj["metadata"]["resourceVersion"] = json!(rv);
+            state.objects.insert(path, obj.clone());
+            Some((201, obj))
+        }
+        Method::PUT | Method::PATCH => {
+            let Some(current) = state.objects.get(&object_path).cloned() else {
+                return Some(status(404, "NotFound", "not found"));
+            };
+            let sent_rv = seen.body["metadata"]["resourceVersion"].as_str();
+            if sent_rv.is_some() && sent_rv != current["metadata"]["resourceVersion"].as_str() {
+                return Some(status(409, "Conflict", "the object has been modified"));
+            }
+            let mut obj = if seen.method == Method::PUT {
+                let mut o = current.clone();
+                o["status"] = seen.body["status"].clone();
+                o
+            } else {
+                let mut o = current.clone();
+                merge(&mut o, &seen.body);
+                o
+            };
+            obj["metadata"]["resourceVersion"] = json!(rv);
+            state.objects.insert(object_path, obj.clone());
+            Some((200, obj))
+        }
+        _ => Some(status(405, "MethodNotAllowed", "no")),
+    }
+}
+
+/// Starts the fake; returns a client and the shared state.
+fn fake_api(objects: Vec<(&str, Value)>) -> (kube::Client, Shared) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let state: Shared = Arc::new(Mutex::new(State::default()));
+    {
+        let mut s = state.lock().unwrap();
+        for (path, mut obj) in objects {
+            s.next_rv += 1;
+            obj["metadata"]["resourceVersion"] = json!(s.next_rv.to_string());
+            s.objects.insert(path.to_string(), obj);
+        }
+    }
+    let shared = state.clone();
+    tokio::spawn(async move {
+        let mut open_watches = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let seen = Seen {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().unwrap_or("").to_string(),
+                body,
+            };
+            let reply = {
+                let mut s = shared.lock().unwrap();
+                s.log.push(seen.clone());
+                answer(&mut s, &seen)
+            };
+            match reply {
+                Some((code, json)) => send.send_response(
+                    Response::builder()
+                        .status(StatusCode::from_u16(code).unwrap())
+                        .body(Body::from(serde_json::to_vec(&json).unwrap()))
+                        .unwrap(),
+                ),
+                None => open_watches.push(send),
+            }
+        }
+    });
+    (kube::Client::new(service, NS), state)
+}
+
+fn guide_config(paused: bool, path: &Path) -> Value {
+    // The guide's BackupConfiguration, with the path pointed at a temp dir.
+    json!({
+        "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
+        "metadata": {"name": "pause-backup", "namespace": NS, "uid": "bc-uid"},
+        "spec": {
+            "repository": {"name": "gcs-repo"},
+            "schedule": "*/5 * * * *",
+            "paused": paused,
+            "target": {"ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "stash-demo"},
+                       "volumeMounts": [{"name": "source-data", "mountPath": "/source/data"}],
+                       "paths": [path.display().to_string()]},
+            "retentionPolicy": {"name": "keep-last-5", "keepLast": 5, "prune": true}
+        }
+    })
+}
+
+fn local_repository(dir: &Path) -> Value {
+    // The guide's Repository (named gcs-repo), pointed at a local backend.
+    json!({
+        "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+        "metadata": {"name": "gcs-repo", "namespace": NS},
+        "spec": {"backend": {"local": {"mountPath": dir.display().to_string(),
+                                        "hostPath": {"path": dir.display().to_string()}},
+                             "storageSecretName": "gcs-secret"}}
+    })
+}
+
+fn session(name: &str) -> Value {
+    json!({
+        "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("{name}-uid"),
+                     "labels": {"stash.appscode.com/backup-configuration": "pause-backup"}},
+        "spec": {"invoker": {"apiGroup": "stash.appscode.com", "kind": "BackupConfiguration", "name": "pause-backup"}}
+    })
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["source/data", "repo", "secret", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("source/data/data.txt"), "sample_data\n").unwrap();
+        std::fs::write(dir.path().join("secret/RESTIC_PASSWORD"), "changeit").unwrap();
+        Self { dir }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn sidecar(&self, client: kube::Client, turns: Option<Turns>) -> Sidecar {
+        let binary = resolve_binary(Path::new("restic"), std::env::var_os("PATH").as_deref())
+            .expect("restic must be installed");
+        Sidecar::new(
+            client.clone(),
+            NS.into(),
+            "pause-backup".into(),
+            "Deployment".into(),
+            "stash-demo".into(),
+            "host-0".into(),
+            self.p("secret"),
+            ResticSettings {
+                binary,
+                scratch_dir: self.p("tmp"),
+                enable_cache: true,
+            },
+            EventRecorder::new(client, "Backup Sidecar", Some("node-1".into())),
+            Metrics::new(),
+            turns,
+        )
+    }
+    fn restic_snapshots(&self) -> Vec<Value> {
+        let out = std::process::Command::new("restic")
+            .env_clear()
+            .env("RESTIC_REPOSITORY", self.p("repo"))
+            .env("RESTIC_PASSWORD", "changeit")
+            .args(["--no-cache", "snapshots", "--json", "--no-lock"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn requests(state: &Shared) -> Vec<(String, String)> {
+    state
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .map(|s| (s.method.to_string(), s.path.clone()))
+        .collect()
+}
+
+fn bodies(state: &Shared, method: Method, path: &str) -> Vec<Value> {
+    state
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|s| s.method == method && s.path == path)
+        .map(|s| s.body.clone())
+        .collect()
+}
+
+fn typed_session(state: &Shared, name: &str) -> BackupSession {
+    let obj = state.lock().unwrap().objects[&format!("{SESSIONS}/{name}")].clone();
+    serde_json::from_value(obj).unwrap()
+}
+
+#[tokio::test]
+async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
+    let env = Env::new();
+    let s1 = format!("{SESSIONS}/pause-backup-1564659789");
+    let (client, state) = fake_api(vec![
+        (BC_PATH, guide_config(false, &env.p("source/data"))),
+        (REPO_PATH, local_repository(&env.p("repo"))),
+        (&s1, session("pause-backup-1564659789")),
+    ]);
+    // The first status write meets a conflict (the reconciler wrote meanwhile).
+    state
+        .lock()
+        .unwrap()
+        .conflicts
+        .insert(format!("PUT {s1}/status"), 1);
+    let sidecar = env.sidecar(client, None);
+
+    let handled = sidecar
+        .handle(&typed_session(&state, "pause-backup-1564659789"))
+        .await
+        .unwrap();
+    let Handled::BackedUp(outcome) = handled else {
+        panic!("expected a backup, got {handled:?}")
+    };
+    assert_eq!(
+        outcome.stats.phase,
+        Some(HostBackupPhase::Succeeded),
+        "{:?}",
+        outcome.stats.error
+    );
+
+    assert_eq!(
+        requests(&state),
+        [
+            ("GET", BC_PATH.to_string()),
+            ("GET", REPO_PATH.to_string()),
+            ("GET", format!("{s1}/status")),
+            ("PUT", format!("{s1}/status")),
+            ("GET", format!("{s1}/status")),
+            ("PUT", format!("{s1}/status")),
+            ("GET", format!("{REPO_PATH}/status")),
+            ("PATCH", format!("{REPO_PATH}/status")),
+            ("POST", EVENTS.to_string()),
+        ]
+        .map(|(m, p)| (m.to_string(), p))
+    );
+
+    // The session's status holds restic's real snapshot id for host-0; the phase is the reconciler's.
+    let stored = typed_session(&state, "pause-backup-1564659789");
+    let status = stored.status.unwrap();
+    assert_eq!(status.phase, None);
+    assert_eq!(status.stats.len(), 1);
+    let host = &status.stats[0];
+    assert_eq!(host.hostname, "host-0");
+    assert_eq!(host.phase, Some(HostBackupPhase::Succeeded));
+    let snaps = env.restic_snapshots();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(
+        host.snapshots[0].name,
+        snaps[0]["short_id"].as_str().unwrap()
+    );
+    assert_eq!(snaps[0]["hostname"], "host-0");
+    assert_eq!(
+        host.snapshots[0].path,
+        env.p("source/data").display().to_string()
+    );
+
+    // The Repository patch: totals, times, guarded by the resourceVersion read just before.
+    let patch = &bodies(&state, Method::PATCH, &format!("{REPO_PATH}/status"))[0];
+    assert_eq!(patch["status"]["snapshotCount"], 1);
+    assert_eq!(patch["status"]["snapshotsRemovedOnLastCleanup"], 0);
+    assert!(patch["status"]["firstBackupTime"].is_string());
+    assert_eq!(
+        patch["status"]["firstBackupTime"],
+        patch["status"]["lastBackupTime"]
+    );
+    assert!(patch["metadata"]["resourceVersion"].is_string());
+
+    // Each status write sends the whole status back with the resourceVersion it read.
+    let puts = bodies(&state, Method::PUT, &format!("{s1}/status"));
+    assert_eq!(puts.len(), 2, "one conflict, one retry");
+    assert_ne!(puts[0]["metadata"]["resourceVersion"], Value::Null);
+    assert_eq!(puts[1]["status"]["stats"][0]["hostname"], "host-0");
+    assert_eq!(puts[1]["status"]["stats"][0]["phase"], "Succeeded");
+
+    let event = &bodies(&state, Method::POST, EVENTS)[0];
+    // A core/v1 Event without eventTime: the API server checks reportingController
+    // only on new-style events, and "Backup Sidecar" (with a space) would fail it.
+    assert!(event.get("eventTime").is_none() && event.get("reportingComponent").is_none());
+    assert_eq!(event["reason"], "Host Backup Succeeded");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["message"], "backup succeeded for host host-0");
+    assert_eq!(event["source"]["component"], "Backup Sidecar");
+    assert_eq!(event["involvedObject"]["kind"], "BackupSession");
+    assert_eq!(event["involvedObject"]["name"], "pause-backup-1564659789");
+
+    // A second pass over the same session (e.g. the watch replays it) does nothing.
+    let again = sidecar
+        .handle(&typed_session(&state, "pause-backup-1564659789"))
+        .await
+        .unwrap();
+    assert_eq!(again, Handled::Ignored("this host has already reported"));
+    assert_eq!(env.restic_snapshots().len(), 1);
+
+    // A new session adds a second snapshot and the Repository count follows.
+    let s2 = format!("{SESSIONS}/pause-backup-2");
+    state
+        .lock()
+        .unwrap()
+        .objects
+        .insert(s2.clone(), session("pause-backup-2"));
+    let Handled::BackedUp(second) = sidecar
+        .handle(&typed_session(&state, "pause-backup-2"))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a backup")
+    };
+    assert!(second.succeeded());
+    let repo = state.lock().unwrap().objects[REPO_PATH].clone();
+    assert_eq!(repo["status"]["snapshotCount"], 2);
+    assert_ne!(
+        repo["status"]["firstBackupTime"],
+        repo["status"]["lastBackupTime"]
+    );
+}
+
+#[tokio::test]
+async fn a_paused_invoker_skips_without_touching_the_repository() {
+    let env = Env::new();
+    let s = format!("{SESSIONS}/instant-backupsession");
+    let (client, state) = fake_api(vec![
+        (BC_PATH, guide_config(true, &env.p("source/data"))),
+        (REPO_PATH, local_repository(&env.p("repo"))),
+        (&s, session("instant-backupsession")),
+    ]);
+    let sidecar = env.sidecar(client, None);
+    let session = typed_session(&state, "instant-backupsession");
+    assert_eq!(sidecar.handle(&session).await.unwrap(), Handled::Skipped);
+    assert_eq!(
+        requests(&state),
+        [
+            ("GET".to_string(), BC_PATH.to_string()),
+            ("POST".to_string(), EVENTS.to_string())
+        ]
+    );
+    let event = &bodies(&state, Method::POST, EVENTS)[0];
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "BackupSessionSkipped");
+    assert_eq!(event["message"], "Backup Configuration is paused");
+    assert_eq!(event["source"]["component"], "Backup Sidecar");
+    assert_eq!(event["involvedObject"]["name"], "instant-backupsession");
+    assert_eq!(event["involvedObject"]["uid"], "instant-backupsession-uid");
+    assert!(
+        std::fs::read_dir(env.p("repo")).unwrap().next().is_none(),
+        "repository untouched"
+    );
+    assert!(
+        typed_session(&state, "instant-backupsession")
+            .status
+            .is_none(),
+        "no status written"
+    );
+
+    // Seen again (e.g. an update event): no second event.
+    assert_eq!(sidecar.handle(&session).await.unwrap(), Handled::Skipped);
+    assert_eq!(bodies(&state, Method::POST, EVENTS).len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_host_is_reported_failed_with_restics_message() {
+    let env = Env::new();
+    std::fs::write(env.p("secret/RESTIC_PASSWORD"), "first").unwrap();
+    let s = format!("{SESSIONS}/s1");
+    let (client, state) = fake_api(vec![
+        (BC_PATH, guide_config(false, &env.p("source/data"))),
+        (REPO_PATH, local_repository(&env.p("repo"))),
+        (&s, session("s1")),
+    ]);
+    let sidecar = env.sidecar(client, None);
+    assert!(
+        matches!(sidecar.handle(&typed_session(&state, "s1")).await.unwrap(), Handled::BackedUp(o) if o.succeeded())
+    );
+
+    std::fs::write(env.p("secret/RESTIC_PASSWORD"), "changed").unwrap();
+    let s2 = format!("{SESSIONS}/s2");
+    state
+        .lock()
+        .unwrap()
+        .objects
+        .insert(s2.clone(), session("s2"));
+    let repo_patches_before = bodies(&state, Method::PATCH, &format!("{REPO_PATH}/status")).len();
+    let Handled::BackedUp(o) = sidecar.handle(&typed_session(&state, "s2")).await.unwrap() else {
+        panic!("expected a report")
+    };
+    assert_eq!(o.stats.phase, Some(HostBackupPhase::Failed));
+    let stored = typed_session(&state, "s2").status.unwrap();
+    assert_eq!(stored.stats[0].phase, Some(HostBackupPhase::Failed));
+    let err = stored.stats[0].error.clone().unwrap();
+    assert!(
+        err.contains("Fatal: wrong password or no key found"),
+        "{err}"
+    );
+    assert_eq!(
+        bodies(&state, Method::PATCH, &format!("{REPO_PATH}/status")).len(),
+        repo_patches_before,
+        "a failed run leaves the Repository status alone"
+    );
+    let events = bodies(&state, Method::POST, EVENTS);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "Warning");
+    assert_eq!(last["reason"], "Host Backup Failed");
+    assert_eq!(
+        last["message"],
+        format!("backup failed for host \"host-0\". Reason: {err}")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_repository_is_reported_not_left_running() {
+    let env = Env::new();
+    let s = format!("{SESSIONS}/s1");
+    let (client, state) = fake_api(vec![
+        (BC_PATH, guide_config(false, &env.p("source/data"))),
+        (&s, session("s1")),
+    ]);
+    let sidecar = env.sidecar(client, None);
+    let Handled::BackedUp(o) = sidecar.handle(&typed_session(&state, "s1")).await.unwrap() else {
+        panic!("expected a report")
+    };
+    assert_eq!(
+        o.stats.error.as_deref(),
+        Some("Repository demo/gcs-repo not found")
+    );
+    let stored = typed_session(&state, "s1").status.unwrap();
+    assert_eq!(stored.stats[0].phase, Some(HostBackupPhase::Failed));
+}
+
+#[tokio::test]
+async fn the_watch_selects_sessions_by_the_invoker_label() {
+    let env = Env::new();
+    let s = format!("{SESSIONS}/instant-backupsession");
+    let (client, state) = fake_api(vec![
+        (BC_PATH, guide_config(true, &env.p("source/data"))),
+        (&s, session("instant-backupsession")),
+    ]);
+    let sidecar = env.sidecar(client, None);
+    let watch = tokio::spawn(async move { sidecar.watch().await });
+    // Wait (bounded) until the listed session has been handled: its skip event is posted.
+    let mut waited = 0;
+    while bodies(&state, Method::POST, EVENTS).is_empty() {
+        assert!(waited < 300, "the listed session was never handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    watch.abort();
+    let log = state.lock().unwrap().log.clone();
+    let list = &log[0];
+    assert_eq!(list.method, Method::GET);
+    assert_eq!(list.path, SESSIONS);
+    assert!(
+        list.query
+            .contains("labelSelector=stash.appscode.com%2Fbackup-configuration%3Dpause-backup"),
+        "{}",
+        list.query
+    );
+}
+
+#[tokio::test]
+async fn take_turns_holds_the_lease_only_around_the_backup() {
+    let lease_path =
+        "/apis/coordination.k8s.io/v1/namespaces/demo/leases/lock-statefulset-db-backup";
+    let (client, state) = fake_api(vec![]);
+    let turns = Turns::new(
+        client,
+        NS,
+        "lock-statefulset-db-backup",
+        "db-0",
+        LeaseTiming::default(),
+    )
+    .await
+    .unwrap();
+    // Created on first use.
+    assert!(state.lock().unwrap().objects.contains_key(lease_path));
+    let holder_during = turns
+        .hold(async { state.lock().unwrap().objects[lease_path]["spec"]["holderIdentity"].clone() })
+        .await
+        .unwrap();
+    assert_eq!(holder_during, "db-0");
+    let after = state.lock().unwrap().objects[lease_path].clone();
+    assert!(
+        after["spec"].get("holderIdentity").is_none(),
+        "released after the backup: {after}"
+    );
+    let log = state.lock().unwrap().log.clone();
+    assert!(log.iter().all(|s| {
+        s.path
+            .starts_with("/apis/coordination.k8s.io/v1/namespaces/demo/leases")
+    }));
+    let apply = log
+        .iter()
+        .find(|s| s.method == Method::PATCH && s.query.contains("fieldManager=stash-backup-db-0"))
+        .expect("the Lease is taken with our field manager");
+    assert_eq!(apply.body["spec"]["holderIdentity"], "db-0");
+    assert_eq!(apply.body["spec"]["leaseDurationSeconds"], 15);
+}
+
+#[tokio::test]
+async fn a_deployment_replica_works_only_while_it_leads() {
+    use stash::backup::leader::while_leader;
+    let lease_path =
+        "/apis/coordination.k8s.io/v1/namespaces/demo/leases/lock-deployment-stash-demo-backup";
+    // Another replica holds a fresh Lease: this one must wait.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let other = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "lock-deployment-stash-demo-backup", "namespace": NS},
+        "spec": {"holderIdentity": "stash-demo-other", "leaseDurationSeconds": 3,
+                 "acquireTime": now.to_string(), "renewTime": now.to_string()}
+    });
+    let (client, state) = fake_api(vec![(lease_path, other)]);
+    let started = std::time::Instant::now();
+    let shared = state.clone();
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        while_leader(
+            client,
+            NS,
+            "lock-deployment-stash-demo-backup",
+            "stash-demo-me",
+            LeaseTiming {
+                duration: 3,
+                grace: 1,
+            },
+            || {
+                let holder =
+                    shared.lock().unwrap().objects[lease_path]["spec"]["holderIdentity"].clone();
+                async move {
+                    anyhow::ensure!(
+                        holder == "stash-demo-me",
+                        "working without the Lease: {holder}"
+                    );
+                    Ok(())
+                }
+            },
+        ),
+    )
+    .await
+    .expect("the expired Lease is taken over");
+    result.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited for the other holder's Lease to expire"
+    );
+}
+
+#[tokio::test]
+async fn lock_holders_are_gone_only_when_their_pod_is() {
+    use stash::backup::LockHolders;
+    use stash::backup::locks::PodLockHolders;
+    let pods = "/api/v1/namespaces/demo/pods";
+    let alive = format!("{pods}/stash-demo-69f9-alive");
+    let (client, state) = fake_api(vec![(
+        &alive,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stash-demo-69f9-alive", "namespace": NS}}),
+    )]);
+    let judge = PodLockHolders {
+        pods: kube::Api::namespaced(client, NS),
+        own_pod: "stash-demo-69f9-me".into(),
+        target_name: "stash-demo".into(),
+    };
+    assert!(
+        judge.is_gone("stash-demo-69f9-me").await,
+        "our own pod runs no restic now"
+    );
+    assert!(
+        !judge.is_gone("other-app-1").await,
+        "not our workload: left alone"
+    );
+    assert!(!judge.is_gone("stash-demo-69f9-alive").await);
+    assert!(judge.is_gone("stash-demo-69f9-deleted").await);
+    assert_eq!(
+        requests(&state),
+        [
+            ("GET".to_string(), alive.clone()),
+            ("GET".to_string(), format!("{pods}/stash-demo-69f9-deleted")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn finished_sessions_cost_no_api_call() {
+    let env = Env::new();
+    let mut done = session("old");
+    done["status"] = json!({"phase": "Succeeded"});
+    let (client, state) = fake_api(vec![(&format!("{SESSIONS}/old"), done)]);
+    let sidecar = env.sidecar(client, None);
+    assert_eq!(
+        sidecar.handle(&typed_session(&state, "old")).await.unwrap(),
+        Handled::Ignored("already finished")
+    );
+    assert!(requests(&state).is_empty());
+}
