@@ -1,5 +1,7 @@
 //! The leader-elected reconciler that runs inside `stash serve` in cluster mode.
 
+pub mod recorder;
+
 /// What the reconciler needs from `stash serve`'s flags.
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
