@@ -1,5 +1,6 @@
 //! The leader-elected reconciler that runs inside `stash serve` in cluster mode.
 
+pub mod desired;
 pub mod recorder;
 
 /// What the reconciler needs from `stash serve`'s flags.
