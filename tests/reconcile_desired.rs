@@ -240,7 +240,8 @@ fn all_good() -> Observations {
 
 #[test]
 fn conditions_table() {
-    let cases: Vec<(Observations, [(&str, &str, &str); 4])> = vec![
+    type Expected = [(&'static str, &'static str, &'static str); 4];
+    let cases: Vec<(Observations, Expected)> = vec![
         (
             all_good(),
             [
