@@ -1,7 +1,10 @@
 //! The leader-elected reconciler that runs inside `stash serve` in cluster mode.
 
+pub mod apply;
+pub mod backup_session;
 pub mod desired;
 pub mod recorder;
+pub mod sidecar_shim;
 
 /// What the reconciler needs from `stash serve`'s flags.
 #[derive(Debug, Clone)]

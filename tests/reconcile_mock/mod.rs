@@ -132,12 +132,6 @@ impl Exchange {
         self.reply(StatusCode::from_u16(code).expect("status code"), body)
     }
 
-    /// Echoes the request body back with 200 (what an accepted write returns).
-    pub fn echo(self) {
-        let body = self.body.clone();
-        self.ok(body)
-    }
-
     fn reply(self, code: StatusCode, body: Value) {
         let bytes = serde_json::to_vec(&body).expect("serialize");
         let resp = Response::builder()
