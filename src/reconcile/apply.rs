@@ -115,7 +115,7 @@ pub async fn get_workload(
         .get_opt(name)
         .await
         .map_err(|e| ApiError::new(what(), e))?;
-    obj.map(|o| serde_json::to_value(o))
+    obj.map(serde_json::to_value)
         .transpose()
         .map_err(|e| ApiError::new(what(), kube::Error::SerdeError(e)))
 }
