@@ -1,6 +1,7 @@
 //! The leader-elected reconciler that runs inside `stash serve` in cluster mode.
 
 pub mod apply;
+pub mod backup_configuration;
 pub mod backup_session;
 pub mod desired;
 pub mod recorder;

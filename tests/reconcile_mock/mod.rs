@@ -141,3 +141,148 @@ impl Exchange {
         self.respond.send_response(resp);
     }
 }
+
+/// A request the fake world served.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl Recorded {
+    /// A query parameter's value.
+    pub fn param(&self, key: &str) -> Option<String> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| v.to_string())
+        })
+    }
+}
+
+impl ApiServer {
+    /// Serves a little in-memory API server until the client is dropped:
+    /// objects live in `world` keyed by their URL path; GET reads, server-side
+    /// apply stores the body, JSON and merge patches are applied (status
+    /// patches to the object itself), POST stores, DELETE removes; a key
+    /// `refuse <path>` makes every write to `<path>` answer 403. Returns
+    /// every request in order and the final world.
+    pub async fn serve(
+        mut self,
+        mut world: std::collections::BTreeMap<String, Value>,
+    ) -> (Vec<Recorded>, std::collections::BTreeMap<String, Value>) {
+        let mut log = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.handle.next_request())
+                .await
+                .expect("the client neither made a request nor went away");
+            let Some((req, respond)) = next else { break };
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or("").to_string();
+            let content_type = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let bytes = req.into_body().collect_bytes().await.expect("request body");
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).expect("request body is JSON")
+            };
+            log.push(Recorded {
+                method: method.clone(),
+                path: path.clone(),
+                query,
+                content_type: content_type.clone(),
+                body: body.clone(),
+            });
+            let ex = Exchange {
+                method: method.clone(),
+                path: path.clone(),
+                query: String::new(),
+                body: body.clone(),
+                content_type: content_type.clone(),
+                respond,
+            };
+            let object_path = path.strip_suffix("/status").unwrap_or(&path).to_string();
+            if method != "GET" && world.contains_key(&format!("refuse {object_path}")) {
+                ex.status(
+                    403,
+                    "Forbidden",
+                    "cronjobs.batch is forbidden: no RBAC for this test",
+                );
+                continue;
+            }
+            match method.as_str() {
+                "GET" => match world.get(&path) {
+                    Some(obj) => ex.ok(obj.clone()),
+                    None => ex.not_found(),
+                },
+                "PATCH" if content_type.starts_with("application/apply-patch") => {
+                    let mut obj = body.clone();
+                    if let Some(old) = world.get(&object_path) {
+                        if let Some(uid) = old.pointer("/metadata/uid") {
+                            obj["metadata"]["uid"] = uid.clone();
+                        }
+                    }
+                    bump(&mut obj);
+                    world.insert(object_path, obj.clone());
+                    ex.ok(obj)
+                }
+                "PATCH" => {
+                    let Some(mut obj) = world.get(&object_path).cloned() else {
+                        ex.not_found();
+                        continue;
+                    };
+                    if content_type == "application/json-patch+json" {
+                        let p: json_patch::Patch =
+                            serde_json::from_value(body).expect("JSON patch");
+                        if let Err(e) = json_patch::patch(&mut obj, &p) {
+                            ex.status(422, "Invalid", &e.to_string());
+                            continue;
+                        }
+                    } else {
+                        if let Some(rv) = body.pointer("/metadata/resourceVersion") {
+                            if obj.pointer("/metadata/resourceVersion") != Some(rv) {
+                                ex.status(409, "Conflict", "the object has been modified");
+                                continue;
+                            }
+                        }
+                        json_patch::merge(&mut obj, &body);
+                    }
+                    bump(&mut obj);
+                    world.insert(object_path, obj.clone());
+                    ex.ok(obj)
+                }
+                "POST" => {
+                    let name = body
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("x");
+                    world.insert(format!("{path}/{name}"), body.clone());
+                    ex.created(body)
+                }
+                "DELETE" => {
+                    world.remove(&path);
+                    ex.ok(json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}))
+                }
+                other => panic!("unexpected verb {other}"),
+            }
+        }
+        (log, world)
+    }
+}
+
+fn bump(obj: &mut Value) {
+    let rv = obj
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    obj["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
+}
