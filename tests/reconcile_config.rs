@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use stash::admission::Settings;
 use stash::api::BackupConfiguration;
 use stash::reconcile::apply::Backoff;
-use stash::reconcile::backup_configuration::{Context, reconcile_at};
+use stash::reconcile::backup_configuration::{Context, Planner, reconcile_at};
+use stash::reconcile::sidecar_shim::SidecarPlan;
+use stash::store::Snapshot;
 
 const BC: &str =
     "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup";
@@ -69,14 +71,17 @@ fn now(s: i64) -> jiff::Timestamp {
 }
 
 /// Runs one reconcile of the configuration stored at `BC` in `world`.
-async fn pass(
-    world: BTreeMap<String, Value>,
-    at: i64,
-) -> (
+type Outcome = (
     Result<(), String>,
     Vec<mock::Recorded>,
     BTreeMap<String, Value>,
-) {
+);
+
+async fn pass(world: BTreeMap<String, Value>, at: i64) -> Outcome {
+    pass_with(world, at, stash::reconcile::sidecar_shim::plan).await
+}
+
+async fn pass_with(world: BTreeMap<String, Value>, at: i64, planner: Planner) -> Outcome {
     let (client, server) = mock::client();
     let obj: BackupConfiguration = serde_json::from_value(world[BC].clone()).unwrap();
     let served = tokio::spawn(server.serve(world));
@@ -88,6 +93,7 @@ async fn pass(
             settings: Settings::default(),
             configs,
             backoff: Backoff::default(),
+            planner,
         };
         reconcile_at(&obj, &ctx, now(at))
             .await
@@ -385,4 +391,109 @@ async fn deleted_configuration_without_our_finalizer_costs_nothing() {
     let (res, log, _) = pass(w, 1000).await;
     res.unwrap();
     assert!(log.is_empty(), "{log:#?}");
+}
+
+/// A stand-in planner with the real one's contract: the workload should carry
+/// the annotation of the live configuration targeting it; none (or one being
+/// deleted) means the annotation goes.
+fn annotating_planner(workload: &Value, snap: &Snapshot, _: &Settings) -> SidecarPlan {
+    let live = snap
+        .configs_for_target("demo", "Deployment", "stash-demo")
+        .into_iter()
+        .find(|c| c.metadata.deletion_timestamp.is_none())
+        .and_then(|c| c.metadata.name.clone());
+    let current = workload
+        .pointer("/metadata/annotations/stash.appscode.com~1last-applied-backupconfiguration")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let ops = match (&live, &current) {
+        (Some(bc), None) => json!([
+            {"op": "add", "path": "/metadata/annotations", "value": {}},
+            {"op": "add", "path": "/metadata/annotations/stash.appscode.com~1last-applied-backupconfiguration", "value": bc}
+        ]),
+        (None, Some(_)) => json!([
+            {"op": "remove", "path": "/metadata/annotations/stash.appscode.com~1last-applied-backupconfiguration"}
+        ]),
+        _ => json!([]),
+    };
+    SidecarPlan {
+        ops: serde_json::from_value(ops).unwrap(),
+        warnings: vec![],
+        config: live,
+    }
+}
+
+#[tokio::test]
+async fn back_fills_the_sidecar_with_a_guarded_json_patch_once() {
+    let (res, log, world) = pass_with(world(), 1000, annotating_planner).await;
+    res.unwrap();
+    let patch = find(&log, "PATCH", DEPLOY);
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    assert_eq!(patch.param("fieldManager").as_deref(), Some("stash"));
+    assert_eq!(
+        patch.body[0],
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": "5"})
+    );
+    assert_eq!(patch.body.as_array().unwrap().len(), 3);
+    assert_eq!(
+        world[DEPLOY]["metadata"]["annotations"]["stash.appscode.com/last-applied-backupconfiguration"],
+        "pause-backup"
+    );
+    let conds = world[BC]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let injected = conds
+        .iter()
+        .find(|c| c["type"] == "StashSidecarInjected")
+        .unwrap();
+    assert_eq!(injected["status"], "True");
+    assert_eq!(injected["reason"], "SidecarInjectionSucceeded");
+
+    // level-triggered: the next pass finds the sidecar in place and writes nothing
+    let (res, log, _) = pass_with(with_server_defaults(world), 2000, annotating_planner).await;
+    res.unwrap();
+    assert_eq!(writes(&log), Vec::<(String, String)>::new());
+}
+
+#[tokio::test]
+async fn a_concurrent_workload_change_fails_the_patch_instead_of_misapplying() {
+    let mut w = world();
+    w.insert(format!("change-after-get {DEPLOY}"), json!(null));
+    let (res, log, world) = pass_with(w, 1000, annotating_planner).await;
+    let err = res.unwrap_err();
+    assert!(
+        err.starts_with("patch the sidecar of Deployment demo/stash-demo: "),
+        "{err}"
+    );
+    // the patch was tried against the version read, and refused as a whole
+    assert_eq!(find(&log, "PATCH", DEPLOY).body[0]["value"], "5");
+    assert!(world[DEPLOY]["metadata"].get("annotations").is_none());
+    // the status still says what happened, and the error policy will retry
+    let conds = world[BC]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let injected = conds
+        .iter()
+        .find(|c| c["type"] == "StashSidecarInjected")
+        .unwrap();
+    assert_eq!(injected["status"], "False");
+}
+
+#[tokio::test]
+async fn deletion_removes_the_sidecar_then_the_finalizer() {
+    let (_, _, mut world) = pass_with(world(), 1000, annotating_planner).await;
+    world.get_mut(BC).unwrap()["metadata"]["deletionTimestamp"] = json!("2019-08-02T06:20:00Z");
+    let (res, log, world) = pass_with(world, 2000, annotating_planner).await;
+    res.unwrap();
+    assert_eq!(
+        writes(&log),
+        [
+            ("PATCH".to_string(), DEPLOY.to_string()),
+            ("PATCH".to_string(), BC.to_string())
+        ]
+    );
+    assert_eq!(world[DEPLOY]["metadata"]["annotations"], json!({}));
+    assert_eq!(world[BC]["metadata"]["finalizers"], json!([]));
 }

@@ -39,6 +39,9 @@ use crate::admission::Settings;
 use crate::api::{BackupConfiguration, FINALIZER, Repository, WORKLOAD_API_VERSION};
 use crate::store::Snapshot;
 
+/// The sidecar planner: the webhook's pure function, so the two never disagree.
+pub type Planner = fn(&serde_json::Value, &Snapshot, &Settings) -> sidecar::SidecarPlan;
+
 /// What the BackupConfiguration controller shares between reconciles.
 pub struct Context {
     pub client: Client,
@@ -49,6 +52,8 @@ pub struct Context {
     /// Every BackupConfiguration, so the planner sees all that target a workload.
     pub configs: Store<BackupConfiguration>,
     pub backoff: Backoff,
+    /// Always [`sidecar::plan`] in production; tests substitute their own.
+    pub planner: Planner,
 }
 
 /// Runs the controller until the returned future is dropped.
@@ -85,6 +90,7 @@ pub async fn run(client: Client, image: String, settings: Settings) {
         settings,
         configs,
         backoff: Backoff::default(),
+        planner: sidecar::plan,
     });
     controller
         .run(reconcile, error_policy, ctx)
@@ -217,13 +223,13 @@ async fn finalize(bc: &BackupConfiguration, ctx: &Context) -> Result<Action, Api
         return Ok(Action::await_change());
     };
     let ns = bc.namespace().unwrap_or_default();
-    if let Some(t) = bc.target_ref() {
-        if t.api_version == WORKLOAD_API_VERSION {
-            // The configuration carries a deletionTimestamp, so the planner
-            // treats it as gone and plans the sidecar's removal.
-            let repo = get_repository(bc, ctx).await?;
-            sync_sidecar(bc, ctx, &ns, &t.kind, &t.name, repo).await?;
-        }
+    if let Some(t) = bc.target_ref()
+        && t.api_version == WORKLOAD_API_VERSION
+    {
+        // The configuration carries a deletionTimestamp, so the planner
+        // treats it as gone and plans the sidecar's removal.
+        let repo = get_repository(bc, ctx).await?;
+        sync_sidecar(bc, ctx, &ns, &t.kind, &t.name, repo).await?;
     }
     let patch = patch_from(
         vec![
@@ -303,7 +309,7 @@ async fn sync_sidecar(
     if let Some(repo) = repo {
         snap.upsert_repository(repo);
     }
-    let plan = sidecar::plan(&workload, &snap, &ctx.settings);
+    let plan = (ctx.planner)(&workload, &snap, &ctx.settings);
     if !plan.ops.is_empty() {
         let rv = workload
             .pointer("/metadata/resourceVersion")

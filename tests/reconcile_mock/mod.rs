@@ -167,7 +167,9 @@ impl ApiServer {
     /// objects live in `world` keyed by their URL path; GET reads, server-side
     /// apply stores the body, JSON and merge patches are applied (status
     /// patches to the object itself), POST stores, DELETE removes; a key
-    /// `refuse <path>` makes every write to `<path>` answer 403. Returns
+    /// `refuse <path>` makes every write to `<path>` answer 403, and a key
+    /// `change-after-get <path>` bumps the object's resourceVersion right
+    /// after each GET of it, as a concurrent writer would. Returns
     /// every request in order and the final world.
     pub async fn serve(
         mut self,
@@ -219,16 +221,25 @@ impl ApiServer {
                 continue;
             }
             match method.as_str() {
-                "GET" => match world.get(&path) {
-                    Some(obj) => ex.ok(obj.clone()),
+                "GET" => match world.get(&path).cloned() {
+                    Some(obj) => {
+                        ex.ok(obj);
+                        // Someone else writes right after our read.
+                        if world.contains_key(&format!("change-after-get {path}")) {
+                            if let Some(live) = world.get_mut(&path) {
+                                bump(live);
+                            }
+                        }
+                    }
                     None => ex.not_found(),
                 },
                 "PATCH" if content_type.starts_with("application/apply-patch") => {
                     let mut obj = body.clone();
-                    if let Some(old) = world.get(&object_path) {
-                        if let Some(uid) = old.pointer("/metadata/uid") {
-                            obj["metadata"]["uid"] = uid.clone();
-                        }
+                    if let Some(uid) = world
+                        .get(&object_path)
+                        .and_then(|o| o.pointer("/metadata/uid"))
+                    {
+                        obj["metadata"]["uid"] = uid.clone();
                     }
                     bump(&mut obj);
                     world.insert(object_path, obj.clone());
@@ -247,11 +258,11 @@ impl ApiServer {
                             continue;
                         }
                     } else {
-                        if let Some(rv) = body.pointer("/metadata/resourceVersion") {
-                            if obj.pointer("/metadata/resourceVersion") != Some(rv) {
-                                ex.status(409, "Conflict", "the object has been modified");
-                                continue;
-                            }
+                        if let Some(rv) = body.pointer("/metadata/resourceVersion")
+                            && obj.pointer("/metadata/resourceVersion") != Some(rv)
+                        {
+                            ex.status(409, "Conflict", "the object has been modified");
+                            continue;
                         }
                         json_patch::merge(&mut obj, &body);
                     }
