@@ -32,9 +32,9 @@ use crate::api::{
     LABEL_BACKUP_CONFIGURATION,
 };
 
-/// How long to wait before looking again at a session whose invoker is
-/// missing or whose host count is not known yet. Changes to the invoker
-/// re-trigger sooner.
+/// How long to wait before looking again at a session whose target's host
+/// count is not known yet (a StatefulSet not yet created, a DaemonSet not yet
+/// scheduled). Changes to the invoker re-trigger sooner.
 const RECHECK: Duration = Duration::from_secs(60);
 
 /// What the BackupSession controller shares between reconciles.
@@ -75,6 +75,7 @@ pub async fn run(ctx: Arc<Context>) {
                     .into_iter()
                     .filter(|s| {
                         s.namespace() == ns
+                            && s.spec.invoker.kind == INVOKER_KIND_BACKUP_CONFIGURATION
                             && s.spec.invoker.name == name
                             && !s.phase().is_finished()
                     })
@@ -171,11 +172,16 @@ async fn step(
     let rv = session.resource_version();
     match session_step(session, &view, now) {
         SessionStep::Wait => Ok(match view {
-            InvokerView::Missing | InvokerView::Active { total_hosts: None }
-                if session.phase() == BackupSessionPhase::Pending =>
-            {
-                tracing::info!(session = %key(session), invoker = %invoker.name, "BackupSession waits for its invoker");
+            // The workload's host count may appear without any event this
+            // controller watches: look again later.
+            InvokerView::Active { total_hosts: None } if needs_hosts => {
+                tracing::info!(session = %key(session), invoker = %invoker.name, "BackupSession waits for its target's host count");
                 Action::requeue(RECHECK)
+            }
+            // A missing invoker re-triggers the session when it appears.
+            InvokerView::Missing => {
+                tracing::info!(session = %key(session), invoker = %invoker.name, "BackupSession waits for its invoker to exist");
+                Action::await_change()
             }
             _ => Action::await_change(),
         }),
