@@ -171,10 +171,18 @@ impl ApiServer {
     /// `change-after-get <path>` bumps the object's resourceVersion right
     /// after each GET of it, as a concurrent writer would. Returns
     /// every request in order and the final world.
-    pub async fn serve(
+    pub async fn serve(self, world: World) -> (Vec<Recorded>, World) {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(world));
+        let log = self.serve_shared(shared.clone()).await;
+        let world = std::mem::take(&mut *shared.lock().unwrap());
+        (log, world)
+    }
+
+    /// [`ApiServer::serve`] over a world the test may change while it runs.
+    pub async fn serve_shared(
         mut self,
-        mut world: std::collections::BTreeMap<String, Value>,
-    ) -> (Vec<Recorded>, std::collections::BTreeMap<String, Value>) {
+        shared: std::sync::Arc<std::sync::Mutex<World>>,
+    ) -> Vec<Recorded> {
         let mut log = Vec::new();
         loop {
             let next = tokio::time::timeout(WAIT, self.handle.next_request())
@@ -203,6 +211,8 @@ impl ApiServer {
                 content_type: content_type.clone(),
                 body: body.clone(),
             });
+            let mut guard = shared.lock().unwrap();
+            let world = &mut *guard;
             let ex = Exchange {
                 method: method.clone(),
                 path: path.clone(),
@@ -285,9 +295,12 @@ impl ApiServer {
                 other => panic!("unexpected verb {other}"),
             }
         }
-        (log, world)
+        log
     }
 }
+
+/// Objects by URL path.
+pub type World = std::collections::BTreeMap<String, Value>;
 
 fn bump(obj: &mut Value) {
     let rv = obj
