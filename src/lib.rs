@@ -14,6 +14,7 @@ pub mod crds;
 pub mod reconcile;
 pub mod review;
 pub mod server;
+pub mod sidecar;
 pub mod store;
 pub mod telemetry;
 pub mod trigger;

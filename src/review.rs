@@ -1,10 +1,298 @@
-//! `stash review`: offline admission answers.
+//! `stash review`: the webhook's answers, offline.
+//!
+//! Reads an AdmissionReview (a file or stdin), or builds one from a plain
+//! manifest, and prints what the webhook would answer, reading
+//! BackupConfigurations and Repositories from a directory instead of a
+//! cluster. Three modes:
+//!
+//! - default: as the API server would see it — the mutating decision for the
+//!   object's kind (if any), then the validating one on the mutated object,
+//!   merged into one response (the first's patch; allowed, denial and
+//!   warnings of both);
+//! - `--path ENDPOINT`: that endpoint alone, byte for byte what `serve`
+//!   answers there;
+//! - `--manifest FILE [--apply-patch]`: one request per document the webhooks
+//!   handle; with `--apply-patch` the objects are printed as they would be
+//!   stored (e.g. a Deployment carrying the sidecar).
+//!
+//! Exits non-zero when any answer is a denial, so CI can gate on it.
+
+use std::io::{Read as _, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::admission::{self, Answer, Decision, Endpoint, PausedSessionPolicy, Settings, wire};
+use crate::store::{Snapshot, offline};
 
 /// Command-line arguments.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Directory (or file) of YAML holding the BackupConfigurations and
+    /// Repositories the webhook would see.
+    #[arg(long, value_name = "DIR", default_value = "manifests/examples")]
+    pub offline: PathBuf,
+    /// What to do with a BackupSession whose invoker is paused.
+    #[arg(long, value_enum, default_value_t)]
+    pub paused_session_policy: PausedSessionPolicy,
+    /// Image of the injected sidecar.
+    #[arg(long, default_value = admission::DEFAULT_IMAGE)]
+    pub image: String,
+    /// Ask this endpoint alone (e.g. /validate/backupsessions) and print its
+    /// answer byte for byte.
+    #[arg(long, value_name = "ENDPOINT", conflicts_with = "manifest")]
+    pub path: Option<String>,
+    /// Build the request(s) from this plain manifest (multi-document YAML)
+    /// instead of reading an AdmissionReview.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Operation of the built request.
+    #[arg(long, value_enum, default_value_t = ReviewOperation::Create, requires = "manifest")]
+    pub operation: ReviewOperation,
+    /// Print the objects as they would be stored (patch applied) instead of
+    /// the responses.
+    #[arg(long, requires = "manifest")]
+    pub apply_patch: bool,
+    /// The AdmissionReview to answer (`-` or absent: stdin).
+    #[arg(value_name = "FILE", conflicts_with = "manifest")]
+    pub file: Option<PathBuf>,
+}
+
+/// Operation of a request built from a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum ReviewOperation {
+    Create,
+    Update,
+}
+
+impl ReviewOperation {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReviewOperation::Create => "CREATE",
+            ReviewOperation::Update => "UPDATE",
+        }
+    }
+}
 
 /// Runs the subcommand.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let loaded = offline::load(&args.offline)?;
+    for problem in &loaded.problems {
+        eprintln!("warning: {problem}");
+    }
+    let settings = Settings {
+        paused_session_policy: args.paused_session_policy,
+        image: args.image.clone(),
+    };
+    let snap = loaded.snapshot;
+    let mut out = std::io::stdout().lock();
+    let denials = match &args.manifest {
+        Some(manifest) => review_manifest(manifest, &args, &snap, &settings, &mut out)?,
+        None => {
+            let body = read_input(args.file.as_deref())?;
+            let answer = match &args.path {
+                Some(path) => {
+                    let endpoint = Endpoint::from_path(path).with_context(|| {
+                        let known: Vec<&str> = Endpoint::ALL.iter().map(|e| e.path()).collect();
+                        format!("unknown endpoint {path:?}: use one of {}", known.join(", "))
+                    })?;
+                    admission::handle(endpoint, &body, &snap, &settings)?
+                }
+                None => chained(&body, &snap, &settings)?.0,
+            };
+            out.write_all(&answer.body)?;
+            out.write_all(b"\n")?;
+            denial(&answer).into_iter().collect()
+        }
+    };
+    out.flush()?;
+    if !denials.is_empty() {
+        bail!("denied: {}", denials.join("; "));
+    }
+    Ok(())
+}
+
+fn read_input(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    match file {
+        None => read_stdin(),
+        Some(p) if p == Path::new("-") => read_stdin(),
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display())),
+    }
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .context("cannot read stdin")?;
+    Ok(body)
+}
+
+fn denial(answer: &Answer) -> Option<String> {
+    (!answer.allowed).then(|| {
+        let what = format!("{} {}/{}", answer.kind, answer.namespace, answer.name);
+        format!(
+            "{what}: {}",
+            answer.decision.message.as_deref().unwrap_or("denied")
+        )
+    })
+}
+
+/// Answers `body` as the API server would see it: mutating endpoint first,
+/// validating ones on the mutated object, merged. Also returns the object as
+/// it would be stored (None for DELETE or when denied).
+pub fn chained(
+    body: &[u8],
+    snap: &Snapshot,
+    settings: &Settings,
+) -> Result<(Answer, Option<Value>), admission::ReviewError> {
+    let (api_version, req) = wire::parse(body)?;
+    // `parse` accepted it, so it is a JSON object with a request.
+    let mut review: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let endpoints = Endpoint::for_kind(&req.kind.group, &req.kind.kind);
+    let mut merged = Decision::allow();
+    let mut object = review
+        .pointer("/request/object")
+        .cloned()
+        .filter(|o| !o.is_null());
+    for endpoint in endpoints {
+        let body = serde_json::to_vec(&review).unwrap_or_default();
+        let answer = admission::handle(endpoint, &body, snap, settings)?;
+        let d = answer.decision;
+        merged.warnings.extend(d.warnings);
+        if !d.allowed {
+            merged.allowed = false;
+            merged.message = d.message;
+            merged.patch.clear();
+            object = None;
+            break;
+        }
+        if merged.message.is_none() {
+            merged.message = d.message;
+        }
+        if endpoint.is_mutating() && !d.patch.is_empty() {
+            if let Some(obj) = object.as_mut() {
+                if let Err(e) = json_patch::patch(obj, &d.patch) {
+                    merged.allowed = false;
+                    merged.message = Some(format!("the webhook's own patch does not apply: {e}"));
+                    object = None;
+                    break;
+                }
+                review["request"]["object"] = obj.clone();
+            }
+            if merged.patch.is_empty() {
+                merged.patch = d.patch;
+            }
+        }
+    }
+    Ok((wire::answer(&api_version, &req, merged), object))
+}
+
+/// The AdmissionReview the API server would send for `object`.
+pub fn request_for(object: &Value, operation: ReviewOperation, uid: &str) -> Value {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let gvk = json!({"group": group, "version": version, "kind": kind});
+    let gvr = json!({"group": group, "version": version, "resource": plural(kind)});
+    let mut request = json!({
+        "uid": uid,
+        "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+        "name": name, "namespace": namespace,
+        "operation": operation.as_str(),
+        "userInfo": {"username": "stash-review"},
+        "object": object,
+        "dryRun": true,
+    });
+    if operation == ReviewOperation::Update {
+        request["oldObject"] = object.clone();
+    }
+    json!({"apiVersion": wire::ADMISSION_V1, "kind": "AdmissionReview", "request": request})
+}
+
+/// The resource (plural) of a kind, as the API server names it.
+fn plural(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    match lower.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{lower}s"),
+    }
+}
+
+/// Reviews every document of `manifest` some webhook handles; returns the denials.
+fn review_manifest(
+    manifest: &Path,
+    args: &Args,
+    snap: &Snapshot,
+    settings: &Settings,
+    out: &mut impl Write,
+) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("cannot read {}", manifest.display()))?;
+    let mut denials = Vec::new();
+    let mut printed = 0;
+    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let object = Value::deserialize(doc).with_context(|| {
+            format!(
+                "{}: document {} is not valid YAML",
+                manifest.display(),
+                i + 1
+            )
+        })?;
+        if object.is_null() {
+            continue;
+        }
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let group = api_version.split_once('/').map_or("", |(g, _)| g);
+        let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+        if Endpoint::for_kind(group, kind).is_empty() {
+            continue; // no webhook sees this kind (the guide's PVC)
+        }
+        let review = request_for(&object, args.operation, &format!("stash-review-{}", i + 1));
+        let body = serde_json::to_vec(&review)?;
+        let (answer, stored) = chained(&body, snap, settings)
+            .with_context(|| format!("{}: document {}", manifest.display(), i + 1))?;
+        for w in &answer.decision.warnings {
+            eprintln!("Warning: {w}");
+        }
+        denials.extend(denial(&answer));
+        if args.apply_patch {
+            if let Some(stored) = stored {
+                out.write_all(b"---\n")?;
+                out.write_all(serde_yaml::to_string(&stored)?.as_bytes())?;
+                printed += 1;
+            }
+        } else {
+            out.write_all(&answer.body)?;
+            out.write_all(b"\n")?;
+            printed += 1;
+        }
+    }
+    if printed == 0 && denials.is_empty() {
+        bail!(
+            "{} holds no object any stash webhook handles (apps/v1 workloads, BackupSessions, BackupConfigurations, Repositories)",
+            manifest.display()
+        );
+    }
+    Ok(denials)
 }

@@ -1,8 +1,183 @@
-//! `POST /validate/backupconfigurations`.
-use super::{Decision, Request, Settings};
+//! `POST /validate/backupconfigurations`: schedule, target, retention, one
+//! configuration per workload.
+//!
+//! Everything that would only fail later — a CronJob the API server refuses, a
+//! sidecar that cannot be injected, `restic forget --prune` with nothing to
+//! keep — is refused here, at `kubectl apply` time, in one line that says what
+//! to change. A Repository that does not exist yet is only a warning: users
+//! often apply the configuration first.
+
+use kube::core::admission::Operation;
+
+use super::read::{self, Read};
+use super::{Decision, Request, Settings, cron};
+use crate::api::unknown::unknown_fields;
+use crate::api::{BackupConfiguration, WORKLOAD_API_VERSION, WORKLOAD_KINDS};
 use crate::store::Snapshot;
 
-/// Schedule, target, retention, one configuration per workload.
-pub fn validate(_req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
-    Decision::allow()
+/// Validates a BackupConfiguration on CREATE and UPDATE.
+pub fn validate(req: &Request, snap: &Snapshot, _settings: &Settings) -> Decision {
+    if read::passes_untouched(req) || !read::is_kind(req, "BackupConfiguration") {
+        return Decision::allow();
+    }
+    let Some(obj) = &req.object else {
+        return Decision::allow();
+    };
+    let Read { typed: bc, raw } =
+        match read::typed::<BackupConfiguration>(obj, "BackupConfiguration") {
+            Ok(r) => r,
+            Err(e) => return Decision::deny(e),
+        };
+    // A configuration being deleted only loses finalizers: never block that.
+    if bc.is_deleting() {
+        return Decision::allow();
+    }
+    if req.operation == Operation::Update {
+        let old = req
+            .old_object
+            .as_ref()
+            .and_then(|o| read::typed::<BackupConfiguration>(o, "BackupConfiguration").ok());
+        if old.is_some_and(|o| o.typed.spec == bc.spec) {
+            // Labels, annotations, finalizers: the spec was judged before.
+            return Decision::allow();
+        }
+    }
+    let namespace = read::namespace(req);
+    let name = read::name(req);
+    let me = format!("BackupConfiguration {namespace}/{name}");
+    if let Err(denial) = check_spec(&bc, &me) {
+        return Decision::deny(denial);
+    }
+    let mut decision = Decision::allow();
+    if let Some(target) = bc.target_ref() {
+        let others: Vec<String> = snap
+            .configs_for_target(&namespace, &target.kind, &target.name)
+            .into_iter()
+            .filter(|o| !o.is_deleting() && o.metadata.name.as_deref() != Some(name.as_str()))
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        if !others.is_empty() {
+            let list: Vec<String> = others
+                .iter()
+                .map(|o| format!("BackupConfiguration {namespace}/{o}"))
+                .collect();
+            return Decision::deny(format!(
+                "{me} targets {} {namespace}/{}, which {} already targets; a workload can have only one BackupConfiguration: delete {} or target another workload",
+                target.kind,
+                target.name,
+                list.join(" and "),
+                if others.len() == 1 {
+                    "that one"
+                } else {
+                    "those"
+                },
+            ));
+        }
+    }
+    if let Some(repo) = bc.repository_name()
+        && snap.repository(&namespace, repo).is_none()
+    {
+        decision.warnings.push(format!(
+            "Repository {namespace}/{repo} does not exist; the stash sidecar is injected once it does"
+        ));
+    }
+    if bc.spec.target.as_ref().is_some_and(|t| t.paths.is_empty()) {
+        decision.warnings.push(format!(
+            "{me} has no target.paths; its backups will hold nothing"
+        ));
+    }
+    for field in unknown_fields(&raw, &bc) {
+        decision.warnings.push(format!(
+            "unknown field {field} of {me} is ignored; check its spelling"
+        ));
+    }
+    decision
+}
+
+/// The first rule `bc` breaks, as a one-line denial.
+fn check_spec(bc: &BackupConfiguration, me: &str) -> Result<(), String> {
+    let spec = &bc.spec;
+    let Some(schedule) = spec.schedule.as_deref() else {
+        return Err(format!(
+            "{me} has no spec.schedule: set a cron schedule such as \"*/5 * * * *\""
+        ));
+    };
+    if let Err(e) = cron::validate(schedule) {
+        return Err(format!(
+            "{me} has an invalid spec.schedule {schedule:?}: {e}; use 5 fields such as \"*/5 * * * *\" or a macro such as @hourly"
+        ));
+    }
+    if bc.repository_name().is_none() {
+        return Err(format!(
+            "{me} has no spec.repository.name: set it to the Repository the backups go to"
+        ));
+    }
+    let Some(target) = &spec.target else {
+        return Err(format!(
+            "{me} has no spec.target: set target.ref to the apps/v1 workload to back up"
+        ));
+    };
+    let r = &target.target_ref;
+    if r.api_version != WORKLOAD_API_VERSION || !WORKLOAD_KINDS.contains(&r.kind.as_str()) {
+        return Err(format!(
+            "{me} targets {:?} {:?}, which stash cannot inject into: set target.ref to apiVersion {WORKLOAD_API_VERSION} and kind {}",
+            r.api_version,
+            r.kind,
+            WORKLOAD_KINDS.join(", ")
+        ));
+    }
+    if r.name.is_empty() {
+        return Err(format!(
+            "{me} has no target.ref.name: set it to the workload's name"
+        ));
+    }
+    if let Some(i) = target
+        .volume_mounts
+        .iter()
+        .position(|m| m.name.is_empty() || !m.mount_path.starts_with('/'))
+    {
+        return Err(format!(
+            "{me} has target.volumeMounts[{i}] without a volume name or an absolute mountPath: set both"
+        ));
+    }
+    if let Some(p) = target.paths.iter().find(|p| !p.starts_with('/')) {
+        return Err(format!(
+            "{me} has target path {p:?}, which is not absolute: start it with /"
+        ));
+    }
+    if let Some(policy) = &spec.retention_policy {
+        if policy.name.is_empty() {
+            return Err(format!(
+                "{me} has a retentionPolicy without a name: set retentionPolicy.name (e.g. keep-last-5)"
+            ));
+        }
+        let counts = [
+            ("keepLast", policy.keep_last),
+            ("keepHourly", policy.keep_hourly),
+            ("keepDaily", policy.keep_daily),
+            ("keepWeekly", policy.keep_weekly),
+            ("keepMonthly", policy.keep_monthly),
+            ("keepYearly", policy.keep_yearly),
+        ];
+        if let Some((field, n)) = counts
+            .iter()
+            .find_map(|(f, v)| v.filter(|n| *n < 0).map(|n| (f, n)))
+        {
+            return Err(format!(
+                "{me} has retentionPolicy.{field}: {n}: keep counts cannot be negative"
+            ));
+        }
+        if policy.prune && !policy.has_keep_rule() {
+            return Err(format!(
+                "{me} has retentionPolicy {:?} with prune: true but no keep rule, which would delete every snapshot: add keepLast (or another keep rule) or set prune: false",
+                policy.name
+            ));
+        }
+    }
+    if let Some(n) = spec.backup_history_limit.filter(|n| *n < 0) {
+        return Err(format!(
+            "{me} has backupHistoryLimit: {n}: it cannot be negative"
+        ));
+    }
+    Ok(())
 }

@@ -1,13 +1,165 @@
 //! `POST /mutate/backupsessions` and `POST /validate/backupsessions`.
-use super::{Decision, Request, Settings};
+//!
+//! The mutating half labels a BackupSession with its invoker so that the
+//! reconciler and the sidecar (which select by label) always see it, even one
+//! made by hand. The validating half answers for a paused invoker according
+//! to the configured policy and keeps the spec immutable.
+
+use kube::core::admission::Operation;
+use serde_json::{Value, json};
+
+use super::read::{self, Read};
+use super::{Decision, PausedSessionPolicy, Request, Settings};
+use crate::api::unknown::unknown_fields;
+use crate::api::{
+    BackupSession, GROUP, INVOKER_KIND_BACKUP_CONFIGURATION, LABEL_BACKUP_CONFIGURATION,
+    LABEL_INVOKER_NAME, LABEL_INVOKER_TYPE,
+};
 use crate::store::Snapshot;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation};
+
+/// The labels a BackupSession of `invoker kind/name` must carry.
+pub fn invoker_labels(kind: &str, name: &str) -> Vec<(&'static str, String)> {
+    let mut labels = Vec::new();
+    if kind == INVOKER_KIND_BACKUP_CONFIGURATION {
+        labels.push((LABEL_BACKUP_CONFIGURATION, name.to_string()));
+    }
+    labels.push((LABEL_INVOKER_TYPE, kind.to_string()));
+    labels.push((LABEL_INVOKER_NAME, name.to_string()));
+    labels
+}
 
 /// Adds missing invoker labels.
-pub fn mutate(_req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
-    Decision::allow()
+pub fn mutate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
+    if req.operation != Operation::Create
+        || req.sub_resource.is_some()
+        || !read::is_kind(req, "BackupSession")
+    {
+        return Decision::allow();
+    }
+    let Some(obj) = &req.object else {
+        return Decision::allow();
+    };
+    let session: BackupSession = match read::typed(obj, "BackupSession") {
+        Ok(Read { typed, .. }) => typed,
+        Err(e) => return Decision::deny(e),
+    };
+    let invoker = &session.spec.invoker;
+    if invoker.kind.is_empty() || invoker.name.is_empty() {
+        // Nothing to label with; the validating webhook explains why.
+        return Decision::allow();
+    }
+    let existing = session.metadata.labels.as_ref();
+    let mut decision = Decision::allow();
+    let mut missing = serde_json::Map::new();
+    for (key, value) in invoker_labels(&invoker.kind, &invoker.name) {
+        match existing.and_then(|l| l.get(key)) {
+            None => {
+                missing.insert(key.to_string(), json!(value));
+            }
+            Some(v) if *v == value => {}
+            Some(v) => {
+                decision.warnings.push(format!(
+                    "label {key}={v} of BackupSession {} does not match its invoker {value}; the reconciler and the sidecar may not see it: fix or drop the label",
+                    read::name(req)
+                ));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return decision;
+    }
+    let op = match existing {
+        None => PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "labels"]),
+            value: Value::Object(missing),
+        }),
+        Some(_) => {
+            let ops: Vec<PatchOperation> = missing
+                .into_iter()
+                .map(|(k, v)| {
+                    PatchOperation::Add(AddOperation {
+                        path: PointerBuf::from_tokens(["metadata", "labels", k.as_str()]),
+                        value: v,
+                    })
+                })
+                .collect();
+            return decision.with_patch(ops);
+        }
+    };
+    decision.with_patch(vec![op])
 }
 
 /// Paused invoker and spec immutability.
-pub fn validate(_req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
-    Decision::allow()
+pub fn validate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
+    if read::passes_untouched(req) || !read::is_kind(req, "BackupSession") {
+        return Decision::allow();
+    }
+    let Some(obj) = &req.object else {
+        return Decision::allow();
+    };
+    let Read {
+        typed: session,
+        raw,
+    } = match read::typed::<BackupSession>(obj, "BackupSession") {
+        Ok(r) => r,
+        Err(e) => return Decision::deny(e),
+    };
+    if req.operation == Operation::Update {
+        if let Some(old) = &req.old_object
+            && let Ok(Read { typed: old, .. }) = read::typed::<BackupSession>(old, "BackupSession")
+            && old.spec != session.spec
+        {
+            return Decision::deny("BackupSession spec is immutable");
+        }
+        // Labels, annotations, finalizers may change; the paused check
+        // belongs to creation (an existing session is the reconciler's).
+        return Decision::allow();
+    }
+    let namespace = read::namespace(req);
+    let name = read::name(req);
+    let invoker = &session.spec.invoker;
+    if invoker.kind != INVOKER_KIND_BACKUP_CONFIGURATION {
+        return Decision::deny(format!(
+            "BackupSession {namespace}/{name} has invoker kind {:?}, which stash does not know: set spec.invoker.kind to {INVOKER_KIND_BACKUP_CONFIGURATION}",
+            invoker.kind
+        ));
+    }
+    if let Some(group) = invoker
+        .api_group
+        .as_deref()
+        .filter(|g| !g.is_empty() && *g != GROUP)
+    {
+        return Decision::deny(format!(
+            "BackupSession {namespace}/{name} has invoker apiGroup {group:?}: set spec.invoker.apiGroup to {GROUP}"
+        ));
+    }
+    if invoker.name.is_empty() {
+        return Decision::deny(format!(
+            "BackupSession {namespace}/{name} names no invoker: set spec.invoker.name to the BackupConfiguration's name"
+        ));
+    }
+    let mut decision = Decision::allow();
+    for field in unknown_fields(&raw, &session) {
+        decision.warnings.push(format!(
+            "unknown field {field} of BackupSession {namespace}/{name} is ignored"
+        ));
+    }
+    match snap.config(&namespace, &invoker.name) {
+        None => decision.warn(format!(
+            "BackupConfiguration {namespace}/{} does not exist; this BackupSession will not run until it does",
+            invoker.name
+        )),
+        Some(bc) if bc.spec.paused => match settings.paused_session_policy {
+            PausedSessionPolicy::Skip => decision.warn(format!(
+                "Backup Configuration {namespace}/{} is paused; this BackupSession will be Skipped",
+                invoker.name
+            )),
+            PausedSessionPolicy::Reject => {
+                Decision::deny(format!("Backup Configuration {namespace}/{} is paused", invoker.name))
+            }
+        },
+        Some(_) => decision,
+    }
 }

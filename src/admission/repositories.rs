@@ -1,8 +1,109 @@
-//! `POST /validate/repositories`.
+//! `POST /validate/repositories`: exactly one backend, the fields it needs,
+//! and `wipeOut` only where stash can honour it.
+
+use super::read::{self, Read};
 use super::{Decision, Request, Settings};
+use crate::api::Repository;
+use crate::api::unknown::unknown_fields;
 use crate::store::Snapshot;
 
-/// Exactly one backend; wipeOut rules; storage secret.
-pub fn validate(_req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
-    Decision::allow()
+/// Backends whose data stash cannot delete on `wipeOut` (as in Stash).
+pub const NO_WIPE_OUT: [&str; 2] = ["local", "b2"];
+
+/// Validates a Repository on CREATE and UPDATE.
+pub fn validate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
+    if read::passes_untouched(req) || !read::is_kind(req, "Repository") {
+        return Decision::allow();
+    }
+    let Some(obj) = &req.object else {
+        return Decision::allow();
+    };
+    let Read { typed: repo, raw } = match read::typed::<Repository>(obj, "Repository") {
+        Ok(r) => r,
+        Err(e) => return Decision::deny(e),
+    };
+    if repo.metadata.deletion_timestamp.is_some() {
+        return Decision::allow();
+    }
+    let me = format!("Repository {}/{}", read::namespace(req), read::name(req));
+    if let Err(denial) = check(&repo, &me) {
+        return Decision::deny(denial);
+    }
+    let mut decision = Decision::allow();
+    for field in unknown_fields(&raw, &repo) {
+        decision.warnings.push(format!(
+            "unknown field {field} of {me} is ignored; check its spelling"
+        ));
+    }
+    decision
+}
+
+fn check(repo: &Repository, me: &str) -> Result<(), String> {
+    let backend = &repo.spec.backend;
+    let kinds = backend.configured();
+    let kind = match kinds.as_slice() {
+        [] => {
+            return Err(format!(
+                "{me} has no backend: set exactly one of local, s3, gcs, azure, swift, b2, rest under spec.backend"
+            ));
+        }
+        [one] => *one,
+        several => {
+            return Err(format!(
+                "{me} has {} backends ({}): keep exactly one under spec.backend",
+                several.len(),
+                several.join(", ")
+            ));
+        }
+    };
+    if repo.spec.wipe_out && NO_WIPE_OUT.contains(&kind) {
+        return Err(format!(
+            "{me} sets wipeOut: true, which the {kind} backend does not support: remove spec.wipeOut or use another backend"
+        ));
+    }
+    let secret = backend
+        .storage_secret_name
+        .as_deref()
+        .is_some_and(|s| !s.is_empty());
+    if !secret && kind != "local" {
+        return Err(format!(
+            "{me} has no spec.backend.storageSecretName: set it to the Secret holding RESTIC_PASSWORD and the {kind} credentials"
+        ));
+    }
+    let missing = |field: &str| format!("{me} has no spec.backend.{kind}.{field}: set it");
+    if let Some(l) = &backend.local {
+        let sources = [
+            l.host_path.is_some(),
+            l.persistent_volume_claim.is_some(),
+            l.nfs.is_some(),
+            l.empty_dir.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if sources != 1 {
+            return Err(format!(
+                "{me} has {sources} volume sources for its local backend: set exactly one of hostPath, persistentVolumeClaim, nfs, emptyDir"
+            ));
+        }
+        if !l.mount_path.starts_with('/') {
+            return Err(format!(
+                "{me} has no absolute spec.backend.local.mountPath: set where the volume is mounted, e.g. /safe/data"
+            ));
+        }
+    }
+    let empty = |s: &str| s.trim().is_empty();
+    match () {
+        _ if backend.s3.as_ref().is_some_and(|b| empty(&b.bucket)) => Err(missing("bucket")),
+        _ if backend.gcs.as_ref().is_some_and(|b| empty(&b.bucket)) => Err(missing("bucket")),
+        _ if backend.azure.as_ref().is_some_and(|b| empty(&b.container)) => {
+            Err(missing("container"))
+        }
+        _ if backend.swift.as_ref().is_some_and(|b| empty(&b.container)) => {
+            Err(missing("container"))
+        }
+        _ if backend.b2.as_ref().is_some_and(|b| empty(&b.bucket)) => Err(missing("bucket")),
+        _ if backend.rest.as_ref().is_some_and(|b| empty(&b.url)) => Err(missing("url")),
+        _ => Ok(()),
+    }
 }

@@ -1,8 +1,51 @@
 //! `POST /mutate/workloads`: inject, update or remove the `stash` sidecar.
+//!
+//! A thin adapter over [`crate::sidecar::plan`], the function the reconciler
+//! calls too. A user's workload is never blocked because of stash: whatever
+//! goes wrong here, the answer is "allowed", at worst with a warning.
+
+use kube::core::admission::Operation;
+use serde_json::Value;
+
 use super::{Decision, Request, Settings};
+use crate::api::WORKLOAD_KINDS;
+use crate::sidecar;
 use crate::store::Snapshot;
 
 /// Decides the sidecar patch for an apps/v1 workload.
-pub fn mutate(_req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
-    Decision::allow()
+pub fn mutate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
+    if !matches!(req.operation, Operation::Create | Operation::Update)
+        || req.sub_resource.is_some()
+        || req.kind.group != "apps"
+        || !WORKLOAD_KINDS.contains(&req.kind.kind.as_str())
+    {
+        return Decision::allow();
+    }
+    let Some(object) = &req.object else {
+        return Decision::allow();
+    };
+    let mut workload = match serde_json::to_value(object) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return Decision::allow().warn(format!(
+                "stash cannot read {} {}: the stash sidecar was left untouched",
+                req.kind.kind, req.name
+            ));
+        }
+    };
+    // On CREATE the object's namespace may be unset (it comes from the
+    // request); the patch paths never touch it, so filling it is safe.
+    if let Some(meta) = workload.get_mut("metadata").and_then(Value::as_object_mut)
+        && meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        && let Some(ns) = &req.namespace
+    {
+        meta.insert("namespace".into(), Value::String(ns.clone()));
+    }
+    let plan = sidecar::plan(&workload, snap, settings);
+    let mut decision = Decision::allow().with_patch(plan.ops);
+    decision.warnings = plan.warnings;
+    decision
 }

@@ -5,6 +5,10 @@
 //! Everything user-visible that is spelled as a string lives here or in
 //! [`events`], so there is exactly one place per contract.
 
+// kube's `printcolumn(..)` repeats `type_` per column, which clippy reads as
+// a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod backup_configuration;
 pub mod backup_session;
 pub mod events;

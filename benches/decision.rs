@@ -1,0 +1,60 @@
+//! In-process cost of one Deployment CREATE decision through
+//! `admission::handle`: parse the AdmissionReview, look the workload up in the
+//! store, plan the sidecar, serialize the answer with its base64 patch.
+//!
+//! `cargo bench --bench decision` (criterion prints the median estimate).
+
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use stash::admission::{handle, Endpoint, Settings};
+use stash::api::{BackupConfiguration, BackupConfigurationSpec, BackupTarget, TargetRef};
+use stash::store::offline;
+
+fn bench(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let body = std::fs::read(root.join("tests/fixtures/reviews/workloads/deployment-create.json"))
+        .expect("fixture");
+    let loaded = offline::load(&root.join("tests/fixtures/store/default")).expect("store");
+    let settings = Settings::default();
+    let snap = loaded.snapshot;
+    // The decision must be the real one: an injection.
+    let answer = handle(Endpoint::MutateWorkloads, &body, &snap, &settings).expect("answer");
+    assert!(answer.patch_ops > 0);
+
+    let mut group = c.benchmark_group("decision");
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("deployment_create_inject", |b| {
+        b.iter(|| handle(Endpoint::MutateWorkloads, std::hint::black_box(&body), &snap, &settings))
+    });
+
+    // Same decision with 10 000 other configurations in the store: lookups
+    // are by target, so the cost must not grow with the store.
+    let mut big = snap.clone();
+    for i in 0..10_000 {
+        let mut bc = BackupConfiguration::new(
+            &format!("other-{i}"),
+            BackupConfigurationSpec {
+                target: Some(BackupTarget {
+                    target_ref: TargetRef {
+                        api_version: "apps/v1".into(),
+                        kind: "Deployment".into(),
+                        name: format!("app-{i}"),
+                    },
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        bc.metadata.namespace = Some(format!("ns-{}", i % 100));
+        big.upsert_config(bc);
+    }
+    group.bench_function("deployment_create_inject_10k_configs", |b| {
+        b.iter(|| handle(Endpoint::MutateWorkloads, std::hint::black_box(&body), &big, &settings))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,740 @@
+//! The `stash` sidecar: what a workload's pod template must carry for the
+//! BackupConfiguration that targets it, as a JSON patch against the workload.
+//!
+//! This is the one pure function the mutating webhook and the reconciler
+//! share ([`plan`]), so an admitted workload and a reconciled one can never
+//! disagree. The patch is targeted: it adds, replaces or removes only the
+//! `stash` container, the volumes stash owns (`stash-*`, `tmp-dir`) and the
+//! two annotations, creating parent maps and arrays when they are missing;
+//! the user's own containers, volumes and annotations are never rewritten.
+//!
+//! Comparisons are by *coverage*: an existing container or volume is up to
+//! date when every field we want is there with our value, whatever the API
+//! server added by defaulting (`terminationMessagePath`, `defaultMode`, ...).
+//! That is what makes a second pass over a stored object yield no patch.
+
+use std::collections::BTreeSet;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::admission::Settings;
+use crate::api::{
+    ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED, BackupConfiguration,
+    INVOKER_KIND_BACKUP_CONFIGURATION, LocalSpec, Repository, SIDECAR_CONTAINER,
+    WORKLOAD_API_VERSION, WORKLOAD_KINDS,
+};
+use crate::store::Snapshot;
+
+/// Downward-API volume with the pod's labels, mounted at [`PODINFO_DIR`].
+pub const VOLUME_PODINFO: &str = "stash-podinfo";
+/// The Repository's storage Secret, mounted read-only at [`SECRET_DIR`].
+pub const VOLUME_SECRET: &str = "stash-secret-volume";
+/// The sidecar's scratch emptyDir, mounted at [`TMP_DIR`].
+pub const VOLUME_TMP: &str = "tmp-dir";
+/// A `local` backend's volume, mounted at the backend's `mountPath`.
+pub const VOLUME_LOCAL_BACKEND: &str = "stash-local-backend";
+/// Every volume name stash owns in a pod template.
+pub const OWNED_VOLUMES: [&str; 4] = [
+    VOLUME_PODINFO,
+    VOLUME_SECRET,
+    VOLUME_TMP,
+    VOLUME_LOCAL_BACKEND,
+];
+
+/// Where the pod info is mounted.
+pub const PODINFO_DIR: &str = "/etc/stash";
+/// Where the storage Secret is mounted (`--secret-dir`).
+pub const SECRET_DIR: &str = "/etc/stash/repository/secret";
+/// Where the scratch emptyDir is mounted.
+pub const TMP_DIR: &str = "/tmp";
+
+/// What the sidecar decision wants done to one workload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SidecarPlan {
+    /// JSON patch against exactly the workload given to [`plan`]; empty: nothing to do.
+    pub ops: Vec<PatchOperation>,
+    /// Soft problems for the user (admission warnings, reconciler events).
+    pub warnings: Vec<String>,
+    /// name of the configuration applied, None when removing/untargeted
+    pub config: Option<String>,
+}
+
+/// `workload` is the raw JSON of an apps/v1 Deployment/StatefulSet/DaemonSet/ReplicaSet
+/// (kind and metadata.namespace/name read from it). Returns the JSON patch (against exactly
+/// this JSON) that injects, updates or removes the sidecar; empty ops = nothing to do.
+///
+/// Rules:
+/// - exactly one live configuration (no `deletionTimestamp`, same namespace,
+///   `target.ref` equal to the workload's apiVersion/kind/name) and its
+///   Repository exists: the sidecar is injected or brought up to date;
+/// - that configuration's Repository is missing: nothing changes, a warning names it;
+/// - several live configurations: nothing changes (neither injected, switched
+///   nor removed — whichever we picked could be the wrong one and every
+///   choice restarts the pods), a warning names them all;
+/// - none: a sidecar stash injected (recognised by its annotations) is
+///   removed with its volumes and annotations; anything else is left alone.
+pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPlan {
+    let view = match Workload::read(workload) {
+        Ok(Some(view)) => view,
+        Ok(None) => return SidecarPlan::default(),
+        Err(problem) => {
+            return SidecarPlan {
+                warnings: vec![format!(
+                    "stash cannot read {}: {problem}; the stash sidecar was left untouched",
+                    describe(workload)
+                )],
+                ..SidecarPlan::default()
+            };
+        }
+    };
+    let live: Vec<&BackupConfiguration> = snap
+        .configs_for_target(view.namespace, view.kind, view.name)
+        .into_iter()
+        .map(|bc| bc.as_ref())
+        .filter(|bc| {
+            !bc.is_deleting()
+                && bc
+                    .target_ref()
+                    .is_some_and(|r| r.api_version == view.api_version)
+        })
+        .collect();
+    match live.as_slice() {
+        [] => SidecarPlan {
+            ops: removal_ops(&view),
+            ..SidecarPlan::default()
+        },
+        [bc] => inject(&view, bc, snap, settings),
+        several => {
+            let names: Vec<&str> = several
+                .iter()
+                .map(|bc| bc.metadata.name.as_deref().unwrap_or(""))
+                .collect();
+            SidecarPlan {
+                warnings: vec![format!(
+                    "{} is targeted by several BackupConfigurations ({}); stash left its sidecar unchanged: delete all but one of them",
+                    view.display(),
+                    names.join(", ")
+                )],
+                ..SidecarPlan::default()
+            }
+        }
+    }
+}
+
+/// Whether a pod template (`spec.template` JSON) carries the stash container.
+pub fn has_sidecar(pod_template: &Value) -> bool {
+    pod_template
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| container_name(c) == Some(SIDECAR_CONTAINER))
+        })
+}
+
+/// The parts of a workload the decision reads, borrowed from its JSON.
+struct Workload<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+    meta: Option<&'a Map<String, Value>>,
+    template_meta: Option<&'a Map<String, Value>>,
+    containers: &'a [Value],
+    init_containers: &'a [Value],
+    volumes: Option<&'a [Value]>,
+    /// StatefulSet `volumeClaimTemplates` names: mountable like pod volumes.
+    claim_templates: Vec<&'a str>,
+}
+
+impl<'a> Workload<'a> {
+    /// `Ok(None)` for objects that are not an apps/v1 workload kind; `Err`
+    /// when the object is one but its shape cannot be read.
+    fn read(obj: &'a Value) -> Result<Option<Self>, String> {
+        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        if api_version != WORKLOAD_API_VERSION || !WORKLOAD_KINDS.contains(&kind) {
+            return Ok(None);
+        }
+        let meta = obj.get("metadata").and_then(Value::as_object);
+        let namespace = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        optional_map(
+            meta.and_then(|m| m.get("annotations")),
+            "metadata.annotations",
+        )?;
+        let template = obj
+            .pointer("/spec/template")
+            .and_then(Value::as_object)
+            .ok_or("spec.template is missing or not an object")?;
+        let template_meta = optional_map(template.get("metadata"), "spec.template.metadata")?;
+        if let Some(m) = template_meta {
+            optional_map(m.get("annotations"), "spec.template.metadata.annotations")?;
+        }
+        let pod = template
+            .get("spec")
+            .and_then(Value::as_object)
+            .ok_or("spec.template.spec is missing or not an object")?;
+        let containers =
+            optional_list(pod.get("containers"), "spec.template.spec.containers")?.unwrap_or(&[]);
+        let init_containers = optional_list(
+            pod.get("initContainers"),
+            "spec.template.spec.initContainers",
+        )?
+        .unwrap_or(&[]);
+        let volumes = optional_list(pod.get("volumes"), "spec.template.spec.volumes")?;
+        for (what, list) in [
+            ("containers", containers),
+            ("volumes", volumes.unwrap_or(&[])),
+        ] {
+            if let Some(i) = list
+                .iter()
+                .position(|v| v.get("name").and_then(Value::as_str).is_none())
+            {
+                return Err(format!("spec.template.spec.{what}[{i}] has no name"));
+            }
+        }
+        let claim_templates = obj
+            .pointer("/spec/volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(Self {
+            api_version,
+            kind,
+            namespace,
+            name,
+            meta,
+            template_meta,
+            containers,
+            init_containers,
+            volumes,
+            claim_templates,
+        }))
+    }
+
+    fn display(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+
+    fn template_annotations(&self) -> Option<&'a Map<String, Value>> {
+        self.template_meta
+            .and_then(|m| m.get("annotations"))
+            .and_then(Value::as_object)
+    }
+
+    fn sidecar_index(&self) -> Option<usize> {
+        self.containers
+            .iter()
+            .position(|c| container_name(c) == Some(SIDECAR_CONTAINER))
+    }
+
+    /// Whether a container of the pod may mount volume `name`.
+    fn has_volume(&self, name: &str) -> bool {
+        self.volume_index(name).is_some() || self.claim_templates.contains(&name)
+    }
+
+    fn volume_index(&self, name: &str) -> Option<usize> {
+        self.volumes?
+            .iter()
+            .position(|v| v.get("name").and_then(Value::as_str) == Some(name))
+    }
+
+    /// Whether stash's annotations say it injected the sidecar.
+    fn injected_by_stash(&self) -> bool {
+        self.meta
+            .and_then(|m| m.get("annotations"))
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.contains_key(ANNOTATION_LAST_APPLIED))
+            || self
+                .template_annotations()
+                .is_some_and(|a| a.contains_key(ANNOTATION_CONFIG_HASH))
+    }
+
+    /// Whether a container other than the sidecar mounts volume `name`.
+    fn used_by_user(&self, name: &str) -> bool {
+        self.containers
+            .iter()
+            .chain(self.init_containers)
+            .filter(|c| container_name(c) != Some(SIDECAR_CONTAINER))
+            .filter_map(|c| c.get("volumeMounts").and_then(Value::as_array))
+            .flatten()
+            .any(|m| m.get("name").and_then(Value::as_str) == Some(name))
+    }
+}
+
+fn optional_map<'a>(
+    v: Option<&'a Value>,
+    what: &str,
+) -> Result<Option<&'a Map<String, Value>>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(format!("{what} is not an object")),
+    }
+}
+
+fn optional_list<'a>(v: Option<&'a Value>, what: &str) -> Result<Option<&'a [Value]>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a.as_slice())),
+        Some(_) => Err(format!("{what} is not a list")),
+    }
+}
+
+fn container_name(c: &Value) -> Option<&str> {
+    c.get("name").and_then(Value::as_str)
+}
+
+fn describe(obj: &Value) -> String {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    format!("{kind} {ns}/{name}")
+}
+
+/// The sidecar container and pod volumes one configuration wants.
+struct Desired {
+    container: Value,
+    volumes: Vec<Value>,
+    hash: String,
+}
+
+fn inject(
+    view: &Workload,
+    bc: &BackupConfiguration,
+    snap: &Snapshot,
+    settings: &Settings,
+) -> SidecarPlan {
+    let bc_name = bc.metadata.name.clone().unwrap_or_default();
+    let mut plan = SidecarPlan::default();
+    let Some(repo_name) = bc.repository_name() else {
+        plan.warnings.push(format!(
+            "BackupConfiguration {}/{bc_name} names no repository; the stash sidecar was not injected into {}: set spec.repository.name",
+            view.namespace,
+            view.display()
+        ));
+        return plan;
+    };
+    let Some(repo) = snap.repository(view.namespace, repo_name) else {
+        plan.warnings.push(format!(
+            "Repository {}/{repo_name} of BackupConfiguration {}/{bc_name} does not exist; the stash sidecar was not injected into {}: create the Repository",
+            view.namespace,
+            view.namespace,
+            view.display()
+        ));
+        return plan;
+    };
+    let desired = desired(view, bc, &bc_name, repo, settings, &mut plan.warnings);
+    if let Some(conflict) = conflict(view, &desired) {
+        plan.warnings.push(conflict);
+        return plan;
+    }
+    plan.ops = injection_ops(view, &desired, &bc_name);
+    plan.config = Some(bc_name);
+    plan
+}
+
+/// A container or volume of the user's that carries a name the sidecar needs:
+/// overwriting it would break their pods, so nothing is injected.
+fn conflict(view: &Workload, desired: &Desired) -> Option<String> {
+    if let Some(i) = view.sidecar_index()
+        && !view.injected_by_stash()
+        && !covers(&view.containers[i], &desired.container)
+    {
+        return Some(format!(
+            "{} already has a container named {SIDECAR_CONTAINER:?} that stash did not inject; the stash sidecar was not injected: rename that container",
+            view.display()
+        ));
+    }
+    let existing = view.volumes?;
+    desired.volumes.iter().find_map(|want| {
+        let name = want.get("name").and_then(Value::as_str)?;
+        let i = view.volume_index(name)?;
+        (view.used_by_user(name) && !covers(&existing[i], want)).then(|| {
+            format!(
+                "{} already uses a volume named {name:?}, which the stash sidecar needs; the stash sidecar was not injected: rename that volume",
+                view.display()
+            )
+        })
+    })
+}
+
+fn field_env(name: &str, path: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}})
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    // k8s-openapi and our API types only hold strings, numbers, maps and lists.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn desired(
+    view: &Workload,
+    bc: &BackupConfiguration,
+    bc_name: &str,
+    repo: &Repository,
+    settings: &Settings,
+    warnings: &mut Vec<String>,
+) -> Desired {
+    let bc_display = format!("BackupConfiguration {}/{bc_name}", view.namespace);
+    let enable_cache = !bc.spec.temp_dir.as_ref().is_some_and(|t| t.disable_caching);
+    let args = vec![
+        "run-backup".to_string(),
+        format!("--invoker-kind={INVOKER_KIND_BACKUP_CONFIGURATION}"),
+        format!("--invoker-name={bc_name}"),
+        format!("--target-kind={}", view.kind),
+        format!("--target-name={}", view.name),
+        format!("--secret-dir={SECRET_DIR}"),
+        format!("--enable-cache={enable_cache}"),
+    ];
+    let rt = bc
+        .spec
+        .runtime_settings
+        .as_ref()
+        .and_then(|r| r.container.as_ref());
+
+    let mut env = vec![
+        field_env("NODE_NAME", "spec.nodeName"),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+    ];
+    if let Some(rt) = rt {
+        if let Some(n) = rt.nice.as_ref().and_then(|n| n.adjustment) {
+            env.push(json!({"name": "NICE_ADJUSTMENT", "value": n.to_string()}));
+        }
+        if let Some(io) = &rt.ionice {
+            if let Some(c) = io.class {
+                env.push(json!({"name": "IONICE_CLASS", "value": c.to_string()}));
+            }
+            if let Some(d) = io.class_data {
+                env.push(json!({"name": "IONICE_CLASS_DATA", "value": d.to_string()}));
+            }
+        }
+        env.extend(rt.env.iter().map(to_json));
+    }
+
+    let secret_name = repo
+        .spec
+        .backend
+        .storage_secret_name
+        .as_deref()
+        .filter(|s| !s.is_empty());
+    let mut mounts = vec![json!({"name": VOLUME_PODINFO, "mountPath": PODINFO_DIR})];
+    let mut volumes = vec![json!({
+        "name": VOLUME_PODINFO,
+        "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.labels"}}]}
+    })];
+    match secret_name {
+        Some(secret) => {
+            mounts.push(json!({"name": VOLUME_SECRET, "mountPath": SECRET_DIR, "readOnly": true}));
+            volumes.push(json!({"name": VOLUME_SECRET, "secret": {"secretName": secret}}));
+        }
+        None => warnings.push(format!(
+            "Repository {}/{} has no spec.backend.storageSecretName; the stash sidecar has no repository password: set storageSecretName",
+            view.namespace,
+            repo.metadata.name.as_deref().unwrap_or("")
+        )),
+    }
+    mounts.push(json!({"name": VOLUME_TMP, "mountPath": TMP_DIR}));
+    let mut empty_dir = Map::new();
+    if let Some(t) = &bc.spec.temp_dir {
+        if let Some(m) = &t.medium {
+            empty_dir.insert("medium".into(), json!(m));
+        }
+        if let Some(s) = &t.size_limit {
+            empty_dir.insert("sizeLimit".into(), to_json(s));
+        }
+    }
+    volumes.push(json!({"name": VOLUME_TMP, "emptyDir": empty_dir}));
+
+    let mut used_paths: BTreeSet<String> =
+        [PODINFO_DIR, SECRET_DIR, TMP_DIR].map(String::from).into();
+    for m in bc.spec.target.iter().flat_map(|t| &t.volume_mounts) {
+        if !view.has_volume(&m.name) {
+            warnings.push(format!(
+                "{bc_display} mounts volume {:?}, which {} does not have; the mount was left out of the stash sidecar: add the volume or fix target.volumeMounts",
+                m.name,
+                view.display()
+            ));
+        } else if !used_paths.insert(m.mount_path.clone()) {
+            warnings.push(format!(
+                "{bc_display} mounts volume {:?} at {}, a path the stash sidecar already uses; the mount was left out: choose another mountPath",
+                m.name, m.mount_path
+            ));
+        } else {
+            mounts.push(to_json(m));
+        }
+    }
+    if let Some(local) = &repo.spec.backend.local {
+        match local_source(local) {
+            Some((key, source)) if used_paths.insert(local.mount_path.clone()) => {
+                let mut mount = json!({"name": VOLUME_LOCAL_BACKEND, "mountPath": local.mount_path});
+                if let Some(sub) = &local.sub_path {
+                    mount["subPath"] = json!(sub);
+                }
+                mounts.push(mount);
+                let mut vol = Map::new();
+                vol.insert("name".into(), json!(VOLUME_LOCAL_BACKEND));
+                vol.insert(key.into(), source);
+                volumes.push(Value::Object(vol));
+            }
+            Some(_) => warnings.push(format!(
+                "the local backend of Repository {}/{} mounts at {}, a path the stash sidecar already uses; its volume was left out: choose another mountPath",
+                view.namespace,
+                repo.metadata.name.as_deref().unwrap_or(""),
+                local.mount_path
+            )),
+            None => warnings.push(format!(
+                "the local backend of Repository {}/{} has no volume (hostPath, persistentVolumeClaim, nfs or emptyDir); the sidecar cannot reach it: set one",
+                view.namespace,
+                repo.metadata.name.as_deref().unwrap_or("")
+            )),
+        }
+    }
+
+    let mut container = Map::new();
+    container.insert("name".into(), json!(SIDECAR_CONTAINER));
+    container.insert("image".into(), json!(settings.image));
+    container.insert("args".into(), json!(args));
+    container.insert("env".into(), Value::Array(env));
+    if let Some(rt) = rt {
+        if !rt.env_from.is_empty() {
+            container.insert("envFrom".into(), to_json(&rt.env_from));
+        }
+        if let Some(r) = &rt.resources {
+            container.insert("resources".into(), to_json(r));
+        }
+        if let Some(s) = &rt.security_context {
+            container.insert("securityContext".into(), to_json(s));
+        }
+    }
+    container.insert("volumeMounts".into(), Value::Array(mounts));
+    let container = Value::Object(container);
+
+    // The hash covers exactly what lands in the pod template, so it moves
+    // when and only when the sidecar does (never for paused/schedule/retention).
+    let digest =
+        Sha256::digest(to_json(&json!({"container": container, "volumes": volumes})).to_string());
+    let hash = hex::encode(&digest[..8]);
+    Desired {
+        container,
+        volumes,
+        hash,
+    }
+}
+
+fn local_source(local: &LocalSpec) -> Option<(&'static str, Value)> {
+    if let Some(s) = &local.host_path {
+        Some(("hostPath", to_json(s)))
+    } else if let Some(s) = &local.persistent_volume_claim {
+        Some(("persistentVolumeClaim", to_json(s)))
+    } else if let Some(s) = &local.nfs {
+        Some(("nfs", to_json(s)))
+    } else {
+        local.empty_dir.as_ref().map(|s| ("emptyDir", to_json(s)))
+    }
+}
+
+/// Whether `have` holds every field of `want` with the same value (extra
+/// fields, such as API-server defaults, are allowed).
+pub fn covers(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(h), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| h.get(k).is_some_and(|hv| covers(hv, wv))),
+        (Value::Array(h), Value::Array(w)) => {
+            h.len() == w.len() && h.iter().zip(w).all(|(hv, wv)| covers(hv, wv))
+        }
+        _ => have == want,
+    }
+}
+
+fn ptr(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+fn replace(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Replace(ReplaceOperation { path, value })
+}
+
+fn remove(path: PointerBuf) -> PatchOperation {
+    PatchOperation::Remove(RemoveOperation { path })
+}
+
+const CONTAINERS: [&str; 4] = ["spec", "template", "spec", "containers"];
+const VOLUMES: [&str; 4] = ["spec", "template", "spec", "volumes"];
+const TEMPLATE_META: [&str; 3] = ["spec", "template", "metadata"];
+const META: [&str; 1] = ["metadata"];
+
+fn indexed(base: &[&str], i: usize) -> PointerBuf {
+    let mut p = ptr(base);
+    p.push_back(i);
+    p
+}
+
+fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<PatchOperation> {
+    let mut ops = Vec::new();
+    match view.sidecar_index() {
+        Some(i) if covers(&view.containers[i], &desired.container) => {}
+        Some(i) => ops.push(replace(indexed(&CONTAINERS, i), desired.container.clone())),
+        None if view.containers.is_empty() => {
+            ops.push(add(ptr(&CONTAINERS), json!([desired.container])));
+        }
+        None => ops.push(add(
+            ptr(&[&CONTAINERS[..], &["-"]].concat()),
+            desired.container.clone(),
+        )),
+    }
+    volume_ops(view, &desired.volumes, &mut ops);
+    set_annotation(
+        view.template_meta,
+        &TEMPLATE_META,
+        ANNOTATION_CONFIG_HASH,
+        &desired.hash,
+        &mut ops,
+    );
+    set_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED, bc_name, &mut ops);
+    ops
+}
+
+/// Sets `key` in `<base>/annotations`, creating `base` or its annotations map when missing.
+fn set_annotation(
+    meta: Option<&Map<String, Value>>,
+    base: &[&str],
+    key: &str,
+    value: &str,
+    ops: &mut Vec<PatchOperation>,
+) {
+    let Some(meta) = meta else {
+        ops.push(add(ptr(base), json!({"annotations": {key: value}})));
+        return;
+    };
+    let mut annotations = ptr(base);
+    annotations.push_back("annotations");
+    match meta.get("annotations").and_then(Value::as_object) {
+        None => ops.push(add(annotations, json!({key: value}))),
+        Some(a) if a.get(key).and_then(Value::as_str) == Some(value) => {}
+        Some(a) => {
+            let exists = a.contains_key(key);
+            annotations.push_back(key);
+            ops.push(if exists {
+                replace(annotations, json!(value))
+            } else {
+                add(annotations, json!(value))
+            });
+        }
+    }
+}
+
+/// Removes `key` from `<base>/annotations`, and the map itself when `key` was its only entry.
+fn unset_annotation(
+    meta: Option<&Map<String, Value>>,
+    base: &[&str],
+    key: &str,
+    ops: &mut Vec<PatchOperation>,
+) {
+    let Some(a) = meta
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+    else {
+        return;
+    };
+    if !a.contains_key(key) {
+        return;
+    }
+    let mut path = ptr(base);
+    path.push_back("annotations");
+    if a.len() > 1 {
+        path.push_back(key);
+    }
+    ops.push(remove(path));
+}
+
+fn volume_ops(view: &Workload, desired: &[Value], ops: &mut Vec<PatchOperation>) {
+    let Some(existing) = view.volumes else {
+        ops.push(add(ptr(&VOLUMES), Value::Array(desired.to_vec())));
+        return;
+    };
+    let mut adds = Vec::new();
+    for want in desired {
+        let name = want.get("name").and_then(Value::as_str).unwrap_or("");
+        match view.volume_index(name) {
+            Some(i) if covers(&existing[i], want) => {}
+            Some(i) => ops.push(replace(indexed(&VOLUMES, i), want.clone())),
+            None => adds.push(want.clone()),
+        }
+    }
+    // Owned volumes no longer wanted (a local backend that moved to GCS).
+    let wanted: BTreeSet<&str> = desired
+        .iter()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .collect();
+    let mut stale: Vec<usize> = OWNED_VOLUMES
+        .iter()
+        .filter(|n| !wanted.contains(*n) && !view.used_by_user(n))
+        .filter_map(|n| view.volume_index(n))
+        .collect();
+    stale.sort_unstable_by(|a, b| b.cmp(a));
+    ops.extend(stale.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
+    let mut end = ptr(&VOLUMES);
+    end.push_back("-");
+    ops.extend(adds.into_iter().map(|v| add(end.clone(), v)));
+}
+
+fn removal_ops(view: &Workload) -> Vec<PatchOperation> {
+    // Only what stash itself injected goes: a container the user named
+    // `stash` on a workload stash never annotated is theirs.
+    if !view.injected_by_stash() {
+        return Vec::new();
+    }
+    let mut ops = Vec::new();
+    if let Some(i) = view.sidecar_index() {
+        ops.push(remove(indexed(&CONTAINERS, i)));
+    }
+    if let Some(existing) = view.volumes {
+        let mut owned: Vec<usize> = OWNED_VOLUMES
+            .iter()
+            .filter(|n| !view.used_by_user(n))
+            .filter_map(|n| view.volume_index(n))
+            .collect();
+        if !owned.is_empty() && owned.len() == existing.len() {
+            // Only ours were there: the list was created by the injection.
+            ops.push(remove(ptr(&VOLUMES)));
+        } else {
+            owned.sort_unstable_by(|a, b| b.cmp(a));
+            ops.extend(owned.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
+        }
+    }
+    unset_annotation(
+        view.template_meta,
+        &TEMPLATE_META,
+        ANNOTATION_CONFIG_HASH,
+        &mut ops,
+    );
+    unset_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED, &mut ops);
+    ops
+}
