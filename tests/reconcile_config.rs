@@ -12,9 +12,7 @@ use serde_json::{Value, json};
 use stash::admission::Settings;
 use stash::api::BackupConfiguration;
 use stash::reconcile::apply::Backoff;
-use stash::reconcile::backup_configuration::{Context, Planner, reconcile_at};
-use stash::reconcile::sidecar_shim::SidecarPlan;
-use stash::store::Snapshot;
+use stash::reconcile::backup_configuration::{Context, reconcile_at};
 
 const BC: &str =
     "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup";
@@ -78,10 +76,6 @@ type Outcome = (
 );
 
 async fn pass(world: BTreeMap<String, Value>, at: i64) -> Outcome {
-    pass_with(world, at, stash::reconcile::sidecar_shim::plan).await
-}
-
-async fn pass_with(world: BTreeMap<String, Value>, at: i64, planner: Planner) -> Outcome {
     let (client, server) = mock::client();
     let obj: BackupConfiguration = serde_json::from_value(world[BC].clone()).unwrap();
     let served = tokio::spawn(server.serve(world));
@@ -93,7 +87,6 @@ async fn pass_with(world: BTreeMap<String, Value>, at: i64, planner: Planner) ->
             settings: Settings::default(),
             configs,
             backoff: Backoff::default(),
-            planner,
         };
         reconcile_at(&obj, &ctx, now(at))
             .await
@@ -128,6 +121,7 @@ async fn first_pass_adds_finalizer_cronjob_rbac_and_status() {
             ("PATCH".to_string(), SA.to_string()),
             ("PATCH".to_string(), CRON_RB.to_string()),
             ("PATCH".to_string(), CRONJOB.to_string()),
+            ("PATCH".to_string(), DEPLOY.to_string()),
             ("PATCH".to_string(), SIDECAR_RB.to_string()),
             ("PATCH".to_string(), format!("{BC}/status")),
         ]
@@ -190,7 +184,7 @@ async fn first_pass_adds_finalizer_cronjob_rbac_and_status() {
     assert_eq!(conds["RepositoryFound"], "True");
     assert_eq!(conds["BackupTargetFound"], "True");
     assert_eq!(conds["CronJobCreated"], "True");
-    assert!(conds.contains_key("StashSidecarInjected"));
+    assert_eq!(conds["StashSidecarInjected"], "True");
 }
 
 /// Adds what an API server would default, so the comparison must ignore it.
@@ -357,7 +351,7 @@ async fn forbidden_cronjob_fails_the_pass_but_still_reports_status() {
 }
 
 #[tokio::test]
-async fn deletion_releases_the_finalizer_after_the_sidecar() {
+async fn deletion_removes_the_sidecar_then_releases_the_finalizer() {
     let (_, _, mut world) = pass(world(), 1000).await;
     world.get_mut(BC).unwrap()["metadata"]["deletionTimestamp"] = json!("2019-08-02T06:20:00Z");
     let (res, log, world) = pass(world, 2000).await;
@@ -368,7 +362,21 @@ async fn deletion_releases_the_finalizer_after_the_sidecar() {
         .map(|r| r.path.clone())
         .collect();
     assert_eq!(reads, [REPO.to_string(), DEPLOY.to_string()]);
-    assert_eq!(writes(&log), [("PATCH".to_string(), BC.to_string())]);
+    // the sidecar goes first, then the finalizer
+    assert_eq!(
+        writes(&log),
+        [
+            ("PATCH".to_string(), DEPLOY.to_string()),
+            ("PATCH".to_string(), BC.to_string())
+        ]
+    );
+    assert_eq!(containers(&world[DEPLOY]), ["busybox"]);
+    assert!(
+        world[DEPLOY]["metadata"]
+            .get("annotations")
+            .and_then(|a| a.get("stash.appscode.com/last-applied-backupconfiguration"))
+            .is_none()
+    );
     let fin = find(&log, "PATCH", BC);
     assert_eq!(fin.param("fieldManager").as_deref(), Some("stash"));
     let rv = fin.body[0]["value"].clone();
@@ -393,39 +401,18 @@ async fn deleted_configuration_without_our_finalizer_costs_nothing() {
     assert!(log.is_empty(), "{log:#?}");
 }
 
-/// A stand-in planner with the real one's contract: the workload should carry
-/// the annotation of the live configuration targeting it; none (or one being
-/// deleted) means the annotation goes.
-fn annotating_planner(workload: &Value, snap: &Snapshot, _: &Settings) -> SidecarPlan {
-    let live = snap
-        .configs_for_target("demo", "Deployment", "stash-demo")
-        .into_iter()
-        .find(|c| c.metadata.deletion_timestamp.is_none())
-        .and_then(|c| c.metadata.name.clone());
-    let current = workload
-        .pointer("/metadata/annotations/stash.appscode.com~1last-applied-backupconfiguration")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let ops = match (&live, &current) {
-        (Some(bc), None) => json!([
-            {"op": "add", "path": "/metadata/annotations", "value": {}},
-            {"op": "add", "path": "/metadata/annotations/stash.appscode.com~1last-applied-backupconfiguration", "value": bc}
-        ]),
-        (None, Some(_)) => json!([
-            {"op": "remove", "path": "/metadata/annotations/stash.appscode.com~1last-applied-backupconfiguration"}
-        ]),
-        _ => json!([]),
-    };
-    SidecarPlan {
-        ops: serde_json::from_value(ops).unwrap(),
-        warnings: vec![],
-        config: live,
-    }
+fn containers(deploy: &Value) -> Vec<String> {
+    deploy["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
 async fn back_fills_the_sidecar_with_a_guarded_json_patch_once() {
-    let (res, log, world) = pass_with(world(), 1000, annotating_planner).await;
+    let (res, log, world) = pass(world(), 1000).await;
     res.unwrap();
     let patch = find(&log, "PATCH", DEPLOY);
     assert_eq!(patch.content_type, "application/json-patch+json");
@@ -434,9 +421,19 @@ async fn back_fills_the_sidecar_with_a_guarded_json_patch_once() {
         patch.body[0],
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": "5"})
     );
-    assert_eq!(patch.body.as_array().unwrap().len(), 3);
+    let deploy = &world[DEPLOY];
+    assert_eq!(containers(deploy), ["busybox", "stash"]);
+    let sidecar = &deploy["spec"]["template"]["spec"]["containers"][1];
+    let args: Vec<&str> = sidecar["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "run-backup");
+    assert!(args.contains(&"--invoker-name=pause-backup"), "{args:?}");
     assert_eq!(
-        world[DEPLOY]["metadata"]["annotations"]["stash.appscode.com/last-applied-backupconfiguration"],
+        deploy["metadata"]["annotations"]["stash.appscode.com/last-applied-backupconfiguration"],
         "pause-backup"
     );
     let conds = world[BC]["status"]["conditions"]
@@ -451,7 +448,7 @@ async fn back_fills_the_sidecar_with_a_guarded_json_patch_once() {
     assert_eq!(injected["reason"], "SidecarInjectionSucceeded");
 
     // level-triggered: the next pass finds the sidecar in place and writes nothing
-    let (res, log, _) = pass_with(with_server_defaults(world), 2000, annotating_planner).await;
+    let (res, log, _) = pass(with_server_defaults(world), 2000).await;
     res.unwrap();
     assert_eq!(writes(&log), Vec::<(String, String)>::new());
 }
@@ -460,7 +457,7 @@ async fn back_fills_the_sidecar_with_a_guarded_json_patch_once() {
 async fn a_concurrent_workload_change_fails_the_patch_instead_of_misapplying() {
     let mut w = world();
     w.insert(format!("change-after-get {DEPLOY}"), json!(null));
-    let (res, log, world) = pass_with(w, 1000, annotating_planner).await;
+    let (res, log, world) = pass(w, 1000).await;
     let err = res.unwrap_err();
     assert!(
         err.starts_with("patch the sidecar of Deployment demo/stash-demo: "),
@@ -468,7 +465,7 @@ async fn a_concurrent_workload_change_fails_the_patch_instead_of_misapplying() {
     );
     // the patch was tried against the version read, and refused as a whole
     assert_eq!(find(&log, "PATCH", DEPLOY).body[0]["value"], "5");
-    assert!(world[DEPLOY]["metadata"].get("annotations").is_none());
+    assert_eq!(containers(&world[DEPLOY]), ["busybox"]);
     // the status still says what happened, and the error policy will retry
     let conds = world[BC]["status"]["conditions"]
         .as_array()
@@ -482,18 +479,23 @@ async fn a_concurrent_workload_change_fails_the_patch_instead_of_misapplying() {
 }
 
 #[tokio::test]
-async fn deletion_removes_the_sidecar_then_the_finalizer() {
-    let (_, _, mut world) = pass_with(world(), 1000, annotating_planner).await;
-    world.get_mut(BC).unwrap()["metadata"]["deletionTimestamp"] = json!("2019-08-02T06:20:00Z");
-    let (res, log, world) = pass_with(world, 2000, annotating_planner).await;
+async fn missing_repository_leaves_the_workload_alone() {
+    let mut w = world();
+    w.remove(REPO);
+    let (res, log, world) = pass(w, 1000).await;
     res.unwrap();
-    assert_eq!(
-        writes(&log),
-        [
-            ("PATCH".to_string(), DEPLOY.to_string()),
-            ("PATCH".to_string(), BC.to_string())
-        ]
+    assert!(!writes(&log).iter().any(|(_, p)| p == DEPLOY));
+    let conds = world[BC]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let injected = conds
+        .iter()
+        .find(|c| c["type"] == "StashSidecarInjected")
+        .unwrap();
+    assert_eq!(injected["status"], "False");
+    assert!(
+        injected["message"].as_str().unwrap().contains("gcs-repo"),
+        "{injected}"
     );
-    assert_eq!(world[DEPLOY]["metadata"]["annotations"], json!({}));
-    assert_eq!(world[BC]["metadata"]["finalizers"], json!([]));
 }

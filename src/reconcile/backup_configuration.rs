@@ -34,13 +34,10 @@ use super::desired::{
     LABEL_MANAGED_BY, Observations, cron_role_binding, cron_service_account, cronjob,
     desired_status, guarded_patch, sidecar_role_binding, workload_service_account,
 };
-use super::sidecar_shim as sidecar;
 use crate::admission::Settings;
 use crate::api::{BackupConfiguration, FINALIZER, Repository, WORKLOAD_API_VERSION};
+use crate::sidecar;
 use crate::store::Snapshot;
-
-/// The sidecar planner: the webhook's pure function, so the two never disagree.
-pub type Planner = fn(&serde_json::Value, &Snapshot, &Settings) -> sidecar::SidecarPlan;
 
 /// What the BackupConfiguration controller shares between reconciles.
 pub struct Context {
@@ -52,8 +49,6 @@ pub struct Context {
     /// Every BackupConfiguration, so the planner sees all that target a workload.
     pub configs: Store<BackupConfiguration>,
     pub backoff: Backoff,
-    /// Always [`sidecar::plan`] in production; tests substitute their own.
-    pub planner: Planner,
 }
 
 /// Runs the controller until the returned future is dropped.
@@ -90,7 +85,6 @@ pub async fn run(client: Client, image: String, settings: Settings) {
         settings,
         configs,
         backoff: Backoff::default(),
-        planner: sidecar::plan,
     });
     controller
         .run(reconcile, error_policy, ctx)
@@ -309,7 +303,8 @@ async fn sync_sidecar(
     if let Some(repo) = repo {
         snap.upsert_repository(repo);
     }
-    let plan = (ctx.planner)(&workload, &snap, &ctx.settings);
+    // The webhook's own pure function, so the two can never disagree.
+    let plan = sidecar::plan(&workload, &snap, &ctx.settings);
     if !plan.ops.is_empty() {
         let rv = workload
             .pointer("/metadata/resourceVersion")

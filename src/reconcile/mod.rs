@@ -12,7 +12,6 @@ pub mod backup_session;
 pub mod desired;
 pub mod leader;
 pub mod recorder;
-pub mod sidecar_shim;
 
 use std::sync::Arc;
 

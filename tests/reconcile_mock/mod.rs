@@ -235,10 +235,10 @@ impl ApiServer {
                     Some(obj) => {
                         ex.ok(obj);
                         // Someone else writes right after our read.
-                        if world.contains_key(&format!("change-after-get {path}")) {
-                            if let Some(live) = world.get_mut(&path) {
-                                bump(live);
-                            }
+                        if world.contains_key(&format!("change-after-get {path}"))
+                            && let Some(live) = world.get_mut(&path)
+                        {
+                            bump(live);
                         }
                     }
                     None => ex.not_found(),
