@@ -232,7 +232,7 @@ fn guarded_patch_tests_the_resource_version_first() {
 fn all_good() -> Observations {
     Observations {
         repository: Some(("demo/gcs-repo".into(), true)),
-        target: Some(("Deployment/stash-demo".into(), true)),
+        target: Some(("Deployment/stash-demo".into(), TargetState::Found)),
         cronjob: Ok(()),
         sidecar: Ok(()),
     }
@@ -254,7 +254,7 @@ fn conditions_table() {
         (
             Observations {
                 repository: Some(("demo/gcs-repo".into(), false)),
-                target: Some(("Deployment/stash-demo".into(), false)),
+                target: Some(("Deployment/stash-demo".into(), TargetState::Missing)),
                 cronjob: Err("forbidden".into()),
                 sidecar: Err("target missing".into()),
             },
@@ -290,6 +290,15 @@ fn conditions_table() {
             .collect();
         assert_eq!(got, want);
     }
+    let unsupported = Observations {
+        target: Some(("CronJob/nightly".into(), TargetState::Unsupported)),
+        ..all_good()
+    };
+    let c = conditions(&unsupported).remove(1);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some("TargetNotSupported"))
+    );
     let msgs: Vec<_> = conditions(&all_good())
         .into_iter()
         .map(|c| c.message.unwrap())

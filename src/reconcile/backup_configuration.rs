@@ -31,7 +31,7 @@ use super::apply::{
     ApiError, Backoff, ensure, get_workload, is_not_found, patch_params, workload_api,
 };
 use super::desired::{
-    LABEL_MANAGED_BY, Observations, cron_role_binding, cron_service_account, cronjob,
+    LABEL_MANAGED_BY, Observations, TargetState, cron_role_binding, cron_service_account, cronjob,
     desired_status, guarded_patch, sidecar_role_binding, workload_service_account,
 };
 use crate::admission::Settings;
@@ -380,13 +380,13 @@ async fn apply(
                     "target {} {label} is not a workload the sidecar model supports (apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet)",
                     t.api_version
                 );
-                (Some((label, false)), Err(why))
+                (Some((label, TargetState::Unsupported)), Err(why))
             } else {
                 match sync_sidecar(bc, ctx, &ns, &t.kind, &t.name, repo.clone()).await {
-                    Err(e) => (Some((label, true)), Err(note(e))),
+                    Err(e) => (Some((label, TargetState::Found)), Err(note(e))),
                     Ok(SidecarOutcome::TargetMissing) => {
                         let why = format!("target {label} does not exist");
-                        (Some((label, false)), Err(why))
+                        (Some((label, TargetState::Missing)), Err(why))
                     }
                     Ok(SidecarOutcome::Planned {
                         config,
@@ -410,7 +410,7 @@ async fn apply(
                             }
                             (None, Ok(_)) => Err(warnings.join("; ")),
                         };
-                        (Some((label, true)), state)
+                        (Some((label, TargetState::Found)), state)
                     }
                 }
             }

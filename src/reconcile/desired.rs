@@ -283,12 +283,21 @@ pub fn guarded_patch(
 pub struct Observations {
     /// `namespace/name` of the Repository and whether it exists (None: not set in spec).
     pub repository: Option<(String, bool)>,
-    /// `kind/name` of the target and whether it exists (None: no target in spec).
-    pub target: Option<(String, bool)>,
+    /// `kind/name` of the target and what became of it (None: no target in spec).
+    pub target: Option<(String, TargetState)>,
     /// The CronJob is in place, or why not.
     pub cronjob: Result<(), String>,
     /// The target carries this configuration's sidecar, or why not.
     pub sidecar: Result<(), String>,
+}
+
+/// What the controller found for the target workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    Found,
+    Missing,
+    /// Not an apps/v1 Deployment, StatefulSet, DaemonSet or ReplicaSet.
+    Unsupported,
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
@@ -325,17 +334,25 @@ pub fn conditions(obs: &Observations) -> Vec<Condition> {
         ),
     };
     let target = match &obs.target {
-        Some((name, true)) => condition(
+        Some((name, TargetState::Found)) => condition(
             CONDITION_BACKUP_TARGET_FOUND,
             true,
             "TargetAvailable",
             format!("Backup target {name} found."),
         ),
-        Some((name, false)) => condition(
+        Some((name, TargetState::Missing)) => condition(
             CONDITION_BACKUP_TARGET_FOUND,
             false,
             "TargetNotAvailable",
             format!("Backup target {name} does not exist."),
+        ),
+        Some((name, TargetState::Unsupported)) => condition(
+            CONDITION_BACKUP_TARGET_FOUND,
+            false,
+            "TargetNotSupported",
+            format!(
+                "Backup target {name} is not an apps/v1 Deployment, StatefulSet, DaemonSet or ReplicaSet."
+            ),
         ),
         None => condition(
             CONDITION_BACKUP_TARGET_FOUND,
