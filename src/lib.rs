@@ -11,6 +11,7 @@ pub mod api;
 pub mod backup;
 pub mod certs;
 pub mod crds;
+pub mod manifests;
 pub mod reconcile;
 pub mod review;
 pub mod server;

@@ -36,6 +36,8 @@ enum Command {
     Certs(stash::certs::Args),
     /// Print the CustomResourceDefinitions.
     Crds(stash::crds::Args),
+    /// Print the install: namespace, RBAC, webhook server and webhook configurations.
+    Manifests(stash::manifests::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Command::Review(a) => stash::review::run(a).await,
             Command::Certs(a) => stash::certs::run(a).await,
             Command::Crds(a) => stash::crds::run(a).await,
+            Command::Manifests(a) => stash::manifests::run(a).await,
         }
     });
     match result {
