@@ -202,6 +202,20 @@ mod tests {
     use super::*;
     use crate::api::BackupConfigurationSpec;
 
+    #[tokio::test]
+    async fn no_namespace_is_a_one_line_error_before_any_client() {
+        let args = Args {
+            invoker_kind: INVOKER_KIND_BACKUP_CONFIGURATION.into(),
+            invoker_name: "pause-backup".into(),
+            namespace: Some(String::new()),
+        };
+        let err = run(args).await.unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "no namespace: pass --namespace or set POD_NAMESPACE"
+        );
+    }
+
     #[test]
     fn session_is_named_by_unix_seconds_and_labelled() {
         let mut bc = BackupConfiguration::new("pause-backup", BackupConfigurationSpec::default());
