@@ -40,6 +40,21 @@ pub fn host_backup_failed_message(host: &str, reason: &str) -> String {
     format!("backup failed for host \"{host}\". Reason: {reason}")
 }
 
+/// Reason of the Normal event on a BackupSession whose every host succeeded.
+pub const REASON_BACKUPSESSION_SUCCEEDED: &str = "BackupSession Succeeded";
+/// Message of that event.
+pub const BACKUPSESSION_SUCCEEDED_MESSAGE: &str = "Backup session completed successfully";
+/// Reason of the Warning event on a BackupSession where some host failed.
+pub const REASON_BACKUPSESSION_FAILED: &str = "BackupSession Failed";
+
+/// Message of the failure event, naming the hosts that failed.
+pub fn backupsession_failed_message(failed_hosts: &[String]) -> String {
+    format!(
+        "Backup session failed to complete. Reason: backup failed for host(s) {}",
+        failed_hosts.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

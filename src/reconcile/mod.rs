@@ -1,4 +1,19 @@
 //! The leader-elected reconciler that runs inside `stash serve` in cluster mode.
+//!
+//! Thin by design (DESIGN.md "The reconciler"): two kube-runtime controllers,
+//! [`backup_configuration`] and [`backup_session`], that read what exists,
+//! compare it with what [`desired`] computes, and write only the difference.
+//! [`leader`] makes sure one replica at a time runs them; [`recorder`] writes
+//! the guide's events; [`apply`] holds the shared write patterns.
+
+pub mod apply;
+pub mod backup_configuration;
+pub mod backup_session;
+pub mod desired;
+pub mod leader;
+pub mod recorder;
+
+use std::sync::Arc;
 
 /// What the reconciler needs from `stash serve`'s flags.
 #[derive(Debug, Clone)]
@@ -15,6 +30,23 @@ pub struct ReconcilerConfig {
 
 /// Runs the reconciler until the future is dropped: competes for the Lease and
 /// reconciles only while holding it.
-pub async fn run(_client: kube::Client, _config: ReconcilerConfig) -> anyhow::Result<()> {
-    anyhow::bail!("the reconciler is not built yet")
+pub async fn run(client: kube::Client, config: ReconcilerConfig) -> anyhow::Result<()> {
+    if config.identity.is_empty() {
+        anyhow::bail!("the reconciler needs an identity for the Lease (the pod name)");
+    }
+    let namespace = config.namespace.clone();
+    let identity = config.identity.clone();
+    leader::run_while_leader(client.clone(), &namespace, &identity, move || {
+        controllers(client.clone(), config.clone())
+    })
+    .await
+}
+
+/// Both controllers, until dropped.
+async fn controllers(client: kube::Client, config: ReconcilerConfig) {
+    let sessions = Arc::new(backup_session::Context::new(client.clone()));
+    tokio::join!(
+        backup_configuration::run(client, config.image, config.settings),
+        backup_session::run(sessions),
+    );
 }

@@ -1,0 +1,172 @@
+//! The reconciler's few write patterns, each level-triggered and quiet:
+//! read what exists, compare with the desired object, write only the
+//! difference, always as field manager [`FIELD_MANAGER`]; plus per-object
+//! retry backoff for the controllers' error policy.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::desired::{FIELD_MANAGER, is_subset};
+
+/// An API call that failed, with what it was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct ApiError {
+    pub what: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+impl ApiError {
+    pub fn new(what: impl Into<String>, source: kube::Error) -> Self {
+        Self {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Whether an error is the API server's 404.
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// What [`ensure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// The live object already matched; nothing was written.
+    Unchanged,
+    /// Created or updated through server-side apply.
+    Applied,
+}
+
+/// Makes the named object hold `desired`: GET, and server-side apply (forced,
+/// field manager `stash`) only when the live object lacks part of it.
+pub async fn ensure<K>(api: &Api<K>, desired: &K) -> Result<Ensured, ApiError>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let what = |verb: &str| format!("{verb} {} {name}", K::kind(&()));
+    // k8s-openapi and kube-derive types serialize their apiVersion and kind,
+    // so both sides compare like for like and the body is a valid apply.
+    let want = serde_json::to_value(desired)
+        .map_err(|e| ApiError::new(what("serialize"), kube::Error::SerdeError(e)))?;
+    if let Some(live) = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| ApiError::new(what("get"), e))?
+    {
+        let live = serde_json::to_value(&live)
+            .map_err(|e| ApiError::new(what("serialize"), kube::Error::SerdeError(e)))?;
+        if is_subset(&want, &live) {
+            return Ok(Ensured::Unchanged);
+        }
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&want),
+    )
+    .await
+    .map_err(|e| ApiError::new(what("apply"), e))?;
+    Ok(Ensured::Applied)
+}
+
+/// Parameters for merge patches (status, finalizers) by field manager `stash`.
+pub fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
+}
+
+/// A dynamic API for an `apps/v1` workload kind, or None for another kind.
+pub fn workload_api(client: Client, namespace: &str, kind: &str) -> Option<Api<DynamicObject>> {
+    if !crate::api::WORKLOAD_KINDS.contains(&kind) {
+        return None;
+    }
+    let gvk = GroupVersionKind::gvk("apps", "v1", kind);
+    let plural = format!("{}s", kind.to_lowercase());
+    let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    Some(Api::namespaced_with(client, namespace, &ar))
+}
+
+/// GETs a workload as raw JSON; None when it does not exist.
+pub async fn get_workload(
+    client: Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let Some(api) = workload_api(client, namespace, kind) else {
+        return Ok(None);
+    };
+    let what = || format!("get {kind} {namespace}/{name}");
+    let obj = api
+        .get_opt(name)
+        .await
+        .map_err(|e| ApiError::new(what(), e))?;
+    obj.map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| ApiError::new(what(), kube::Error::SerdeError(e)))
+}
+
+/// First retry delay after a failure.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(2);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Delay before retry number `failures` (1-based): doubling from
+/// [`BACKOFF_MIN`], capped at [`BACKOFF_MAX`].
+pub fn backoff_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_MIN.saturating_mul(1u32 << exp).min(BACKOFF_MAX)
+}
+
+/// Consecutive failures per object, for the controllers' error policy.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// Records a failure of `key` and returns how long to wait before retrying.
+    pub fn failed(&self, key: &str) -> Duration {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_delay(*n)
+    }
+
+    /// Forgets `key`'s failures after a successful reconcile.
+    pub fn succeeded(&self, key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let got: Vec<u64> = (1..=10).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(got, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
+        let b = Backoff::default();
+        assert_eq!(b.failed("a").as_secs(), 2);
+        assert_eq!(b.failed("a").as_secs(), 4);
+        b.succeeded("a");
+        assert_eq!(b.failed("a").as_secs(), 2);
+    }
+}

@@ -1,0 +1,443 @@
+//! The BackupConfiguration controller: keeps everything a configuration
+//! implies in place.
+//!
+//! For each configuration: the finalizer `stash.appscode.com`; the CronJob
+//! `stash-backup-<bc>` with its own ServiceAccount and RoleBinding (ClusterRole
+//! `stash-cron-job`); the target workload carrying the current sidecar (the
+//! webhook's own pure planner decides the patch, so the two never disagree —
+//! this back-fills workloads admitted while the webhook was down); the
+//! RoleBinding `stash-sidecar-<kind>-<workload>` for the workload's
+//! ServiceAccount; and `status` (observedGeneration + conditions). On deletion
+//! it removes the sidecar, then releases the finalizer; ownerReferences let the
+//! garbage collector take the rest. Re-triggered by changes to the CronJobs,
+//! ServiceAccounts and RoleBindings it owns, to Repositories and to the four
+//! workload kinds.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, Patch};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::apply::{
+    ApiError, Backoff, ensure, get_workload, is_not_found, patch_params, workload_api,
+};
+use super::desired::{
+    LABEL_MANAGED_BY, Observations, TargetState, cron_role_binding, cron_service_account, cronjob,
+    desired_status, guarded_patch, sidecar_role_binding, workload_service_account,
+};
+use crate::admission::Settings;
+use crate::api::{BackupConfiguration, FINALIZER, Repository, WORKLOAD_API_VERSION};
+use crate::sidecar;
+use crate::store::Snapshot;
+
+/// What the BackupConfiguration controller shares between reconciles.
+pub struct Context {
+    pub client: Client,
+    /// Image of the CronJob's container.
+    pub image: String,
+    /// The webhook's settings (sidecar image, …) for the shared planner.
+    pub settings: Settings,
+    /// Every BackupConfiguration, so the planner sees all that target a workload.
+    pub configs: Store<BackupConfiguration>,
+    pub backoff: Backoff,
+}
+
+/// Runs the controller until the returned future is dropped.
+pub async fn run(client: Client, image: String, settings: Settings) {
+    let managed = format!("{}={}", LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1);
+    let owned = || watcher::Config::default().labels(&managed).any_semantic();
+    let controller = Controller::new(
+        Api::<BackupConfiguration>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let configs = controller.store();
+    let by_repo = configs.clone();
+    let controller = controller
+        .owns(Api::<CronJob>::all(client.clone()), owned())
+        .owns(Api::<ServiceAccount>::all(client.clone()), owned())
+        .owns(Api::<RoleBinding>::all(client.clone()), owned())
+        .watches(
+            Api::<Repository>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |repo| {
+                let (ns, name) = (repo.namespace(), repo.name_any());
+                refs(&by_repo, |bc| {
+                    bc.namespace() == ns && bc.repository_name() == Some(name.as_str())
+                })
+            },
+        );
+    let controller = watch_workload::<Deployment>(controller, &client, &configs);
+    let controller = watch_workload::<StatefulSet>(controller, &client, &configs);
+    let controller = watch_workload::<DaemonSet>(controller, &client, &configs);
+    let controller = watch_workload::<ReplicaSet>(controller, &client, &configs);
+    let ctx = Arc::new(Context {
+        client,
+        image,
+        settings,
+        configs,
+        backoff: Backoff::default(),
+    });
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "BackupConfiguration reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn refs(
+    store: &Store<BackupConfiguration>,
+    pred: impl Fn(&BackupConfiguration) -> bool,
+) -> Vec<ObjectRef<BackupConfiguration>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|bc| pred(bc))
+        .map(|bc| ObjectRef::from_obj(&*bc))
+        .collect()
+}
+
+/// Re-triggers the configurations that target a workload of kind `W` when it changes.
+fn watch_workload<W>(
+    controller: Controller<BackupConfiguration>,
+    client: &Client,
+    configs: &Store<BackupConfiguration>,
+) -> Controller<BackupConfiguration>
+where
+    W: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let configs = configs.clone();
+    controller.watches(
+        Api::<W>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+        move |w| {
+            let (ns, name, kind) = (w.namespace(), w.name_any(), W::kind(&()));
+            refs(&configs, |bc| {
+                bc.namespace() == ns
+                    && bc
+                        .target_ref()
+                        .is_some_and(|t| t.kind == kind && t.name == name)
+            })
+        },
+    )
+}
+
+fn key(bc: &BackupConfiguration) -> String {
+    format!("{}/{}", bc.namespace().unwrap_or_default(), bc.name_any())
+}
+
+/// Retries a failed reconcile with per-configuration exponential backoff.
+pub fn error_policy(bc: Arc<BackupConfiguration>, err: &ApiError, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.failed(&key(&bc));
+    tracing::warn!(config = %key(&bc), error = %err, retry_in = ?delay, "BackupConfiguration reconcile failed");
+    Action::requeue(delay)
+}
+
+/// One level-triggered pass over one configuration.
+pub async fn reconcile(
+    bc: Arc<BackupConfiguration>,
+    ctx: Arc<Context>,
+) -> Result<Action, ApiError> {
+    reconcile_at(&bc, &ctx, jiff::Timestamp::now()).await
+}
+
+/// [`reconcile`] with the clock passed in (condition transition times).
+pub async fn reconcile_at(
+    bc: &BackupConfiguration,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<Action, ApiError> {
+    let action = if bc.is_deleting() {
+        finalize(bc, ctx).await?
+    } else {
+        let bc = ensure_finalizer(bc, ctx).await?;
+        apply(&bc, ctx, now).await?
+    };
+    ctx.backoff.succeeded(&key(bc));
+    Ok(action)
+}
+
+fn configs_api(ctx: &Context, ns: &str) -> Api<BackupConfiguration> {
+    Api::namespaced(ctx.client.clone(), ns)
+}
+
+/// Adds the finalizer if missing; returns the configuration as it now is.
+async fn ensure_finalizer(
+    bc: &BackupConfiguration,
+    ctx: &Context,
+) -> Result<BackupConfiguration, ApiError> {
+    if bc.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(bc.clone());
+    }
+    let ns = bc.namespace().unwrap_or_default();
+    let op = if bc.metadata.finalizers.is_none() {
+        json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
+    } else {
+        json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
+    };
+    let patch = patch_from(vec![op], &bc.resource_version().unwrap_or_default())?;
+    configs_api(ctx, &ns)
+        .patch(&bc.name_any(), &patch_params(), &Patch::Json::<()>(patch))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                format!("add finalizer to BackupConfiguration {}", key(bc)),
+                e,
+            )
+        })
+}
+
+fn patch_from(ops: Vec<serde_json::Value>, rv: &str) -> Result<json_patch::Patch, ApiError> {
+    let ops: Vec<json_patch::PatchOperation> =
+        serde_json::from_value(serde_json::Value::Array(ops))
+            .map_err(|e| ApiError::new("build JSON patch", kube::Error::SerdeError(e)))?;
+    Ok(guarded_patch(ops, rv))
+}
+
+/// On deletion: take the sidecar out of the workload, then release the finalizer.
+async fn finalize(bc: &BackupConfiguration, ctx: &Context) -> Result<Action, ApiError> {
+    let Some(index) = bc.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(Action::await_change());
+    };
+    let ns = bc.namespace().unwrap_or_default();
+    if let Some(t) = bc.target_ref()
+        && t.api_version == WORKLOAD_API_VERSION
+    {
+        // The configuration carries a deletionTimestamp, so the planner
+        // treats it as gone and plans the sidecar's removal.
+        let repo = get_repository(bc, ctx).await?;
+        sync_sidecar(bc, ctx, &ns, &t.kind, &t.name, repo).await?;
+    }
+    let patch = patch_from(
+        vec![
+            json!({"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER}),
+            json!({"op": "remove", "path": format!("/metadata/finalizers/{index}")}),
+        ],
+        &bc.resource_version().unwrap_or_default(),
+    )?;
+    match configs_api(ctx, &ns)
+        .patch(&bc.name_any(), &patch_params(), &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => {
+            return Err(ApiError::new(
+                format!("remove finalizer from BackupConfiguration {}", key(bc)),
+                e,
+            ));
+        }
+    }
+    tracing::info!(config = %key(bc), "removed the sidecar and released the finalizer");
+    Ok(Action::await_change())
+}
+
+async fn get_repository(
+    bc: &BackupConfiguration,
+    ctx: &Context,
+) -> Result<Option<Repository>, ApiError> {
+    let ns = bc.namespace().unwrap_or_default();
+    let Some(name) = bc.repository_name() else {
+        return Ok(None);
+    };
+    Api::<Repository>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| ApiError::new(format!("get Repository {ns}/{name}"), e))
+}
+
+/// What [`sync_sidecar`] found.
+enum SidecarOutcome {
+    /// No such workload.
+    TargetMissing,
+    /// The plan after patching: the configuration whose sidecar the workload
+    /// carries, warnings, and the workload's ServiceAccount.
+    Planned {
+        config: Option<String>,
+        warnings: Vec<String>,
+        service_account: String,
+    },
+}
+
+/// Brings the workload's sidecar in line with the shared planner's verdict.
+async fn sync_sidecar(
+    bc: &BackupConfiguration,
+    ctx: &Context,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    repo: Option<Repository>,
+) -> Result<SidecarOutcome, ApiError> {
+    let Some(workload) = get_workload(ctx.client.clone(), ns, kind, name).await? else {
+        return Ok(SidecarOutcome::TargetMissing);
+    };
+    let mut snap = Snapshot::default();
+    for other in ctx.configs.state() {
+        if other.namespace().as_deref() == Some(ns)
+            && other
+                .target_ref()
+                .is_some_and(|t| t.kind == kind && t.name == name)
+        {
+            snap.upsert_config((*other).clone());
+        }
+    }
+    // The object this reconcile was handed is at least as fresh as the cache.
+    snap.upsert_config(bc.clone());
+    if let Some(repo) = repo {
+        snap.upsert_repository(repo);
+    }
+    // The webhook's own pure function, so the two can never disagree.
+    let plan = sidecar::plan(&workload, &snap, &ctx.settings);
+    if !plan.ops.is_empty() {
+        let rv = workload
+            .pointer("/metadata/resourceVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let patch = guarded_patch(plan.ops, rv);
+        let Some(api) = workload_api(ctx.client.clone(), ns, kind) else {
+            return Ok(SidecarOutcome::TargetMissing);
+        };
+        api.patch(name, &patch_params(), &Patch::Json::<()>(patch))
+            .await
+            .map_err(|e| ApiError::new(format!("patch the sidecar of {kind} {ns}/{name}"), e))?;
+        tracing::info!(config = %key(bc), workload = %format!("{kind}/{name}"), "patched the workload's sidecar");
+    }
+    Ok(SidecarOutcome::Planned {
+        config: plan.config,
+        warnings: plan.warnings,
+        service_account: workload_service_account(&workload),
+    })
+}
+
+/// Ensures the CronJob, the RBAC, the sidecar and the status.
+async fn apply(
+    bc: &BackupConfiguration,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<Action, ApiError> {
+    let ns = bc.namespace().unwrap_or_default();
+    let bc_name = bc.name_any();
+    let mut first_error: Option<ApiError> = None;
+    let mut note = |e: ApiError| -> String {
+        let msg = e.to_string();
+        first_error.get_or_insert(e);
+        msg
+    };
+
+    let repo = get_repository(bc, ctx).await?;
+    let repository = bc
+        .repository_name()
+        .map(|name| (format!("{ns}/{name}"), repo.is_some()));
+
+    // CronJob and its RBAC. `paused` is not an input: pausing changes none of it.
+    let cron = match cronjob(bc, &ctx.image) {
+        Err(problem) => Err(problem.to_string()),
+        Ok(cj) => {
+            let sa = ensure(
+                &Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns),
+                &cron_service_account(bc),
+            )
+            .await;
+            let rb = ensure(
+                &Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns),
+                &cron_role_binding(bc),
+            )
+            .await;
+            let cj = ensure(&Api::<CronJob>::namespaced(ctx.client.clone(), &ns), &cj).await;
+            match (sa, rb, cj) {
+                (Ok(_), Ok(_), Ok(_)) => Ok(()),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(note(e)),
+            }
+        }
+    };
+
+    // The target workload, its sidecar and the sidecar's RoleBinding.
+    let (target, sidecar_state) = match bc.target_ref() {
+        None => (None, Err("spec.target.ref is not set".to_string())),
+        Some(t) => {
+            let label = format!("{}/{}", t.kind, t.name);
+            if t.api_version != WORKLOAD_API_VERSION
+                || workload_api(ctx.client.clone(), &ns, &t.kind).is_none()
+            {
+                let why = format!(
+                    "target {} {label} is not a workload the sidecar model supports (apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet)",
+                    t.api_version
+                );
+                (Some((label, TargetState::Unsupported)), Err(why))
+            } else {
+                match sync_sidecar(bc, ctx, &ns, &t.kind, &t.name, repo.clone()).await {
+                    Err(e) => (Some((label, TargetState::Found)), Err(note(e))),
+                    Ok(SidecarOutcome::TargetMissing) => {
+                        let why = format!("target {label} does not exist");
+                        (Some((label, TargetState::Missing)), Err(why))
+                    }
+                    Ok(SidecarOutcome::Planned {
+                        config,
+                        warnings,
+                        service_account,
+                    }) => {
+                        let rb = sidecar_role_binding(bc, &t.kind, &t.name, &service_account);
+                        let rb = ensure(
+                            &Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns),
+                            &rb,
+                        )
+                        .await;
+                        let state = match (config, rb) {
+                            (_, Err(e)) => Err(note(e)),
+                            (Some(c), Ok(_)) if c == bc_name => Ok(()),
+                            (Some(other), Ok(_)) => Err(format!(
+                                "{label} carries the sidecar of BackupConfiguration {other}"
+                            )),
+                            (None, Ok(_)) if warnings.is_empty() => {
+                                Err("the sidecar planner chose no configuration".to_string())
+                            }
+                            (None, Ok(_)) => Err(warnings.join("; ")),
+                        };
+                        (Some((label, TargetState::Found)), state)
+                    }
+                }
+            }
+        }
+    };
+
+    let obs = Observations {
+        repository,
+        target,
+        cronjob: cron,
+        sidecar: sidecar_state,
+    };
+    let status = desired_status(bc, &obs, now);
+    if bc.status.as_ref() != Some(&status) {
+        let body = json!({"status": status});
+        configs_api(ctx, &ns)
+            .patch_status(&bc_name, &patch_params(), &Patch::Merge(&body))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    format!("update status of BackupConfiguration {}", key(bc)),
+                    e,
+                )
+            })?;
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(Action::await_change()),
+    }
+}

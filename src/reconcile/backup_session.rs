@@ -1,0 +1,290 @@
+//! The BackupSession controller: drives each session's `status.phase`.
+//!
+//! An empty or Pending session whose invoker is paused becomes `Skipped` with
+//! one Warning event `BackupSessionSkipped` from `BackupSession Controller`;
+//! otherwise it becomes `Running` with `totalHosts`, and once every host has
+//! written its result into `status.stats[]` (the sidecar does that) it becomes
+//! `Succeeded` or `Failed` with `sessionDuration`, an event, and the invoker's
+//! finished sessions beyond `backupHistoryLimit` are deleted. The decision is
+//! [`desired::session_step`]; this module only reads and writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::apply::{ApiError, Backoff, get_workload, is_not_found, patch_params};
+use super::desired::{InvokerView, SessionStep, session_step, sessions_to_delete, total_hosts};
+use super::recorder::{EventType, Recorder};
+use crate::api::events::{
+    BACKUPSESSION_SKIPPED_MESSAGE, BACKUPSESSION_SUCCEEDED_MESSAGE,
+    COMPONENT_BACKUPSESSION_CONTROLLER, REASON_BACKUPSESSION_FAILED, REASON_BACKUPSESSION_SKIPPED,
+    REASON_BACKUPSESSION_SUCCEEDED, backupsession_failed_message,
+};
+use crate::api::{
+    BackupConfiguration, BackupSession, BackupSessionPhase, INVOKER_KIND_BACKUP_CONFIGURATION,
+    LABEL_BACKUP_CONFIGURATION,
+};
+
+/// How long to wait before looking again at a session whose target's host
+/// count is not known yet (a StatefulSet not yet created, a DaemonSet not yet
+/// scheduled). Changes to the invoker re-trigger sooner.
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// What the BackupSession controller shares between reconciles.
+pub struct Context {
+    pub client: Client,
+    /// Reporting component `BackupSession Controller`, created once.
+    pub recorder: Recorder,
+    pub backoff: Backoff,
+}
+
+impl Context {
+    pub fn new(client: Client) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), COMPONENT_BACKUPSESSION_CONTROLLER),
+            client,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Runs the controller until the returned future is dropped.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(
+        Api::<BackupSession>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let sessions = controller.store();
+    controller
+        // A configuration appearing or changing re-evaluates its unfinished sessions.
+        .watches(
+            Api::<BackupConfiguration>::all(client),
+            watcher::Config::default().any_semantic(),
+            move |bc| {
+                let (ns, name) = (bc.namespace(), bc.name_any());
+                sessions
+                    .state()
+                    .into_iter()
+                    .filter(|s| {
+                        s.namespace() == ns
+                            && s.spec.invoker.kind == INVOKER_KIND_BACKUP_CONFIGURATION
+                            && s.spec.invoker.name == name
+                            && !s.phase().is_finished()
+                    })
+                    .map(|s| ObjectRef::from_obj(&*s))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "BackupSession reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn key(s: &BackupSession) -> String {
+    format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())
+}
+
+/// Retries a failed reconcile with per-session exponential backoff.
+pub fn error_policy(s: Arc<BackupSession>, err: &ApiError, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.failed(&key(&s));
+    tracing::warn!(session = %key(&s), error = %err, retry_in = ?delay, "BackupSession reconcile failed");
+    Action::requeue(delay)
+}
+
+/// One level-triggered pass over one session.
+pub async fn reconcile(session: Arc<BackupSession>, ctx: Arc<Context>) -> Result<Action, ApiError> {
+    reconcile_at(&session, &ctx, jiff::Timestamp::now()).await
+}
+
+/// [`reconcile`] with the clock passed in (the session's duration is measured against `now`).
+pub async fn reconcile_at(
+    session: &BackupSession,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<Action, ApiError> {
+    let action = step(session, ctx, now).await?;
+    ctx.backoff.succeeded(&key(session));
+    Ok(action)
+}
+
+async fn step(
+    session: &BackupSession,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<Action, ApiError> {
+    if session.metadata.deletion_timestamp.is_some() || session.phase().is_finished() {
+        return Ok(Action::await_change());
+    }
+    let Some(ns) = session.namespace() else {
+        return Ok(Action::await_change());
+    };
+    let name = session.name_any();
+    let invoker = &session.spec.invoker;
+
+    let bc = if invoker.kind == INVOKER_KIND_BACKUP_CONFIGURATION && !invoker.name.is_empty() {
+        Api::<BackupConfiguration>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&invoker.name)
+            .await
+            .map_err(|e| {
+                ApiError::new(format!("get BackupConfiguration {ns}/{}", invoker.name), e)
+            })?
+    } else {
+        None
+    };
+
+    let needs_hosts = session
+        .status
+        .as_ref()
+        .and_then(|s| s.total_hosts)
+        .is_none();
+    let view = match &bc {
+        None => InvokerView::Missing,
+        Some(bc) if bc.spec.paused => InvokerView::Paused,
+        Some(bc) => {
+            let hosts = match (needs_hosts, bc.target_ref()) {
+                (false, _) | (true, None) => None,
+                (true, Some(t)) => {
+                    let workload = match t.kind.as_str() {
+                        // One host whatever the workload holds: no need to read it.
+                        "Deployment" | "ReplicaSet" => None,
+                        _ => get_workload(ctx.client.clone(), &ns, &t.kind, &t.name).await?,
+                    };
+                    total_hosts(bc, &t.kind, workload.as_ref())
+                }
+            };
+            InvokerView::Active { total_hosts: hosts }
+        }
+    };
+
+    let sessions: Api<BackupSession> = Api::namespaced(ctx.client.clone(), &ns);
+    let rv = session.resource_version();
+    match session_step(session, &view, now) {
+        SessionStep::Wait => Ok(match view {
+            // The workload's host count may appear without any event this
+            // controller watches: look again later.
+            InvokerView::Active { total_hosts: None } if needs_hosts => {
+                tracing::info!(session = %key(session), invoker = %invoker.name, "BackupSession waits for its target's host count");
+                Action::requeue(RECHECK)
+            }
+            // A missing invoker re-triggers the session when it appears.
+            InvokerView::Missing => {
+                tracing::info!(session = %key(session), invoker = %invoker.name, "BackupSession waits for its invoker to exist");
+                Action::await_change()
+            }
+            _ => Action::await_change(),
+        }),
+        SessionStep::Skip => {
+            // The resourceVersion makes this a compare-and-swap: a session
+            // another writer moved on in the meantime is not turned Skipped.
+            let body = json!({
+                "metadata": {"resourceVersion": rv},
+                "status": {"phase": BackupSessionPhase::Skipped.as_str()}
+            });
+            sessions
+                .patch_status(&name, &patch_params(), &Patch::Merge(&body))
+                .await
+                .map_err(|e| ApiError::new(format!("mark BackupSession {ns}/{name} Skipped"), e))?;
+            // Only after the phase is written, so a retry never repeats the event.
+            ctx.recorder
+                .publish(
+                    &session.object_ref(&()),
+                    EventType::Warning,
+                    REASON_BACKUPSESSION_SKIPPED,
+                    BACKUPSESSION_SKIPPED_MESSAGE,
+                )
+                .await
+                .map_err(|e| ApiError::new(format!("record the skip event on {ns}/{name}"), e))?;
+            tracing::info!(session = %key(session), "BackupSession skipped: Backup Configuration is paused");
+            Ok(Action::await_change())
+        }
+        SessionStep::Run { total_hosts } => {
+            let body = json!({
+                "metadata": {"resourceVersion": rv},
+                "status": {"phase": BackupSessionPhase::Running.as_str(), "totalHosts": total_hosts}
+            });
+            sessions
+                .patch_status(&name, &patch_params(), &Patch::Merge(&body))
+                .await
+                .map_err(|e| ApiError::new(format!("mark BackupSession {ns}/{name} Running"), e))?;
+            tracing::info!(session = %key(session), total_hosts, "BackupSession running");
+            Ok(Action::await_change())
+        }
+        SessionStep::Finish {
+            phase,
+            duration,
+            failed,
+        } => {
+            let body = json!({
+                "metadata": {"resourceVersion": rv},
+                "status": {"phase": phase.as_str(), "sessionDuration": duration}
+            });
+            sessions
+                .patch_status(&name, &patch_params(), &Patch::Merge(&body))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        format!("mark BackupSession {ns}/{name} {}", phase.as_str()),
+                        e,
+                    )
+                })?;
+            let (type_, reason, message) = if failed.is_empty() {
+                (
+                    EventType::Normal,
+                    REASON_BACKUPSESSION_SUCCEEDED,
+                    BACKUPSESSION_SUCCEEDED_MESSAGE.to_string(),
+                )
+            } else {
+                (
+                    EventType::Warning,
+                    REASON_BACKUPSESSION_FAILED,
+                    backupsession_failed_message(&failed),
+                )
+            };
+            ctx.recorder
+                .publish(&session.object_ref(&()), type_, reason, &message)
+                .await
+                .map_err(|e| {
+                    ApiError::new(format!("record the completion event on {ns}/{name}"), e)
+                })?;
+            tracing::info!(session = %key(session), phase = phase.as_str(), %duration, "BackupSession finished");
+            if let Some(bc) = &bc {
+                cleanup_history(&sessions, bc).await?;
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Deletes the configuration's finished sessions beyond its history limit.
+async fn cleanup_history(
+    sessions: &Api<BackupSession>,
+    bc: &BackupConfiguration,
+) -> Result<(), ApiError> {
+    let selector = format!("{LABEL_BACKUP_CONFIGURATION}={}", bc.name_any());
+    let list = sessions
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| ApiError::new(format!("list BackupSessions {selector}"), e))?;
+    for name in sessions_to_delete(bc, &list.items) {
+        match sessions.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {
+                tracing::info!(session = %name, "deleted old BackupSession (backupHistoryLimit)")
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(ApiError::new(format!("delete old BackupSession {name}"), e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,501 @@
+//! The BackupConfiguration controller's API calls against an in-memory API
+//! server: what it writes on the first pass, that a second pass writes
+//! nothing, that pausing changes nothing but observedGeneration, that a
+//! schedule change patches the CronJob, and deletion.
+
+#[path = "reconcile_mock/mod.rs"]
+mod mock;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use stash::admission::Settings;
+use stash::api::BackupConfiguration;
+use stash::reconcile::apply::Backoff;
+use stash::reconcile::backup_configuration::{Context, reconcile_at};
+
+const BC: &str =
+    "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup";
+const REPO: &str = "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories/gcs-repo";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/demo/deployments/stash-demo";
+const SA: &str = "/api/v1/namespaces/demo/serviceaccounts/stash-backup-pause-backup";
+const CRON_RB: &str =
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/demo/rolebindings/stash-backup-pause-backup";
+const SIDECAR_RB: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/demo/rolebindings/stash-sidecar-deployment-stash-demo";
+const CRONJOB: &str = "/apis/batch/v1/namespaces/demo/cronjobs/stash-backup-pause-backup";
+
+fn bc() -> Value {
+    json!({
+        "apiVersion": "stash.appscode.com/v1beta1",
+        "kind": "BackupConfiguration",
+        "metadata": {"name": "pause-backup", "namespace": "demo", "uid": "bc-uid",
+                     "generation": 1, "resourceVersion": "100"},
+        "spec": {
+            "repository": {"name": "gcs-repo"},
+            "schedule": "*/5 * * * *",
+            "target": {
+                "ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "stash-demo"},
+                "volumeMounts": [{"name": "source-data", "mountPath": "/source/data"}],
+                "paths": ["/source/data"]
+            },
+            "retentionPolicy": {"name": "keep-last-5", "keepLast": 5, "prune": true}
+        }
+    })
+}
+
+fn world() -> BTreeMap<String, Value> {
+    BTreeMap::from([
+        (BC.to_string(), bc()),
+        (
+            REPO.to_string(),
+            json!({"apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+                   "metadata": {"name": "gcs-repo", "namespace": "demo"},
+                   "spec": {"backend": {"gcs": {"bucket": "appscode-qa", "prefix": "/sample/data"},
+                                        "storageSecretName": "gcs-secret"}}}),
+        ),
+        (
+            DEPLOY.to_string(),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "stash-demo", "namespace": "demo", "resourceVersion": "5"},
+                   "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "stash-demo"}},
+                            "template": {"metadata": {"labels": {"app": "stash-demo"}},
+                                         "spec": {"containers": [{"name": "busybox", "image": "busybox"}]}}}}),
+        ),
+    ])
+}
+
+fn now(s: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(s).unwrap()
+}
+
+/// Runs one reconcile of the configuration stored at `BC` in `world`.
+type Outcome = (
+    Result<(), String>,
+    Vec<mock::Recorded>,
+    BTreeMap<String, Value>,
+);
+
+async fn pass(world: BTreeMap<String, Value>, at: i64) -> Outcome {
+    let (client, server) = mock::client();
+    let obj: BackupConfiguration = serde_json::from_value(world[BC].clone()).unwrap();
+    let served = tokio::spawn(server.serve(world));
+    let result = {
+        let (configs, _writer) = kube::runtime::reflector::store::<BackupConfiguration>();
+        let ctx = Context {
+            client,
+            image: "stash:test".into(),
+            settings: Settings::default(),
+            configs,
+            backoff: Backoff::default(),
+        };
+        reconcile_at(&obj, &ctx, now(at))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let (log, world) = served.await.unwrap();
+    (result, log, world)
+}
+
+fn writes(log: &[mock::Recorded]) -> Vec<(String, String)> {
+    log.iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect()
+}
+
+fn find<'a>(log: &'a [mock::Recorded], method: &str, path: &str) -> &'a mock::Recorded {
+    log.iter()
+        .find(|r| r.method == method && r.path == path)
+        .unwrap_or_else(|| panic!("no {method} {path} in {:#?}", writes(log)))
+}
+
+#[tokio::test]
+async fn first_pass_adds_finalizer_cronjob_rbac_and_status() {
+    let (res, log, world) = pass(world(), 1000).await;
+    res.unwrap();
+    assert_eq!(
+        writes(&log),
+        [
+            ("PATCH".to_string(), BC.to_string()),
+            ("PATCH".to_string(), SA.to_string()),
+            ("PATCH".to_string(), CRON_RB.to_string()),
+            ("PATCH".to_string(), CRONJOB.to_string()),
+            ("PATCH".to_string(), DEPLOY.to_string()),
+            ("PATCH".to_string(), SIDECAR_RB.to_string()),
+            ("PATCH".to_string(), format!("{BC}/status")),
+        ]
+    );
+    for w in log.iter().filter(|r| r.method != "GET") {
+        assert_eq!(
+            w.param("fieldManager").as_deref(),
+            Some("stash"),
+            "{}",
+            w.path
+        );
+    }
+
+    let fin = find(&log, "PATCH", BC);
+    assert_eq!(fin.content_type, "application/json-patch+json");
+    assert_eq!(
+        fin.body,
+        json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "100"},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["stash.appscode.com"]}
+        ])
+    );
+    assert_eq!(
+        world[BC]["metadata"]["finalizers"],
+        json!(["stash.appscode.com"])
+    );
+
+    let cj = find(&log, "PATCH", CRONJOB);
+    assert_eq!(cj.content_type, "application/apply-patch+yaml");
+    assert_eq!(cj.param("force").as_deref(), Some("true"));
+    assert_eq!(cj.body["spec"]["schedule"], "*/5 * * * *");
+    assert_eq!(cj.body["metadata"]["ownerReferences"][0]["uid"], "bc-uid");
+    let pod = &cj.body["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "stash-backup-pause-backup");
+    assert_eq!(pod["containers"][0]["image"], "stash:test");
+
+    let rb = find(&log, "PATCH", CRON_RB);
+    assert_eq!(rb.body["roleRef"]["name"], "stash-cron-job");
+    let side = find(&log, "PATCH", SIDECAR_RB);
+    assert_eq!(side.body["roleRef"]["name"], "stash-sidecar");
+    assert_eq!(
+        side.body["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "default", "namespace": "demo"}])
+    );
+
+    let st = find(&log, "PATCH", &format!("{BC}/status"));
+    assert_eq!(st.content_type, "application/merge-patch+json");
+    assert_eq!(st.body["status"]["observedGeneration"], 1);
+    let conds: BTreeMap<String, String> = st.body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(conds["RepositoryFound"], "True");
+    assert_eq!(conds["BackupTargetFound"], "True");
+    assert_eq!(conds["CronJobCreated"], "True");
+    assert_eq!(conds["StashSidecarInjected"], "True");
+}
+
+/// Adds what an API server would default, so the comparison must ignore it.
+fn with_server_defaults(mut world: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    if let Some(cj) = world.get_mut(CRONJOB) {
+        cj["spec"]["concurrencyPolicy"] = json!("Allow");
+        cj["spec"]["suspend"] = json!(false);
+        cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"] = json!("ClusterFirst");
+        cj["status"] = json!({"lastScheduleTime": "2019-08-01T17:40:00Z"});
+    }
+    if let Some(rb) = world.get_mut(SIDECAR_RB) {
+        rb["subjects"][0]["apiGroup"] = json!("");
+    }
+    world
+}
+
+#[tokio::test]
+async fn second_pass_writes_nothing() {
+    let (res, _, world) = pass(world(), 1000).await;
+    res.unwrap();
+    let (res, log, _) = pass(with_server_defaults(world), 2000).await;
+    res.unwrap();
+    assert_eq!(writes(&log), Vec::<(String, String)>::new());
+}
+
+#[tokio::test]
+async fn pausing_writes_only_observed_generation() {
+    let (_, _, mut world) = pass(world(), 1000).await;
+    let before_status = world[BC]["status"].clone();
+    world.get_mut(BC).unwrap()["spec"]["paused"] = json!(true);
+    world.get_mut(BC).unwrap()["metadata"]["generation"] = json!(2);
+    let (res, log, world) = pass(with_server_defaults(world), 2000).await;
+    res.unwrap();
+    assert_eq!(
+        writes(&log),
+        [("PATCH".to_string(), format!("{BC}/status"))]
+    );
+    let mut expected = before_status;
+    expected["observedGeneration"] = json!(2);
+    for c in expected["conditions"].as_array_mut().unwrap() {
+        c["observedGeneration"] = json!(2);
+    }
+    assert_eq!(world[BC]["status"], expected);
+}
+
+#[tokio::test]
+async fn schedule_change_patches_the_cronjob_in_place() {
+    let (_, _, mut world) = pass(world(), 1000).await;
+    world.get_mut(BC).unwrap()["spec"]["schedule"] = json!("*/1 * * * *");
+    world.get_mut(BC).unwrap()["spec"]["paused"] = json!(true);
+    world.get_mut(BC).unwrap()["metadata"]["generation"] = json!(2);
+    let (res, log, world) = pass(with_server_defaults(world), 2000).await;
+    res.unwrap();
+    assert_eq!(
+        writes(&log),
+        [
+            ("PATCH".to_string(), CRONJOB.to_string()),
+            ("PATCH".to_string(), format!("{BC}/status")),
+        ]
+    );
+    assert_eq!(world[CRONJOB]["spec"]["schedule"], "*/1 * * * *");
+}
+
+#[tokio::test]
+async fn missing_target_is_reported_not_retried_hot() {
+    let mut w = world();
+    w.remove(DEPLOY);
+    let (res, log, world) = pass(w, 1000).await;
+    res.unwrap();
+    assert!(!writes(&log).iter().any(|(_, p)| p == SIDECAR_RB));
+    let conds = world[BC]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let target = conds
+        .iter()
+        .find(|c| c["type"] == "BackupTargetFound")
+        .unwrap();
+    assert_eq!(target["status"], "False");
+    assert_eq!(target["reason"], "TargetNotAvailable");
+    assert_eq!(
+        target["message"],
+        "Backup target Deployment/stash-demo does not exist."
+    );
+    let sidecar = conds
+        .iter()
+        .find(|c| c["type"] == "StashSidecarInjected")
+        .unwrap();
+    assert_eq!(sidecar["status"], "False");
+}
+
+#[tokio::test]
+async fn missing_repository_is_a_false_condition() {
+    let mut w = world();
+    w.remove(REPO);
+    let (res, _, world) = pass(w, 1000).await;
+    res.unwrap();
+    let conds = world[BC]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let repo = conds
+        .iter()
+        .find(|c| c["type"] == "RepositoryFound")
+        .unwrap();
+    assert_eq!(repo["status"], "False");
+    assert_eq!(repo["message"], "Repository demo/gcs-repo does not exist.");
+}
+
+#[tokio::test]
+async fn no_schedule_means_no_cronjob_and_a_false_condition() {
+    let mut w = world();
+    w.get_mut(BC).unwrap()["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("schedule");
+    let (res, log, world) = pass(w, 1000).await;
+    res.unwrap();
+    assert!(
+        !writes(&log)
+            .iter()
+            .any(|(_, p)| p == CRONJOB || p == SA || p == CRON_RB)
+    );
+    let conds = world[BC]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let cj = conds
+        .iter()
+        .find(|c| c["type"] == "CronJobCreated")
+        .unwrap();
+    assert_eq!(cj["status"], "False");
+    assert_eq!(
+        cj["message"],
+        "Failed to create backup triggering CronJob: spec.schedule is not set"
+    );
+}
+
+#[tokio::test]
+async fn forbidden_cronjob_fails_the_pass_but_still_reports_status() {
+    let mut w = world();
+    w.insert(format!("refuse {CRONJOB}"), json!(null));
+    let (res, log, world) = pass(w, 1000).await;
+    let err = res.unwrap_err();
+    assert!(
+        err.starts_with("apply CronJob stash-backup-pause-backup: "),
+        "{err}"
+    );
+    // the rest of the pass still happened, and the status says why
+    assert!(writes(&log).iter().any(|(_, p)| p == SIDECAR_RB));
+    let conds = world[BC]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let cj = conds
+        .iter()
+        .find(|c| c["type"] == "CronJobCreated")
+        .unwrap();
+    assert_eq!(cj["status"], "False");
+    assert!(
+        cj["message"].as_str().unwrap().contains("forbidden"),
+        "{cj}"
+    );
+}
+
+#[tokio::test]
+async fn deletion_removes_the_sidecar_then_releases_the_finalizer() {
+    let (_, _, mut world) = pass(world(), 1000).await;
+    world.get_mut(BC).unwrap()["metadata"]["deletionTimestamp"] = json!("2019-08-02T06:20:00Z");
+    let (res, log, world) = pass(world, 2000).await;
+    res.unwrap();
+    let reads: Vec<_> = log
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(reads, [REPO.to_string(), DEPLOY.to_string()]);
+    // the sidecar goes first, then the finalizer
+    assert_eq!(
+        writes(&log),
+        [
+            ("PATCH".to_string(), DEPLOY.to_string()),
+            ("PATCH".to_string(), BC.to_string())
+        ]
+    );
+    assert_eq!(containers(&world[DEPLOY]), ["busybox"]);
+    assert!(
+        world[DEPLOY]["metadata"]
+            .get("annotations")
+            .and_then(|a| a.get("stash.appscode.com/last-applied-backupconfiguration"))
+            .is_none()
+    );
+    let fin = find(&log, "PATCH", BC);
+    assert_eq!(fin.param("fieldManager").as_deref(), Some("stash"));
+    let rv = fin.body[0]["value"].clone();
+    assert_eq!(
+        fin.body,
+        json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "test", "path": "/metadata/finalizers/0", "value": "stash.appscode.com"},
+            {"op": "remove", "path": "/metadata/finalizers/0"}
+        ])
+    );
+    assert_eq!(world[BC]["metadata"]["finalizers"], json!([]));
+}
+
+#[tokio::test]
+async fn deleted_configuration_without_our_finalizer_costs_nothing() {
+    let mut w = world();
+    w.get_mut(BC).unwrap()["metadata"]["deletionTimestamp"] = json!("2019-08-02T06:20:00Z");
+    w.get_mut(BC).unwrap()["metadata"]["finalizers"] = json!(["other"]);
+    let (res, log, _) = pass(w, 1000).await;
+    res.unwrap();
+    assert!(log.is_empty(), "{log:#?}");
+}
+
+fn containers(deploy: &Value) -> Vec<String> {
+    deploy["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn back_fills_the_sidecar_with_a_guarded_json_patch_once() {
+    let (res, log, world) = pass(world(), 1000).await;
+    res.unwrap();
+    let patch = find(&log, "PATCH", DEPLOY);
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    assert_eq!(patch.param("fieldManager").as_deref(), Some("stash"));
+    assert_eq!(
+        patch.body[0],
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": "5"})
+    );
+    let deploy = &world[DEPLOY];
+    assert_eq!(containers(deploy), ["busybox", "stash"]);
+    let sidecar = &deploy["spec"]["template"]["spec"]["containers"][1];
+    let args: Vec<&str> = sidecar["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "run-backup");
+    assert!(args.contains(&"--invoker-name=pause-backup"), "{args:?}");
+    assert_eq!(
+        deploy["metadata"]["annotations"]["stash.appscode.com/last-applied-backupconfiguration"],
+        "pause-backup"
+    );
+    let conds = world[BC]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let injected = conds
+        .iter()
+        .find(|c| c["type"] == "StashSidecarInjected")
+        .unwrap();
+    assert_eq!(injected["status"], "True");
+    assert_eq!(injected["reason"], "SidecarInjectionSucceeded");
+
+    // level-triggered: the next pass finds the sidecar in place and writes nothing
+    let (res, log, _) = pass(with_server_defaults(world), 2000).await;
+    res.unwrap();
+    assert_eq!(writes(&log), Vec::<(String, String)>::new());
+}
+
+#[tokio::test]
+async fn a_concurrent_workload_change_fails_the_patch_instead_of_misapplying() {
+    let mut w = world();
+    w.insert(format!("change-after-get {DEPLOY}"), json!(null));
+    let (res, log, world) = pass(w, 1000).await;
+    let err = res.unwrap_err();
+    assert!(
+        err.starts_with("patch the sidecar of Deployment demo/stash-demo: "),
+        "{err}"
+    );
+    // the patch was tried against the version read, and refused as a whole
+    assert_eq!(find(&log, "PATCH", DEPLOY).body[0]["value"], "5");
+    assert_eq!(containers(&world[DEPLOY]), ["busybox"]);
+    // the status still says what happened, and the error policy will retry
+    let conds = world[BC]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let injected = conds
+        .iter()
+        .find(|c| c["type"] == "StashSidecarInjected")
+        .unwrap();
+    assert_eq!(injected["status"], "False");
+}
+
+#[tokio::test]
+async fn missing_repository_leaves_the_workload_alone() {
+    let mut w = world();
+    w.remove(REPO);
+    let (res, log, world) = pass(w, 1000).await;
+    res.unwrap();
+    assert!(!writes(&log).iter().any(|(_, p)| p == DEPLOY));
+    let conds = world[BC]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let injected = conds
+        .iter()
+        .find(|c| c["type"] == "StashSidecarInjected")
+        .unwrap();
+    assert_eq!(injected["status"], "False");
+    assert!(
+        injected["message"].as_str().unwrap().contains("gcs-repo"),
+        "{injected}"
+    );
+}

@@ -1,0 +1,84 @@
+//! Leader election against the in-memory API server: the replica takes the
+//! free Lease and starts reconciling; when another identity shows up as the
+//! holder, it stops reconciling.
+
+#[path = "reconcile_mock/mod.rs"]
+mod mock;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use stash::reconcile::leader::{LEASE_NAME, run_while_leader};
+use tokio::sync::mpsc;
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/stash-system/leases/stash-reconciler";
+
+/// Signals when dropped, i.e. when the reconciler's task is aborted.
+struct Stopped(mpsc::UnboundedSender<&'static str>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.send("stopped");
+    }
+}
+
+#[tokio::test]
+async fn takes_a_free_lease_reconciles_and_stops_when_it_is_taken_away() {
+    assert_eq!(LEASE_NAME, "stash-reconciler");
+    let (client, server) = mock::client();
+    let world = Arc::new(Mutex::new(mock::World::new()));
+    let served = tokio::spawn(server.serve_shared(world.clone()));
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let elector = tokio::spawn(async move {
+        run_while_leader(client, "stash-system", "stash-webhook-a", move || {
+            let tx = tx.clone();
+            async move {
+                let _guard = Stopped(tx.clone());
+                let _ = tx.send("started");
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
+    });
+
+    let wait = Duration::from_secs(20);
+    let first = tokio::time::timeout(wait, rx.recv())
+        .await
+        .expect("never became leader");
+    assert_eq!(first, Some("started"));
+    {
+        let w = world.lock().unwrap();
+        let lease = &w[LEASE];
+        assert_eq!(lease["spec"]["holderIdentity"], "stash-webhook-a");
+        assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
+    }
+
+    // Another replica holds the Lease now (as after a partition): the
+    // watchdog reads it and stops the reconciler.
+    {
+        let mut w = world.lock().unwrap();
+        let lease = w.get_mut(LEASE).unwrap();
+        lease["spec"]["holderIdentity"] = json!("stash-webhook-b");
+        lease["spec"]["renewTime"] = json!(jiff::Timestamp::now().to_string());
+    }
+    let next = tokio::time::timeout(wait, rx.recv())
+        .await
+        .expect("kept reconciling");
+    assert_eq!(next, Some("stopped"));
+
+    elector.abort();
+    let _ = elector.await;
+    let log = tokio::time::timeout(wait, served)
+        .await
+        .expect("client not released")
+        .unwrap();
+    // Every write to the Lease went through the Lease API of its namespace.
+    assert!(
+        log.iter().filter(|r| r.method != "GET").all(|r| r
+            .path
+            .starts_with("/apis/coordination.k8s.io/v1/namespaces/stash-system/leases")),
+        "{log:#?}"
+    );
+}
