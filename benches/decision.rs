@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use stash::admission::{handle, Endpoint, Settings};
+use criterion::{Criterion, criterion_group, criterion_main};
+use stash::admission::{Endpoint, Settings, handle};
 use stash::api::{BackupConfiguration, BackupConfigurationSpec, BackupTarget, TargetRef};
 use stash::store::offline;
 
@@ -26,7 +26,14 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision");
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("deployment_create_inject", |b| {
-        b.iter(|| handle(Endpoint::MutateWorkloads, std::hint::black_box(&body), &snap, &settings))
+        b.iter(|| {
+            handle(
+                Endpoint::MutateWorkloads,
+                std::hint::black_box(&body),
+                &snap,
+                &settings,
+            )
+        })
     });
 
     // Same decision with 10 000 other configurations in the store: lookups
@@ -51,7 +58,14 @@ fn bench(c: &mut Criterion) {
         big.upsert_config(bc);
     }
     group.bench_function("deployment_create_inject_10k_configs", |b| {
-        b.iter(|| handle(Endpoint::MutateWorkloads, std::hint::black_box(&body), &big, &settings))
+        b.iter(|| {
+            handle(
+                Endpoint::MutateWorkloads,
+                std::hint::black_box(&body),
+                &big,
+                &settings,
+            )
+        })
     });
     group.finish();
 }

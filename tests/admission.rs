@@ -602,7 +602,11 @@ fn backupconfiguration_denials_say_what_and_how_in_one_line() {
             "prune: true but no keep rule",
             "add keepLast",
         ),
-        ("unreadable", "cannot be read", "fix the manifest"),
+        (
+            "unreadable",
+            "cannot be read: spec.paused: invalid type",
+            "fix the manifest",
+        ),
     ] {
         let resp = ask(
             Endpoint::ValidateBackupConfigurations,
