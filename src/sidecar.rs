@@ -854,7 +854,7 @@ mod tests {
             json!({"local": {"mountPath": "/safe/data", "hostPath": {"path": "/b"}}, "storageSecretName": "s"}),
         );
         let bc = config("bc", "app", json!([]));
-        let injected = apply(&d, &run(&d, &snap(&[bc.clone()], &[local])));
+        let injected = apply(&d, &run(&d, &snap(std::slice::from_ref(&bc), &[local])));
         assert!(injected.to_string().contains("stash-local-backend"));
         let p = run(&injected, &snap(&[bc], &[gcs()]));
         let moved = apply(&injected, &p);
