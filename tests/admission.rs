@@ -682,8 +682,14 @@ fn repository_rules() {
         ("wipeout-local", "the local backend does not support"),
         ("wipeout-b2", "the b2 backend does not support"),
         ("no-secret", "has no spec.backend.storageSecretName"),
-        ("local-without-volume", "0 volume sources for its local backend"),
-        ("local-relative-mount", "no absolute spec.backend.local.mountPath"),
+        (
+            "local-without-volume",
+            "0 volume sources for its local backend",
+        ),
+        (
+            "local-relative-mount",
+            "no absolute spec.backend.local.mountPath",
+        ),
         ("s3-without-bucket", "has no spec.backend.s3.bucket"),
     ] {
         let resp = ask(
