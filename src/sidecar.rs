@@ -555,17 +555,68 @@ fn local_source(local: &LocalSpec) -> Option<(&'static str, Value)> {
 }
 
 /// Whether `have` holds every field of `want` with the same value (extra
-/// fields, such as API-server defaults, are allowed).
+/// fields, such as API-server defaults, are allowed). Resource quantities
+/// (`resources.limits/requests`, `sizeLimit`) compare by value, since the API
+/// server stores them in canonical form (`0.5` CPU comes back as `500m`).
 pub fn covers(have: &Value, want: &Value) -> bool {
+    covers_at(have, want, false)
+}
+
+fn covers_at(have: &Value, want: &Value, quantities: bool) -> bool {
     match (have, want) {
-        (Value::Object(h), Value::Object(w)) => w
-            .iter()
-            .all(|(k, wv)| h.get(k).is_some_and(|hv| covers(hv, wv))),
+        (Value::Object(h), Value::Object(w)) => w.iter().all(|(k, wv)| {
+            let q = quantities || matches!(k.as_str(), "limits" | "requests" | "sizeLimit");
+            h.get(k).is_some_and(|hv| covers_at(hv, wv, q))
+        }),
         (Value::Array(h), Value::Array(w)) => {
-            h.len() == w.len() && h.iter().zip(w).all(|(hv, wv)| covers(hv, wv))
+            h.len() == w.len()
+                && h.iter()
+                    .zip(w)
+                    .all(|(hv, wv)| covers_at(hv, wv, quantities))
+        }
+        (Value::String(h), Value::String(w)) if quantities && h != w => {
+            match (quantity(h), quantity(w)) {
+                (Some(a), Some(b)) => (a - b).abs() <= f64::EPSILON * 16.0 * a.abs().max(b.abs()),
+                _ => false,
+            }
         }
         _ => have == want,
     }
+}
+
+/// The value of a Kubernetes quantity (`500m`, `1.5Gi`, `1e3`), if it is one.
+fn quantity(s: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 15] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, scale) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, scale)| s.strip_suffix(suffix).map(|n| (n, *scale)))
+        .unwrap_or((s, 1.0));
+    let plain = number.trim_start_matches(['+', '-']);
+    let mantissa = plain.split(['e', 'E']).next().unwrap_or("");
+    let digits_ok = !mantissa.is_empty()
+        && mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && mantissa.bytes().filter(|b| *b == b'.').count() <= 1
+        && mantissa != ".";
+    if !digits_ok {
+        return None;
+    }
+    number.parse::<f64>().ok().map(|n| n * scale)
 }
 
 fn ptr(tokens: &[&str]) -> PointerBuf {
@@ -933,5 +984,27 @@ mod tests {
             &want
         ));
         assert!(!covers(&json!({"a": [1, 2]}), &json!({"a": [1]})));
+    }
+
+    #[test]
+    fn quantities_compare_by_value_where_kubernetes_canonicalizes_them() {
+        let want = json!({"resources": {"limits": {"cpu": "0.5", "memory": "1024Mi"}}});
+        let stored = json!({"resources": {"limits": {"cpu": "500m", "memory": "1Gi"}}});
+        assert!(covers(&stored, &want));
+        assert!(!covers(
+            &json!({"resources": {"limits": {"cpu": "600m", "memory": "1Gi"}}}),
+            &want
+        ));
+        assert!(covers(
+            &json!({"emptyDir": {"sizeLimit": "1000M"}}),
+            &json!({"emptyDir": {"sizeLimit": "1G"}})
+        ));
+        // Elsewhere strings are strings.
+        assert!(!covers(&json!({"value": "1k"}), &json!({"value": "1000"})));
+        assert_eq!(quantity("1.5Gi"), Some(1.5 * 1073741824.0));
+        assert_eq!(quantity("2e3"), Some(2000.0));
+        for not in ["", "Gi", "1.2.3", "abc", ".", "1x"] {
+            assert_eq!(quantity(not), None, "{not}");
+        }
     }
 }
