@@ -568,12 +568,12 @@ fn backupconfiguration_denials_say_what_and_how_in_one_line() {
         (
             "tz-schedule",
             "TZ= or CRON_TZ= prefix is not allowed",
-            "use 5 fields",
+            "remove the prefix",
         ),
         (
             "every-schedule",
             "@every is not a CronJob schedule",
-            "use 5 fields",
+            "use a cron expression",
         ),
         ("seconds-schedule", "it has 6 fields", "use 5 fields"),
         (
