@@ -691,7 +691,10 @@ fn repository_rules() {
             "no absolute spec.backend.local.mountPath",
         ),
         ("s3-without-bucket", "has no spec.backend.s3.bucket"),
-        ("unreadable", "Repository unreadable cannot be read: spec.backend.gcs: invalid type"),
+        (
+            "unreadable",
+            "Repository unreadable cannot be read: spec.backend.gcs: invalid type",
+        ),
     ] {
         let resp = ask(
             Endpoint::ValidateRepositories,
