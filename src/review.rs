@@ -248,17 +248,25 @@ fn review_manifest(
         .with_context(|| format!("cannot read {}", manifest.display()))?;
     let mut denials = Vec::new();
     let mut printed = 0;
+    let mut objects = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let object = Value::deserialize(doc).with_context(|| {
+        let value = Value::deserialize(doc).with_context(|| {
             format!(
                 "{}: document {} is not valid YAML",
                 manifest.display(),
                 i + 1
             )
         })?;
-        if object.is_null() {
-            continue;
+        // A `kind: List` (what `kubectl get -o yaml` prints) holds its objects in `items`.
+        match value.get("items").and_then(Value::as_array) {
+            Some(items) if value.get("kind").and_then(Value::as_str) == Some("List") => {
+                objects.extend(items.iter().map(|o| (i, o.clone())));
+            }
+            _ if value.is_null() => {}
+            _ => objects.push((i, value)),
         }
+    }
+    for (n, (i, object)) in objects.into_iter().enumerate() {
         let api_version = object
             .get("apiVersion")
             .and_then(Value::as_str)
@@ -268,7 +276,7 @@ fn review_manifest(
         if Endpoint::for_kind(group, kind).is_empty() {
             continue; // no webhook sees this kind (the guide's PVC)
         }
-        let review = request_for(&object, args.operation, &format!("stash-review-{}", i + 1));
+        let review = request_for(&object, args.operation, &format!("stash-review-{}", n + 1));
         let body = serde_json::to_vec(&review)?;
         let (answer, stored) = chained(&body, snap, settings)
             .with_context(|| format!("{}: document {}", manifest.display(), i + 1))?;

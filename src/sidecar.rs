@@ -533,8 +533,7 @@ fn desired(
 
     // The hash covers exactly what lands in the pod template, so it moves
     // when and only when the sidecar does (never for paused/schedule/retention).
-    let digest =
-        Sha256::digest(to_json(&json!({"container": container, "volumes": volumes})).to_string());
+    let digest = Sha256::digest(json!({"container": container, "volumes": volumes}).to_string());
     let hash = hex::encode(&digest[..8]);
     Desired {
         container,
@@ -556,17 +555,68 @@ fn local_source(local: &LocalSpec) -> Option<(&'static str, Value)> {
 }
 
 /// Whether `have` holds every field of `want` with the same value (extra
-/// fields, such as API-server defaults, are allowed).
+/// fields, such as API-server defaults, are allowed). Resource quantities
+/// (`resources.limits/requests`, `sizeLimit`) compare by value, since the API
+/// server stores them in canonical form (`0.5` CPU comes back as `500m`).
 pub fn covers(have: &Value, want: &Value) -> bool {
+    covers_at(have, want, false)
+}
+
+fn covers_at(have: &Value, want: &Value, quantities: bool) -> bool {
     match (have, want) {
-        (Value::Object(h), Value::Object(w)) => w
-            .iter()
-            .all(|(k, wv)| h.get(k).is_some_and(|hv| covers(hv, wv))),
+        (Value::Object(h), Value::Object(w)) => w.iter().all(|(k, wv)| {
+            let q = quantities || matches!(k.as_str(), "limits" | "requests" | "sizeLimit");
+            h.get(k).is_some_and(|hv| covers_at(hv, wv, q))
+        }),
         (Value::Array(h), Value::Array(w)) => {
-            h.len() == w.len() && h.iter().zip(w).all(|(hv, wv)| covers(hv, wv))
+            h.len() == w.len()
+                && h.iter()
+                    .zip(w)
+                    .all(|(hv, wv)| covers_at(hv, wv, quantities))
+        }
+        (Value::String(h), Value::String(w)) if quantities && h != w => {
+            match (quantity(h), quantity(w)) {
+                (Some(a), Some(b)) => (a - b).abs() <= f64::EPSILON * 16.0 * a.abs().max(b.abs()),
+                _ => false,
+            }
         }
         _ => have == want,
     }
+}
+
+/// The value of a Kubernetes quantity (`500m`, `1.5Gi`, `1e3`), if it is one.
+fn quantity(s: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 15] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, scale) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, scale)| s.strip_suffix(suffix).map(|n| (n, *scale)))
+        .unwrap_or((s, 1.0));
+    let plain = number.trim_start_matches(['+', '-']);
+    let mantissa = plain.split(['e', 'E']).next().unwrap_or("");
+    let digits_ok = !mantissa.is_empty()
+        && mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && mantissa.bytes().filter(|b| *b == b'.').count() <= 1
+        && mantissa != ".";
+    if !digits_ok {
+        return None;
+    }
+    number.parse::<f64>().ok().map(|n| n * scale)
 }
 
 fn ptr(tokens: &[&str]) -> PointerBuf {
@@ -737,4 +787,224 @@ fn removal_ops(view: &Workload) -> Vec<PatchOperation> {
     );
     unset_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED, &mut ops);
     ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn snap(configs: &[Value], repos: &[Value]) -> Snapshot {
+        let mut s = Snapshot::default();
+        for c in configs {
+            s.upsert_config(serde_json::from_value(c.clone()).unwrap());
+        }
+        for r in repos {
+            s.upsert_repository(serde_json::from_value(r.clone()).unwrap());
+        }
+        s
+    }
+
+    fn config(name: &str, target: &str, mounts: Value) -> Value {
+        json!({"apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
+            "metadata": {"name": name, "namespace": "demo"},
+            "spec": {"repository": {"name": "repo"}, "schedule": "@daily",
+                     "target": {"ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                                "volumeMounts": mounts, "paths": ["/source"]}}})
+    }
+
+    fn repo(backend: Value) -> Value {
+        json!({"apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+            "metadata": {"name": "repo", "namespace": "demo"}, "spec": {"backend": backend}})
+    }
+
+    fn gcs() -> Value {
+        repo(json!({"gcs": {"bucket": "b"}, "storageSecretName": "gcs-secret"}))
+    }
+
+    fn deployment(containers: Value, volumes: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "app", "namespace": "demo"},
+            "spec": {"template": {"metadata": {"labels": {"app": "app"}},
+                                  "spec": {"containers": containers, "volumes": volumes}}}})
+    }
+
+    fn apply(obj: &Value, p: &SidecarPlan) -> Value {
+        let mut o = obj.clone();
+        json_patch::patch(&mut o, &p.ops).unwrap();
+        o
+    }
+
+    fn run(obj: &Value, s: &Snapshot) -> SidecarPlan {
+        plan(obj, s, &Settings::default())
+    }
+
+    #[test]
+    fn a_users_tmp_dir_volume_blocks_injection_with_a_warning() {
+        let d = deployment(
+            json!([{"name": "app", "image": "x", "volumeMounts": [{"name": "tmp-dir", "mountPath": "/scratch"}]}]),
+            json!([{"name": "tmp-dir", "hostPath": {"path": "/tmp"}}]),
+        );
+        let p = run(&d, &snap(&[config("bc", "app", json!([]))], &[gcs()]));
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
+        assert!(
+            p.warnings[0].contains("volume named \"tmp-dir\""),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    #[test]
+    fn a_users_own_stash_container_is_neither_replaced_nor_removed() {
+        let d = deployment(json!([{"name": "stash", "image": "mine"}]), json!([]));
+        let p = run(&d, &snap(&[config("bc", "app", json!([]))], &[gcs()]));
+        assert!(p.ops.is_empty());
+        assert!(p.warnings[0].contains("container named \"stash\" that stash did not inject"));
+        // Untargeted and never annotated by stash: removal leaves it too.
+        assert!(run(&d, &snap(&[], &[gcs()])).ops.is_empty());
+    }
+
+    #[test]
+    fn a_mount_of_a_volume_the_pod_lacks_is_left_out_with_a_warning() {
+        let d = deployment(
+            json!([{"name": "app", "image": "x"}]),
+            json!([{"name": "data", "emptyDir": {}}]),
+        );
+        let mounts = json!([{"name": "nope", "mountPath": "/source/nope"}, {"name": "data", "mountPath": "/tmp"},
+                            {"name": "data", "mountPath": "/source/data"}]);
+        let p = run(&d, &snap(&[config("bc", "app", mounts)], &[gcs()]));
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        assert!(p.warnings[0].contains("\"nope\""));
+        assert!(p.warnings[1].contains("/tmp"));
+        let obj = apply(&d, &p);
+        let stash = obj.pointer("/spec/template/spec/containers/1").unwrap();
+        let paths: Vec<&str> = stash["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/etc/stash",
+                "/etc/stash/repository/secret",
+                "/tmp",
+                "/source/data"
+            ]
+        );
+    }
+
+    #[test]
+    fn moving_from_a_local_backend_drops_its_volume_in_place() {
+        let d = deployment(
+            json!([{"name": "app", "image": "x"}]),
+            json!([{"name": "data", "emptyDir": {}}]),
+        );
+        let local = repo(
+            json!({"local": {"mountPath": "/safe/data", "hostPath": {"path": "/b"}}, "storageSecretName": "s"}),
+        );
+        let bc = config("bc", "app", json!([]));
+        let injected = apply(&d, &run(&d, &snap(std::slice::from_ref(&bc), &[local])));
+        assert!(injected.to_string().contains("stash-local-backend"));
+        let p = run(&injected, &snap(&[bc], &[gcs()]));
+        let moved = apply(&injected, &p);
+        assert!(!moved.to_string().contains("stash-local-backend"));
+        assert!(moved.to_string().contains("gcs-secret"));
+        // User volume stays first, unchanged.
+        assert_eq!(
+            moved.pointer("/spec/template/spec/volumes/0"),
+            Some(&json!({"name": "data", "emptyDir": {}}))
+        );
+        for op in &p.ops {
+            let path = serde_json::to_value(op).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_ne!(
+                path, "/spec/template/spec/volumes/0",
+                "the user's volume is never rewritten"
+            );
+            assert_ne!(path, "/spec/template/spec/containers/0");
+        }
+    }
+
+    #[test]
+    fn a_new_image_updates_the_sidecar_and_its_hash() {
+        let d = deployment(json!([{"name": "app", "image": "x"}]), json!([]));
+        let s = snap(&[config("bc", "app", json!([]))], &[gcs()]);
+        let injected = apply(&d, &run(&d, &s));
+        let newer = Settings {
+            image: "registry.example.com/stash:2".into(),
+            ..Settings::default()
+        };
+        let p = plan(&injected, &s, &newer);
+        let kinds: Vec<Value> = p
+            .ops
+            .iter()
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect();
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert_eq!(kinds[0]["op"], "replace");
+        assert_eq!(kinds[0]["path"], "/spec/template/spec/containers/1");
+        assert_eq!(
+            kinds[1]["path"],
+            "/spec/template/metadata/annotations/stash.appscode.com~1last-applied-backupconfiguration-hash"
+        );
+    }
+
+    #[test]
+    fn other_kinds_and_api_versions_are_not_ours() {
+        let mut d = deployment(json!([{"name": "app", "image": "x"}]), json!([]));
+        let s = snap(&[config("bc", "app", json!([]))], &[gcs()]);
+        d["apiVersion"] = json!("extensions/v1beta1");
+        assert_eq!(run(&d, &s), SidecarPlan::default());
+        d["apiVersion"] = json!("apps/v1");
+        d["kind"] = json!("Job");
+        assert_eq!(run(&d, &s), SidecarPlan::default());
+    }
+
+    #[test]
+    fn a_missing_template_is_a_warning_not_a_panic() {
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"}, "spec": {}});
+        let p = run(&d, &snap(&[config("bc", "app", json!([]))], &[gcs()]));
+        assert!(p.ops.is_empty());
+        assert!(p.warnings[0].contains("spec.template is missing"));
+    }
+
+    #[test]
+    fn covers_allows_api_server_defaults_only() {
+        let want = json!({"name": "v", "secret": {"secretName": "s"}});
+        assert!(covers(
+            &json!({"name": "v", "secret": {"secretName": "s", "defaultMode": 420}}),
+            &want
+        ));
+        assert!(!covers(
+            &json!({"name": "v", "secret": {"secretName": "t"}}),
+            &want
+        ));
+        assert!(!covers(&json!({"a": [1, 2]}), &json!({"a": [1]})));
+    }
+
+    #[test]
+    fn quantities_compare_by_value_where_kubernetes_canonicalizes_them() {
+        let want = json!({"resources": {"limits": {"cpu": "0.5", "memory": "1024Mi"}}});
+        let stored = json!({"resources": {"limits": {"cpu": "500m", "memory": "1Gi"}}});
+        assert!(covers(&stored, &want));
+        assert!(!covers(
+            &json!({"resources": {"limits": {"cpu": "600m", "memory": "1Gi"}}}),
+            &want
+        ));
+        assert!(covers(
+            &json!({"emptyDir": {"sizeLimit": "1000M"}}),
+            &json!({"emptyDir": {"sizeLimit": "1G"}})
+        ));
+        // Elsewhere strings are strings.
+        assert!(!covers(&json!({"value": "1k"}), &json!({"value": "1000"})));
+        assert_eq!(quantity("1.5Gi"), Some(1.5 * 1073741824.0));
+        assert_eq!(quantity("2e3"), Some(2000.0));
+        for not in ["", "Gi", "1.2.3", "abc", ".", "1x"] {
+            assert_eq!(quantity(not), None, "{not}");
+        }
+    }
 }

@@ -568,12 +568,12 @@ fn backupconfiguration_denials_say_what_and_how_in_one_line() {
         (
             "tz-schedule",
             "TZ= or CRON_TZ= prefix is not allowed",
-            "use 5 fields",
+            "remove the prefix",
         ),
         (
             "every-schedule",
             "@every is not a CronJob schedule",
-            "use 5 fields",
+            "use a cron expression",
         ),
         ("seconds-schedule", "it has 6 fields", "use 5 fields"),
         (
@@ -602,7 +602,11 @@ fn backupconfiguration_denials_say_what_and_how_in_one_line() {
             "prune: true but no keep rule",
             "add keepLast",
         ),
-        ("unreadable", "cannot be read", "fix the manifest"),
+        (
+            "unreadable",
+            "cannot be read: spec.paused: invalid type",
+            "fix the manifest",
+        ),
     ] {
         let resp = ask(
             Endpoint::ValidateBackupConfigurations,
@@ -678,6 +682,19 @@ fn repository_rules() {
         ("wipeout-local", "the local backend does not support"),
         ("wipeout-b2", "the b2 backend does not support"),
         ("no-secret", "has no spec.backend.storageSecretName"),
+        (
+            "local-without-volume",
+            "0 volume sources for its local backend",
+        ),
+        (
+            "local-relative-mount",
+            "no absolute spec.backend.local.mountPath",
+        ),
+        ("s3-without-bucket", "has no spec.backend.s3.bucket"),
+        (
+            "unreadable",
+            "Repository unreadable cannot be read: spec.backend.gcs: invalid type",
+        ),
     ] {
         let resp = ask(
             Endpoint::ValidateRepositories,

@@ -169,3 +169,33 @@ fn bad_input_is_one_clear_line() {
     assert!(e.contains("body is not an AdmissionReview"), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
 }
+
+#[test]
+fn a_kind_list_manifest_is_reviewed_item_by_item() {
+    let dep = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/examples/deployment.yaml"
+    ))
+    .unwrap();
+    let items: Vec<Value> = serde_yaml::Deserializer::from_str(&dep)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("list.json");
+    std::fs::write(&file, list.to_string()).unwrap();
+    let out = stash(
+        &[
+            "review",
+            "--manifest",
+            file.to_str().unwrap(),
+            "--apply-patch",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let golden =
+        std::fs::read_to_string(fixtures().join("expected/review-deployment-apply-patch.yaml"))
+            .unwrap();
+    assert_eq!(text(&out.stdout), golden);
+}

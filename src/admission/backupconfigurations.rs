@@ -104,7 +104,8 @@ fn check_spec(bc: &BackupConfiguration, me: &str) -> Result<(), String> {
     };
     if let Err(e) = cron::validate(schedule) {
         return Err(format!(
-            "{me} has an invalid spec.schedule {schedule:?}: {e}; use 5 fields such as \"*/5 * * * *\" or a macro such as @hourly"
+            "{me} has an invalid spec.schedule {schedule:?}: {e}; {}",
+            e.fix()
         ));
     }
     if bc.repository_name().is_none() {

@@ -70,25 +70,23 @@ pub fn mutate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision
     if missing.is_empty() {
         return decision;
     }
-    let op = match existing {
-        None => PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(["metadata", "labels"]),
-            value: Value::Object(missing),
-        }),
-        Some(_) => {
-            let ops: Vec<PatchOperation> = missing
-                .into_iter()
-                .map(|(k, v)| {
-                    PatchOperation::Add(AddOperation {
-                        path: PointerBuf::from_tokens(["metadata", "labels", k.as_str()]),
-                        value: v,
-                    })
-                })
-                .collect();
-            return decision.with_patch(ops);
-        }
+    let add = |path: PointerBuf, value: Value| PatchOperation::Add(AddOperation { path, value });
+    let patch = match existing {
+        None => vec![add(
+            PointerBuf::from_tokens(["metadata", "labels"]),
+            Value::Object(missing),
+        )],
+        Some(_) => missing
+            .into_iter()
+            .map(|(k, v)| {
+                add(
+                    PointerBuf::from_tokens(["metadata", "labels", k.as_str()]),
+                    v,
+                )
+            })
+            .collect(),
     };
-    decision.with_patch(vec![op])
+    decision.with_patch(patch)
 }
 
 /// Paused invoker and spec immutability.

@@ -36,7 +36,7 @@ impl fmt::Display for CronError {
         match self {
             CronError::Empty => f.write_str("it is empty"),
             CronError::TimeZone => f.write_str(
-                "a TZ= or CRON_TZ= prefix is not allowed in a schedule (Kubernetes refuses it; the CronJob runs in the controller's time zone)",
+                "a TZ= or CRON_TZ= prefix is not allowed in a schedule (Kubernetes refuses it)",
             ),
             CronError::Every => f.write_str("@every is not a CronJob schedule"),
             CronError::UnknownMacro(m) => write!(
@@ -47,8 +47,29 @@ impl fmt::Display for CronError {
                 f,
                 "it has {n} fields, expected 5 (minute hour day-of-month month day-of-week)"
             ),
-            CronError::Field { field, value, reason } => {
+            CronError::Field {
+                field,
+                value,
+                reason,
+            } => {
                 write!(f, "{field} field {value:?}: {reason}")
+            }
+        }
+    }
+}
+
+impl CronError {
+    /// How to fix the schedule, for the second half of a denial.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            CronError::TimeZone => {
+                "remove the prefix: the CronJob runs in the kube-controller-manager's time zone"
+            }
+            CronError::Every | CronError::UnknownMacro(_) => {
+                "use a cron expression such as \"*/5 * * * *\" or a macro such as @hourly"
+            }
+            CronError::Empty | CronError::FieldCount(_) | CronError::Field { .. } => {
+                "use 5 fields such as \"*/5 * * * *\" or a macro such as @hourly"
             }
         }
     }

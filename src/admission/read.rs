@@ -23,11 +23,17 @@ pub struct Read<K> {
 pub fn typed<K: DeserializeOwned>(obj: &DynamicObject, kind: &str) -> Result<Read<K>, String> {
     let raw = serde_json::to_value(obj)
         .map_err(|e| format!("{kind} cannot be read: {}", one_line(&e.to_string())))?;
-    let typed = serde_json::from_value(raw.clone()).map_err(|e| {
+    let typed = serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
+        let at = e.path().to_string();
         format!(
-            "{kind} {} cannot be read: {}; fix the manifest",
+            "{kind} {} cannot be read: {}{}; fix the manifest",
             obj.metadata.name.as_deref().unwrap_or(""),
-            one_line(&e.to_string())
+            if at == "." {
+                String::new()
+            } else {
+                format!("{at}: ")
+            },
+            one_line(&e.into_inner().to_string())
         )
     })?;
     Ok(Read { typed, raw })
