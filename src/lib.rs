@@ -13,6 +13,7 @@ pub mod certs;
 pub mod crds;
 pub mod manifests;
 pub mod reconcile;
+pub mod recorder;
 pub mod review;
 pub mod server;
 pub mod sidecar;

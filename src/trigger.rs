@@ -19,7 +19,7 @@ use crate::api::{
     INVOKER_KIND_BACKUP_CONFIGURATION, LABEL_BACKUP_CONFIGURATION, LABEL_INVOKER_NAME,
     LABEL_INVOKER_TYPE,
 };
-use crate::reconcile::recorder::{EventType, Recorder};
+use crate::recorder::{EventType, Recorder};
 
 /// Command-line arguments.
 #[derive(Debug, clap::Args)]

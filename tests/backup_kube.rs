@@ -17,8 +17,8 @@ use stash::backup::ResticSettings;
 use stash::backup::controller::{Handled, Sidecar};
 use stash::backup::leader::{LeaseTiming, Turns};
 use stash::backup::metrics::Metrics;
-use stash::backup::recorder::EventRecorder;
 use stash::backup::restic::resolve_binary;
+use stash::recorder::Recorder;
 
 const NS: &str = "demo";
 const BC_PATH: &str =
@@ -254,7 +254,7 @@ impl Env {
                 scratch_dir: self.p("tmp"),
                 enable_cache: true,
             },
-            EventRecorder::new(client, "Backup Sidecar", Some("node-1".into())),
+            Recorder::new(client, "Backup Sidecar").on_host(Some("node-1".into())),
             Metrics::new(),
             turns,
         )

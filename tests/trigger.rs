@@ -6,7 +6,7 @@ mod mock;
 
 use serde_json::json;
 use stash::api::events::COMPONENT_CRONJOB;
-use stash::reconcile::recorder::Recorder;
+use stash::recorder::Recorder;
 use stash::trigger::{Outcome, TriggerError, trigger};
 
 const BC_PATH: &str =

@@ -26,9 +26,9 @@ use super::engine::{HostBackupOutcome, LockHolders, NoLockHolders, backup_host_w
 use super::leader::Turns;
 use super::locks::PodLockHolders;
 use super::metrics::{Labels, Metrics};
-use super::recorder::{EventRecorder, EventType};
 use super::repository::ResticSettings;
 use super::session::{Decision, decide, settled};
+use crate::recorder::{EventType, Recorder};
 
 /// What happened to one session.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +51,7 @@ pub struct Sidecar {
     pub host: String,
     pub secret_dir: PathBuf,
     pub settings: ResticSettings,
-    pub recorder: EventRecorder,
+    pub recorder: Recorder,
     pub metrics: Metrics,
     /// Set for StatefulSet/DaemonSet: hold the Lease around each backup.
     pub turns: Option<Turns>,
@@ -77,7 +77,7 @@ impl Sidecar {
         host: String,
         secret_dir: PathBuf,
         settings: ResticSettings,
-        recorder: EventRecorder,
+        recorder: Recorder,
         metrics: Metrics,
         turns: Option<Turns>,
     ) -> Self {
@@ -191,7 +191,7 @@ impl Sidecar {
                 let uid = session.uid().unwrap_or_else(|| session.name_any());
                 if self.skipped.lock().await.insert(uid) {
                     self.recorder
-                        .publish(
+                        .publish_or_log(
                             &session.object_ref(&()),
                             EventType::Warning,
                             REASON_BACKUPSESSION_SKIPPED,
@@ -304,7 +304,7 @@ impl Sidecar {
             )
         };
         self.recorder
-            .publish(&session.object_ref(&()), type_, reason, &message)
+            .publish_or_log(&session.object_ref(&()), type_, reason, &message)
             .await;
         Ok(())
     }

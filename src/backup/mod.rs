@@ -7,7 +7,7 @@
 //! - [`engine::backup_host`]: one host's backup for one session, no cluster;
 //! - [`session`], [`status`], [`host`]: pure decisions (act on which session,
 //!   what to write, who am I);
-//! - [`controller`], [`cluster`], [`recorder`], [`leader`], [`metrics`]: the
+//! - [`controller`], [`cluster`], [`crate::recorder`], [`leader`], [`metrics`]: the
 //!   thin Kubernetes layer (watch, status writes, events, Lease, /metrics).
 
 pub mod cluster;
@@ -17,7 +17,7 @@ pub mod host;
 pub mod leader;
 pub mod locks;
 pub mod metrics;
-pub mod recorder;
+
 pub mod repository;
 pub mod restic;
 pub mod session;
@@ -130,8 +130,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         duration: args.lease_duration.max(3),
         grace: (args.lease_duration / 3).max(1),
     };
-    let recorder =
-        recorder::EventRecorder::new(client.clone(), COMPONENT_SIDECAR, node.map(String::from));
+    let recorder = crate::recorder::Recorder::new(client.clone(), COMPONENT_SIDECAR)
+        .on_host(node.map(String::from));
     // The configuration's alias (if any) is read per session; the default identity is fixed.
     let make = |turns| {
         controller::Sidecar::new(

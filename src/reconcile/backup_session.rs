@@ -21,7 +21,6 @@ use serde_json::json;
 
 use super::apply::{ApiError, Backoff, get_workload, is_not_found, patch_params};
 use super::desired::{InvokerView, SessionStep, session_step, sessions_to_delete, total_hosts};
-use super::recorder::{EventType, Recorder};
 use crate::api::events::{
     BACKUPSESSION_SKIPPED_MESSAGE, BACKUPSESSION_SUCCEEDED_MESSAGE,
     COMPONENT_BACKUPSESSION_CONTROLLER, REASON_BACKUPSESSION_FAILED, REASON_BACKUPSESSION_SKIPPED,
@@ -31,6 +30,7 @@ use crate::api::{
     BackupConfiguration, BackupSession, BackupSessionPhase, INVOKER_KIND_BACKUP_CONFIGURATION,
     LABEL_BACKUP_CONFIGURATION,
 };
+use crate::recorder::{EventType, Recorder};
 
 /// How long to wait before looking again at a session whose target's host
 /// count is not known yet (a StatefulSet not yet created, a DaemonSet not yet

@@ -3,7 +3,7 @@
 //! Thin by design (DESIGN.md "The reconciler"): two kube-runtime controllers,
 //! [`backup_configuration`] and [`backup_session`], that read what exists,
 //! compare it with what [`desired`] computes, and write only the difference.
-//! [`leader`] makes sure one replica at a time runs them; [`recorder`] writes
+//! [`leader`] makes sure one replica at a time runs them; [`crate::recorder`] writes
 //! the guide's events; [`apply`] holds the shared write patterns.
 
 pub mod apply;
@@ -11,7 +11,6 @@ pub mod backup_configuration;
 pub mod backup_session;
 pub mod desired;
 pub mod leader;
-pub mod recorder;
 
 use std::sync::Arc;
 

@@ -37,12 +37,24 @@ impl EventType {
 pub struct Recorder {
     client: Client,
     component: &'static str,
+    /// Node the reporter runs on (`source.host`), for the sidecar.
+    host: Option<String>,
 }
 
 impl Recorder {
     /// A recorder for `component` (one of `crate::api::events::COMPONENT_*`).
     pub fn new(client: Client, component: &'static str) -> Self {
-        Self { client, component }
+        Self {
+            client,
+            component,
+            host: None,
+        }
+    }
+
+    /// The same recorder, also naming the node it runs on.
+    pub fn on_host(mut self, host: Option<String>) -> Self {
+        self.host = host;
+        self
     }
 
     /// The reporting component this recorder writes into `source.component`.
@@ -59,7 +71,10 @@ impl Recorder {
         message: &str,
     ) -> Result<(), kube::Error> {
         let now = jiff::Timestamp::now();
-        let event = build_event(self.component, regarding, type_, reason, message, now);
+        let mut event = build_event(self.component, regarding, type_, reason, message, now);
+        if let Some(source) = event.source.as_mut() {
+            source.host.clone_from(&self.host);
+        }
         let namespace = event
             .metadata
             .namespace
@@ -67,6 +82,22 @@ impl Recorder {
             .unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         api.create(&PostParams::default(), &event).await.map(|_| ())
+    }
+}
+
+impl Recorder {
+    /// Like [`Recorder::publish`], for callers to whom an event is never
+    /// worth failing for (the sidecar's backup): a failure is logged.
+    pub async fn publish_or_log(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        if let Err(e) = self.publish(regarding, type_, reason, message).await {
+            tracing::warn!(reason, error = %e, "cannot record event");
+        }
     }
 }
 
