@@ -93,20 +93,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let election = host::election(&args.target_kind)?;
-    let node = args.node_name.as_deref().filter(|n| !n.is_empty());
-    let alias_free_host = host::host_name(&args.target_kind, Some(&args.pod_name), node, None)?;
-    let binary = restic::resolve_binary(&args.restic_binary, std::env::var_os("PATH").as_deref())
-        .with_context(|| {
-        format!(
-            "restic executable {} not found (install restic or set --restic-binary)",
-            args.restic_binary.display()
-        )
-    })?;
-    let settings = ResticSettings {
-        binary,
-        scratch_dir: args.scratch_dir.clone(),
-        enable_cache: args.enable_cache,
-    };
     let client = kube::Client::try_default()
         .await
         .context("cannot connect to the Kubernetes API server")?;
@@ -130,32 +116,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         duration: args.lease_duration.max(3),
         grace: (args.lease_duration / 3).max(1),
     };
-    let recorder = crate::recorder::Recorder::new(client.clone(), COMPONENT_SIDECAR)
-        .on_host(node.map(String::from));
-    // The configuration's alias (if any) is read per session; the default identity is fixed.
-    let make = |turns| {
-        controller::Sidecar::new(
-            client.clone(),
-            args.namespace.clone(),
-            args.invoker_name.clone(),
-            args.target_kind.clone(),
-            args.target_name.clone(),
-            alias_free_host.clone(),
-            args.secret_dir.clone(),
-            settings.clone(),
-            recorder.clone(),
-            metrics.clone(),
-            turns,
-        )
-        .with_pod_name(&args.pod_name)
-    };
+    // Checked before the Lease is taken, so a misconfigured sidecar fails at once.
+    let first = sidecar(&args, client.clone(), metrics.clone(), None)?;
     tracing::info!(
         invoker = %args.invoker_name, target = %format!("{}/{}", args.target_kind, args.target_name),
-        host = %alias_free_host, lease = %lease, "starting run-backup"
+        host = %first.host, lease = %lease, "starting run-backup"
     );
     match election {
         host::Election::Leader => {
-            let sidecar = make(None);
+            let sidecar = first;
             leader::while_leader(
                 client.clone(),
                 &args.namespace,
@@ -175,7 +144,50 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 timing,
             )
             .await?;
-            make(Some(turns)).watch().await
+            sidecar(&args, client, metrics, Some(turns))?.watch().await
         }
     }
+}
+
+/// The session loop `run-backup` runs for `args`: this pod's default restic
+/// host, the restic executable and scratch directory, the `Backup Sidecar`
+/// event recorder. No API call; an unknown target kind or a missing restic
+/// is a one-line error.
+pub fn sidecar(
+    args: &Args,
+    client: kube::Client,
+    metrics: metrics::Metrics,
+    turns: Option<leader::Turns>,
+) -> anyhow::Result<controller::Sidecar> {
+    let node = args.node_name.as_deref().filter(|n| !n.is_empty());
+    // The configuration's alias (if any) is read per session; the default identity is fixed.
+    let alias_free_host = host::host_name(&args.target_kind, Some(&args.pod_name), node, None)?;
+    let binary = restic::resolve_binary(&args.restic_binary, std::env::var_os("PATH").as_deref())
+        .with_context(|| {
+        format!(
+            "restic executable {} not found (install restic or set --restic-binary)",
+            args.restic_binary.display()
+        )
+    })?;
+    let settings = ResticSettings {
+        binary,
+        scratch_dir: args.scratch_dir.clone(),
+        enable_cache: args.enable_cache,
+    };
+    let recorder = crate::recorder::Recorder::new(client.clone(), COMPONENT_SIDECAR)
+        .on_host(node.map(String::from));
+    Ok(controller::Sidecar::new(
+        client,
+        args.namespace.clone(),
+        args.invoker_name.clone(),
+        args.target_kind.clone(),
+        args.target_name.clone(),
+        alias_free_host,
+        args.secret_dir.clone(),
+        settings,
+        recorder,
+        metrics,
+        turns,
+    )
+    .with_pod_name(&args.pod_name))
 }

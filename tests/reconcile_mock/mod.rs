@@ -164,13 +164,20 @@ impl Recorded {
 
 impl ApiServer {
     /// Serves a little in-memory API server until the client is dropped:
-    /// objects live in `world` keyed by their URL path; GET reads, server-side
-    /// apply stores the body, JSON and merge patches are applied (status
-    /// patches to the object itself), POST stores, DELETE removes; a key
+    /// objects live in `world` keyed by their URL path. GET reads (a
+    /// `/status` path reads the object; a collection path lists it,
+    /// filtered by an equality `labelSelector`); POST creates as the API
+    /// server does (uid, resourceVersion, generation, creationTimestamp;
+    /// 409 when the name is taken); PUT replaces; server-side apply stores
+    /// the body; JSON and merge patches are applied. Writes to a `/status`
+    /// path change only `status`; other writes keep `status` and bump
+    /// `metadata.generation` when `spec` changes, like the status
+    /// subresource. A `metadata.resourceVersion` in a PUT or merge-patch
+    /// body is a precondition (409 when stale). DELETE removes. A key
     /// `refuse <path>` makes every write to `<path>` answer 403, and a key
     /// `change-after-get <path>` bumps the object's resourceVersion right
-    /// after each GET of it, as a concurrent writer would. Returns
-    /// every request in order and the final world.
+    /// after each GET of it, as a concurrent writer would. Returns every
+    /// request in order and the final world.
     pub async fn serve(self, world: World) -> (Vec<Recorded>, World) {
         let shared = std::sync::Arc::new(std::sync::Mutex::new(world));
         let log = self.serve_shared(shared.clone()).await;
@@ -180,10 +187,21 @@ impl ApiServer {
 
     /// [`ApiServer::serve`] over a world the test may change while it runs.
     pub async fn serve_shared(
-        mut self,
+        self,
         shared: std::sync::Arc<std::sync::Mutex<World>>,
     ) -> Vec<Recorded> {
-        let mut log = Vec::new();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        self.serve_logged(shared, log.clone()).await;
+        std::mem::take(&mut *log.lock().unwrap())
+    }
+
+    /// [`ApiServer::serve_shared`], appending each request to `log` as it
+    /// arrives, so a test can look at the requests of one step at a time.
+    pub async fn serve_logged(
+        mut self,
+        shared: std::sync::Arc<std::sync::Mutex<World>>,
+        log: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+    ) {
         loop {
             let next = tokio::time::timeout(WAIT, self.handle.next_request())
                 .await
@@ -204,23 +222,25 @@ impl ApiServer {
             } else {
                 serde_json::from_slice(&bytes).expect("request body is JSON")
             };
-            log.push(Recorded {
+            let recorded = Recorded {
                 method: method.clone(),
                 path: path.clone(),
-                query,
+                query: query.clone(),
                 content_type: content_type.clone(),
                 body: body.clone(),
-            });
+            };
+            log.lock().unwrap().push(recorded.clone());
             let mut guard = shared.lock().unwrap();
             let world = &mut *guard;
             let ex = Exchange {
                 method: method.clone(),
                 path: path.clone(),
-                query: String::new(),
+                query,
                 body: body.clone(),
                 content_type: content_type.clone(),
                 respond,
             };
+            let is_status = path.ends_with("/status");
             let object_path = path.strip_suffix("/status").unwrap_or(&path).to_string();
             if method != "GET" && world.contains_key(&format!("refuse {object_path}")) {
                 ex.status(
@@ -231,7 +251,7 @@ impl ApiServer {
                 continue;
             }
             match method.as_str() {
-                "GET" => match world.get(&path).cloned() {
+                "GET" => match world.get(&object_path).cloned() {
                     Some(obj) => {
                         ex.ok(obj);
                         // Someone else writes right after our read.
@@ -240,6 +260,10 @@ impl ApiServer {
                         {
                             bump(live);
                         }
+                    }
+                    None if is_collection(&path) => {
+                        let selector = recorded.param("labelSelector").map(|s| decode(&s));
+                        ex.ok(list(world, &path, selector.as_deref()))
                     }
                     None => ex.not_found(),
                 },
@@ -255,11 +279,12 @@ impl ApiServer {
                     world.insert(object_path, obj.clone());
                     ex.ok(obj)
                 }
-                "PATCH" => {
-                    let Some(mut obj) = world.get(&object_path).cloned() else {
+                "PATCH" | "PUT" => {
+                    let Some(old) = world.get(&object_path).cloned() else {
                         ex.not_found();
                         continue;
                     };
+                    let mut obj = old.clone();
                     if content_type == "application/json-patch+json" {
                         let p: json_patch::Patch =
                             serde_json::from_value(body).expect("JSON patch");
@@ -274,9 +299,13 @@ impl ApiServer {
                             ex.status(409, "Conflict", "the object has been modified");
                             continue;
                         }
-                        json_patch::merge(&mut obj, &body);
+                        if method == "PUT" {
+                            obj = body;
+                        } else {
+                            json_patch::merge(&mut obj, &body);
+                        }
                     }
-                    bump(&mut obj);
+                    let obj = settle_write(&old, obj, is_status);
                     world.insert(object_path, obj.clone());
                     ex.ok(obj)
                 }
@@ -285,8 +314,14 @@ impl ApiServer {
                         .pointer("/metadata/name")
                         .and_then(Value::as_str)
                         .unwrap_or("x");
-                    world.insert(format!("{path}/{name}"), body.clone());
-                    ex.created(body)
+                    let key = format!("{path}/{name}");
+                    if world.contains_key(&key) {
+                        ex.status(409, "AlreadyExists", &format!("{name} already exists"));
+                        continue;
+                    }
+                    let obj = created(body.clone(), world.len());
+                    world.insert(key, obj.clone());
+                    ex.created(obj)
                 }
                 "DELETE" => {
                     world.remove(&path);
@@ -295,8 +330,116 @@ impl ApiServer {
                 other => panic!("unexpected verb {other}"),
             }
         }
-        log
     }
+}
+
+/// What the API server fills in on create: uid, resourceVersion,
+/// generation and creationTimestamp (kept when the body has them).
+pub fn created(mut obj: Value, serial: usize) -> Value {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("x")
+        .to_string();
+    let meta = &mut obj["metadata"];
+    if meta.get("uid").is_none() {
+        meta["uid"] = json!(format!("{name}-uid-{serial}"));
+    }
+    if meta.get("creationTimestamp").is_none() {
+        let now = jiff::Timestamp::now().as_second();
+        let now = jiff::Timestamp::from_second(now).expect("a time of today");
+        meta["creationTimestamp"] = json!(now.to_string());
+    }
+    meta["generation"] = json!(1);
+    meta["resourceVersion"] = json!("1");
+    obj
+}
+
+/// The stored result of a write: a status write changes only `status`; any
+/// other write keeps `status` and moves `generation` on when `spec` changed.
+fn settle_write(old: &Value, mut new: Value, to_status: bool) -> Value {
+    if to_status {
+        let mut obj = old.clone();
+        match new.get("status") {
+            Some(s) => obj["status"] = s.clone(),
+            None => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        bump(&mut obj);
+        return obj;
+    }
+    match old.get("status") {
+        Some(s) => new["status"] = s.clone(),
+        None => {
+            if let Some(m) = new.as_object_mut() {
+                m.remove("status");
+            }
+        }
+    }
+    if let Some(generation) = old.pointer("/metadata/generation").and_then(Value::as_i64)
+        && old.get("spec") != new.get("spec")
+    {
+        new["metadata"]["generation"] = json!(generation + 1);
+    }
+    new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+    bump(&mut new);
+    new
+}
+
+/// Whether `path` names a namespaced collection (`…/namespaces/<ns>/<plural>`).
+fn is_collection(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    matches!(
+        parts.as_slice(),
+        ["api", _, "namespaces", _, _] | ["apis", _, _, "namespaces", _, _]
+    )
+}
+
+fn decode(s: &str) -> String {
+    s.replace("%2F", "/")
+        .replace("%3D", "=")
+        .replace("%2C", ",")
+        .replace('+', " ")
+}
+
+/// The objects directly under collection `path` whose labels match every
+/// `key=value` of `selector`.
+fn list(world: &World, path: &str, selector: Option<&str>) -> Value {
+    let wanted: Vec<(&str, &str)> = selector
+        .unwrap_or("")
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let (k, v) = t
+                .split_once("==")
+                .or_else(|| t.split_once('='))
+                .unwrap_or_else(|| panic!("the fake serves equality selectors only: {t}"));
+            assert!(
+                !k.ends_with('!'),
+                "the fake serves equality selectors only: {t}"
+            );
+            (k, v)
+        })
+        .collect();
+    let prefix = format!("{path}/");
+    let items: Vec<Value> = world
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+        .map(|(_, v)| v.clone())
+        .filter(|v| {
+            wanted.iter().all(|(k, val)| {
+                v.pointer("/metadata/labels")
+                    .and_then(|l| l.get(*k))
+                    .and_then(Value::as_str)
+                    == Some(*val)
+            })
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
 }
 
 /// Objects by URL path.

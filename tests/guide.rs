@@ -1,0 +1,716 @@
+//! The user's guide (`seed/pause-backup.md`, "Configure Backup" through
+//! "Resume Backup") as one end-to-end test.
+//!
+//! There is no cluster here, so the test plays the parts Kubernetes plays and
+//! calls the real library for every part stash plays:
+//! - the API server is the in-memory fake of `reconcile_mock` (objects by
+//!   URL path; every request the library makes is logged);
+//! - `kubectl apply/patch/create` runs the request through the webhooks the
+//!   API server would call (`stash::admission::handle`, with a store snapshot
+//!   read from the fake, as the webhook's informers would) and stores the
+//!   admitted object;
+//! - the kubelet starts the injected `stash` container: its args are parsed
+//!   by `run-backup`'s own command line and its mounts are mapped to
+//!   directories of a temp dir (the storage Secret's keys become files);
+//! - the CronJob's pod is `stash::trigger::trigger`; the reconciler's watches
+//!   are explicit calls of the two `reconcile_at` functions; the sidecar's
+//!   watch is an explicit `Sidecar::handle` of the session.
+//!
+//! restic is real and backs up into a local repository in the temp dir. The
+//! only edits to the guide's YAML: the Repository (and the backed-up path)
+//! point into the temp dir, because the sidecar runs on this machine, not in a
+//! pod with those volumes mounted.
+
+#[path = "reconcile_mock/mod.rs"]
+mod mock;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use clap::Parser;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+
+use stash::admission::{Endpoint, Settings, handle};
+use stash::api::events::COMPONENT_CRONJOB;
+use stash::api::{BackupConfiguration, BackupSession, BackupSessionPhase, Repository};
+use stash::backup::controller::{Handled, Sidecar};
+use stash::backup::metrics::Metrics;
+use stash::reconcile::apply::Backoff;
+use stash::reconcile::{backup_configuration, backup_session};
+use stash::recorder::Recorder;
+use stash::store::Snapshot;
+use stash::trigger::{Outcome, trigger};
+
+const NS: &str = "demo";
+const BC: &str =
+    "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup";
+const REPO: &str = "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories/gcs-repo";
+const SECRET: &str = "/api/v1/namespaces/demo/secrets/gcs-secret";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/demo/deployments";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/demo/deployments/stash-demo";
+const PVCS: &str = "/api/v1/namespaces/demo/persistentvolumeclaims";
+const CRONJOB: &str = "/apis/batch/v1/namespaces/demo/cronjobs/stash-backup-pause-backup";
+const SESSIONS: &str = "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupsessions";
+const EVENTS: &str = "/api/v1/namespaces/demo/events/";
+/// The reconciler's and the sidecar's image.
+const IMAGE: &str = "stash:guide";
+
+/// The fake cluster: API server, the temp dir the "pod" sees, the reconciler.
+struct Cluster {
+    client: kube::Client,
+    world: Arc<Mutex<mock::World>>,
+    log: Arc<Mutex<Vec<mock::Recorded>>>,
+    dir: tempfile::TempDir,
+    settings: Settings,
+}
+
+impl Cluster {
+    fn start() -> (Self, tokio::task::JoinHandle<()>) {
+        let (client, server) = mock::client();
+        let world = Arc::new(Mutex::new(mock::World::new()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let served = tokio::spawn(server.serve_logged(world.clone(), log.clone()));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = Settings {
+            image: IMAGE.into(),
+            ..Settings::default()
+        };
+        (
+            Self {
+                client,
+                world,
+                log,
+                dir,
+                settings,
+            },
+            served,
+        )
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        self.world
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| panic!("{path} does not exist"))
+    }
+
+    fn typed<K: serde::de::DeserializeOwned>(&self, path: &str) -> K {
+        serde_json::from_value(self.get(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn paths_under(&self, prefix: &str) -> Vec<String> {
+        self.world
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// How many requests the library has made so far.
+    fn mark(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// The writes (method, path) made since `mark`.
+    fn writes_since(&self, mark: usize) -> Vec<(String, String)> {
+        self.log.lock().unwrap()[mark..]
+            .iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| (r.method.clone(), r.path.clone()))
+            .collect()
+    }
+
+    /// The core/v1 Events about `kind/name`, as `kubectl describe` lists them.
+    fn events_about(&self, kind: &str, name: &str) -> Vec<Event> {
+        self.paths_under(EVENTS)
+            .iter()
+            .map(|p| self.typed::<Event>(p))
+            .filter(|e| {
+                e.involved_object.kind.as_deref() == Some(kind)
+                    && e.involved_object.name.as_deref() == Some(name)
+            })
+            .collect()
+    }
+
+    /// What the webhook's informers hold: every configuration and repository.
+    fn store_snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for p in self.paths_under("/apis/stash.appscode.com/v1beta1/namespaces/") {
+            if p.contains("/backupconfigurations/") {
+                snap.upsert_config(self.typed(&p));
+            }
+        }
+        for p in self.paths_under("/apis/stash.appscode.com/v1alpha1/namespaces/") {
+            if p.contains("/repositories/") {
+                snap.upsert_repository(self.typed(&p));
+            }
+        }
+        snap
+    }
+
+    /// The API server's admission chain for one request: the webhooks
+    /// registered for the object's kind, mutating first. Returns the
+    /// admitted object and the warnings `kubectl` prints.
+    fn admit(&self, operation: &str, object: Value, old: Option<Value>) -> (Value, Vec<String>) {
+        let api_version = object["apiVersion"].as_str().unwrap().to_string();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+        let kind = object["kind"].as_str().unwrap().to_string();
+        let resource = format!("{}s", kind.to_lowercase());
+        let snap = self.store_snapshot();
+        let mut object = object;
+        let mut warnings = Vec::new();
+        for endpoint in Endpoint::for_kind(group, &kind) {
+            let gvk = json!({"group": group, "version": version, "kind": kind});
+            let gvr = json!({"group": group, "version": version, "resource": resource});
+            let review = json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": format!("guide-{}", endpoint.label()),
+                    "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+                    "name": object["metadata"]["name"], "namespace": NS,
+                    "operation": operation,
+                    "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters"]},
+                    "object": object, "oldObject": old.clone().unwrap_or(Value::Null),
+                    "dryRun": false,
+                    "options": {"apiVersion": "meta.k8s.io/v1",
+                                "kind": if operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" }}
+                }
+            });
+            let body = serde_json::to_vec(&review).unwrap();
+            let answer =
+                handle(endpoint, &body, &snap, &self.settings).expect("an AdmissionReview");
+            let response: Value = serde_json::from_slice(&answer.body).unwrap();
+            let response = &response["response"];
+            assert_eq!(response["allowed"], true, "{endpoint} refused: {response}");
+            if let Some(w) = response["warnings"].as_array() {
+                warnings.extend(w.iter().map(|w| w.as_str().unwrap().to_string()));
+            }
+            if let Some(b64) = response["patch"].as_str() {
+                assert!(endpoint.is_mutating());
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap();
+                let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+                json_patch::patch(&mut object, &patch).expect("the webhook's patch applies");
+            }
+        }
+        (object, warnings)
+    }
+
+    /// `kubectl create`/`apply` of a new object: admission, then stored as the API server stores it.
+    fn kubectl_create(&self, collection: &str, object: Value) -> Vec<String> {
+        let (object, warnings) = self.admit("CREATE", object, None);
+        let mut world = self.world.lock().unwrap();
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let serial = world.len();
+        let old = world.insert(
+            format!("{collection}/{name}"),
+            mock::created(object, serial),
+        );
+        assert!(old.is_none(), "{collection}/{name} already exists");
+        warnings
+    }
+
+    /// `kubectl patch backupconfiguration -n demo pause-backup --type=merge --patch=…`.
+    async fn kubectl_patch_config(&self, patch: Value) {
+        let old = self.get(BC);
+        let mut new = old.clone();
+        json_patch::merge(&mut new, &patch);
+        let (_, warnings) = self.admit("UPDATE", new, Some(old));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        Api::<BackupConfiguration>::namespaced(self.client.clone(), NS)
+            .patch(
+                "pause-backup",
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .expect("backupconfiguration.stash.appscode.com/pause-backup patched");
+    }
+
+    /// The BackupConfiguration controller's context, its cache fed from the fake.
+    fn config_context(&self) -> backup_configuration::Context {
+        let (configs, mut writer): (Store<BackupConfiguration>, _) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Apply(self.typed(BC)));
+        backup_configuration::Context {
+            client: self.client.clone(),
+            image: IMAGE.into(),
+            settings: self.settings.clone(),
+            configs,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// One BackupConfiguration reconcile, as its watch would trigger it.
+    async fn reconcile_config(&self) {
+        let bc: BackupConfiguration = self.typed(BC);
+        backup_configuration::reconcile_at(&bc, &self.config_context(), jiff::Timestamp::now())
+            .await
+            .expect("BackupConfiguration reconcile");
+    }
+
+    /// One BackupSession reconcile, as its watch would trigger it.
+    async fn reconcile_session(&self, name: &str) -> BackupSession {
+        let path = format!("{SESSIONS}/{name}");
+        let session: BackupSession = self.typed(&path);
+        let ctx = backup_session::Context::new(self.client.clone());
+        backup_session::reconcile_at(&session, &ctx, jiff::Timestamp::now())
+            .await
+            .expect("BackupSession reconcile");
+        self.typed(&path)
+    }
+
+    /// The kubelet starting the Deployment's `stash` container: its args go
+    /// through `run-backup`'s own command line, the downward API supplies
+    /// the pod's namespace, name and node, and each mount is a directory of
+    /// the temp dir (the storage Secret's keys written as files).
+    fn start_sidecar(&self, pod_name: &str) -> Sidecar {
+        let deploy = self.get(DEPLOY);
+        let pod = &deploy["spec"]["template"]["spec"];
+        let container = pod["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "stash")
+            .expect("the stash container");
+        let mounts: BTreeMap<String, String> = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["mountPath"].as_str().unwrap().to_string(),
+                    m["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let volume = |name: &str| -> Value {
+            pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("volume {name}"))
+                .clone()
+        };
+
+        // The Secret volume: every key of the Secret it names, as a file.
+        let secret_mount = "/etc/stash/repository/secret";
+        let secret_volume = volume(&mounts[secret_mount]);
+        let secret_name = secret_volume["secret"]["secretName"].as_str().unwrap();
+        assert_eq!(secret_name, "gcs-secret", "the Repository's storage Secret");
+        let secret = self.get(&format!("/api/v1/namespaces/demo/secrets/{secret_name}"));
+        let secret_dir = self.p("pod/secret");
+        std::fs::create_dir_all(&secret_dir).unwrap();
+        for (key, value) in secret["data"].as_object().unwrap() {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value.as_str().unwrap())
+                .unwrap();
+            std::fs::write(secret_dir.join(key), bytes).unwrap();
+        }
+        // The scratch emptyDir.
+        assert!(volume(&mounts["/tmp"])["emptyDir"].is_object());
+        let scratch = self.p("pod/tmp");
+        std::fs::create_dir_all(&scratch).unwrap();
+
+        let args: Vec<String> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .map(|a| a.replace(secret_mount, secret_dir.to_str().unwrap()))
+            .chain([
+                format!("--namespace={NS}"),
+                format!("--pod-name={pod_name}"),
+                "--node-name=node-1".to_string(),
+                format!("--scratch-dir={}", scratch.display()),
+                "--metrics-listen=off".to_string(),
+            ])
+            .collect();
+        let parsed = RunBackup::try_parse_from(&args)
+            .unwrap_or_else(|e| panic!("run-backup refuses the injected args {args:?}: {e}"));
+        stash::backup::sidecar(&parsed.args, self.client.clone(), Metrics::new(), None)
+            .expect("run-backup starts")
+    }
+
+    /// `restic snapshots` on the local repository, with the Secret's password.
+    fn restic_snapshots(&self) -> Vec<Value> {
+        let out = std::process::Command::new("restic")
+            .env_clear()
+            .env("RESTIC_REPOSITORY", self.p("repo"))
+            .env("RESTIC_PASSWORD", "changeit")
+            .args(["--no-cache", "snapshots", "--json", "--no-lock"])
+            .output()
+            .expect("restic runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// `run-backup`'s command line, exactly as `stash` parses it.
+#[derive(clap::Parser)]
+struct RunBackup {
+    #[command(flatten)]
+    args: stash::backup::Args,
+}
+
+fn example(file: &str) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests/examples")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
+            serde_json::to_value(v).unwrap()
+        })
+        .collect()
+}
+
+fn container_names(deploy: &Value) -> Vec<&str> {
+    deploy["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn pause_backup_guide_end_to_end() {
+    let (cluster, served) = Cluster::start();
+    let c = &cluster;
+    std::fs::create_dir_all(c.p("repo")).unwrap();
+    // What the Deployment's busybox writes into the PVC.
+    let data = c.p("source/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("data.txt"), "sample_data\n").unwrap();
+
+    // ---- Configure Backup: the guide's objects ------------------------------
+    // $ kubectl create secret generic -n demo gcs-secret --from-file=./RESTIC_PASSWORD …
+    c.world.lock().unwrap().insert(
+        SECRET.into(),
+        mock::created(
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                   "metadata": {"name": "gcs-secret", "namespace": NS},
+                   "data": {"RESTIC_PASSWORD": base64::engine::general_purpose::STANDARD.encode("changeit")}}),
+            0,
+        ),
+    );
+    // $ kubectl apply -f repository.yaml — the guide's gcs-repo, on a local backend.
+    let mut repo = example("repository.yaml").remove(0);
+    assert_eq!(repo["spec"]["backend"]["storageSecretName"], "gcs-secret");
+    repo["spec"]["backend"] = json!({
+        "local": {"mountPath": c.p("repo").display().to_string(),
+                  "hostPath": {"path": c.p("repo").display().to_string()}},
+        "storageSecretName": "gcs-secret"
+    });
+    assert!(
+        c.kubectl_create(
+            "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories",
+            repo
+        )
+        .is_empty()
+    );
+    // $ kubectl apply -f backupconfiguration.yaml — its path is where the data is here.
+    let mut bc = example("backupconfiguration.yaml").remove(0);
+    assert_eq!(bc["spec"]["target"]["paths"], json!(["/source/data"]));
+    bc["spec"]["target"]["paths"] = json!([data.display().to_string()]);
+    bc["spec"]["target"]["volumeMounts"][0]["mountPath"] = json!(data.display().to_string());
+    let warnings = c.kubectl_create(
+        "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations",
+        bc,
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    // ---- Deploy Deployment + Verify Sidecar: the workload webhook -----------
+    // $ kubectl apply -f deployment.yaml
+    let mut docs = example("deployment.yaml");
+    let deployment = docs.remove(1);
+    let pvc = docs.remove(0);
+    assert!(c.kubectl_create(PVCS, pvc).is_empty());
+    let warnings = c.kubectl_create(DEPLOYMENTS, deployment);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // "It now has 2 containers … a container named stash which is running run-backup".
+    let deploy = c.get(DEPLOY);
+    assert_eq!(container_names(&deploy), ["busybox", "stash"]);
+    let sidecar_args = &deploy["spec"]["template"]["spec"]["containers"][1]["args"];
+    assert_eq!(sidecar_args[0], "run-backup");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][1]["image"],
+        IMAGE
+    );
+    assert_eq!(
+        deploy["metadata"]["annotations"]["stash.appscode.com/last-applied-backupconfiguration"],
+        "pause-backup"
+    );
+
+    // ---- Verify CronJob: the BackupConfiguration reconcile ------------------
+    let mark = c.mark();
+    c.reconcile_config().await;
+    let writes = c.writes_since(mark);
+    assert!(
+        !writes.iter().any(|(_, p)| p == DEPLOY),
+        "the webhook and the reconciler agree on the sidecar: no workload write, got {writes:?}"
+    );
+    let cron = c.get(CRONJOB);
+    assert_eq!(cron["spec"]["schedule"], "*/5 * * * *");
+    let job_container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        job_container["args"],
+        json!([
+            "create-backupsession",
+            "--invoker-kind=BackupConfiguration",
+            "--invoker-name=pause-backup"
+        ])
+    );
+    let bc_now = c.get(BC);
+    assert_eq!(
+        bc_now["metadata"]["finalizers"],
+        json!(["stash.appscode.com"])
+    );
+    let conditions: BTreeMap<&str, &str> = bc_now["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        conditions,
+        BTreeMap::from([
+            ("BackupTargetFound", "True"),
+            ("CronJobCreated", "True"),
+            ("RepositoryFound", "True"),
+            ("StashSidecarInjected", "True"),
+        ])
+    );
+    // Its own writes re-trigger it; the second pass writes nothing.
+    let mark = c.mark();
+    c.reconcile_config().await;
+    assert_eq!(c.writes_since(mark), [] as [(String, String); 0]);
+
+    // ---- Wait for BackupSession Succeeded -----------------------------------
+    let recorder = Recorder::new(c.client.clone(), COMPONENT_CRONJOB);
+    let t0 = jiff::Timestamp::from_second(1_564_659_789).unwrap();
+    let outcome = trigger(
+        c.client.clone(),
+        &recorder,
+        NS,
+        "BackupConfiguration",
+        "pause-backup",
+        t0,
+    )
+    .await
+    .expect("the CronJob's pod");
+    assert_eq!(outcome, Outcome::Created("pause-backup-1564659789".into()));
+
+    let running = c.reconcile_session("pause-backup-1564659789").await;
+    let status = running.status.clone().unwrap();
+    assert_eq!(status.phase, Some(BackupSessionPhase::Running));
+    assert_eq!(status.total_hosts, Some(1));
+
+    let sidecar = c.start_sidecar("stash-demo-7489fcb7f5-jctj4");
+    let handled = sidecar
+        .handle(&running)
+        .await
+        .expect("the sidecar handles the session");
+    let Handled::BackedUp(outcome) = handled else {
+        panic!("expected a backup, got {handled:?}")
+    };
+    assert!(outcome.succeeded(), "{:?}", outcome.stats.error);
+
+    let done = c.reconcile_session("pause-backup-1564659789").await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, Some(BackupSessionPhase::Succeeded));
+    let snapshots = c.restic_snapshots();
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(status.stats.len(), 1);
+    assert_eq!(status.stats[0].hostname, "host-0");
+    assert_eq!(
+        status.stats[0].snapshots[0].name,
+        snapshots[0]["short_id"].as_str().unwrap(),
+        "the session names restic's snapshot"
+    );
+    let repository: Repository = c.typed(REPO);
+    assert_eq!(repository.status.unwrap().snapshot_count, Some(1));
+    // kubectl get backupsession: INVOKER-TYPE INVOKER-NAME PHASE
+    assert_eq!(
+        (
+            done.spec.invoker.kind.as_str(),
+            done.spec.invoker.name.as_str()
+        ),
+        ("BackupConfiguration", "pause-backup")
+    );
+
+    // ---- Pause Scheduled Backup ----------------------------------------------
+    // $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": true}}'
+    let cron_before = c.get(CRONJOB);
+    let deploy_before = c.get(DEPLOY);
+    c.kubectl_patch_config(json!({"spec": {"paused": true}}))
+        .await;
+    assert_eq!(c.get(BC)["metadata"]["generation"], 2);
+    let mark = c.mark();
+    c.reconcile_config().await;
+    assert_eq!(
+        c.writes_since(mark),
+        [("PATCH".to_string(), format!("{BC}/status"))],
+        "pausing writes nothing but the configuration's status"
+    );
+    assert_eq!(c.get(BC)["status"]["observedGeneration"], 2);
+    assert_eq!(c.get(CRONJOB), cron_before, "the CronJob stays");
+    assert_eq!(
+        c.get(DEPLOY),
+        deploy_before,
+        "the sidecar stays: no restart"
+    );
+
+    // ---- Verify Scheduled Backup Get Skipped ---------------------------------
+    let sessions_before = c.paths_under(&format!("{SESSIONS}/"));
+    let outcome = trigger(
+        c.client.clone(),
+        &recorder,
+        NS,
+        "BackupConfiguration",
+        "pause-backup",
+        t0.checked_add(jiff::SignedDuration::from_secs(300))
+            .unwrap(),
+    )
+    .await
+    .expect("the CronJob's pod");
+    assert_eq!(outcome, Outcome::Skipped);
+    assert_eq!(
+        c.paths_under(&format!("{SESSIONS}/")),
+        sessions_before,
+        "no new BackupSession"
+    );
+    let events = c.events_about("BackupConfiguration", "pause-backup");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(
+        (
+            e.type_.as_deref(),
+            e.reason.as_deref(),
+            e.source.as_ref().and_then(|s| s.component.as_deref()),
+            e.message.as_deref()
+        ),
+        (
+            Some("Normal"),
+            Some("Backup Skipped"),
+            Some("Backup Triggering CronJob"),
+            Some(
+                "Skipping creating BackupSession. Reason: Backup Configuration demo/pause-backup is paused."
+            )
+        )
+    );
+
+    // ---- Verify Instant Backup Get Skipped -----------------------------------
+    // $ kubectl apply -f backupsession.yaml
+    let instant = example("backupsession.yaml").remove(0);
+    let warnings = c.kubectl_create(SESSIONS, instant);
+    assert_eq!(
+        warnings,
+        ["Backup Configuration demo/pause-backup is paused; this BackupSession will be Skipped"]
+    );
+    let stored = c.get(&format!("{SESSIONS}/instant-backupsession"));
+    assert_eq!(
+        stored["metadata"]["labels"],
+        json!({
+            "stash.appscode.com/backup-configuration": "pause-backup",
+            "stash.appscode.com/invoker-type": "BackupConfiguration",
+            "stash.appscode.com/invoker-name": "pause-backup"
+        }),
+        "the mutating webhook labels it for the sidecar's and reconciler's selectors"
+    );
+    let skipped = c.reconcile_session("instant-backupsession").await;
+    assert_eq!(skipped.phase(), BackupSessionPhase::Skipped);
+    let mark = c.mark();
+    assert_eq!(
+        sidecar.handle(&skipped).await.unwrap(),
+        Handled::Ignored("already skipped")
+    );
+    assert_eq!(c.writes_since(mark), [] as [(String, String); 0]);
+    let events = c.events_about("BackupSession", "instant-backupsession");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(
+        (
+            e.type_.as_deref(),
+            e.reason.as_deref(),
+            e.source.as_ref().and_then(|s| s.component.as_deref()),
+            e.message.as_deref()
+        ),
+        (
+            Some("Warning"),
+            Some("BackupSessionSkipped"),
+            Some("BackupSession Controller"),
+            Some("Backup Configuration is paused")
+        )
+    );
+    assert_eq!(c.restic_snapshots().len(), 1, "restic repository untouched");
+    let repository: Repository = c.typed(REPO);
+    assert_eq!(repository.status.unwrap().snapshot_count, Some(1));
+
+    // ---- Resume Backup ---------------------------------------------------------
+    // $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": false}}'
+    c.kubectl_patch_config(json!({"spec": {"paused": false}}))
+        .await;
+    let mark = c.mark();
+    c.reconcile_config().await;
+    assert_eq!(
+        c.writes_since(mark),
+        [("PATCH".to_string(), format!("{BC}/status"))]
+    );
+    assert_eq!(c.get(DEPLOY), deploy_before);
+    let t1 = t0
+        .checked_add(jiff::SignedDuration::from_secs(600))
+        .unwrap();
+    let outcome = trigger(
+        c.client.clone(),
+        &recorder,
+        NS,
+        "BackupConfiguration",
+        "pause-backup",
+        t1,
+    )
+    .await
+    .expect("the CronJob's pod");
+    assert_eq!(outcome, Outcome::Created("pause-backup-1564660389".into()));
+    let running = c.reconcile_session("pause-backup-1564660389").await;
+    assert_eq!(running.phase(), BackupSessionPhase::Running);
+    assert!(matches!(
+        sidecar.handle(&running).await.unwrap(),
+        Handled::BackedUp(o) if o.succeeded()
+    ));
+    let done = c.reconcile_session("pause-backup-1564660389").await;
+    assert_eq!(done.phase(), BackupSessionPhase::Succeeded);
+    assert_eq!(c.restic_snapshots().len(), 2);
+    let repository: Repository = c.typed(REPO);
+    assert_eq!(repository.status.unwrap().snapshot_count, Some(2));
+
+    // Every request the library made was one the API server understood.
+    let log = c.log.lock().unwrap().clone();
+    assert!(!log.is_empty());
+    drop(sidecar);
+    drop(recorder);
+    drop(cluster);
+    served.await.expect("the fake API server ran to the end");
+}
