@@ -441,20 +441,9 @@ async fn a_paused_invoker_skips_without_touching_the_repository() {
     let sidecar = env.sidecar(client, None);
     let session = typed_session(&state, "instant-backupsession");
     assert_eq!(sidecar.handle(&session).await.unwrap(), Handled::Skipped);
-    assert_eq!(
-        requests(&state),
-        [
-            ("GET".to_string(), BC_PATH.to_string()),
-            ("POST".to_string(), EVENTS.to_string())
-        ]
-    );
-    let event = &bodies(&state, Method::POST, EVENTS)[0];
-    assert_eq!(event["type"], "Warning");
-    assert_eq!(event["reason"], "BackupSessionSkipped");
-    assert_eq!(event["message"], "Backup Configuration is paused");
-    assert_eq!(event["source"]["component"], "Backup Sidecar");
-    assert_eq!(event["involvedObject"]["name"], "instant-backupsession");
-    assert_eq!(event["involvedObject"]["uid"], "instant-backupsession-uid");
+    // One read; the skip event is the BackupSession controller's (with the
+    // Skipped phase), so `kubectl describe` shows it once whoever is first.
+    assert_eq!(requests(&state), [("GET".to_string(), BC_PATH.to_string())]);
     assert!(
         std::fs::read_dir(env.p("repo")).unwrap().next().is_none(),
         "repository untouched"
@@ -466,9 +455,10 @@ async fn a_paused_invoker_skips_without_touching_the_repository() {
         "no status written"
     );
 
-    // Seen again (e.g. an update event): no second event.
+    // Seen again (e.g. an update event): still skipped, still nothing written.
     assert_eq!(sidecar.handle(&session).await.unwrap(), Handled::Skipped);
-    assert_eq!(bodies(&state, Method::POST, EVENTS).len(), 1);
+    assert!(bodies(&state, Method::POST, EVENTS).is_empty());
+    assert!(requests(&state).iter().all(|(m, _)| m == "GET"));
 }
 
 #[tokio::test]
@@ -550,9 +540,9 @@ async fn the_watch_selects_sessions_by_the_invoker_label() {
     ]);
     let sidecar = env.sidecar(client, None);
     let watch = tokio::spawn(async move { sidecar.watch().await });
-    // Wait (bounded) until the listed session has been handled: its skip event is posted.
+    // Wait (bounded) until the listed session has been handled: its invoker is read.
     let mut waited = 0;
-    while bodies(&state, Method::POST, EVENTS).is_empty() {
+    while !requests(&state).contains(&("GET".to_string(), BC_PATH.to_string())) {
         assert!(waited < 300, "the listed session was never handled");
         tokio::time::sleep(Duration::from_millis(20)).await;
         waited += 1;

@@ -275,6 +275,94 @@ impl Cluster {
         self.typed(&path)
     }
 
+    /// "Configure Backup": the guide's Secret, Repository (on a local
+    /// backend in the temp dir), BackupConfiguration (its path where the
+    /// data is here), PVC and Deployment, each through admission; the data
+    /// the Deployment's busybox writes into the PVC.
+    fn apply_guide_objects(&self) {
+        std::fs::create_dir_all(self.p("repo")).unwrap();
+        let data = self.p("source/data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("data.txt"), "sample_data\n").unwrap();
+
+        // $ kubectl create secret generic -n demo gcs-secret --from-file=./RESTIC_PASSWORD …
+        let password = base64::engine::general_purpose::STANDARD.encode("changeit");
+        self.world.lock().unwrap().insert(
+            SECRET.into(),
+            mock::created(
+                json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                       "metadata": {"name": "gcs-secret", "namespace": NS},
+                       "data": {"RESTIC_PASSWORD": password}}),
+                0,
+            ),
+        );
+        // $ kubectl apply -f repository.yaml — the guide's gcs-repo, on a local backend.
+        let mut repo = example("repository.yaml").remove(0);
+        assert_eq!(repo["spec"]["backend"]["storageSecretName"], "gcs-secret");
+        let repo_dir = self.p("repo").display().to_string();
+        repo["spec"]["backend"] = json!({
+            "local": {"mountPath": repo_dir, "hostPath": {"path": repo_dir}},
+            "storageSecretName": "gcs-secret"
+        });
+        let warnings = self.kubectl_create(
+            "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories",
+            repo,
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // $ kubectl apply -f backupconfiguration.yaml
+        let mut bc = example("backupconfiguration.yaml").remove(0);
+        assert_eq!(bc["spec"]["target"]["paths"], json!(["/source/data"]));
+        bc["spec"]["target"]["paths"] = json!([data.display().to_string()]);
+        bc["spec"]["target"]["volumeMounts"][0]["mountPath"] = json!(data.display().to_string());
+        let warnings = self.kubectl_create(
+            "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations",
+            bc,
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // $ kubectl apply -f deployment.yaml
+        let mut docs = example("deployment.yaml");
+        let deployment = docs.remove(1);
+        let pvc = docs.remove(0);
+        assert!(self.kubectl_create(PVCS, pvc).is_empty());
+        let warnings = self.kubectl_create(DEPLOYMENTS, deployment);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    /// The backup CronJob fires at `at`: its pod's args go through
+    /// `create-backupsession`'s own command line (the namespace from the
+    /// downward API, as the CronJob's env says) and run the trigger.
+    async fn cron_fires(&self, at: jiff::Timestamp) -> Outcome {
+        let cron = self.get(CRONJOB);
+        let container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            container["env"],
+            json!([{"name": "POD_NAMESPACE",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}])
+        );
+        let args: Vec<String> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .chain([format!("--namespace={NS}")])
+            .collect();
+        let parsed = CreateBackupSession::try_parse_from(&args).unwrap_or_else(|e| {
+            panic!("create-backupsession refuses the CronJob's args {args:?}: {e}")
+        });
+        let a = parsed.args;
+        let recorder = Recorder::new(self.client.clone(), COMPONENT_CRONJOB);
+        trigger(
+            self.client.clone(),
+            &recorder,
+            a.namespace.as_deref().unwrap(),
+            &a.invoker_kind,
+            &a.invoker_name,
+            at,
+        )
+        .await
+        .expect("the CronJob's pod succeeds")
+    }
+
     /// The kubelet starting the Deployment's `stash` container: its args go
     /// through `run-backup`'s own command line, the downward API supplies
     /// the pod's namespace, name and node, and each mount is a directory of
@@ -366,6 +454,13 @@ impl Cluster {
     }
 }
 
+/// `create-backupsession`'s command line, exactly as `stash` parses it.
+#[derive(clap::Parser)]
+struct CreateBackupSession {
+    #[command(flatten)]
+    args: stash::trigger::Args,
+}
+
 /// `run-backup`'s command line, exactly as `stash` parses it.
 #[derive(clap::Parser)]
 struct RunBackup {
@@ -399,57 +494,11 @@ fn container_names(deploy: &Value) -> Vec<&str> {
 async fn pause_backup_guide_end_to_end() {
     let (cluster, served) = Cluster::start();
     let c = &cluster;
-    std::fs::create_dir_all(c.p("repo")).unwrap();
-    // What the Deployment's busybox writes into the PVC.
-    let data = c.p("source/data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("data.txt"), "sample_data\n").unwrap();
 
-    // ---- Configure Backup: the guide's objects ------------------------------
-    // $ kubectl create secret generic -n demo gcs-secret --from-file=./RESTIC_PASSWORD …
-    c.world.lock().unwrap().insert(
-        SECRET.into(),
-        mock::created(
-            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                   "metadata": {"name": "gcs-secret", "namespace": NS},
-                   "data": {"RESTIC_PASSWORD": base64::engine::general_purpose::STANDARD.encode("changeit")}}),
-            0,
-        ),
-    );
-    // $ kubectl apply -f repository.yaml — the guide's gcs-repo, on a local backend.
-    let mut repo = example("repository.yaml").remove(0);
-    assert_eq!(repo["spec"]["backend"]["storageSecretName"], "gcs-secret");
-    repo["spec"]["backend"] = json!({
-        "local": {"mountPath": c.p("repo").display().to_string(),
-                  "hostPath": {"path": c.p("repo").display().to_string()}},
-        "storageSecretName": "gcs-secret"
-    });
-    assert!(
-        c.kubectl_create(
-            "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories",
-            repo
-        )
-        .is_empty()
-    );
-    // $ kubectl apply -f backupconfiguration.yaml — its path is where the data is here.
-    let mut bc = example("backupconfiguration.yaml").remove(0);
-    assert_eq!(bc["spec"]["target"]["paths"], json!(["/source/data"]));
-    bc["spec"]["target"]["paths"] = json!([data.display().to_string()]);
-    bc["spec"]["target"]["volumeMounts"][0]["mountPath"] = json!(data.display().to_string());
-    let warnings = c.kubectl_create(
-        "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations",
-        bc,
-    );
-    assert!(warnings.is_empty(), "{warnings:?}");
+    // ---- Configure Backup: the guide's objects, each through admission ------
+    c.apply_guide_objects();
 
-    // ---- Deploy Deployment + Verify Sidecar: the workload webhook -----------
-    // $ kubectl apply -f deployment.yaml
-    let mut docs = example("deployment.yaml");
-    let deployment = docs.remove(1);
-    let pvc = docs.remove(0);
-    assert!(c.kubectl_create(PVCS, pvc).is_empty());
-    let warnings = c.kubectl_create(DEPLOYMENTS, deployment);
-    assert!(warnings.is_empty(), "{warnings:?}");
+    // ---- Verify Sidecar: the workload webhook injected it at CREATE ---------
     // "It now has 2 containers … a container named stash which is running run-backup".
     let deploy = c.get(DEPLOY);
     assert_eq!(container_names(&deploy), ["busybox", "stash"]);
@@ -509,18 +558,8 @@ async fn pause_backup_guide_end_to_end() {
     assert_eq!(c.writes_since(mark), [] as [(String, String); 0]);
 
     // ---- Wait for BackupSession Succeeded -----------------------------------
-    let recorder = Recorder::new(c.client.clone(), COMPONENT_CRONJOB);
     let t0 = jiff::Timestamp::from_second(1_564_659_789).unwrap();
-    let outcome = trigger(
-        c.client.clone(),
-        &recorder,
-        NS,
-        "BackupConfiguration",
-        "pause-backup",
-        t0,
-    )
-    .await
-    .expect("the CronJob's pod");
+    let outcome = c.cron_fires(t0).await;
     assert_eq!(outcome, Outcome::Created("pause-backup-1564659789".into()));
 
     let running = c.reconcile_session("pause-backup-1564659789").await;
@@ -585,17 +624,12 @@ async fn pause_backup_guide_end_to_end() {
 
     // ---- Verify Scheduled Backup Get Skipped ---------------------------------
     let sessions_before = c.paths_under(&format!("{SESSIONS}/"));
-    let outcome = trigger(
-        c.client.clone(),
-        &recorder,
-        NS,
-        "BackupConfiguration",
-        "pause-backup",
-        t0.checked_add(jiff::SignedDuration::from_secs(300))
-            .unwrap(),
-    )
-    .await
-    .expect("the CronJob's pod");
+    let outcome = c
+        .cron_fires(
+            t0.checked_add(jiff::SignedDuration::from_secs(300))
+                .unwrap(),
+        )
+        .await;
     assert_eq!(outcome, Outcome::Skipped);
     assert_eq!(
         c.paths_under(&format!("{SESSIONS}/")),
@@ -683,16 +717,7 @@ async fn pause_backup_guide_end_to_end() {
     let t1 = t0
         .checked_add(jiff::SignedDuration::from_secs(600))
         .unwrap();
-    let outcome = trigger(
-        c.client.clone(),
-        &recorder,
-        NS,
-        "BackupConfiguration",
-        "pause-backup",
-        t1,
-    )
-    .await
-    .expect("the CronJob's pod");
+    let outcome = c.cron_fires(t1).await;
     assert_eq!(outcome, Outcome::Created("pause-backup-1564660389".into()));
     let running = c.reconcile_session("pause-backup-1564660389").await;
     assert_eq!(running.phase(), BackupSessionPhase::Running);
@@ -710,7 +735,106 @@ async fn pause_backup_guide_end_to_end() {
     let log = c.log.lock().unwrap().clone();
     assert!(!log.is_empty());
     drop(sidecar);
-    drop(recorder);
     drop(cluster);
     served.await.expect("the fake API server ran to the end");
+}
+
+/// The guide up to "Verify CronJob": objects applied, configuration reconciled.
+async fn configured_cluster() -> (Cluster, tokio::task::JoinHandle<()>) {
+    let (cluster, served) = Cluster::start();
+    cluster.apply_guide_objects();
+    cluster.reconcile_config().await;
+    (cluster, served)
+}
+
+/// Pausing while a scheduled session is already Running (the reconciler
+/// accepted it, the sidecar has not reached it yet: busy, restarting, or
+/// waiting for its Lease) must not leave that session Running for ever: the
+/// reconciler never turns a Running session Skipped, so the sidecar finishes
+/// it and the pause holds from the next schedule on.
+#[tokio::test]
+async fn a_session_running_when_paused_still_finishes() {
+    let (c, served) = configured_cluster().await;
+    let t0 = jiff::Timestamp::from_second(1_564_659_789).unwrap();
+    assert_eq!(
+        c.cron_fires(t0).await,
+        Outcome::Created("pause-backup-1564659789".into())
+    );
+    let running = c.reconcile_session("pause-backup-1564659789").await;
+    assert_eq!(running.phase(), BackupSessionPhase::Running);
+
+    c.kubectl_patch_config(json!({"spec": {"paused": true}}))
+        .await;
+    let sidecar = c.start_sidecar("stash-demo-7489fcb7f5-jctj4");
+    let handled = sidecar.handle(&running).await.unwrap();
+    assert!(
+        matches!(&handled, Handled::BackedUp(o) if o.succeeded()),
+        "{handled:?}"
+    );
+    let done = c.reconcile_session("pause-backup-1564659789").await;
+    assert_eq!(done.phase(), BackupSessionPhase::Succeeded);
+    assert_eq!(c.restic_snapshots().len(), 1);
+
+    // The next schedule is skipped.
+    let next = t0
+        .checked_add(jiff::SignedDuration::from_secs(300))
+        .unwrap();
+    assert_eq!(c.cron_fires(next).await, Outcome::Skipped);
+    drop(sidecar);
+    drop(c);
+    served.await.unwrap();
+}
+
+/// The instant BackupSession of a paused configuration, seen by the sidecar
+/// before the reconciler (their watches race): no backup, and still exactly
+/// the guide's one event once the reconciler marks it Skipped.
+#[tokio::test]
+async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
+    let (c, served) = configured_cluster().await;
+    c.kubectl_patch_config(json!({"spec": {"paused": true}}))
+        .await;
+    let warnings = c.kubectl_create(SESSIONS, example("backupsession.yaml").remove(0));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let fresh: BackupSession = c.typed(&format!("{SESSIONS}/instant-backupsession"));
+
+    let sidecar = c.start_sidecar("stash-demo-7489fcb7f5-jctj4");
+    assert_eq!(sidecar.handle(&fresh).await.unwrap(), Handled::Skipped);
+    let skipped = c.reconcile_session("instant-backupsession").await;
+    assert_eq!(skipped.phase(), BackupSessionPhase::Skipped);
+    assert_eq!(
+        sidecar.handle(&skipped).await.unwrap(),
+        Handled::Ignored("already skipped")
+    );
+
+    let events = c.events_about("BackupSession", "instant-backupsession");
+    let described: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.type_.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+                e.source
+                    .clone()
+                    .and_then(|s| s.component)
+                    .unwrap_or_default(),
+                e.message.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [(
+            "Warning".to_string(),
+            "BackupSessionSkipped".to_string(),
+            "BackupSession Controller".to_string(),
+            "Backup Configuration is paused".to_string()
+        )]
+    );
+    assert!(
+        std::fs::read_dir(c.p("repo")).unwrap().next().is_none(),
+        "restic never ran"
+    );
+    drop(sidecar);
+    drop(c);
+    served.await.unwrap();
 }

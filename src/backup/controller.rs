@@ -13,8 +13,8 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Mutex;
 
 use crate::api::events::{
-    BACKUPSESSION_SKIPPED_MESSAGE, REASON_BACKUPSESSION_SKIPPED, REASON_HOST_BACKUP_FAILED,
-    REASON_HOST_BACKUP_SUCCEEDED, host_backup_failed_message, host_backup_succeeded_message,
+    REASON_HOST_BACKUP_FAILED, REASON_HOST_BACKUP_SUCCEEDED, host_backup_failed_message,
+    host_backup_succeeded_message,
 };
 use crate::api::{
     BackupConfiguration, BackupSession, HostBackupPhase, HostBackupStats,
@@ -35,7 +35,8 @@ use crate::recorder::{EventType, Recorder};
 pub enum Handled {
     /// Nothing to do.
     Ignored(&'static str),
-    /// Skipped because the invoker is paused.
+    /// Skipped because the invoker is paused (counted in the metrics; the
+    /// BackupSession controller marks it Skipped and records the event).
     Skipped,
     /// Backed up (successfully or not) and reported.
     BackedUp(Box<HostBackupOutcome>),
@@ -188,16 +189,12 @@ impl Sidecar {
         match decide(session, &config, &host) {
             Decision::Ignore(why) => Ok(Handled::Ignored(why)),
             Decision::Skip => {
+                // The guide's one `BackupSessionSkipped` event is the
+                // BackupSession controller's, written with the Skipped
+                // phase; a second one from here would make `kubectl
+                // describe` depend on which watch saw the session first.
                 let uid = session.uid().unwrap_or_else(|| session.name_any());
                 if self.skipped.lock().await.insert(uid) {
-                    self.recorder
-                        .publish_or_log(
-                            &session.object_ref(&()),
-                            EventType::Warning,
-                            REASON_BACKUPSESSION_SKIPPED,
-                            BACKUPSESSION_SKIPPED_MESSAGE,
-                        )
-                        .await;
                     let repo = config
                         .spec
                         .repository

@@ -8,7 +8,8 @@ use crate::api::{BackupConfiguration, BackupSession, BackupSessionPhase};
 pub enum Decision {
     /// Nothing to do; the reason is for the debug log.
     Ignore(&'static str),
-    /// The invoker is paused: no restic run, record the skip on the session.
+    /// The invoker is paused and the session has not started: no restic
+    /// run; the BackupSession controller marks it Skipped and records why.
     Skip,
     /// Back up this host.
     Backup,
@@ -46,7 +47,11 @@ pub fn decide(session: &BackupSession, config: &BackupConfiguration, host: &str)
     if reported {
         return Decision::Ignore("this host has already reported");
     }
-    if config.spec.paused {
+    // Pausing stops sessions that have not started; one the BackupSession
+    // controller already marked Running is finished (the controller never
+    // turns a Running session Skipped, so skipping it here would leave it
+    // Running for ever).
+    if config.spec.paused && session.phase() != BackupSessionPhase::Running {
         return Decision::Skip;
     }
     Decision::Backup
@@ -113,6 +118,26 @@ mod tests {
         );
         assert_eq!(
             decide(&session(None, &[]), &config(true), "host-0"),
+            Decision::Skip
+        );
+    }
+
+    #[test]
+    fn a_session_running_before_the_pause_is_finished() {
+        assert_eq!(
+            decide(
+                &session(Some(BackupSessionPhase::Running), &[]),
+                &config(true),
+                "host-0"
+            ),
+            Decision::Backup
+        );
+        assert_eq!(
+            decide(
+                &session(Some(BackupSessionPhase::Pending), &[]),
+                &config(true),
+                "host-0"
+            ),
             Decision::Skip
         );
     }
