@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use clap::Parser;
 use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
@@ -39,8 +40,11 @@ use serde_json::{Value, json};
 use stash::admission::{Endpoint, Settings, handle};
 use stash::api::events::COMPONENT_CRONJOB;
 use stash::api::{BackupConfiguration, BackupSession, BackupSessionPhase, Repository};
+use stash::backup::LockHolders;
 use stash::backup::controller::{Handled, Sidecar};
+use stash::backup::locks::PodLockHolders;
 use stash::backup::metrics::Metrics;
+use stash::manifests::rbac;
 use stash::reconcile::apply::Backoff;
 use stash::reconcile::{backup_configuration, backup_session};
 use stash::recorder::Recorder;
@@ -68,6 +72,8 @@ struct Cluster {
     log: Arc<Mutex<Vec<mock::Recorded>>>,
     dir: tempfile::TempDir,
     settings: Settings,
+    /// Which identity made which requests: (first, end, ClusterRole).
+    identities: Mutex<Vec<(usize, usize, &'static str)>>,
 }
 
 impl Cluster {
@@ -88,6 +94,7 @@ impl Cluster {
                 log,
                 dir,
                 settings,
+                identities: Mutex::new(Vec::new()),
             },
             served,
         )
@@ -132,6 +139,35 @@ impl Cluster {
             .filter(|r| r.method != "GET")
             .map(|r| (r.method.clone(), r.path.clone()))
             .collect()
+    }
+
+    /// Attributes the requests made since `mark` to the identity bound to ClusterRole `role`.
+    fn made_by(&self, role: &'static str, mark: usize) {
+        let end = self.mark();
+        self.identities.lock().unwrap().push((mark, end, role));
+    }
+
+    /// Every request, with the ClusterRole of the identity that made it, that
+    /// the install's RBAC would refuse.
+    fn forbidden_requests(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        let mut refused = Vec::new();
+        for (first, end, role) in self.identities.lock().unwrap().iter() {
+            let rules = match *role {
+                "stash-webhook" => rbac::webhook_rules(),
+                "stash-cron-job" => rbac::cron_job_rules(),
+                "stash-sidecar" => rbac::sidecar_rules(),
+                other => panic!("unknown role {other}"),
+            };
+            for r in &log[*first..*end] {
+                for attrs in authorization_attributes(r) {
+                    if !rules.iter().any(|rule| allows(rule, &attrs)) {
+                        refused.push(format!("{role}: {attrs:?} ({} {})", r.method, r.path));
+                    }
+                }
+            }
+        }
+        refused
     }
 
     /// The core/v1 Events about `kind/name`, as `kubectl describe` lists them.
@@ -259,9 +295,11 @@ impl Cluster {
     /// One BackupConfiguration reconcile, as its watch would trigger it.
     async fn reconcile_config(&self) {
         let bc: BackupConfiguration = self.typed(BC);
+        let mark = self.mark();
         backup_configuration::reconcile_at(&bc, &self.config_context(), jiff::Timestamp::now())
             .await
             .expect("BackupConfiguration reconcile");
+        self.made_by("stash-webhook", mark);
     }
 
     /// One BackupSession reconcile, as its watch would trigger it.
@@ -269,9 +307,11 @@ impl Cluster {
         let path = format!("{SESSIONS}/{name}");
         let session: BackupSession = self.typed(&path);
         let ctx = backup_session::Context::new(self.client.clone());
+        let mark = self.mark();
         backup_session::reconcile_at(&session, &ctx, jiff::Timestamp::now())
             .await
             .expect("BackupSession reconcile");
+        self.made_by("stash-webhook", mark);
         self.typed(&path)
     }
 
@@ -351,7 +391,8 @@ impl Cluster {
         });
         let a = parsed.args;
         let recorder = Recorder::new(self.client.clone(), COMPONENT_CRONJOB);
-        trigger(
+        let mark = self.mark();
+        let outcome = trigger(
             self.client.clone(),
             &recorder,
             a.namespace.as_deref().unwrap(),
@@ -360,7 +401,9 @@ impl Cluster {
             at,
         )
         .await
-        .expect("the CronJob's pod succeeds")
+        .expect("the CronJob's pod succeeds");
+        self.made_by("stash-cron-job", mark);
+        outcome
     }
 
     /// The kubelet starting the Deployment's `stash` container: its args go
@@ -436,6 +479,17 @@ impl Cluster {
             .expect("run-backup starts")
     }
 
+    /// The sidecar's watch delivering `session`.
+    async fn sidecar_sees(&self, sidecar: &Sidecar, session: &BackupSession) -> Handled {
+        let mark = self.mark();
+        let handled = sidecar
+            .handle(session)
+            .await
+            .expect("the sidecar handles the session");
+        self.made_by("stash-sidecar", mark);
+        handled
+    }
+
     /// `restic snapshots` on the local repository, with the Secret's password.
     fn restic_snapshots(&self) -> Vec<Value> {
         let out = std::process::Command::new("restic")
@@ -466,6 +520,66 @@ struct CreateBackupSession {
 struct RunBackup {
     #[command(flatten)]
     args: stash::backup::Args,
+}
+
+/// What the API server's authorizer checks for one request: (verb, group,
+/// resource[/subresource], name). A server-side apply may create, so it
+/// needs `create` besides `patch`.
+fn authorization_attributes(r: &mock::Recorded) -> Vec<(String, String, String, String)> {
+    let parts: Vec<&str> = r.path.split('/').filter(|p| !p.is_empty()).collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _, "namespaces", _, rest @ ..] => ("", rest),
+        ["apis", group, _, "namespaces", _, rest @ ..] => (*group, rest),
+        _ => panic!("not a namespaced request: {}", r.path),
+    };
+    let (resource, name) = match rest {
+        [res] => (res.to_string(), ""),
+        [res, name] => (res.to_string(), *name),
+        [res, name, sub] => (format!("{res}/{sub}"), *name),
+        _ => panic!("unexpected path {}", r.path),
+    };
+    let verbs: &[&str] = match (r.method.as_str(), name.is_empty()) {
+        ("GET", true) if r.query.contains("watch=true") => &["watch"],
+        ("GET", true) => &["list"],
+        ("GET", false) => &["get"],
+        ("POST", _) => &["create"],
+        ("PUT", _) => &["update"],
+        ("PATCH", _) if r.content_type.starts_with("application/apply-patch") => {
+            &["patch", "create"]
+        }
+        ("PATCH", _) => &["patch"],
+        ("DELETE", false) => &["delete"],
+        ("DELETE", true) => &["deletecollection"],
+        (m, _) => panic!("unexpected verb {m}"),
+    };
+    verbs
+        .iter()
+        .map(|v| {
+            (
+                v.to_string(),
+                group.to_string(),
+                resource.clone(),
+                name.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn allows(
+    rule: &PolicyRule,
+    (verb, group, resource, name): &(String, String, String, String),
+) -> bool {
+    let has = |list: &Option<Vec<String>>, want: &str| {
+        list.as_ref()
+            .is_some_and(|l| l.iter().any(|x| x == want || x == "*"))
+    };
+    rule.verbs.iter().any(|v| v == verb || v == "*")
+        && has(&rule.api_groups, group)
+        && has(&rule.resources, resource)
+        && rule
+            .resource_names
+            .as_ref()
+            .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == name))
 }
 
 fn example(file: &str) -> Vec<Value> {
@@ -568,10 +682,7 @@ async fn pause_backup_guide_end_to_end() {
     assert_eq!(status.total_hosts, Some(1));
 
     let sidecar = c.start_sidecar("stash-demo-7489fcb7f5-jctj4");
-    let handled = sidecar
-        .handle(&running)
-        .await
-        .expect("the sidecar handles the session");
+    let handled = c.sidecar_sees(&sidecar, &running).await;
     let Handled::BackedUp(outcome) = handled else {
         panic!("expected a backup, got {handled:?}")
     };
@@ -678,7 +789,7 @@ async fn pause_backup_guide_end_to_end() {
     assert_eq!(skipped.phase(), BackupSessionPhase::Skipped);
     let mark = c.mark();
     assert_eq!(
-        sidecar.handle(&skipped).await.unwrap(),
+        c.sidecar_sees(&sidecar, &skipped).await,
         Handled::Ignored("already skipped")
     );
     assert_eq!(c.writes_since(mark), [] as [(String, String); 0]);
@@ -722,7 +833,7 @@ async fn pause_backup_guide_end_to_end() {
     let running = c.reconcile_session("pause-backup-1564660389").await;
     assert_eq!(running.phase(), BackupSessionPhase::Running);
     assert!(matches!(
-        sidecar.handle(&running).await.unwrap(),
+        c.sidecar_sees(&sidecar, &running).await,
         Handled::BackedUp(o) if o.succeeded()
     ));
     let done = c.reconcile_session("pause-backup-1564660389").await;
@@ -731,9 +842,20 @@ async fn pause_backup_guide_end_to_end() {
     let repository: Repository = c.typed(REPO);
     assert_eq!(repository.status.unwrap().snapshot_count, Some(2));
 
-    // Every request the library made was one the API server understood.
-    let log = c.log.lock().unwrap().clone();
-    assert!(!log.is_empty());
+    // ---- RBAC: every request of each identity is one the install grants ------
+    // Besides the requests above, the sidecar judges restic locks left by
+    // replicas that are gone, such as those the injection replaced (the
+    // guide's pods went from stash-demo-69f9ffbbf7-* to stash-demo-7489fcb7f5-*).
+    let judge = PodLockHolders {
+        pods: Api::namespaced(c.client.clone(), NS),
+        own_pod: "stash-demo-7489fcb7f5-jctj4".into(),
+        target_name: "stash-demo".into(),
+    };
+    let mark = c.mark();
+    assert!(judge.is_gone("stash-demo-69f9ffbbf7-bww24").await);
+    c.made_by("stash-sidecar", mark);
+    drop(judge);
+    assert_eq!(c.forbidden_requests(), Vec::<String>::new());
     drop(sidecar);
     drop(cluster);
     served.await.expect("the fake API server ran to the end");
@@ -766,7 +888,7 @@ async fn a_session_running_when_paused_still_finishes() {
     c.kubectl_patch_config(json!({"spec": {"paused": true}}))
         .await;
     let sidecar = c.start_sidecar("stash-demo-7489fcb7f5-jctj4");
-    let handled = sidecar.handle(&running).await.unwrap();
+    let handled = c.sidecar_sees(&sidecar, &running).await;
     assert!(
         matches!(&handled, Handled::BackedUp(o) if o.succeeded()),
         "{handled:?}"
@@ -798,11 +920,11 @@ async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
     let fresh: BackupSession = c.typed(&format!("{SESSIONS}/instant-backupsession"));
 
     let sidecar = c.start_sidecar("stash-demo-7489fcb7f5-jctj4");
-    assert_eq!(sidecar.handle(&fresh).await.unwrap(), Handled::Skipped);
+    assert_eq!(c.sidecar_sees(&sidecar, &fresh).await, Handled::Skipped);
     let skipped = c.reconcile_session("instant-backupsession").await;
     assert_eq!(skipped.phase(), BackupSessionPhase::Skipped);
     assert_eq!(
-        sidecar.handle(&skipped).await.unwrap(),
+        c.sidecar_sees(&sidecar, &skipped).await,
         Handled::Ignored("already skipped")
     );
 
@@ -834,6 +956,7 @@ async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
         std::fs::read_dir(c.p("repo")).unwrap().next().is_none(),
         "restic never ran"
     );
+    assert_eq!(c.forbidden_requests(), Vec::<String>::new());
     drop(sidecar);
     drop(c);
     served.await.unwrap();

@@ -969,6 +969,11 @@ fn the_sidecar_role_reads_reports_and_elects_but_never_edits_specs() {
         assert!(can("coordination.k8s.io", "leases", verb), "lease {verb}");
     }
     assert!(can("", "events", "create") && can("events.k8s.io", "events", "create"));
+    // A restic lock's pod: looked up by name, never listed or touched.
+    assert!(can("", "pods", "get"));
+    for verb in ["list", "watch", "create", "update", "patch", "delete"] {
+        assert!(!can("", "pods", verb), "{verb} pods");
+    }
     assert!(!can("apps", "deployments", "patch"));
     assert!(!can("", "configmaps", "create"));
 }

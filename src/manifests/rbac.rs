@@ -12,7 +12,8 @@
 //!   records why not.
 //! - `stash-sidecar` (each target workload's ServiceAccount, bound per
 //!   namespace): reads the stash kinds, reports status, elects a leader among
-//!   replicas. The Repository's Secret reaches it as a volume, not via the API.
+//!   replicas, and gets a pod by name to judge a stale restic lock. The
+//!   Repository's Secret reaches it as a volume, not via the API.
 
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -115,6 +116,10 @@ pub fn sidecar_rules() -> Vec<PolicyRule> {
         rule(&[GROUP], STASH_STATUSES, STATUS_WRITE),
         // One leader among a Deployment's or ReplicaSet's replicas.
         rule(&["coordination.k8s.io"], &["leases"], LEASE_WRITE),
+        // Whether the pod named in a stale restic lock still exists
+        // (`backup::locks::PodLockHolders`): a lock of a gone replica is
+        // removed, so backups do not fail "repository is already locked".
+        rule(&[""], &["pods"], &["get"]),
     ];
     rules.extend(event_rules(EVENT_WRITE));
     rules
