@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::api::{Api, Patch, PatchParams};
@@ -374,18 +374,22 @@ impl Cluster {
     async fn cron_fires(&self, at: jiff::Timestamp) -> Outcome {
         let cron = self.get(CRONJOB);
         let container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(
-            container["env"],
-            json!([{"name": "POD_NAMESPACE",
-                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}])
-        );
+        let pod = format!("stash-backup-pause-backup-{}-x7k2p", at.as_second() / 60);
         let args: Vec<String> = container["args"]
             .as_array()
             .unwrap()
             .iter()
             .map(|a| a.as_str().unwrap().to_string())
-            .chain([format!("--namespace={NS}")])
+            .chain(downward_api(
+                &CreateBackupSession::command(),
+                &container["env"],
+                &pod,
+            ))
             .collect();
+        assert!(
+            args.contains(&format!("--namespace={NS}")),
+            "the CronJob passes its namespace: {args:?}"
+        );
         let parsed = CreateBackupSession::try_parse_from(&args).unwrap_or_else(|e| {
             panic!("create-backupsession refuses the CronJob's args {args:?}: {e}")
         });
@@ -465,14 +469,23 @@ impl Cluster {
             .iter()
             .map(|a| a.as_str().unwrap().to_string())
             .map(|a| a.replace(secret_mount, secret_dir.to_str().unwrap()))
+            .chain(downward_api(
+                &RunBackup::command(),
+                &container["env"],
+                pod_name,
+            ))
             .chain([
-                format!("--namespace={NS}"),
-                format!("--pod-name={pod_name}"),
-                "--node-name=node-1".to_string(),
                 format!("--scratch-dir={}", scratch.display()),
                 "--metrics-listen=off".to_string(),
             ])
             .collect();
+        for want in [
+            format!("--namespace={NS}"),
+            format!("--pod-name={pod_name}"),
+            "--node-name=node-1".into(),
+        ] {
+            assert!(args.contains(&want), "the sidecar gets {want}: {args:?}");
+        }
         let parsed = RunBackup::try_parse_from(&args)
             .unwrap_or_else(|e| panic!("run-backup refuses the injected args {args:?}: {e}"));
         stash::backup::sidecar(&parsed.args, self.client.clone(), Metrics::new(), None)
@@ -520,6 +533,34 @@ struct CreateBackupSession {
 struct RunBackup {
     #[command(flatten)]
     args: stash::backup::Args,
+}
+
+/// The kubelet's downward API for a container's `env` (pod `pod` in `demo`
+/// on `node-1`), handed to `command` the way it reads it: each variable is
+/// the environment source of one of its flags, passed here as that flag
+/// (the test cannot set this process's environment). A variable the command
+/// does not read, or a field the test does not know, fails the test.
+fn downward_api(command: &clap::Command, env: &Value, pod: &str) -> Vec<String> {
+    env.as_array()
+        .expect("the container sets env")
+        .iter()
+        .map(|var| {
+            let name = var["name"].as_str().unwrap();
+            let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.namespace") => NS,
+                Some("metadata.name") => pod,
+                Some("spec.nodeName") => "node-1",
+                other => panic!("env {name}: unexpected source {other:?}"),
+            };
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == name))
+                .unwrap_or_else(|| {
+                    panic!("env {name} is read by no flag of `{}`", command.get_name())
+                });
+            format!("--{}={value}", arg.get_long().unwrap())
+        })
+        .collect()
 }
 
 /// What the API server's authorizer checks for one request: (verb, group,
