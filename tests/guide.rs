@@ -671,10 +671,19 @@ async fn pause_backup_guide_end_to_end() {
     // ---- Verify CronJob: the BackupConfiguration reconcile ------------------
     let mark = c.mark();
     c.reconcile_config().await;
-    let writes = c.writes_since(mark);
-    assert!(
-        !writes.iter().any(|(_, p)| p == DEPLOY),
-        "the webhook and the reconciler agree on the sidecar: no workload write, got {writes:?}"
+    // The webhook and the reconciler agree on the sidecar: no workload write.
+    let rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/demo/rolebindings";
+    assert_eq!(
+        c.writes_since(mark),
+        [
+            BC.to_string(), // the finalizer
+            "/api/v1/namespaces/demo/serviceaccounts/stash-backup-pause-backup".into(),
+            format!("{rbac}/stash-backup-pause-backup"),
+            CRONJOB.into(),
+            format!("{rbac}/stash-sidecar-deployment-stash-demo"),
+            format!("{BC}/status"),
+        ]
+        .map(|p| ("PATCH".to_string(), p))
     );
     let cron = c.get(CRONJOB);
     assert_eq!(cron["spec"]["schedule"], "*/5 * * * *");
