@@ -320,6 +320,12 @@ impl Cluster {
     /// data is here), PVC and Deployment, each through admission; the data
     /// the Deployment's busybox writes into the PVC.
     fn apply_guide_objects(&self) {
+        self.apply_storage_and_configuration();
+        self.apply_deployment();
+    }
+
+    /// The guide's Secret, Repository and BackupConfiguration (and the data).
+    fn apply_storage_and_configuration(&self) {
         std::fs::create_dir_all(self.p("repo")).unwrap();
         let data = self.p("source/data");
         std::fs::create_dir_all(&data).unwrap();
@@ -359,6 +365,10 @@ impl Cluster {
             bc,
         );
         assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    /// `kubectl apply -f deployment.yaml` (the PVC and the Deployment).
+    fn apply_deployment(&self) {
         // $ kubectl apply -f deployment.yaml
         let mut docs = example("deployment.yaml");
         let deployment = docs.remove(1);
@@ -1008,6 +1018,51 @@ async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
     );
     assert_eq!(c.forbidden_requests(), Vec::<String>::new());
     drop(sidecar);
+    drop(c);
+    served.await.unwrap();
+}
+
+/// The guide itself deploys the workload before the Secret, the Repository
+/// and the BackupConfiguration exist, so the webhook has nothing to inject at
+/// CREATE and the reconciler injects the sidecar. Its patch, sent back
+/// through the webhook as the API server would, needs no further change, and
+/// the pod template ends exactly as when the webhook injected at CREATE.
+#[tokio::test]
+async fn in_the_guides_own_order_the_reconciler_injects_the_same_sidecar() {
+    let (c, served) = Cluster::start();
+    c.apply_deployment();
+    assert_eq!(container_names(&c.get(DEPLOY)), ["busybox"]);
+    c.apply_storage_and_configuration();
+
+    let before = c.get(DEPLOY);
+    let mark = c.mark();
+    c.reconcile_config().await;
+    let workload_writes: Vec<_> = c
+        .writes_since(mark)
+        .into_iter()
+        .filter(|(_, p)| p == DEPLOY)
+        .collect();
+    assert_eq!(workload_writes, [("PATCH".to_string(), DEPLOY.to_string())]);
+    let after = c.get(DEPLOY);
+    assert_eq!(container_names(&after), ["busybox", "stash"]);
+    // The API server calls the mutating webhook for the reconciler's update.
+    let (admitted, warnings) = c.admit("UPDATE", after.clone(), Some(before));
+    assert_eq!(admitted, after, "the webhook agrees with the reconciler");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let mark = c.mark();
+    c.reconcile_config().await;
+    assert_eq!(c.writes_since(mark), [] as [(String, String); 0]);
+
+    // What the webhook would have made of the guide's Deployment at CREATE,
+    // now that the configuration exists: the same pod template, hash included.
+    let (at_create, _) = c.admit("CREATE", example("deployment.yaml").remove(1), None);
+    let stored = c.get(DEPLOY);
+    assert_eq!(stored["spec"]["template"], at_create["spec"]["template"]);
+    assert_eq!(
+        stored["metadata"]["annotations"],
+        at_create["metadata"]["annotations"]
+    );
+    assert_eq!(c.forbidden_requests(), Vec::<String>::new());
     drop(c);
     served.await.unwrap();
 }
