@@ -20,6 +20,13 @@
 //! only edits to the guide's YAML: the Repository (and the backed-up path)
 //! point into the temp dir, because the sidecar runs on this machine, not in a
 //! pod with those volumes mounted.
+//!
+//! Every request is attributed to the identity that made it (CronJob pod,
+//! reconciler, sidecar) and checked against that identity's ClusterRole as
+//! `stash manifests` renders it. Besides the guide's walk
+//! (`pause_backup_guide_end_to_end`), three tests take the turns the guide
+//! does not: its real order (Deployment before configuration), a pause while
+//! a session runs, and the sidecar seeing a paused session first.
 
 #[path = "reconcile_mock/mod.rs"]
 mod mock;
