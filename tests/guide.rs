@@ -640,6 +640,35 @@ fn allows(
             .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == name))
 }
 
+/// `kubectl get <kind>`'s printer columns of `object` (the CRD's
+/// `additionalPrinterColumns`, simple `.a.b` paths), AGE left out.
+fn printed_columns<K: kube::CustomResourceExt>(object: &Value) -> Vec<(String, String)> {
+    let crd = K::crd();
+    let version = &crd.spec.versions[0];
+    version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|c| c.json_path != ".metadata.creationTimestamp")
+        .map(|c| {
+            let pointer = c.json_path.replace('.', "/");
+            let value = match object.pointer(&pointer) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            (c.name.to_uppercase(), value)
+        })
+        .collect()
+}
+
+fn columns(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 fn example(file: &str) -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("manifests/examples")
@@ -733,6 +762,11 @@ async fn pause_backup_guide_end_to_end() {
             ("StashSidecarInjected", "True"),
         ])
     );
+    // $ kubectl get backupconfiguration -n demo
+    assert_eq!(
+        printed_columns::<BackupConfiguration>(&c.get(BC)),
+        columns(&[("TASK", ""), ("SCHEDULE", "*/5 * * * *"), ("PAUSED", "")])
+    );
     // Its own writes re-trigger it; the second pass writes nothing.
     let mark = c.mark();
     c.reconcile_config().await;
@@ -769,13 +803,14 @@ async fn pause_backup_guide_end_to_end() {
     );
     let repository: Repository = c.typed(REPO);
     assert_eq!(repository.status.unwrap().snapshot_count, Some(1));
-    // kubectl get backupsession: INVOKER-TYPE INVOKER-NAME PHASE
+    // $ kubectl get backupsession -n demo
     assert_eq!(
-        (
-            done.spec.invoker.kind.as_str(),
-            done.spec.invoker.name.as_str()
-        ),
-        ("BackupConfiguration", "pause-backup")
+        printed_columns::<BackupSession>(&c.get(&format!("{SESSIONS}/pause-backup-1564659789"))),
+        columns(&[
+            ("INVOKER-TYPE", "BackupConfiguration"),
+            ("INVOKER-NAME", "pause-backup"),
+            ("PHASE", "Succeeded")
+        ])
     );
 
     // ---- Pause Scheduled Backup ----------------------------------------------
@@ -785,6 +820,14 @@ async fn pause_backup_guide_end_to_end() {
     c.kubectl_patch_config(json!({"spec": {"paused": true}}))
         .await;
     assert_eq!(c.get(BC)["metadata"]["generation"], 2);
+    assert_eq!(
+        printed_columns::<BackupConfiguration>(&c.get(BC)),
+        columns(&[
+            ("TASK", ""),
+            ("SCHEDULE", "*/5 * * * *"),
+            ("PAUSED", "true")
+        ])
+    );
     let mark = c.mark();
     c.reconcile_config().await;
     assert_eq!(
@@ -854,6 +897,15 @@ async fn pause_backup_guide_end_to_end() {
     );
     let skipped = c.reconcile_session("instant-backupsession").await;
     assert_eq!(skipped.phase(), BackupSessionPhase::Skipped);
+    // $ kubectl get backupsession -n demo instant-backupsession
+    assert_eq!(
+        printed_columns::<BackupSession>(&c.get(&format!("{SESSIONS}/instant-backupsession"))),
+        columns(&[
+            ("INVOKER-TYPE", "BackupConfiguration"),
+            ("INVOKER-NAME", "pause-backup"),
+            ("PHASE", "Skipped")
+        ])
+    );
     let mark = c.mark();
     assert_eq!(
         c.sidecar_sees(&sidecar, &skipped).await,
