@@ -273,8 +273,15 @@ async fn serve_webhooks(
         let router = router.clone();
         let watcher = graceful.watcher();
         let handshake_timeout = config.handshake_timeout;
+        let mut stopping = stop.clone();
         tokio::spawn(async move {
-            let Some(stream) = handshake(acceptor, tcp, peer, handshake_timeout).await else {
+            // A connection still in its handshake has no request in flight:
+            // shutdown drops it instead of waiting for it.
+            let stream = tokio::select! {
+                s = handshake(acceptor, tcp, peer, handshake_timeout) => s,
+                _ = stopping.wait_for(|stop| *stop) => None,
+            };
+            let Some(stream) = stream else {
                 return;
             };
             let service = TowerToHyperService::new(router);
