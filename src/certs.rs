@@ -340,7 +340,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use x509_parser::prelude::{parse_x509_certificate, GeneralName};
+    use x509_parser::prelude::{GeneralName, parse_x509_certificate};
 
     fn sans(pem: &str) -> Vec<String> {
         let der = rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())

@@ -100,6 +100,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub drain_timeout: Duration,
     pub cert_poll_interval: Duration,
+    /// Watch the certificate directories for changes (else poll only).
+    pub cert_file_events: bool,
     pub decider: Decider,
 }
 
@@ -121,6 +123,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(25),
             cert_poll_interval: Duration::from_secs(10),
+            cert_file_events: true,
             decider: http::default_decider(),
         }
     }
@@ -188,6 +191,7 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
         tls.clone(),
         metrics.clone(),
         config.cert_poll_interval,
+        config.cert_file_events,
         stop_rx.clone(),
     ));
     let probe_router = probes::router(health.clone());

@@ -279,15 +279,21 @@ impl TlsState {
     }
 }
 
-/// Reloads on file events and every `poll` until `stop` turns true.
+/// Reloads on file events (when `events`) and every `poll` until `stop`
+/// turns true.
 pub async fn watch(
     state: Arc<TlsState>,
     metrics: Arc<Metrics>,
     poll: Duration,
+    events: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let watcher = start_notify(&state, tx);
+    let watcher = if events {
+        start_notify(&state, tx)
+    } else {
+        None
+    };
     let mut ticker = tokio::time::interval(poll.max(Duration::from_millis(50)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -11,10 +11,10 @@ use axum::body::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::pki_types::pem::PemObject;
 use rustls::ClientConfig;
-use serde_json::{json, Value};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{Value, json};
 use stash::certs::{Authority, Leaf};
 use stash::server::{self, Config, Running};
 use stash::store::Store;
@@ -85,7 +85,10 @@ pub async fn start(config: Config) -> Running {
 
 /// The serial (hex) of a PEM certificate's first block.
 pub fn serial_of_pem(pem: &str) -> String {
-    let der = CertificateDer::pem_slice_iter(pem.as_bytes()).next().unwrap().unwrap();
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
     serial_of_der(&der)
 }
 
@@ -116,9 +119,10 @@ pub fn client_config_versions(
         .with_root_certificates(roots);
     let mut config = match client {
         Some(leaf) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
-                .map(Result::unwrap)
-                .collect();
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                    .map(Result::unwrap)
+                    .collect();
             let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
             builder.with_client_auth_cert(chain, key).unwrap()
         }
@@ -129,7 +133,10 @@ pub fn client_config_versions(
 }
 
 /// Opens a TLS connection to `addr` as `127.0.0.1`.
-pub async fn tls(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result<TlsStream<TcpStream>> {
+pub async fn tls(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from("127.0.0.1").unwrap();
@@ -138,7 +145,9 @@ pub async fn tls(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result
 
 /// The serial of the certificate a fresh handshake gets.
 pub async fn served_serial(addr: SocketAddr, ca_pem: &str) -> String {
-    let stream = tls(addr, client_config(ca_pem, &[b"http/1.1"], None)).await.unwrap();
+    let stream = tls(addr, client_config(ca_pem, &[b"http/1.1"], None))
+        .await
+        .unwrap();
     let certs = stream.get_ref().1.peer_certificates().unwrap();
     serial_of_der(&certs[0])
 }
@@ -207,13 +216,28 @@ impl Conn {
     }
 
     /// POSTs JSON to `path`.
-    pub async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> Result<Reply, hyper::Error> {
-        self.send(request(Method::POST, path, Some("application/json"), body.into())).await
+    pub async fn post(
+        &mut self,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, hyper::Error> {
+        self.send(request(
+            Method::POST,
+            path,
+            Some("application/json"),
+            body.into(),
+        ))
+        .await
     }
 }
 
 /// A request with an absolute URI (HTTP/2 needs the authority).
-pub fn request(method: Method, path: &str, content_type: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
+pub fn request(
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: Bytes,
+) -> Request<Full<Bytes>> {
     let mut b = Request::builder()
         .method(method)
         .uri(format!("https://127.0.0.1{path}"));
@@ -260,7 +284,10 @@ pub fn deployment_review(uid: &str) -> Value {
 /// Asserts an answer is an AdmissionReview response for `uid`.
 pub fn assert_review_answer(reply: &Reply, uid: &str) {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert_eq!(reply.headers[http::header::CONTENT_TYPE], "application/json");
+    assert_eq!(
+        reply.headers[http::header::CONTENT_TYPE],
+        "application/json"
+    );
     let v = reply.json();
     assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(v["kind"], "AdmissionReview");
@@ -278,8 +305,15 @@ pub async fn probe(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
