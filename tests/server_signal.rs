@@ -32,7 +32,15 @@ impl Drop for Server {
 fn spawn(cwd: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stash"))
         .current_dir(cwd)
-        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--probe-listen",
+            "127.0.0.1:0",
+        ])
         .args(extra)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
@@ -44,16 +52,27 @@ fn spawn(cwd: &Path, extra: &[&str]) -> Server {
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = logs.clone();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let v: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
             if v["message"] == "serving webhooks" {
-                let _ = tx.send((v["addr"].as_str().unwrap().parse().unwrap(), v["probe_addr"].as_str().unwrap().parse().unwrap()));
+                let _ = tx.send((
+                    v["addr"].as_str().unwrap().parse().unwrap(),
+                    v["probe_addr"].as_str().unwrap().parse().unwrap(),
+                ));
             }
             sink.lock().unwrap().push(v);
         }
     });
     match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok((addr, probe_addr)) => Server { child, addr, probe_addr, logs },
+        Ok((addr, probe_addr)) => Server {
+            child,
+            addr,
+            probe_addr,
+            logs,
+        },
         Err(_) => {
             let _ = child.kill();
             panic!("server did not start: {:?}", logs.lock().unwrap());
@@ -62,7 +81,11 @@ fn spawn(cwd: &Path, extra: &[&str]) -> Server {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
 }
 
@@ -81,25 +104,39 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 async fn sigterm_drains_an_in_flight_request_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = stash::certs::generate(&stash::certs::dev_names(), Default::default()).unwrap();
-    let (ca, cert, key) = (dir.path().join("ca.crt"), dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let (ca, cert, key) = (
+        dir.path().join("ca.crt"),
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+    );
     stash::certs::write_bundle(&bundle, &ca, &cert, &key).unwrap();
     let mut server = spawn(
         dir.path(),
         &[
-            "--offline", examples().to_str().unwrap(),
-            "--tls-cert-file", cert.to_str().unwrap(),
-            "--tls-key-file", key.to_str().unwrap(),
-            "--drain-timeout", "20s",
+            "--offline",
+            examples().to_str().unwrap(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--drain-timeout",
+            "20s",
         ],
     );
     assert_eq!(probe(server.probe_addr, "/readyz").await.0, 200);
 
     // An in-flight request: headers and half the body sent.
     let mut review = deployment_review("in-flight-uid");
-    review["request"]["object"]["metadata"]["annotations"] = serde_json::json!({"note": "s3cr3t-value"});
+    review["request"]["object"]["metadata"]["annotations"] =
+        serde_json::json!({"note": "s3cr3t-value"});
     let body = review.to_string().into_bytes();
     let (first, rest) = body.split_at(body.len() / 2);
-    let mut s = tls(server.addr, client_config(&bundle.ca_pem, &[b"http/1.1"], None)).await.unwrap();
+    let mut s = tls(
+        server.addr,
+        client_config(&bundle.ca_pem, &[b"http/1.1"], None),
+    )
+    .await
+    .unwrap();
     s.write_all(
         format!("POST /mutate/workloads?timeout=10s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len())
             .as_bytes(),
@@ -120,14 +157,23 @@ async fn sigterm_drains_an_in_flight_request_and_exits_zero() {
             assert_eq!(status, 503);
             break;
         }
-        assert!(Instant::now() < deadline, "listener still open after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "listener still open after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(server.child.try_wait().unwrap().is_none(), "exited with a request in flight");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
 
     s.write_all(rest).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("in-flight-uid"), "{text}");
@@ -139,7 +185,10 @@ async fn sigterm_drains_an_in_flight_request_and_exits_zero() {
     // object content.
     std::thread::sleep(Duration::from_millis(100));
     let logs = server.logs.lock().unwrap().clone();
-    let admissions: Vec<&Value> = logs.iter().filter(|l| l["message"] == "admission").collect();
+    let admissions: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["message"] == "admission")
+        .collect();
     assert_eq!(admissions.len(), 1, "{logs:?}");
     let line = admissions[0];
     assert_eq!(line["uid"], "in-flight-uid");
@@ -163,13 +212,28 @@ async fn the_embedded_default_creates_a_dev_certificate_and_sigint_stops_it() {
     let certs = dir.path().join("certs");
     let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
     assert!(std::fs::metadata(certs.join("tls.crt")).is_ok());
-    let mode = std::fs::metadata(certs.join("tls.key")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(certs.join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let logs = server.logs.lock().unwrap().clone();
-    assert!(logs.iter().any(|l| l["ca"] == "certs/ca.crt"), "CA path not logged: {logs:?}");
+    assert!(
+        logs.iter().any(|l| l["ca"] == "certs/ca.crt"),
+        "CA path not logged: {logs:?}"
+    );
 
-    let mut conn = Conn::open(server.addr, client_config(&ca, &[b"h2"], None)).await.unwrap();
-    assert_review_answer(&conn.post("/mutate/workloads", deployment_review("dev").to_string()).await.unwrap(), "dev");
+    let mut conn = Conn::open(server.addr, client_config(&ca, &[b"h2"], None))
+        .await
+        .unwrap();
+    assert_review_answer(
+        &conn
+            .post("/mutate/workloads", deployment_review("dev").to_string())
+            .await
+            .unwrap(),
+        "dev",
+    );
     drop(conn);
     signal(&server.child, "-INT");
     assert!(wait_exit(&mut server.child, Duration::from_secs(15)).success());
@@ -187,7 +251,13 @@ fn cluster_mode_without_a_cluster_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_stash"))
         .current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--probe-listen",
+            "127.0.0.1:0",
+        ])
         .env("HOME", dir.path())
         .env("KUBECONFIG", dir.path().join("missing"))
         .env_remove("KUBERNETES_SERVICE_HOST")

@@ -138,6 +138,7 @@ pub async fn tls(
     config: Arc<ClientConfig>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from("127.0.0.1").unwrap();
     connector.connect(name, tcp).await
@@ -175,6 +176,14 @@ impl Reply {
 }
 
 impl Conn {
+    /// Another handle on the same HTTP/2 connection (None for HTTP/1.1).
+    pub fn share(&self) -> Option<Conn> {
+        match self {
+            Conn::H2(s) => Some(Conn::H2(s.clone())),
+            Conn::H1(_) => None,
+        }
+    }
+
     pub async fn open(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result<Self> {
         let stream = tls(addr, config).await?;
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
