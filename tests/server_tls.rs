@@ -338,3 +338,32 @@ async fn tls11_is_refused() {
     );
     drop(held);
 }
+
+#[tokio::test]
+async fn the_documented_fixtures_are_answered() {
+    // docs/serve.md posts these with curl; keep them AdmissionReviews the
+    // server answers.
+    let pki = Pki::new();
+    let server = start(pki.config()).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve");
+    let mut conn = Conn::open(server.addr, client_config(&pki.ca_pem(), &[b"h2"], None))
+        .await
+        .unwrap();
+    for (file, paths) in [
+        ("deployment-create.json", &["/mutate/workloads"][..]),
+        (
+            "backupsession-create.json",
+            &["/mutate/backupsessions", "/validate/backupsessions"][..],
+        ),
+    ] {
+        let body = std::fs::read_to_string(dir.join(file)).unwrap();
+        let uid = serde_json::from_str::<serde_json::Value>(&body).unwrap()["request"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for path in paths {
+            assert_review_answer(&conn.post(path, body.clone()).await.unwrap(), &uid);
+        }
+    }
+    server.shutdown().await;
+}

@@ -80,7 +80,9 @@ fn wait_for_line(log: &Path, needle: &str) -> String {
 /// `stash serve` with default (info, JSON) logging to a file, as a kubelet
 /// would collect it.
 fn spawn_stash(dir: &Path, offline: &Path, cert: &Path, key: &Path, name: &str) -> Proc {
-    let log = dir.join(format!("{name}.log"));
+    // Logs beside, not inside, the certificate directory.
+    let log = dir.join("logs").join(format!("{name}.log"));
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_stash"))
         .args([
             "--log-format",
@@ -207,6 +209,20 @@ async fn load(
     }
 }
 
+/// CPU time (user + system) a process has used, in microseconds.
+fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    fields.iter().sum::<u64>() * 10_000
+}
+
 fn vm_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -288,6 +304,7 @@ fn main() {
         "| protocol | concurrency | floor req/s | floor p50 ms | floor p99 ms | stash req/s | stash p50 ms | stash p99 ms | req/s ratio | p99 ratio | errors |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut cpu_rows = Vec::new();
     for proto in [Proto::H1, Proto::H2] {
         for concurrency in [1, 16, 64] {
             // Warm both (connections, caches), then measure floor and stash back to back.
@@ -305,8 +322,18 @@ fn main() {
                 concurrency,
                 Duration::from_millis(500),
             ));
+            let c0 = cpu_us(floor.child.id());
             let f = rt.block_on(load(floor.addr, &bundle.ca_pem, proto, concurrency, length));
+            let c1 = cpu_us(floor.child.id());
+            let s0 = cpu_us(stash.child.id());
             let s = rt.block_on(load(stash.addr, &bundle.ca_pem, proto, concurrency, length));
+            let s1 = cpu_us(stash.child.id());
+            cpu_rows.push(format!(
+                "| {} | {concurrency} | {:.0} | {:.0} |",
+                proto.name(),
+                (c1 - c0) as f64 / f.ok.max(1) as f64,
+                (s1 - s0) as f64 / s.ok.max(1) as f64,
+            ));
             println!(
                 "| {} | {concurrency} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
                 proto.name(),
@@ -322,6 +349,12 @@ fn main() {
             );
             assert!(s.ok > 0 && f.ok > 0);
         }
+    }
+    println!("\n## Server CPU per request (user + system, from /proc)\n");
+    println!("| protocol | concurrency | floor µs | stash µs |");
+    println!("|---|---:|---:|---:|");
+    for row in cpu_rows {
+        println!("{row}");
     }
     let small_rss = vm_rss_kib(stash.child.id());
     drop(stash);

@@ -72,6 +72,10 @@ pub struct Args {
     /// Time in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "STASH_DRAIN_TIMEOUT", default_value = "25s", value_parser = duration::parse_flag)]
     pub drain_timeout: Duration,
+    /// Time between turning not-ready and closing the listener on SIGTERM,
+    /// so endpoints stop routing to this pod before it stops accepting.
+    #[arg(long, env = "STASH_SHUTDOWN_DELAY", default_value = "0s", value_parser = duration::parse_flag)]
+    pub shutdown_delay: Duration,
     /// Namespace of the reconciler's Lease (default: POD_NAMESPACE, else stash-system).
     #[arg(long, env = "STASH_NAMESPACE")]
     pub namespace: Option<String>,
@@ -364,6 +368,9 @@ fn pod_identity() -> String {
 
 /// Runs the subcommand.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Admission log lines are written off the request path; dropping the
+    // guard on return writes out what is queued.
+    let _logs = crate::telemetry::background();
     let settings = Settings {
         paused_session_policy: args.paused_session_policy,
         image: args.image.clone(),
@@ -444,10 +451,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let signal = shutdown::signal().await;
-    tracing::info!(
-        signal,
-        "shutting down: not ready, draining in-flight requests"
-    );
+    tracing::info!(signal, delay = ?args.shutdown_delay, "shutting down: not ready, then draining in-flight requests");
+    running.begin_shutdown();
+    if !args.shutdown_delay.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(args.shutdown_delay) => {}
+            second = shutdown::signal() => tracing::info!(signal = second, "second signal: skipping the delay"),
+        }
+    }
     running.shutdown().await;
     for task in background {
         task.abort();

@@ -321,8 +321,26 @@ fn start_notify(
     tx: tokio::sync::mpsc::Sender<()>,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
+    // Only events about our files or a Secret volume's `..`-prefixed entries
+    // (`..data`, `..2024_…`) matter; other files in the directory (logs,
+    // editors' swap files) must not cause re-reads.
+    let names: Vec<std::ffi::OsString> = [
+        Some(&state.files.cert),
+        Some(&state.files.key),
+        state.files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+    .collect();
     let handler = move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        let Ok(event) = event else { return };
+        let relevant = event.paths.iter().any(|p| {
+            p.file_name().is_some_and(|n| {
+                names.iter().any(|ours| ours == n) || n.to_string_lossy().starts_with("..")
+            })
+        });
+        if relevant {
             let _ = tx.try_send(());
         }
     };
