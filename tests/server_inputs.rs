@@ -61,7 +61,16 @@ async fn every_bad_request_gets_its_status_over_http1_and_http2() {
     beta["apiVersion"] = json!("admission.k8s.io/v1beta1");
     let no_request =
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).to_string();
-    let cases: Vec<(Method, &str, Option<&str>, String, StatusCode, &str)> = vec![
+    // (method, path, content type, body, expected status, the reason mentions)
+    type Case<'a> = (
+        Method,
+        &'a str,
+        Option<&'a str>,
+        String,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             Method::GET,
             "/mutate/workloads",
@@ -538,10 +547,10 @@ fn mutated_review(mutations: &[(usize, bool, Value)]) -> Vec<u8> {
                 m.remove(&last);
             }
             Some(Value::Array(a)) if *delete => {
-                if let Ok(i) = last.parse::<usize>() {
-                    if i < a.len() {
-                        a.remove(i);
-                    }
+                if let Ok(i) = last.parse::<usize>()
+                    && i < a.len()
+                {
+                    a.remove(i);
                 }
             }
             _ => {

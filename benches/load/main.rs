@@ -63,10 +63,10 @@ impl Drop for Proc {
 fn wait_for_line(log: &Path, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(text) = std::fs::read_to_string(log) {
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-                return line.to_string();
-            }
+        if let Ok(text) = std::fs::read_to_string(log)
+            && let Some(line) = text.lines().find(|l| l.contains(needle))
+        {
+            return line.to_string();
         }
         assert!(
             Instant::now() < deadline,

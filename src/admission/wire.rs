@@ -104,6 +104,17 @@ impl Answer {
 
 /// Parses a request body into its apiVersion and request.
 pub fn parse(body: &[u8]) -> Result<(String, Request), ReviewError> {
+    // Fast path (every request the API server sends): one pass straight into
+    // the typed review. Anything else takes the checked path below, which
+    // names what is wrong.
+    if let Ok(review) = serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
+        && review.types.kind == "AdmissionReview"
+        && review.types.api_version == ADMISSION_V1
+        && review.request.is_some()
+        && let Ok(req) = review.try_into()
+    {
+        return Ok((ADMISSION_V1.to_string(), req));
+    }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ReviewError::NotJson(one_line(&e.to_string())))?;
     let Value::Object(map) = &value else {
