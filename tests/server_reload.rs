@@ -247,3 +247,25 @@ async fn a_broken_pair_is_refused_and_the_old_one_kept() {
     assert_eq!(status, 200);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn unchanged_files_are_not_re_read() {
+    // Reading the files is itself a file event; the watcher must not take
+    // its own reads (or anyone's) for changes and spin.
+    let pki = Pki::new();
+    let mut config = pki.config();
+    config.cert_poll_interval = Duration::from_secs(3600);
+    let server = start(config).await;
+    for _ in 0..5 {
+        let _ = std::fs::read(&pki.cert).unwrap();
+        let _ = std::fs::read(&pki.key).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The first poll tick fires at once; nothing after it.
+    assert!(
+        server.tls.checks() <= 1,
+        "files re-read {} times",
+        server.tls.checks()
+    );
+    server.shutdown().await;
+}

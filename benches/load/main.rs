@@ -304,9 +304,18 @@ fn main() {
         "| protocol | concurrency | floor req/s | floor p50 ms | floor p99 ms | stash req/s | stash p50 ms | stash p99 ms | req/s ratio | p99 ratio | errors |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // STASH_BENCH_ONLY=h1:16 runs one row (for profiling).
+    let only = std::env::var("STASH_BENCH_ONLY").ok();
     let mut cpu_rows = Vec::new();
     for proto in [Proto::H1, Proto::H2] {
         for concurrency in [1, 16, 64] {
+            let row = format!(
+                "{}:{concurrency}",
+                if proto == Proto::H1 { "h1" } else { "h2" }
+            );
+            if only.as_ref().is_some_and(|o| *o != row) {
+                continue;
+            }
             // Warm both (connections, caches), then measure floor and stash back to back.
             rt.block_on(load(
                 floor.addr,
@@ -414,4 +423,16 @@ fn main() {
             decision / 1000.0
         );
     }
+    let wire = time_ns(20_000, || {
+        std::hint::black_box(stash::admission::wire::parse(&review).ok());
+    });
+    let value = time_ns(20_000, || {
+        std::hint::black_box(serde_json::from_slice::<serde_json::Value>(&review).ok());
+    });
+    println!(
+        "\nParsing the {}-byte review: `admission::wire::parse` {:.1} µs; the floor's `serde_json::Value` parse {:.1} µs.",
+        review.len(),
+        wire / 1000.0,
+        value / 1000.0
+    );
 }

@@ -71,6 +71,8 @@ pub struct TlsState {
     /// Digest of the files last looked at (loaded or refused), so a broken
     /// pair is reported once, not on every poll.
     last_seen: Mutex<[u8; 32]>,
+    /// Times the files were read after the first load.
+    checks: std::sync::atomic::AtomicU64,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -196,6 +198,7 @@ impl TlsState {
             current: RwLock::new(loaded.config),
             served: RwLock::new(loaded.served),
             last_seen: Mutex::new(material.digest()),
+            checks: std::sync::atomic::AtomicU64::new(0),
             files,
         })
     }
@@ -206,6 +209,11 @@ impl TlsState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// How many times the files were re-read since the first load.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What is being served now.
@@ -219,6 +227,8 @@ impl TlsState {
     /// Re-reads the files; swaps in a changed pair that loads, keeps the old
     /// one otherwise. Returns whether a new pair went into service.
     pub fn reload_if_changed(&self, metrics: &Metrics) -> bool {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let material = match Material::read(&self.files) {
             Ok(m) => m,
             Err(e) => {
@@ -335,6 +345,11 @@ fn start_notify(
     .collect();
     let handler = move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
+        // Reads (ours included: every reload opens the files) are not changes;
+        // reacting to them would re-read the files in a loop.
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
         let relevant = event.paths.iter().any(|p| {
             p.file_name().is_some_and(|n| {
                 names.iter().any(|ours| ours == n) || n.to_string_lossy().starts_with("..")
