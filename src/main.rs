@@ -23,6 +23,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; `serve` simply has many flags
 enum Command {
     /// Serve the admission webhooks (and, in cluster mode, run the reconciler).
     Serve(stash::server::Args),

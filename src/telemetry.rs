@@ -1,4 +1,17 @@
 //! Logging setup shared by every subcommand.
+//!
+//! Lines go to stderr. A long-running server can switch to [`background`]
+//! writing: formatted lines are appended to a shared buffer that a writer
+//! thread empties every few milliseconds in one system call, so the request
+//! path neither blocks on a slow log pipe nor pays a write (and a wake-up of
+//! the log reader) per admission. A buffer that grows past a limit is written
+//! out by whoever fills it, so lines are never dropped and stay in order; the
+//! guard writes out the rest when the server stops.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -8,15 +21,129 @@ pub enum LogFormat {
     Json,
 }
 
+/// Lines waiting for the writer thread, when one runs.
+static BUFFER: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// The writer thread, to wake it early.
+static WRITER: Mutex<Option<std::thread::Thread>> = Mutex::new(None);
+
+/// Size at which the writer thread is woken early.
+const WAKE_AT: usize = 256 * 1024;
+
+/// Size past which a line is written by its caller (the log pipe is not
+/// keeping up: back-pressure rather than unbounded memory).
+const HARD_CAP: usize = 16 * 1024 * 1024;
+
+/// How often the writer thread empties the buffer.
+const INTERVAL: Duration = Duration::from_millis(20);
+
 /// Installs the global tracing subscriber; `RUST_LOG` overrides the `info` default.
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Colours only for a person at a terminal, never in collected logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| Sink);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Where a formatted line goes: the buffer while a writer thread runs, else
+/// stderr.
+struct Sink;
+
+fn lock() -> std::sync::MutexGuard<'static, Option<Vec<u8>>> {
+    BUFFER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Write for Sink {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut guard = lock();
+        match guard.as_mut() {
+            Some(buffer) if buffer.len() < HARD_CAP => {
+                buffer.extend_from_slice(line);
+                if buffer.len() >= WAKE_AT {
+                    drop(guard);
+                    if let Some(t) = WRITER.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        t.unpark();
+                    }
+                }
+            }
+            Some(_) => {
+                drop(guard);
+                std::io::stderr().lock().write_all(line)?;
+            }
+            None => {
+                drop(guard);
+                std::io::stderr().lock().write_all(line)?;
+            }
+        }
+        Ok(line.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes through a background thread until dropped; dropping writes out
+/// everything still buffered and returns to direct writes.
+#[must_use = "logs are written in the background only while the guard lives"]
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts background writing (see the module docs).
+pub fn background() -> Background {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    *lock() = Some(Vec::with_capacity(64 * 1024));
+    let thread = std::thread::Builder::new()
+        .name("stash-log".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Acquire) {
+                std::thread::park_timeout(INTERVAL);
+                write_out();
+            }
+        })
+        .ok();
+    match &thread {
+        Some(t) => *WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.thread().clone()),
+        None => *lock() = None,
+    }
+    Background { stop, thread }
+}
+
+/// Takes what is buffered and writes it outside the lock, so loggers never
+/// wait on the log pipe.
+fn write_out() {
+    let batch = {
+        let mut guard = lock();
+        match guard.as_mut().filter(|b| !b.is_empty()) {
+            Some(buffer) => std::mem::replace(buffer, Vec::with_capacity(64 * 1024)),
+            None => return,
+        }
+    };
+    let _ = std::io::stderr().lock().write_all(&batch);
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        WRITER.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Back to direct writes and the rest written, in one step, so no
+        // line lands in a buffer nobody empties.
+        let rest = lock().take();
+        if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+            let _ = std::io::stderr().lock().write_all(&rest);
+        }
+    }
 }

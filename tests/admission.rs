@@ -2,9 +2,9 @@
 //! (`tests/fixtures/reviews/`), judged against the stores in
 //! `tests/fixtures/store/`, through `admission::handle` and the wire format.
 
-mod common;
+mod admission_support;
 
-use common::*;
+use admission_support::*;
 use serde_json::{Value, json};
 use stash::admission::{Endpoint, PausedSessionPolicy};
 use stash::api::{ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED};

@@ -1,12 +1,12 @@
 //! `stash review`, run as the binary a user runs.
 
-mod common;
+mod admission_support;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
-use common::*;
+use admission_support::*;
 use serde_json::Value;
 use stash::admission::{self, Endpoint, PausedSessionPolicy};
 

@@ -102,8 +102,31 @@ impl Answer {
     }
 }
 
+/// The review as the fast path reads it: the same fields as kube-core's
+/// `AdmissionReview`, without its flattened `TypeMeta` (which makes serde
+/// buffer the whole document before reading it).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Incoming {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<Request>,
+}
+
 /// Parses a request body into its apiVersion and request.
 pub fn parse(body: &[u8]) -> Result<(String, Request), ReviewError> {
+    // Fast path (every request the API server sends): one pass straight into
+    // the typed review. Anything else takes the checked path below, which
+    // names what is wrong.
+    if let Ok(review) = serde_json::from_slice::<Incoming>(body)
+        && review.kind == "AdmissionReview"
+        && review.api_version == ADMISSION_V1
+        && let Some(req) = review.request
+    {
+        return Ok((ADMISSION_V1.to_string(), req));
+    }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ReviewError::NotJson(one_line(&e.to_string())))?;
     let Value::Object(map) = &value else {

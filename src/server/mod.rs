@@ -1,10 +1,481 @@
-//! `stash serve`: the TLS webhook server, probes and metrics.
+//! `stash serve`: the TLS webhook server, its probe port, metrics and, in
+//! cluster mode, the store feed and the reconciler.
+//!
+//! [`start`] binds both ports and returns a [`Running`] server that tests
+//! drive directly; [`run`] is the subcommand around it (flags, the offline or
+//! cluster store, the development certificate, signals).
+
+pub mod duration;
+pub mod feed;
+pub mod http;
+pub mod metrics;
+pub mod probes;
+pub mod shutdown;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admission::{DEFAULT_IMAGE, PausedSessionPolicy, Settings};
+use crate::store::Store;
+use http::{AppState, Decider, Limits};
+use metrics::Metrics;
+use probes::Health;
+use tls::{TlsFiles, TlsState};
 
 /// Command-line arguments.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address of the HTTPS webhook port.
+    #[arg(long, env = "STASH_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP probe and metrics port.
+    #[arg(long, env = "STASH_PROBE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub probe_listen: SocketAddr,
+    /// Serving certificate (PEM; may hold a chain, leaf first).
+    #[arg(long, env = "STASH_TLS_CERT_FILE", default_value = "certs/tls.crt")]
+    pub tls_cert_file: PathBuf,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "STASH_TLS_KEY_FILE", default_value = "certs/tls.key")]
+    pub tls_key_file: PathBuf,
+    /// CA for client certificates: when set, clients (the API server) must
+    /// present a certificate it signed.
+    #[arg(long, env = "STASH_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Read BackupConfigurations and Repositories from this directory of YAML
+    /// instead of the API server (no reconciler).
+    #[arg(long, env = "STASH_OFFLINE")]
+    pub offline: Option<PathBuf>,
+    /// What to do with a BackupSession whose invoker is paused.
+    #[arg(long, env = "STASH_PAUSED_SESSION_POLICY", value_enum, default_value_t)]
+    pub paused_session_policy: PausedSessionPolicy,
+    /// Image of the injected sidecar and the backup CronJob.
+    #[arg(long, env = "STASH_IMAGE", default_value = DEFAULT_IMAGE)]
+    pub image: String,
+    /// Offer only HTTP/1.1 (no `h2` in ALPN).
+    #[arg(long, env = "STASH_DISABLE_HTTP2")]
+    pub disable_http2: bool,
+    /// Run the reconciler (cluster mode only): `--reconcile=false` to turn off.
+    #[arg(long, env = "STASH_RECONCILE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reconcile: bool,
+    /// Time in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "STASH_DRAIN_TIMEOUT", default_value = "25s", value_parser = duration::parse_flag)]
+    pub drain_timeout: Duration,
+    /// Time between turning not-ready and closing the listener on SIGTERM,
+    /// so endpoints stop routing to this pod before it stops accepting.
+    #[arg(long, env = "STASH_SHUTDOWN_DELAY", default_value = "0s", value_parser = duration::parse_flag)]
+    pub shutdown_delay: Duration,
+    /// Namespace of the reconciler's Lease (default: POD_NAMESPACE, else stash-system).
+    #[arg(long, env = "STASH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Time a client gets to send a request's headers (also the idle limit
+    /// of a kept-alive HTTP/1.1 connection).
+    #[arg(long, env = "STASH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration::parse_flag)]
+    pub header_read_timeout: Duration,
+    /// Longest time spent on one request; `?timeout=` may only shorten it.
+    #[arg(long, env = "STASH_MAX_REQUEST_TIME", default_value = "30s", value_parser = duration::parse_flag)]
+    pub max_request_time: Duration,
+    /// How often the certificate files are re-read when no file event arrives.
+    #[arg(long, env = "STASH_CERT_POLL_INTERVAL", default_value = "10s", value_parser = duration::parse_flag)]
+    pub cert_poll_interval: Duration,
+}
+
+/// Everything [`start`] needs.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub probe_listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub settings: Settings,
+    pub limits: Limits,
+    pub header_read_timeout: Duration,
+    /// Time a client gets to finish the TLS handshake.
+    pub handshake_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub cert_poll_interval: Duration,
+    /// Watch the certificate directories for changes (else poll only).
+    pub cert_file_events: bool,
+    pub decider: Decider,
+}
+
+impl Config {
+    /// Defaults for a server on `listen`/`probe_listen` with this pair.
+    pub fn new(listen: SocketAddr, probe_listen: SocketAddr, cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            listen,
+            probe_listen,
+            tls: TlsFiles {
+                cert,
+                key,
+                client_ca: None,
+                http2: true,
+            },
+            settings: Settings::default(),
+            limits: Limits::default(),
+            header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(25),
+            cert_poll_interval: Duration::from_secs(10),
+            cert_file_events: true,
+            decider: http::default_decider(),
+        }
+    }
+}
+
+/// A started server.
+pub struct Running {
+    /// The webhook port's bound address.
+    pub addr: SocketAddr,
+    /// The probe port's bound address.
+    pub probe_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub tls: Arc<TlsState>,
+    health: Arc<Health>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Shuts down as on SIGTERM: not ready, stop accepting, drain in-flight
+    /// requests (up to the drain timeout), then stop the probe port.
+    pub async fn shutdown(self) {
+        self.health.shutting_down.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Marks the server as shutting down (readyz false) without stopping it.
+    pub fn begin_shutdown(&self) {
+        self.health.shutting_down.store(true, Ordering::Release);
+    }
+}
+
+/// Binds both ports, loads the certificate and serves until shut down.
+pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let tls = Arc::new(
+        TlsState::load(config.tls.clone(), &metrics)
+            .context("cannot load the serving certificate")?,
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let probe_listener = TcpListener::bind(config.probe_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.probe_listen))?;
+    let addr = listener.local_addr()?;
+    let probe_addr = probe_listener.local_addr()?;
+    let health = Arc::new(Health {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        cert_loaded: AtomicBool::new(true),
+        shutting_down: AtomicBool::new(false),
+    });
+    let app = Arc::new(AppState {
+        store,
+        settings: config.settings.clone(),
+        metrics: metrics.clone(),
+        limits: config.limits,
+        decider: config.decider.clone(),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+
+    let watcher = tokio::spawn(tls::watch(
+        tls.clone(),
+        metrics.clone(),
+        config.cert_poll_interval,
+        config.cert_file_events,
+        stop_rx.clone(),
+    ));
+    let probe_router = probes::router(health.clone());
+    let (probe_done_tx, probe_done_rx) = tokio::sync::oneshot::channel::<()>();
+    let probes = tokio::spawn(async move {
+        let serve = axum::serve(probe_listener, probe_router).with_graceful_shutdown(async move {
+            let _ = probe_done_rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "probe port failed");
+        }
+    });
+    let webhook = serve_webhooks(
+        listener,
+        tls.clone(),
+        http::router(app),
+        config.clone(),
+        stop_rx,
+    );
+    let task = tokio::spawn(async move {
+        webhook.await;
+        let _ = probe_done_tx.send(());
+        let _ = probes.await;
+        let _ = watcher.await;
+    });
+    tracing::info!(%addr, %probe_addr, http2 = config.tls.http2, mtls = config.tls.client_ca.is_some(), "serving webhooks");
+    Ok(Running {
+        addr,
+        probe_addr,
+        metrics,
+        tls,
+        health,
+        stop,
+        task,
+    })
+}
+
+/// The accept loop: TLS handshakes and HTTP connections, each on its own
+/// task so no client can hold up another; on stop, closes the listener and
+/// drains open connections.
+async fn serve_webhooks(
+    listener: TcpListener,
+    tls: Arc<TlsState>,
+    router: axum::Router,
+    config: Config,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let builder = if config.tls.http2 {
+        builder
+    } else {
+        builder.http1_only()
+    };
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+        let builder = builder.clone();
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = config.handshake_timeout;
+        let mut stopping = stop.clone();
+        tokio::spawn(async move {
+            // A connection still in its handshake has no request in flight:
+            // shutdown drops it instead of waiting for it.
+            let stream = tokio::select! {
+                s = handshake(acceptor, tcp, peer, handshake_timeout) => s,
+                _ = stopping.wait_for(|stop| *stop) => None,
+            };
+            let Some(stream) = stream else {
+                return;
+            };
+            let service = TowerToHyperService::new(router);
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(open_connections = open, "stopped accepting; draining");
+    match tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => {
+            tracing::warn!(timeout = ?config.drain_timeout, "drain timeout reached; closing the remaining connections")
+        }
+    }
+}
+
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Creates the development CA and serving certificate next to `cert` when
+/// neither `cert` nor `key` exists (the embedded default).
+fn bootstrap_dev_certificate(cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let dir = cert
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let ca_path = dir.join(crate::certs::CA_FILE);
+    let bundle = crate::certs::generate(
+        &crate::certs::dev_names(),
+        crate::certs::Validity::default(),
+    )?;
+    crate::certs::write_bundle(&bundle, &ca_path, cert, key)?;
+    tracing::info!(
+        ca = %ca_path.display(),
+        cert = %cert.display(),
+        "created a development CA and serving certificate for localhost, 127.0.0.1 and ::1; trust it with curl --cacert {}",
+        ca_path.display()
+    );
+    Ok(())
+}
+
+/// Hands memory freed after a bulk load (parsed YAML, list pages) back to
+/// the OS; glibc's allocator would otherwise keep it as resident memory.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it has no
+    // preconditions and touches no memory we own.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn pod_identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "stash-webhook".to_string())
+}
 
 /// Runs the subcommand.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Admission log lines are written off the request path; dropping the
+    // guard on return writes out what is queued.
+    let _logs = crate::telemetry::background();
+    let settings = Settings {
+        paused_session_policy: args.paused_session_policy,
+        image: args.image.clone(),
+    };
+    let (store, client) = match &args.offline {
+        Some(dir) => {
+            let loaded = crate::store::offline::load(dir)?;
+            for problem in &loaded.problems {
+                tracing::warn!(%problem, "offline store");
+            }
+            tracing::info!(
+                dir = %dir.display(),
+                backupconfigurations = loaded.snapshot.config_count(),
+                repositories = loaded.snapshot.repository_count(),
+                "offline store loaded"
+            );
+            let store = Arc::new(Store::from_snapshot(loaded.snapshot));
+            release_freed_memory();
+            (store, None)
+        }
+        None => {
+            let client = kube::Client::try_default().await.context(
+                "cannot reach the API server (use --offline DIR to run without a cluster)",
+            )?;
+            (Arc::new(Store::default()), Some(client))
+        }
+    };
+    if !args.tls_cert_file.exists() && !args.tls_key_file.exists() {
+        if args.offline.is_some() {
+            bootstrap_dev_certificate(&args.tls_cert_file, &args.tls_key_file)?;
+        } else {
+            anyhow::bail!(
+                "no serving certificate at {} and {} (create them with `stash certs`, or mount the webhook's TLS Secret)",
+                args.tls_cert_file.display(),
+                args.tls_key_file.display()
+            );
+        }
+    }
+    let mut config = Config::new(
+        args.listen,
+        args.probe_listen,
+        args.tls_cert_file,
+        args.tls_key_file,
+    );
+    config.tls.client_ca = args.client_ca_file;
+    config.tls.http2 = !args.disable_http2;
+    config.settings = settings.clone();
+    config.limits.max_request_time = args.max_request_time;
+    config.header_read_timeout = args.header_read_timeout;
+    config.drain_timeout = args.drain_timeout;
+    config.cert_poll_interval = args.cert_poll_interval;
+
+    let running = start(config, store.clone()).await?;
+    let mut background = Vec::new();
+    if let Some(client) = client {
+        background.push(tokio::spawn(feed::run(client.clone(), store)));
+        if args.reconcile {
+            let namespace = args
+                .namespace
+                .or_else(|| {
+                    std::env::var("POD_NAMESPACE")
+                        .ok()
+                        .filter(|s| !s.is_empty())
+                })
+                .unwrap_or_else(|| "stash-system".to_string());
+            let rc = crate::reconcile::ReconcilerConfig {
+                image: args.image,
+                namespace,
+                identity: pod_identity(),
+                settings,
+            };
+            background.push(tokio::spawn(async move {
+                if let Err(e) = crate::reconcile::run(client, rc).await {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "reconciler stopped; webhooks keep serving"
+                    );
+                }
+            }));
+        }
+    }
+    let signal = shutdown::signal().await;
+    tracing::info!(signal, delay = ?args.shutdown_delay, "shutting down: not ready, then draining in-flight requests");
+    running.begin_shutdown();
+    if !args.shutdown_delay.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(args.shutdown_delay) => {}
+            second = shutdown::signal() => tracing::info!(signal = second, "second signal: skipping the delay"),
+        }
+    }
+    running.shutdown().await;
+    for task in background {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -1,0 +1,269 @@
+//! The built binary: SIGTERM drains an in-flight request and exits 0, the
+//! embedded default creates its development certificate, and every admission
+//! is one log line that carries no object content.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Server {
+    child: Child,
+    addr: std::net::SocketAddr,
+    probe_addr: std::net::SocketAddr,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `stash serve` with JSON logs on free ports and waits until it serves.
+fn spawn(cwd: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stash"))
+        .current_dir(cwd)
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--probe-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            if v["message"] == "serving webhooks" {
+                let _ = tx.send((
+                    v["addr"].as_str().unwrap().parse().unwrap(),
+                    v["probe_addr"].as_str().unwrap().parse().unwrap(),
+                ));
+            }
+            sink.lock().unwrap().push(v);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok((addr, probe_addr)) => Server {
+            child,
+            addr,
+            probe_addr,
+            logs,
+        },
+        Err(_) => {
+            let _ = child.kill();
+            panic!("server did not start: {:?}", logs.lock().unwrap());
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_an_in_flight_request_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = stash::certs::generate(&stash::certs::dev_names(), Default::default()).unwrap();
+    let (ca, cert, key) = (
+        dir.path().join("ca.crt"),
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+    );
+    stash::certs::write_bundle(&bundle, &ca, &cert, &key).unwrap();
+    let mut server = spawn(
+        dir.path(),
+        &[
+            "--offline",
+            examples().to_str().unwrap(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--drain-timeout",
+            "20s",
+        ],
+    );
+    assert_eq!(probe(server.probe_addr, "/readyz").await.0, 200);
+
+    // An in-flight request: headers and half the body sent.
+    let mut review = deployment_review("in-flight-uid");
+    review["request"]["object"]["metadata"]["annotations"] =
+        serde_json::json!({"note": "s3cr3t-value"});
+    let body = review.to_string().into_bytes();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut s = tls(
+        server.addr,
+        client_config(&bundle.ca_pem, &[b"http/1.1"], None),
+    )
+    .await
+    .unwrap();
+    s.write_all(
+        format!("POST /mutate/workloads?timeout=10s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len())
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s.write_all(first).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    signal(&server.child, "-TERM");
+    // Not ready, and no new connections, while the request is still open.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = tokio::net::TcpStream::connect(server.addr).await.is_err();
+        let (status, _) = probe(server.probe_addr, "/readyz").await;
+        if refused {
+            assert_eq!(status, 503);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "listener still open after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+
+    s.write_all(rest).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("in-flight-uid"), "{text}");
+
+    let status = wait_exit(&mut server.child, Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+
+    // One log line for the admission, with what an operator needs and no
+    // object content.
+    std::thread::sleep(Duration::from_millis(100));
+    let logs = server.logs.lock().unwrap().clone();
+    let admissions: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["message"] == "admission")
+        .collect();
+    assert_eq!(admissions.len(), 1, "{logs:?}");
+    let line = admissions[0];
+    assert_eq!(line["uid"], "in-flight-uid");
+    assert_eq!(line["kind"], "Deployment");
+    assert_eq!(line["namespace"], "demo");
+    assert_eq!(line["name"], "stash-demo");
+    assert_eq!(line["operation"], "CREATE");
+    assert!(line["decision"] == "allowed" || line["decision"] == "denied");
+    assert!(line["patch_bytes"].is_u64());
+    assert!(line["latency_us"].is_u64());
+    let all = serde_json::to_string(&logs).unwrap();
+    assert!(!all.contains("s3cr3t-value"), "object content was logged");
+    assert!(logs.iter().any(|l| l["message"] == "drained"), "{logs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_creates_a_dev_certificate_and_sigint_stops_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn(dir.path(), &["--offline", examples().to_str().unwrap()]);
+    let certs = dir.path().join("certs");
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
+    assert!(std::fs::metadata(certs.join("tls.crt")).is_ok());
+    let mode = std::fs::metadata(certs.join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let logs = server.logs.lock().unwrap().clone();
+    assert!(
+        logs.iter().any(|l| l["ca"] == "certs/ca.crt"),
+        "CA path not logged: {logs:?}"
+    );
+
+    let mut conn = Conn::open(server.addr, client_config(&ca, &[b"h2"], None))
+        .await
+        .unwrap();
+    assert_review_answer(
+        &conn
+            .post("/mutate/workloads", deployment_review("dev").to_string())
+            .await
+            .unwrap(),
+        "dev",
+    );
+    drop(conn);
+    signal(&server.child, "-INT");
+    assert!(wait_exit(&mut server.child, Duration::from_secs(15)).success());
+
+    // A second start serves the same certificate rather than minting another.
+    let before = std::fs::read(certs.join("tls.crt")).unwrap();
+    let mut again = spawn(dir.path(), &["--offline", examples().to_str().unwrap()]);
+    assert_eq!(std::fs::read(certs.join("tls.crt")).unwrap(), before);
+    signal(&again.child, "-TERM");
+    assert!(wait_exit(&mut again.child, Duration::from_secs(15)).success());
+}
+
+#[test]
+fn cluster_mode_without_a_cluster_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stash"))
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--probe-listen",
+            "127.0.0.1:0",
+        ])
+        .env("HOME", dir.path())
+        .env("KUBECONFIG", dir.path().join("missing"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--offline"), "{stderr}");
+}
