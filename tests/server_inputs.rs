@@ -481,7 +481,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn app() -> axum::Router {
+fn app() -> stash::server::http::Webhooks {
     stash::server::http::router(Arc::new(AppState {
         store: example_store(),
         settings: Default::default(),

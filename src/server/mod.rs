@@ -239,7 +239,7 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
 async fn serve_webhooks(
     listener: TcpListener,
     tls: Arc<TlsState>,
-    router: axum::Router,
+    router: http::Webhooks,
     config: Config,
     mut stop: watch::Receiver<bool>,
 ) {
