@@ -299,8 +299,8 @@ async fn oversized_bodies_get_413_declared_or_streamed() {
 async fn slow_and_idle_clients_are_cut_off_without_stalling_others() {
     let pki = Pki::new();
     let mut config = pki.config();
-    config.header_read_timeout = Duration::from_millis(500);
-    config.handshake_timeout = Duration::from_millis(500);
+    config.header_read_timeout = Duration::from_secs(2);
+    config.handshake_timeout = Duration::from_secs(2);
     let server = start(config).await;
     let ca = pki.ca_pem();
 
@@ -323,10 +323,15 @@ async fn slow_and_idle_clients_are_cut_off_without_stalling_others() {
         "q",
     );
 
-    // Others are served meanwhile.
-    let started = Instant::now();
+    // Others are served meanwhile: before the slow client is even cut off.
     healthy(&server, &ca).await;
-    assert!(started.elapsed() < Duration::from_millis(500));
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), slow.read(&mut byte))
+            .await
+            .is_err(),
+        "the slow client was cut off before others were served"
+    );
 
     let reply = read_all(&mut slow, Duration::from_secs(5)).await.unwrap();
     assert!(!reply.contains(" 200 "), "{reply}");
@@ -476,7 +481,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn app() -> axum::Router {
+fn app() -> stash::server::http::Webhooks {
     stash::server::http::router(Arc::new(AppState {
         store: example_store(),
         settings: Default::default(),

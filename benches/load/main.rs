@@ -279,6 +279,12 @@ fn main() {
         floor::main(&args[1], &args[2]);
         return;
     }
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs this binary too; the measurement
+        // is for `cargo bench` only.
+        println!("load benchmark: run it with `cargo bench --bench load`");
+        return;
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let seconds: u64 = std::env::var("STASH_BENCH_SECONDS")
         .ok()

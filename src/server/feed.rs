@@ -90,7 +90,6 @@ async fn feed<K: Fed>(api: Api<K>, store: Arc<Store>, listed: Arc<AtomicU8>) {
                 let seen = listed.fetch_or(K::BIT, Ordering::AcqRel) | K::BIT;
                 if seen == 3 && !store.is_synced() {
                     store.mark_synced();
-                    super::release_freed_memory();
                     tracing::info!("store synced with the API server");
                 }
             }

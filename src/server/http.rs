@@ -7,19 +7,19 @@
 //! body that is not an AdmissionReview 400, a missed deadline 504, a panic
 //! 500. The decision itself is the library's pure `admission::handle`.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Body;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use futures::FutureExt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
 use super::metrics::Metrics;
 use crate::admission::{self, Answer, Endpoint, ReviewError, Settings};
@@ -69,35 +69,51 @@ pub struct AppState {
     pub decider: Decider,
 }
 
-/// The webhook router: the five endpoints of DESIGN.md.
-pub fn router(state: Arc<AppState>) -> Router {
-    let mut router = Router::new();
-    for endpoint in Endpoint::ALL {
-        router = router.route(
-            endpoint.path(),
-            post(move |State(s): State<Arc<AppState>>, req: Request| admit(s, endpoint, req))
-                .fallback(method_not_allowed),
-        );
+/// An answer of the webhook port.
+pub type Answered = Response<Full<Bytes>>;
+
+/// The webhook port as a service: the five endpoints of DESIGN.md. Routing
+/// is a match on the path, so the request path holds nothing but the work.
+#[derive(Clone)]
+pub struct Webhooks {
+    state: Arc<AppState>,
+}
+
+/// The webhook service over `state`.
+pub fn router(state: Arc<AppState>) -> Webhooks {
+    Webhooks { state }
+}
+
+impl<B> tower::Service<Request<B>> for Webhooks
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    type Response = Answered;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Answered, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
-    let metrics = state.metrics.clone();
-    router
-        .fallback(not_found)
-        .with_state(state)
-        .layer(axum::middleware::from_fn(
-            move |req: Request, next: axum::middleware::Next| {
-                let metrics = metrics.clone();
-                async move { count(metrics, req, next).await }
-            },
-        ))
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(count(&state, req).await) })
+    }
 }
 
 /// Counts in-flight requests and answers by code, and turns a panic anywhere
 /// below into a 500.
-async fn count(metrics: Arc<Metrics>, req: Request, next: axum::middleware::Next) -> Response {
-    use futures::FutureExt;
+async fn count<B>(state: &Arc<AppState>, req: Request<B>) -> Answered
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let metrics = &state.metrics;
     metrics.in_flight.inc();
-    let _guard = InFlight(&metrics);
-    let response = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+    let _guard = InFlight(metrics);
+    let response = match AssertUnwindSafe(route(state, req)).catch_unwind().await {
         Ok(r) => r,
         Err(_) => {
             metrics.panics.inc();
@@ -112,6 +128,29 @@ async fn count(metrics: Arc<Metrics>, req: Request, next: axum::middleware::Next
     response
 }
 
+async fn route<B>(state: &Arc<AppState>, req: Request<B>) -> Answered
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match Endpoint::from_path(req.uri().path()) {
+        None => {
+            let path = req.uri().path().chars().take(200).collect::<String>();
+            plain(StatusCode::NOT_FOUND, format!("no webhook at {path:?}"))
+        }
+        Some(_) if req.method() != Method::POST => {
+            let mut r = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {} not allowed: webhooks take POST", req.method()),
+            );
+            r.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+            r
+        }
+        Some(endpoint) => admit(state, endpoint, req).await,
+    }
+}
+
 struct InFlight<'a>(&'a Metrics);
 
 impl Drop for InFlight<'_> {
@@ -121,30 +160,16 @@ impl Drop for InFlight<'_> {
 }
 
 /// A one-line `text/plain` answer.
-pub fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
+pub fn plain(status: StatusCode, reason: impl Into<String>) -> Answered {
     let mut line = admission::wire::one_line(&reason.into());
     line.push('\n');
-    let mut response = (status, line).into_response();
+    let mut response = Response::new(Full::new(Bytes::from(line)));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-async fn not_found(req: Request) -> Response {
-    let path = req.uri().path().chars().take(200).collect::<String>();
-    plain(StatusCode::NOT_FOUND, format!("no webhook at {path:?}"))
-}
-
-async fn method_not_allowed(req: Request) -> Response {
-    let mut r = plain(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method {} not allowed: webhooks take POST", req.method()),
-    );
-    r.headers_mut()
-        .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-    r
 }
 
 /// Whether a Content-Type names JSON (`application/json`, any parameters).
@@ -165,7 +190,11 @@ fn requested_timeout(query: Option<&str>) -> Option<Duration> {
         .and_then(|(_, v)| super::duration::parse(v).ok())
 }
 
-async fn admit(state: Arc<AppState>, endpoint: Endpoint, req: Request) -> Response {
+async fn admit<B>(state: &Arc<AppState>, endpoint: Endpoint, req: Request<B>) -> Answered
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let started = Instant::now();
     if !is_json(req.headers().get(CONTENT_TYPE)) {
         return plain(
@@ -186,7 +215,7 @@ async fn admit(state: Arc<AppState>, endpoint: Endpoint, req: Request) -> Respon
         .map_or(state.limits.max_request_time, |t| {
             t.min(state.limits.max_request_time)
         });
-    match tokio::time::timeout(deadline, answer(&state, endpoint, req.into_body(), started)).await {
+    match tokio::time::timeout(deadline, answer(state, endpoint, req.into_body(), started)).await {
         Ok(response) => response,
         Err(_) => plain(
             StatusCode::GATEWAY_TIMEOUT,
@@ -195,19 +224,18 @@ async fn admit(state: Arc<AppState>, endpoint: Endpoint, req: Request) -> Respon
     }
 }
 
-fn too_large(max: usize) -> Response {
+fn too_large(max: usize) -> Answered {
     plain(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("request body is larger than {} MiB", max / (1024 * 1024)),
     )
 }
 
-async fn answer(
-    state: &Arc<AppState>,
-    endpoint: Endpoint,
-    body: Body,
-    started: Instant,
-) -> Response {
+async fn answer<B>(state: &Arc<AppState>, endpoint: Endpoint, body: B, started: Instant) -> Answered
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let body: Bytes = match Limited::new(body, state.limits.max_body).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -245,7 +273,7 @@ async fn answer(
                 elapsed,
             );
             log_admission(endpoint, &answer, elapsed);
-            let mut response = Response::new(Body::from(answer.body));
+            let mut response = Response::new(Full::new(Bytes::from(answer.body)));
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

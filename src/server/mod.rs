@@ -239,7 +239,7 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
 async fn serve_webhooks(
     listener: TcpListener,
     tls: Arc<TlsState>,
-    router: axum::Router,
+    router: http::Webhooks,
     config: Config,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -353,17 +353,6 @@ fn bootstrap_dev_certificate(cert: &Path, key: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hands memory freed after a bulk load (parsed YAML, list pages) back to
-/// the OS; glibc's allocator would otherwise keep it as resident memory.
-pub(crate) fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap pages; it has no
-    // preconditions and touches no memory we own.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 fn pod_identity() -> String {
     std::env::var("POD_NAME")
         .ok()
@@ -398,9 +387,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 repositories = loaded.snapshot.repository_count(),
                 "offline store loaded"
             );
-            let store = Arc::new(Store::from_snapshot(loaded.snapshot));
-            release_freed_memory();
-            (store, None)
+            (Arc::new(Store::from_snapshot(loaded.snapshot)), None)
         }
         None => {
             let client = kube::Client::try_default().await.context(

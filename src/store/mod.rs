@@ -37,10 +37,7 @@ impl ObjectKey {
     /// Key of a namespaced object; objects without a namespace land in `default`.
     pub fn of<K: kube::Resource>(obj: &K) -> Self {
         Self::new(
-            obj.meta()
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
+            obj.meta().namespace.clone().unwrap_or_else(|| "default".into()),
             obj.meta().name.clone().unwrap_or_default(),
         )
     }
@@ -109,12 +106,7 @@ impl Snapshot {
     ) -> Vec<&Arc<BackupConfiguration>> {
         self.by_target
             .get(&TargetKey::new(namespace, kind, name))
-            .map(|names| {
-                names
-                    .iter()
-                    .filter_map(|n| self.config(namespace, n))
-                    .collect()
-            })
+            .map(|names| names.iter().filter_map(|n| self.config(namespace, n)).collect())
             .unwrap_or_default()
     }
 
@@ -165,8 +157,7 @@ impl Snapshot {
 
     /// Adds or replaces a Repository.
     pub fn upsert_repository(&mut self, repo: Repository) {
-        self.repositories
-            .insert(ObjectKey::of(&repo), Arc::new(repo));
+        self.repositories.insert(ObjectKey::of(&repo), Arc::new(repo));
     }
 
     /// Removes a Repository; absent ones are ignored.
@@ -193,10 +184,7 @@ impl Store {
 
     /// The current view. O(1): clones a few reference counts.
     pub fn snapshot(&self) -> Snapshot {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Applies one change under the write lock.
