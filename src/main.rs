@@ -10,7 +10,13 @@ use stash::telemetry::{self, LogFormat};
 #[command(name = "stash", version, about)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "STASH_LOG_FORMAT", value_enum, default_value_t)]
+    #[arg(
+        long,
+        global = true,
+        env = "STASH_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -40,7 +46,10 @@ fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     // One process-wide rustls provider: kube's client and our server share it.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -66,11 +66,13 @@ impl Fixture {
                     paths: vec![self.data.display().to_string()],
                     ..Default::default()
                 }),
-                retention_policy: keep_last.map(|n| RetentionPolicy {
-                    name: format!("keep-last-{n}"),
-                    keep_last: Some(n),
-                    prune: true,
-                    ..Default::default()
+                retention_policy: keep_last.map(|n| {
+                    Box::new(RetentionPolicy {
+                        name: format!("keep-last-{n}"),
+                        keep_last: Some(n),
+                        prune: true,
+                        ..Default::default()
+                    })
                 }),
                 ..Default::default()
             },

@@ -5,8 +5,8 @@ mod admission_support;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use base64::Engine;
 use admission_support::*;
+use base64::Engine;
 use serde_json::Value;
 use stash::admission::{self, Endpoint, PausedSessionPolicy};
 

@@ -22,8 +22,8 @@ use std::str::FromStr;
 pub use wire::{Answer, Decision, ReviewError};
 
 use crate::store::Snapshot;
-use kube::core::admission::AdmissionRequest;
 use kube::core::DynamicObject;
+use kube::core::admission::AdmissionRequest;
 
 /// One webhook endpoint of DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,16 +68,24 @@ impl Endpoint {
 
     /// Whether this endpoint may return a patch.
     pub fn is_mutating(self) -> bool {
-        matches!(self, Endpoint::MutateWorkloads | Endpoint::MutateBackupSessions)
+        matches!(
+            self,
+            Endpoint::MutateWorkloads | Endpoint::MutateBackupSessions
+        )
     }
 
     /// The endpoints the API server would call for an object of this
     /// group/kind, mutating first: what `stash review` chains by default.
     pub fn for_kind(group: &str, kind: &str) -> Vec<Endpoint> {
         match (group, kind) {
-            ("apps", k) if crate::api::WORKLOAD_KINDS.contains(&k) => vec![Endpoint::MutateWorkloads],
+            ("apps", k) if crate::api::WORKLOAD_KINDS.contains(&k) => {
+                vec![Endpoint::MutateWorkloads]
+            }
             ("stash.appscode.com", "BackupSession") => {
-                vec![Endpoint::MutateBackupSessions, Endpoint::ValidateBackupSessions]
+                vec![
+                    Endpoint::MutateBackupSessions,
+                    Endpoint::ValidateBackupSessions,
+                ]
             }
             ("stash.appscode.com", "BackupConfiguration") => {
                 vec![Endpoint::ValidateBackupConfigurations]
@@ -110,7 +118,9 @@ impl FromStr for PausedSessionPolicy {
         match s {
             "skip" => Ok(Self::Skip),
             "reject" => Ok(Self::Reject),
-            other => Err(format!("unknown paused-session policy {other:?}: use skip or reject")),
+            other => Err(format!(
+                "unknown paused-session policy {other:?}: use skip or reject"
+            )),
         }
     }
 }
@@ -145,7 +155,9 @@ pub fn decide(endpoint: Endpoint, req: &Request, snap: &Snapshot, settings: &Set
         Endpoint::MutateWorkloads => workloads::mutate(req, snap, settings),
         Endpoint::MutateBackupSessions => backupsessions::mutate(req, snap, settings),
         Endpoint::ValidateBackupSessions => backupsessions::validate(req, snap, settings),
-        Endpoint::ValidateBackupConfigurations => backupconfigurations::validate(req, snap, settings),
+        Endpoint::ValidateBackupConfigurations => {
+            backupconfigurations::validate(req, snap, settings)
+        }
         Endpoint::ValidateRepositories => repositories::validate(req, snap, settings),
     }
 }

@@ -5,8 +5,8 @@
 //! API server requires a base64 string, which a golden test pins.
 
 use base64::Engine;
-use kube::core::admission::{AdmissionReview, Operation};
 use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionReview, Operation};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -23,7 +23,9 @@ pub enum ReviewError {
     NotJson(String),
     #[error("body is not an AdmissionReview: {0}")]
     NotAdmissionReview(String),
-    #[error("unsupported AdmissionReview apiVersion {0:?}: only admission.k8s.io/v1 is served (set admissionReviewVersions: [v1])")]
+    #[error(
+        "unsupported AdmissionReview apiVersion {0:?}: only admission.k8s.io/v1 is served (set admissionReviewVersions: [v1])"
+    )]
     UnsupportedVersion(String),
     #[error("AdmissionReview has no request")]
     MissingRequest,
@@ -128,12 +130,16 @@ pub fn parse(body: &[u8]) -> Result<(String, Request), ReviewError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ReviewError::NotJson(one_line(&e.to_string())))?;
     let Value::Object(map) = &value else {
-        return Err(ReviewError::NotAdmissionReview("expected a JSON object".into()));
+        return Err(ReviewError::NotAdmissionReview(
+            "expected a JSON object".into(),
+        ));
     };
     match map.get("kind").and_then(Value::as_str) {
         Some("AdmissionReview") => {}
         Some(other) => {
-            return Err(ReviewError::NotAdmissionReview(format!("kind is {other:?}")));
+            return Err(ReviewError::NotAdmissionReview(format!(
+                "kind is {other:?}"
+            )));
         }
         None => return Err(ReviewError::NotAdmissionReview("kind is missing".into())),
     }
@@ -303,7 +309,10 @@ mod tests {
     #[test]
     fn bad_bodies_are_typed_errors() {
         assert!(matches!(parse(b"{nope"), Err(ReviewError::NotJson(_))));
-        assert!(matches!(parse(b"[]"), Err(ReviewError::NotAdmissionReview(_))));
+        assert!(matches!(
+            parse(b"[]"),
+            Err(ReviewError::NotAdmissionReview(_))
+        ));
         assert!(matches!(
             parse(br#"{"kind":"Pod","apiVersion":"v1"}"#),
             Err(ReviewError::NotAdmissionReview(_))

@@ -20,10 +20,22 @@ use super::backup_configuration::Condition;
     category = "stash",
     category = "appscode",
     doc = "BackupSession is one run of a backup for its invoker.",
-    printcolumn(name = "Invoker-Type", type_ = "string", json_path = ".spec.invoker.kind"),
-    printcolumn(name = "Invoker-Name", type_ = "string", json_path = ".spec.invoker.name"),
+    printcolumn(
+        name = "Invoker-Type",
+        type_ = "string",
+        json_path = ".spec.invoker.kind"
+    ),
+    printcolumn(
+        name = "Invoker-Name",
+        type_ = "string",
+        json_path = ".spec.invoker.name"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackupSessionSpec {

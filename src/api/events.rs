@@ -17,7 +17,9 @@ pub const REASON_BACKUPSESSION_SKIPPED: &str = "BackupSessionSkipped";
 
 /// Message of the CronJob's skip event for configuration `ns/name`.
 pub fn cronjob_skipped_message(namespace: &str, name: &str) -> String {
-    format!("Skipping creating BackupSession. Reason: Backup Configuration {namespace}/{name} is paused.")
+    format!(
+        "Skipping creating BackupSession. Reason: Backup Configuration {namespace}/{name} is paused."
+    )
 }
 
 /// Message of the BackupSession controller's skip event.

@@ -2,8 +2,7 @@
 //! storage backend, with the Secret holding its password and credentials.
 
 use k8s_openapi::api::core::v1::{
-    EmptyDirVolumeSource, HostPathVolumeSource, NFSVolumeSource,
-    PersistentVolumeClaimVolumeSource,
+    EmptyDirVolumeSource, HostPathVolumeSource, NFSVolumeSource, PersistentVolumeClaimVolumeSource,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
@@ -26,14 +25,22 @@ use serde::{Deserialize, Serialize};
     doc = "Repository is a restic repository in a storage backend.",
     printcolumn(name = "Integrity", type_ = "boolean", json_path = ".status.integrity"),
     printcolumn(name = "Size", type_ = "string", json_path = ".status.size"),
-    printcolumn(name = "Snapshot-Count", type_ = "integer", json_path = ".status.snapshotCount"),
+    printcolumn(
+        name = "Snapshot-Count",
+        type_ = "integer",
+        json_path = ".status.snapshotCount"
+    ),
     printcolumn(
         name = "Last-Successful-Backup",
         type_ = "date",
         format = "date-time",
         json_path = ".status.lastBackupTime"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RepositorySpec {

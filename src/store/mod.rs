@@ -37,7 +37,10 @@ impl ObjectKey {
     /// Key of a namespaced object; objects without a namespace land in `default`.
     pub fn of<K: kube::Resource>(obj: &K) -> Self {
         Self::new(
-            obj.meta().namespace.clone().unwrap_or_else(|| "default".into()),
+            obj.meta()
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
             obj.meta().name.clone().unwrap_or_default(),
         )
     }
@@ -106,7 +109,12 @@ impl Snapshot {
     ) -> Vec<&Arc<BackupConfiguration>> {
         self.by_target
             .get(&TargetKey::new(namespace, kind, name))
-            .map(|names| names.iter().filter_map(|n| self.config(namespace, n)).collect())
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| self.config(namespace, n))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -126,7 +134,8 @@ impl Snapshot {
     }
 
     /// Adds or replaces a BackupConfiguration.
-    pub fn upsert_config(&mut self, bc: BackupConfiguration) {
+    pub fn upsert_config(&mut self, mut bc: BackupConfiguration) {
+        slim(&mut bc.metadata);
         let key = ObjectKey::of(&bc);
         self.remove_config(&key.namespace, &key.name);
         if let Some(t) = TargetKey::of_config(&bc) {
@@ -156,13 +165,25 @@ impl Snapshot {
     }
 
     /// Adds or replaces a Repository.
-    pub fn upsert_repository(&mut self, repo: Repository) {
-        self.repositories.insert(ObjectKey::of(&repo), Arc::new(repo));
+    pub fn upsert_repository(&mut self, mut repo: Repository) {
+        slim(&mut repo.metadata);
+        self.repositories
+            .insert(ObjectKey::of(&repo), Arc::new(repo));
     }
 
     /// Removes a Repository; absent ones are ignored.
     pub fn remove_repository(&mut self, namespace: &str, name: &str) {
         self.repositories.remove(&ObjectKey::new(namespace, name));
+    }
+}
+
+/// Drops the metadata no decision reads and that can dwarf the object itself
+/// (managedFields, kubectl's last-applied copy), so the store of a large
+/// cluster stays small.
+fn slim(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 
@@ -184,7 +205,10 @@ impl Store {
 
     /// The current view. O(1): clones a few reference counts.
     pub fn snapshot(&self) -> Snapshot {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Applies one change under the write lock.
@@ -276,6 +300,28 @@ mod tests {
         assert_eq!(s.configs_for_target("demo", "StatefulSet", "app").len(), 1);
         s.remove_config("demo", "b");
         assert!(s.configs_for_target("demo", "Deployment", "app").is_empty());
+    }
+
+    #[test]
+    fn stored_objects_drop_managed_fields_and_last_applied() {
+        let mut obj = bc("demo", "a", "Deployment", "app");
+        obj.metadata.managed_fields = Some(vec![Default::default()]);
+        obj.metadata.annotations = Some(
+            [
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{}".to_string(),
+                ),
+                ("team".to_string(), "x".to_string()),
+            ]
+            .into(),
+        );
+        let mut s = Snapshot::default();
+        s.upsert_config(obj);
+        let stored = s.config("demo", "a").unwrap();
+        assert!(stored.metadata.managed_fields.is_none());
+        let annotations = stored.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
     }
 
     #[test]

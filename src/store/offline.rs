@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::Snapshot;
-use crate::api::{unknown::unknown_fields, BackupConfiguration, Repository, GROUP};
+use crate::api::{BackupConfiguration, GROUP, Repository, unknown::unknown_fields};
 
 /// A problem with one document; loading went on without it.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +103,9 @@ pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded) {
             Ok(v) => v,
             Err(e) => {
                 let line = e.location().map(|l| l.line());
-                loaded.problems.push(problem(line, format!("not valid YAML: {e}")));
+                loaded
+                    .problems
+                    .push(problem(line, format!("not valid YAML: {e}")));
                 // A syntax error ends the stream: serde_yaml cannot resync after it.
                 if line.is_some() {
                     break;
@@ -129,7 +131,10 @@ pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded) {
 
 /// Adds one object if it is one of ours; returns the unknown fields it had.
 fn add_object(value: Value, snapshot: &mut Snapshot) -> Result<Vec<String>, String> {
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     let group = api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
     if group != GROUP {
@@ -196,7 +201,10 @@ spec: {schedule: "* * * * *", repository: {name: r}}
         assert!(loaded.snapshot.config("demo", "broken").is_none());
         assert_eq!(loaded.problems.len(), 1, "{:?}", loaded.problems);
         let p = loaded.problems[0].to_string();
-        assert!(p.starts_with("x.yaml: document 2: invalid BackupConfiguration"), "{p}");
+        assert!(
+            p.starts_with("x.yaml: document 2: invalid BackupConfiguration"),
+            "{p}"
+        );
     }
 
     #[test]
