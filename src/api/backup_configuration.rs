@@ -12,11 +12,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+// The rarely-set parts are boxed: the webhook's store holds every
+// configuration of the cluster, and an absent box costs 8 bytes where the
+// inline struct would cost its full size (about 900 bytes in all). (A plain
+// comment: doc comments become the CRD's schema descriptions.)
 /// Spec of a BackupConfiguration.
-///
-/// The rarely-set parts are boxed: the webhook's store holds every
-/// configuration of the cluster, and an absent box costs 8 bytes where the
-/// inline struct would cost its full size (about 900 bytes in all).
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "stash.appscode.com",

@@ -77,29 +77,18 @@ pub struct Backend {
 impl Backend {
     /// Names of the backend fields that are set, in a fixed order.
     pub fn configured(&self) -> Vec<&'static str> {
-        let mut set = Vec::new();
-        if self.local.is_some() {
-            set.push("local");
-        }
-        if self.s3.is_some() {
-            set.push("s3");
-        }
-        if self.gcs.is_some() {
-            set.push("gcs");
-        }
-        if self.azure.is_some() {
-            set.push("azure");
-        }
-        if self.swift.is_some() {
-            set.push("swift");
-        }
-        if self.b2.is_some() {
-            set.push("b2");
-        }
-        if self.rest.is_some() {
-            set.push("rest");
-        }
-        set
+        [
+            ("local", self.local.is_some()),
+            ("s3", self.s3.is_some()),
+            ("gcs", self.gcs.is_some()),
+            ("azure", self.azure.is_some()),
+            ("swift", self.swift.is_some()),
+            ("b2", self.b2.is_some()),
+            ("rest", self.rest.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
     }
 }
 
