@@ -85,6 +85,18 @@ impl Fixture {
         local_repository(&self.repo)
     }
 
+    /// One host run of the fixture's configuration (as `host-0`) into its repository.
+    async fn backup(&self, keep_last: Option<i64>) -> stash::backup::HostBackupOutcome {
+        backup_host(
+            &self.config(keep_last),
+            &self.repository(),
+            &self.secrets,
+            "host-0",
+            &self.settings,
+        )
+        .await
+    }
+
     /// restic's own view of the repository, independent of our code.
     fn restic(&self, args: &[&str]) -> std::process::Output {
         Command::new(&self.settings.binary)
@@ -149,14 +161,7 @@ async fn first_backup_initialises_and_the_second_is_incremental() {
     let payload = pseudo_random(2_000_000, 1);
     std::fs::write(f.data.join("big.bin"), &payload).unwrap();
 
-    let first = backup_host(
-        &f.config(None),
-        &f.repository(),
-        &f.secrets,
-        "host-0",
-        &f.settings,
-    )
-    .await;
+    let first = f.backup(None).await;
     assert_eq!(
         first.stats.phase,
         Some(HostBackupPhase::Succeeded),
@@ -177,14 +182,7 @@ async fn first_backup_initialises_and_the_second_is_incremental() {
         "first run uploads the data"
     );
 
-    let second = backup_host(
-        &f.config(None),
-        &f.repository(),
-        &f.secrets,
-        "host-0",
-        &f.settings,
-    )
-    .await;
+    let second = f.backup(None).await;
     assert_eq!(
         second.stats.phase,
         Some(HostBackupPhase::Succeeded),
@@ -254,24 +252,10 @@ async fn retention_keeps_exactly_keep_last() {
 #[tokio::test]
 async fn wrong_password_fails_with_restics_message() {
     let f = Fixture::new();
-    let ok = backup_host(
-        &f.config(None),
-        &f.repository(),
-        &f.secrets,
-        "host-0",
-        &f.settings,
-    )
-    .await;
+    let ok = f.backup(None).await;
     assert!(ok.succeeded(), "{:?}", ok.stats.error);
     std::fs::write(f.secrets.join("RESTIC_PASSWORD"), "not-the-password").unwrap();
-    let o = backup_host(
-        &f.config(None),
-        &f.repository(),
-        &f.secrets,
-        "host-0",
-        &f.settings,
-    )
-    .await;
+    let o = f.backup(None).await;
     assert_eq!(o.stats.phase, Some(HostBackupPhase::Failed));
     let err = o.stats.error.unwrap();
     assert!(err.contains("wrong password or no key found"), "{err}");
@@ -285,14 +269,7 @@ async fn wrong_password_fails_with_restics_message() {
 async fn missing_password_file_is_named_and_restic_is_not_run() {
     let f = Fixture::new();
     std::fs::remove_file(f.secrets.join("RESTIC_PASSWORD")).unwrap();
-    let o = backup_host(
-        &f.config(None),
-        &f.repository(),
-        &f.secrets,
-        "host-0",
-        &f.settings,
-    )
-    .await;
+    let o = f.backup(None).await;
     assert_eq!(o.stats.phase, Some(HostBackupPhase::Failed));
     let err = o.stats.error.unwrap();
     assert!(

@@ -255,24 +255,14 @@ async fn missing_target_is_reported_not_retried_hot() {
     let (res, log, world) = pass(w, 1000).await;
     res.unwrap();
     assert!(!writes(&log).iter().any(|(_, p)| p == SIDECAR_RB));
-    let conds = world[BC]["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let target = conds
-        .iter()
-        .find(|c| c["type"] == "BackupTargetFound")
-        .unwrap();
+    let target = condition(&world, "BackupTargetFound");
     assert_eq!(target["status"], "False");
     assert_eq!(target["reason"], "TargetNotAvailable");
     assert_eq!(
         target["message"],
         "Backup target Deployment/stash-demo does not exist."
     );
-    let sidecar = conds
-        .iter()
-        .find(|c| c["type"] == "StashSidecarInjected")
-        .unwrap();
+    let sidecar = condition(&world, "StashSidecarInjected");
     assert_eq!(sidecar["status"], "False");
 }
 
@@ -282,14 +272,7 @@ async fn missing_repository_is_a_false_condition() {
     w.remove(REPO);
     let (res, _, world) = pass(w, 1000).await;
     res.unwrap();
-    let conds = world[BC]["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let repo = conds
-        .iter()
-        .find(|c| c["type"] == "RepositoryFound")
-        .unwrap();
+    let repo = condition(&world, "RepositoryFound");
     assert_eq!(repo["status"], "False");
     assert_eq!(repo["message"], "Repository demo/gcs-repo does not exist.");
 }
@@ -308,14 +291,7 @@ async fn no_schedule_means_no_cronjob_and_a_false_condition() {
             .iter()
             .any(|(_, p)| p == CRONJOB || p == SA || p == CRON_RB)
     );
-    let conds = world[BC]["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let cj = conds
-        .iter()
-        .find(|c| c["type"] == "CronJobCreated")
-        .unwrap();
+    let cj = condition(&world, "CronJobCreated");
     assert_eq!(cj["status"], "False");
     assert_eq!(
         cj["message"],
@@ -335,14 +311,7 @@ async fn forbidden_cronjob_fails_the_pass_but_still_reports_status() {
     );
     // the rest of the pass still happened, and the status says why
     assert!(writes(&log).iter().any(|(_, p)| p == SIDECAR_RB));
-    let conds = world[BC]["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let cj = conds
-        .iter()
-        .find(|c| c["type"] == "CronJobCreated")
-        .unwrap();
+    let cj = condition(&world, "CronJobCreated");
     assert_eq!(cj["status"], "False");
     assert!(
         cj["message"].as_str().unwrap().contains("forbidden"),
@@ -401,6 +370,15 @@ async fn deleted_configuration_without_our_finalizer_costs_nothing() {
     assert!(log.is_empty(), "{log:#?}");
 }
 
+/// The configuration's status condition of `type_`; the test fails if it is missing.
+fn condition(world: &BTreeMap<String, Value>, type_: &str) -> Value {
+    world[BC]["status"]["conditions"]
+        .as_array()
+        .and_then(|conds| conds.iter().find(|c| c["type"] == type_))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {type_} condition in {}", world[BC]["status"]))
+}
+
 fn containers(deploy: &Value) -> Vec<String> {
     deploy["spec"]["template"]["spec"]["containers"]
         .as_array()
@@ -436,14 +414,7 @@ async fn back_fills_the_sidecar_with_a_guarded_json_patch_once() {
         deploy["metadata"]["annotations"]["stash.appscode.com/last-applied-backupconfiguration"],
         "pause-backup"
     );
-    let conds = world[BC]["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let injected = conds
-        .iter()
-        .find(|c| c["type"] == "StashSidecarInjected")
-        .unwrap();
+    let injected = condition(&world, "StashSidecarInjected");
     assert_eq!(injected["status"], "True");
     assert_eq!(injected["reason"], "SidecarInjectionSucceeded");
 
@@ -467,14 +438,7 @@ async fn a_concurrent_workload_change_fails_the_patch_instead_of_misapplying() {
     assert_eq!(find(&log, "PATCH", DEPLOY).body[0]["value"], "5");
     assert_eq!(containers(&world[DEPLOY]), ["busybox"]);
     // the status still says what happened, and the error policy will retry
-    let conds = world[BC]["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let injected = conds
-        .iter()
-        .find(|c| c["type"] == "StashSidecarInjected")
-        .unwrap();
+    let injected = condition(&world, "StashSidecarInjected");
     assert_eq!(injected["status"], "False");
 }
 
@@ -485,14 +449,7 @@ async fn missing_repository_leaves_the_workload_alone() {
     let (res, log, world) = pass(w, 1000).await;
     res.unwrap();
     assert!(!writes(&log).iter().any(|(_, p)| p == DEPLOY));
-    let conds = world[BC]["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let injected = conds
-        .iter()
-        .find(|c| c["type"] == "StashSidecarInjected")
-        .unwrap();
+    let injected = condition(&world, "StashSidecarInjected");
     assert_eq!(injected["status"], "False");
     assert!(
         injected["message"].as_str().unwrap().contains("gcs-repo"),

@@ -152,17 +152,10 @@ fn check_spec(bc: &BackupConfiguration, me: &str) -> Result<(), String> {
                 "{me} has a retentionPolicy without a name: set retentionPolicy.name (e.g. keep-last-5)"
             ));
         }
-        let counts = [
-            ("keepLast", policy.keep_last),
-            ("keepHourly", policy.keep_hourly),
-            ("keepDaily", policy.keep_daily),
-            ("keepWeekly", policy.keep_weekly),
-            ("keepMonthly", policy.keep_monthly),
-            ("keepYearly", policy.keep_yearly),
-        ];
-        if let Some((field, n)) = counts
-            .iter()
-            .find_map(|(f, v)| v.filter(|n| *n < 0).map(|n| (f, n)))
+        if let Some((field, n)) = policy
+            .keep_counts()
+            .into_iter()
+            .find_map(|(f, _, v)| v.filter(|n| *n < 0).map(|n| (f, n)))
         {
             return Err(format!(
                 "{me} has retentionPolicy.{field}: {n}: keep counts cannot be negative"

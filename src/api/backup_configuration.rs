@@ -142,19 +142,25 @@ pub struct RetentionPolicy {
 }
 
 impl RetentionPolicy {
+    /// Every keep count as `(field name, restic flag, value)`: the one list
+    /// both the validating webhook and the sidecar's `restic forget` read.
+    pub fn keep_counts(&self) -> [(&'static str, &'static str, Option<i64>); 6] {
+        [
+            ("keepLast", "--keep-last", self.keep_last),
+            ("keepHourly", "--keep-hourly", self.keep_hourly),
+            ("keepDaily", "--keep-daily", self.keep_daily),
+            ("keepWeekly", "--keep-weekly", self.keep_weekly),
+            ("keepMonthly", "--keep-monthly", self.keep_monthly),
+            ("keepYearly", "--keep-yearly", self.keep_yearly),
+        ]
+    }
+
     /// The keep rules that are set and non-zero, as `(restic flag, value)`.
     pub fn keep_flags(&self) -> Vec<(&'static str, i64)> {
-        [
-            ("--keep-last", self.keep_last),
-            ("--keep-hourly", self.keep_hourly),
-            ("--keep-daily", self.keep_daily),
-            ("--keep-weekly", self.keep_weekly),
-            ("--keep-monthly", self.keep_monthly),
-            ("--keep-yearly", self.keep_yearly),
-        ]
-        .into_iter()
-        .filter_map(|(flag, v)| v.filter(|n| *n != 0).map(|n| (flag, n)))
-        .collect()
+        self.keep_counts()
+            .into_iter()
+            .filter_map(|(_, flag, v)| v.filter(|n| *n != 0).map(|n| (flag, n)))
+            .collect()
     }
 
     /// Whether any keep rule (count or tag) is set.
