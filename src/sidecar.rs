@@ -75,7 +75,10 @@ pub struct SidecarPlan {
 ///   nor removed — whichever we picked could be the wrong one and every
 ///   choice restarts the pods), a warning names them all;
 /// - none: a sidecar stash injected (recognised by its annotations) is
-///   removed with its volumes and annotations; anything else is left alone.
+///   removed with its volumes and annotations; anything else is left alone;
+/// - before all of these: a workload whose pod template is a copy of its
+///   controller's ([`template_controller`], e.g. a Deployment's ReplicaSet)
+///   is never patched; a warning says so when a configuration targets it.
 pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPlan {
     let view = match Workload::read(workload) {
         Ok(Some(view)) => view,
@@ -90,6 +93,27 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPl
             };
         }
     };
+    if let Some((owner_kind, owner_name)) = view.controller {
+        // Its pod template is a copy of its controller's: changing it makes
+        // the owner's controller make another copy, for ever. The owner is
+        // where the sidecar goes (and comes in again through its rollout).
+        let targeted = !snap
+            .configs_for_target(view.namespace, view.kind, view.name)
+            .is_empty();
+        return SidecarPlan {
+            warnings: targeted
+                .then(|| {
+                    format!(
+                        "{} is controlled by {owner_kind} {}/{owner_name}, which owns its pod template; stash left its sidecar unchanged: target the {owner_kind} instead",
+                        view.display(),
+                        view.namespace,
+                    )
+                })
+                .into_iter()
+                .collect(),
+            ..SidecarPlan::default()
+        };
+    }
     let live: Vec<&BackupConfiguration> = snap
         .configs_for_target(view.namespace, view.kind, view.name)
         .into_iter()
@@ -148,6 +172,9 @@ struct Workload<'a> {
     volumes: Option<&'a [Value]>,
     /// StatefulSet `volumeClaimTemplates` names: mountable like pod volumes.
     claim_templates: Vec<&'a str>,
+    /// (kind, name) of the controller that stamps out this workload's pod
+    /// template (see [`template_controller`]), if any.
+    controller: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Workload<'a> {
@@ -212,7 +239,9 @@ impl<'a> Workload<'a> {
                     .collect()
             })
             .unwrap_or_default();
+        let controller = template_controller(kind, meta.and_then(|m| m.get("ownerReferences")));
         Ok(Some(Self {
+            controller,
             api_version,
             kind,
             namespace,
@@ -274,6 +303,32 @@ impl<'a> Workload<'a> {
             .flatten()
             .any(|m| m.get("name").and_then(Value::as_str) == Some(name))
     }
+}
+
+/// The controller whose pod template this workload copies, as (kind, name):
+/// a controller ownerReference to another apps workload (a Deployment's
+/// ReplicaSets), or any controller of a ReplicaSet (a ReplicaSet with a
+/// controller is always a copy of that controller's template, e.g. an Argo
+/// Rollout's). A Deployment, StatefulSet or DaemonSet that an operator's own
+/// resource controls is still the user's to target: its controller writes it
+/// from its own spec and the webhook injects on each of those writes, so its
+/// stored template converges instead of multiplying.
+pub fn template_controller<'a>(
+    kind: &str,
+    owner_references: Option<&'a Value>,
+) -> Option<(&'a str, &'a str)> {
+    owner_references
+        .and_then(Value::as_array)?
+        .iter()
+        .filter(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .find_map(|r| {
+            let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let owner_kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
+            let owner_name = r.get("name").and_then(Value::as_str).unwrap_or("");
+            let apps_workload =
+                api_version.split('/').next() == Some("apps") && WORKLOAD_KINDS.contains(&owner_kind);
+            (apps_workload || kind == "ReplicaSet").then_some((owner_kind, owner_name))
+        })
 }
 
 fn optional_map<'a>(
@@ -837,6 +892,76 @@ mod tests {
 
     fn run(obj: &Value, s: &Snapshot) -> SidecarPlan {
         plan(obj, s, &Settings::default())
+    }
+
+    fn owned_by(mut obj: Value, kind: &str, api_version: &str, controller: bool) -> Value {
+        obj["metadata"]["ownerReferences"] = json!([{"apiVersion": api_version, "kind": kind,
+            "name": "owner", "uid": "u-1", "controller": controller, "blockOwnerDeletion": true}]);
+        obj
+    }
+
+    fn replica_set_of_injected_deployment(s: &Snapshot) -> Value {
+        // What the deployment controller writes: the Deployment's injected template.
+        let d = deployment(json!([{"name": "app", "image": "x"}]), json!([]));
+        let mut rs = apply(&d, &run(&d, s));
+        rs["kind"] = json!("ReplicaSet");
+        rs["metadata"]["name"] = json!("app-59f9cbf897");
+        rs
+    }
+
+    #[test]
+    fn a_replica_set_a_deployment_controls_is_never_patched() {
+        let s = snap(&[config("bc", "app", json!([]))], &[gcs()]);
+        let rs = replica_set_of_injected_deployment(&s);
+        assert!(has_sidecar(&rs["spec"]["template"]));
+        let owned = owned_by(rs.clone(), "Deployment", "apps/v1", true);
+        // No configuration targets the ReplicaSet: without the rule this
+        // strips the sidecar, and the deployment controller makes another.
+        let p = run(&owned, &s);
+        assert_eq!(p, SidecarPlan::default());
+        // Not even once the configuration is gone: the Deployment's rollout removes it.
+        assert_eq!(run(&owned, &Snapshot::default()), SidecarPlan::default());
+        // The same ReplicaSet standing alone is ours to clean up.
+        assert!(!run(&rs, &Snapshot::default()).ops.is_empty());
+    }
+
+    #[test]
+    fn a_targeted_replica_set_with_a_controller_gets_a_warning_not_a_sidecar() {
+        let mut bc = config("bc", "app-1", json!([]));
+        bc["spec"]["target"]["ref"]["kind"] = json!("ReplicaSet");
+        let s = snap(&[bc], &[gcs()]);
+        let mut rs = deployment(json!([{"name": "app", "image": "x"}]), json!([]));
+        rs["kind"] = json!("ReplicaSet");
+        rs["metadata"]["name"] = json!("app-1");
+        // Standalone: injected.
+        let alone = run(&rs, &s);
+        assert!(has_sidecar(&apply(&rs, &alone)["spec"]["template"]));
+        // Controlled by a Deployment or by any other controller (an Argo Rollout): left alone.
+        for (kind, api_version) in [("Deployment", "apps/v1"), ("Rollout", "argoproj.io/v1alpha1")] {
+            let p = run(&owned_by(rs.clone(), kind, api_version, true), &s);
+            assert!(p.ops.is_empty(), "{kind}: {:?}", p.ops);
+            assert_eq!(
+                p.warnings,
+                vec![format!(
+                    "ReplicaSet demo/app-1 is controlled by {kind} demo/owner, which owns its pod template; stash left its sidecar unchanged: target the {kind} instead"
+                )]
+            );
+        }
+        // An owner that is not the controller changes nothing.
+        let p = run(&owned_by(rs.clone(), "Deployment", "apps/v1", false), &s);
+        assert_eq!(p, alone);
+    }
+
+    #[test]
+    fn a_deployment_an_operator_controls_is_still_the_users_to_target() {
+        let s = snap(&[config("bc", "app", json!([]))], &[gcs()]);
+        let d = deployment(json!([{"name": "app", "image": "x"}]), json!([]));
+        let owned = owned_by(d.clone(), "Elasticsearch", "elasticsearch.k8s.elastic.co/v1", true);
+        assert_eq!(run(&owned, &s).ops, run(&d, &s).ops);
+        assert!(!run(&owned, &s).ops.is_empty());
+        // A Deployment controlled by another apps workload is a copy too.
+        let copied = owned_by(d, "StatefulSet", "apps/v1", true);
+        assert!(run(&copied, &s).ops.is_empty());
     }
 
     #[test]
