@@ -1,0 +1,1305 @@
+//! The user's guide (`seed/pause-backup.md`) against a REAL control plane,
+//! opt-in: skipped unless `STASH_E2E_KUBECONFIG` names a kubeconfig (README,
+//! "Real-cluster end-to-end test").
+//!
+//! `stash serve` (webhooks + reconciler) and `stash run-backup` (the sidecar)
+//! run as local processes of the compiled binary, so no pod has to run: a
+//! kube-apiserver and a kube-controller-manager (deployment, replicaset,
+//! garbage collector) without any kubelet are enough. The API server calls the
+//! webhooks on this machine through `clientConfig.url`.
+//!
+//! What the test changes in the guide's YAMLs, and why: everything lives in a
+//! fresh namespace instead of `demo`; the Repository is a `local` backend in
+//! a temp dir (run-backup runs here, not in a pod with a GCS bucket's
+//! credentials), and the configuration backs up a temp dir standing for the
+//! PVC's `/source/data`. Everything else is applied as the guide has it, in
+//! its order: Deployment (and PVC), Secret, Repository, BackupConfiguration.
+
+mod e2e;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use base64::Engine;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use e2e::{Cluster, SKIP_LINE, Settings};
+use stash::api::{BackupConfiguration, BackupSession, Repository};
+
+/// The guide's names.
+const BC: &str = "pause-backup";
+const DEPLOY: &str = "stash-demo";
+const CRONJOB: &str = "stash-backup-pause-backup";
+const SECRET: &str = "gcs-secret";
+const REPO: &str = "gcs-repo";
+const PASSWORD: &str = "changeit";
+const INSTANT: &str = "instant-backupsession";
+/// The restic host of a Deployment's backups (one host for all replicas).
+const HOST: &str = "host-0";
+/// Where the injected container mounts the storage Secret and its scratch dir.
+const SECRET_MOUNT: &str = "/etc/stash/repository/secret";
+const SCRATCH_MOUNT: &str = "/tmp";
+/// Image of the sidecar and the CronJob: one no node can pull, so that on a
+/// cluster with kubelets neither an in-cluster sidecar nor the CronJob's pod
+/// ever competes with the local processes.
+const IMAGE: &str = "stash-e2e.invalid/stash:never-pulled";
+
+/// Bounds of the waits.
+const SHORT: Duration = Duration::from_secs(30);
+const LONG: Duration = Duration::from_secs(120);
+/// How long the ReplicaSet count must stay put to count as settled (the
+/// injection storm made 21 ReplicaSets in 6 s).
+const SETTLE: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_backup_guide_on_a_real_cluster() {
+    let Some(settings) = Settings::from_env() else {
+        // Straight to stderr, so the line shows without --nocapture.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{SKIP_LINE}");
+        return;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let restic = std::process::Command::new("restic").arg("version").output();
+    assert!(
+        restic.as_ref().is_ok_and(|o| o.status.success()),
+        "restic must be on PATH (run-backup drives it): apt-get install restic ({restic:?})"
+    );
+
+    let (client, api_url) = e2e::client(&settings.kubeconfig).await;
+    let host = match &settings.webhook_host {
+        Some(h) => h.clone(),
+        None => e2e::route_address(&api_url).await.to_string(),
+    };
+    let listen_ip: IpAddr = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => "::".parse().unwrap(),
+        _ => "0.0.0.0".parse().unwrap(),
+    };
+    let port = settings
+        .webhook_port
+        .unwrap_or_else(|| e2e::free_port(listen_ip));
+    let c = Cluster::create(client, settings).await;
+    c.step(&format!(
+        "API server {api_url}; it will call the webhooks at https://{}",
+        e2e::host_port(&host, port)
+    ));
+
+    install(&c, &host, SocketAddr::new(listen_ip, port)).await;
+    guide(&c).await;
+    c.step("the guide ran through; cleaning up");
+}
+
+// ---------------------------------------------------------------------------
+// Install: CRDs, certificates, `stash serve`, the webhook configurations
+// ---------------------------------------------------------------------------
+
+async fn install(c: &Cluster, host: &str, listen: SocketAddr) {
+    // $ stash crds | kubectl apply -f -
+    let crds = e2e::run_stash(None, &["crds".into()], &[]).await;
+    let crd_api: Api<CustomResourceDefinition> = Api::all(c.client.clone());
+    let mut names = Vec::new();
+    for doc in e2e::yaml_docs(&crds) {
+        let crd: CustomResourceDefinition =
+            serde_json::from_value(doc).expect("`stash crds` prints CRDs");
+        let name = crd.name_any();
+        crd_api
+            .patch(
+                &name,
+                &PatchParams::apply("stash-e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        names.push(name);
+    }
+    assert_eq!(names.len(), 3, "{names:?}");
+    for name in &names {
+        c.wait_for(&format!("CRD {name} Established"), SHORT, async || {
+            let crd = crd_api.get(name).await.map_err(|e| e.to_string())?;
+            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            conditions
+                .iter()
+                .find(|c| c.type_ == "Established" && c.status == "True")
+                .map(|_| ())
+                .ok_or_else(|| format!("conditions {conditions:?}"))
+        })
+        .await;
+    }
+    c.step("CRDs applied from `stash crds` and Established");
+
+    // Certificates for the address the API server dials (what `stash certs`
+    // makes, with this machine's name instead of the Service's).
+    let bundle = stash::certs::generate(&[host.to_string()], stash::certs::Validity::default())
+        .expect("certificates");
+    let (ca, cert, key) = (c.p("ca.crt"), c.p("tls.crt"), c.p("tls.key"));
+    stash::certs::write_bundle(&bundle, &ca, &cert, &key).expect("write certificates");
+
+    // $ stash serve, in cluster mode (KUBECONFIG), the Lease in the test's namespace.
+    let probe = SocketAddr::new(
+        "127.0.0.1".parse().unwrap(),
+        e2e::free_port("127.0.0.1".parse().unwrap()),
+    );
+    let serve_args: Vec<String> = vec![
+        "serve".into(),
+        format!("--listen={listen}"),
+        format!("--probe-listen={probe}"),
+        format!("--tls-cert-file={}", cert.display()),
+        format!("--tls-key-file={}", key.display()),
+        format!("--namespace={}", c.ns),
+        format!("--image={IMAGE}"),
+        "--shutdown-delay=0s".into(),
+        "--drain-timeout=2s".into(),
+    ];
+    c.spawn(
+        "serve",
+        &serve_args,
+        &[(
+            "POD_NAME".into(),
+            format!("stash-e2e-serve-{}", std::process::id()),
+        )],
+    );
+    c.wait_for(
+        "stash serve /readyz = 200 ok",
+        SHORT,
+        async || match e2e::http_get(probe, "/readyz").await? {
+            (200, _) => Ok(()),
+            (code, body) => Err(format!("{code} {}", body.trim())),
+        },
+    )
+    .await;
+    c.step("stash serve is ready (its informers listed the cluster)");
+
+    // $ stash manifests --ca-bundle-file ca.crt: the install's own webhook
+    // configurations, calling this machine and scoped to the test's namespace.
+    let rendered = e2e::run_stash(
+        None,
+        &[
+            "manifests".into(),
+            format!("--ca-bundle-file={}", ca.display()),
+        ],
+        &[],
+    )
+    .await;
+    let docs = e2e::yaml_docs(&rendered);
+    let by_kind = |kind: &str| -> Value {
+        let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+        assert_eq!(found.len(), 1, "`stash manifests` renders one {kind}");
+        found[0].clone()
+    };
+    let base = format!("https://{}", e2e::host_port(host, listen.port()));
+    let mut mutating: MutatingWebhookConfiguration =
+        serde_json::from_value(by_kind("MutatingWebhookConfiguration")).unwrap();
+    mutating.metadata.name = Some(c.ns.clone());
+    for hook in mutating.webhooks.iter_mut().flatten() {
+        redirect(&mut hook.client_config, &base, &hook.name);
+        hook.namespace_selector = Some(only_namespace(&c.ns));
+    }
+    let mut validating: ValidatingWebhookConfiguration =
+        serde_json::from_value(by_kind("ValidatingWebhookConfiguration")).unwrap();
+    validating.metadata.name = Some(c.ns.clone());
+    for hook in validating.webhooks.iter_mut().flatten() {
+        redirect(&mut hook.client_config, &base, &hook.name);
+        hook.namespace_selector = Some(only_namespace(&c.ns));
+    }
+    let hooks: Vec<String> = mutating
+        .webhooks
+        .iter()
+        .flatten()
+        .map(|h| h.name.clone())
+        .chain(validating.webhooks.iter().flatten().map(|h| h.name.clone()))
+        .collect();
+    assert_eq!(hooks.len(), 5, "one webhook per endpoint: {hooks:?}");
+    Api::<MutatingWebhookConfiguration>::all(c.client.clone())
+        .create(&PostParams::default(), &mutating)
+        .await
+        .unwrap_or_else(|e| panic!("create MutatingWebhookConfiguration {}: {e}", c.ns));
+    Api::<ValidatingWebhookConfiguration>::all(c.client.clone())
+        .create(&PostParams::default(), &validating)
+        .await
+        .unwrap_or_else(|e| panic!("create ValidatingWebhookConfiguration {}: {e}", c.ns));
+    c.step(&format!(
+        "webhook configurations {} created: {}",
+        c.ns,
+        hooks.join(", ")
+    ));
+
+    // The API server must reach the webhooks before the guide starts: a
+    // Repository with two backends, dry run, must be denied by ours.
+    let repos: Api<Repository> = Api::namespaced(c.client.clone(), &c.ns);
+    let two_backends: Repository = serde_json::from_value(json!({
+        "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+        "metadata": {"name": "e2e-webhook-probe", "namespace": c.ns},
+        "spec": {"backend": {
+            "local": {"mountPath": "/probe", "hostPath": {"path": "/probe"}},
+            "rest": {"url": "http://probe.invalid"},
+            "storageSecretName": SECRET
+        }}
+    }))
+    .unwrap();
+    let dry_run = PostParams {
+        dry_run: true,
+        field_manager: None,
+    };
+    let denial = c
+        .wait_for(
+            &format!("the API server to call the validating webhook at {base} (is this machine's port reachable from it?)"),
+            Duration::from_secs(60),
+            async || match repos.create(&dry_run, &two_backends).await {
+                Ok(_) => Err("a Repository with two backends was admitted: the webhook is not called yet".to_string()),
+                Err(kube::Error::Api(s)) if s.message.contains("denied the request") => Ok(s.message.clone()),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+        .await;
+    assert!(
+        denial.contains("repositories.validate.stash.appscode.com"),
+        "{denial}"
+    );
+    c.step(&format!("the API server calls the webhooks: {denial}"));
+}
+
+/// `clientConfig.service` → `clientConfig.url` on this machine, same path.
+fn redirect(config: &mut WebhookClientConfig, base: &str, hook: &str) {
+    let service = config
+        .service
+        .take()
+        .unwrap_or_else(|| panic!("webhook {hook} calls a Service in the install"));
+    let path = service
+        .path
+        .unwrap_or_else(|| panic!("webhook {hook} has a path"));
+    config.url = Some(format!("{base}{path}"));
+    assert!(
+        config.ca_bundle.is_some(),
+        "webhook {hook} carries the caBundle"
+    );
+}
+
+/// Only the namespace named `ns` (its `kubernetes.io/metadata.name` label).
+fn only_namespace(ns: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            ns.to_string(),
+        )])),
+        ..LabelSelector::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The guide
+// ---------------------------------------------------------------------------
+
+async fn guide(c: &Cluster) {
+    let ns = c.ns.as_str();
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+    let configs: Api<BackupConfiguration> = Api::namespaced(c.client.clone(), ns);
+    let cronjobs: Api<CronJob> = Api::namespaced(c.client.clone(), ns);
+    let repos: Api<Repository> = Api::namespaced(c.client.clone(), ns);
+
+    // ---- Deploy Deployment --------------------------------------------------
+    // $ kubectl apply -f deployment.yaml
+    let mut docs = e2e::example("deployment.yaml", ns);
+    assert_eq!(docs.len(), 2, "deployment.yaml: the PVC and the Deployment");
+    let deployment: Deployment = serde_json::from_value(docs.remove(1)).unwrap();
+    let pvc: PersistentVolumeClaim = serde_json::from_value(docs.remove(0)).unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(c.client.clone(), ns)
+        .create(&PostParams::default(), &pvc)
+        .await
+        .expect("persistentvolumeclaim/source-pvc created");
+    let created = deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("deployment.apps/stash-demo created");
+    assert_eq!(
+        container_names(&created),
+        ["busybox"],
+        "no configuration yet: nothing to inject"
+    );
+    let uid = created.uid().expect("a stored Deployment has a uid");
+    let original_template = template(&created);
+    let first_rs = c
+        .wait_for(
+            "the deployment controller's first ReplicaSet (is a kube-controller-manager running?)",
+            SHORT,
+            async || {
+                let list = c.replica_sets(&uid).await;
+                match list.as_slice() {
+                    [rs] => Ok(rs.name_any()),
+                    other => Err(describe_replica_sets(other)),
+                }
+            },
+        )
+        .await;
+    c.step(&format!(
+        "Deployment stash-demo created; ReplicaSet {first_rs}"
+    ));
+
+    // ---- Create Secret and Repository ---------------------------------------
+    // $ kubectl create secret generic -n demo gcs-secret --from-file=./RESTIC_PASSWORD …
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": SECRET, "namespace": ns},
+        "data": {"RESTIC_PASSWORD": base64::engine::general_purpose::STANDARD.encode(PASSWORD)}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(c.client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret/gcs-secret created");
+    // $ kubectl apply -f repository.yaml — on a local backend in the temp dir.
+    let repo_dir = c.p("repo");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let mut repo = e2e::example("repository.yaml", ns).remove(0);
+    assert_eq!(repo["spec"]["backend"]["storageSecretName"], SECRET);
+    let repo_path = repo_dir.display().to_string();
+    repo["spec"]["backend"] = json!({
+        "local": {"mountPath": repo_path, "hostPath": {"path": repo_path}},
+        "storageSecretName": SECRET
+    });
+    let repo: Repository = serde_json::from_value(repo).unwrap();
+    repos
+        .create(&PostParams::default(), &repo)
+        .await
+        .expect("repository.stash.appscode.com/gcs-repo created");
+
+    // ---- Create BackupConfiguration -----------------------------------------
+    // The data busybox writes into the PVC, here in the temp dir.
+    let data = c.p("source/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("data.txt"), "sample_data\n").unwrap();
+    let data_path = data.display().to_string();
+    // $ kubectl apply -f backupconfiguration.yaml
+    let mut bc = e2e::example("backupconfiguration.yaml", ns).remove(0);
+    assert_eq!(bc["spec"]["target"]["paths"], json!(["/source/data"]));
+    bc["spec"]["target"]["paths"] = json!([data_path]);
+    bc["spec"]["target"]["volumeMounts"][0]["mountPath"] = json!(data_path);
+    let bc: BackupConfiguration = serde_json::from_value(bc).unwrap();
+    configs
+        .create(&PostParams::default(), &bc)
+        .await
+        .expect("backupconfiguration.stash.appscode.com/pause-backup created");
+    c.step("Secret, Repository and BackupConfiguration created");
+
+    // ---- Verify Sidecar -------------------------------------------------------
+    // The Deployment existed first, so the reconciler injects the sidecar (the
+    // API server sends its update through our workload webhook too).
+    let injected = c
+        .wait_for(
+            "the stash sidecar in Deployment stash-demo",
+            SHORT,
+            async || {
+                let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
+                if container_names(&d) == ["busybox", "stash"] {
+                    Ok(d)
+                } else {
+                    Err(format!("containers {:?}", container_names(&d)))
+                }
+            },
+        )
+        .await;
+    let sidecar = sidecar_container(&injected);
+    assert_eq!(sidecar["image"], IMAGE);
+    assert_eq!(sidecar["args"][0], "run-backup", "{sidecar}");
+    assert_eq!(
+        injected
+            .annotations()
+            .get("stash.appscode.com/last-applied-backupconfiguration"),
+        Some(&BC.to_string())
+    );
+    // One ReplicaSet per pod template the Deployment has had: the guide's
+    // original and the injected one. No storm: the count settles and stays.
+    let mut templates = vec![original_template.clone(), template(&injected)];
+    let sets = settled_replica_sets(c, &uid, &templates, "after the injection").await;
+    let with_sidecar: Vec<String> = sets
+        .iter()
+        .filter(|rs| rs_has_sidecar(rs))
+        .map(|rs| rs.name_any())
+        .collect();
+    assert_eq!(with_sidecar.len(), 1, "{}", describe_replica_sets(&sets));
+    let rs_names = names(&sets);
+    c.step(&format!(
+        "sidecar injected; ReplicaSets settled: {}",
+        rs_names.join(", ")
+    ));
+
+    // ---- Verify CronJob -------------------------------------------------------
+    let cron = c
+        .wait_for(&format!("CronJob {CRONJOB}"), SHORT, async || {
+            cronjobs
+                .get_opt(CRONJOB)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "not there".to_string())
+        })
+        .await;
+    let cron_json = serde_json::to_value(&cron).unwrap();
+    assert_eq!(cron_json["spec"]["schedule"], "*/5 * * * *");
+    let job = &cron_json["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        job["args"],
+        json!([
+            "create-backupsession",
+            "--invoker-kind=BackupConfiguration",
+            "--invoker-name=pause-backup"
+        ])
+    );
+    let cron_uid = cron.uid().unwrap();
+    c.wait_for(
+        "the BackupConfiguration's conditions all True",
+        SHORT,
+        async || {
+            let bc = c.raw::<BackupConfiguration>(BC).await.ok_or("gone")?;
+            let conditions: BTreeMap<String, String> = bc["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    (
+                        c["type"].as_str().unwrap_or_default().to_string(),
+                        c["status"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            let want = [
+                "BackupTargetFound",
+                "CronJobCreated",
+                "RepositoryFound",
+                "StashSidecarInjected",
+            ];
+            if want
+                .iter()
+                .all(|w| conditions.get(*w).map(String::as_str) == Some("True"))
+            {
+                Ok(())
+            } else {
+                Err(format!("{conditions:?}"))
+            }
+        },
+    )
+    .await;
+    // $ kubectl get backupconfiguration -n demo
+    let bc_now = c.raw::<BackupConfiguration>(BC).await.unwrap();
+    assert_eq!(
+        columns::<BackupConfiguration>(c, &bc_now).await,
+        cols(&[("TASK", ""), ("SCHEDULE", "*/5 * * * *"), ("PAUSED", "")]),
+    );
+    c.step("CronJob stash-backup-pause-backup exists; kubectl get backupconfiguration: TASK SCHEDULE PAUSED AGE");
+
+    // ---- The sidecar: run-backup as the injected container has it -------------
+    start_sidecar(c, &injected, &uid).await;
+
+    // ---- Wait for BackupSession Succeeded ------------------------------------
+    // The schedule fires: the CronJob's container, run here.
+    let before = restic_snapshots(c);
+    assert!(before.is_empty(), "a fresh repository: {before:?}");
+    let sessions_before = session_names(c).await;
+    cron_fires(c, &cron).await;
+    let sessions_after = session_names(c).await;
+    let new: Vec<&String> = sessions_after
+        .iter()
+        .filter(|s| !sessions_before.contains(s))
+        .collect();
+    assert_eq!(
+        new.len(),
+        1,
+        "the CronJob creates one BackupSession: {sessions_after:?}"
+    );
+    let scheduled = new[0].clone();
+    assert!(scheduled.starts_with("pause-backup-"), "{scheduled}");
+    backup_succeeds(c, &scheduled, &before, 1).await;
+    c.step(&format!(
+        "BackupSession {scheduled} Succeeded with one restic snapshot"
+    ));
+
+    // ---- Pause Scheduled Backup ----------------------------------------------
+    // $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": true}}'
+    let deploy_before = deployments.get(DEPLOY).await.unwrap();
+    patch_paused(c, true).await;
+    let bc_now = c.raw::<BackupConfiguration>(BC).await.unwrap();
+    assert_eq!(bc_now["metadata"]["generation"], 2);
+    assert_eq!(
+        columns::<BackupConfiguration>(c, &bc_now).await,
+        cols(&[
+            ("TASK", ""),
+            ("SCHEDULE", "*/5 * * * *"),
+            ("PAUSED", "true")
+        ]),
+    );
+    no_restart(c, &deploy_before, &uid, &rs_names, "after the pause").await;
+    let cron_now = cronjobs.get(CRONJOB).await.expect("the CronJob stays");
+    assert_eq!(
+        cron_now.uid().unwrap(),
+        cron_uid,
+        "the CronJob is the same one"
+    );
+    c.step("paused: no new ReplicaSet, same pod template, the CronJob stays");
+
+    // ---- Verify Scheduled Backup Get Skipped ---------------------------------
+    let snapshots_paused = restic_snapshots(c);
+    let sessions_before = session_names(c).await;
+    cron_fires(c, &cron_now).await;
+    assert_eq!(
+        session_names(c).await,
+        sessions_before,
+        "no new BackupSession"
+    );
+    let want = vec![(
+        "Normal".to_string(),
+        "Backup Skipped".to_string(),
+        "Backup Triggering CronJob".to_string(),
+        format!(
+            "Skipping creating BackupSession. Reason: Backup Configuration {ns}/pause-backup is paused."
+        ),
+    )];
+    // $ kubectl describe backupconfiguration -n demo pause-backup
+    c.wait_for(
+        "the Backup Skipped event on the BackupConfiguration",
+        SHORT,
+        async || {
+            let seen = c.events("BackupConfiguration", BC).await;
+            if seen == want {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
+    c.step("the CronJob skipped: Backup Skipped from Backup Triggering CronJob");
+
+    // ---- Verify Instant Backup Get Skipped -----------------------------------
+    // $ kubectl apply -f backupsession.yaml
+    create_instant(c, INSTANT).await;
+    let stored = c.raw::<BackupSession>(INSTANT).await.unwrap();
+    assert_eq!(
+        stored["metadata"]["labels"],
+        json!({
+            "stash.appscode.com/backup-configuration": "pause-backup",
+            "stash.appscode.com/invoker-type": "BackupConfiguration",
+            "stash.appscode.com/invoker-name": "pause-backup"
+        }),
+        "the API server sent the session through our mutating webhook"
+    );
+    let skipped = session_finishes(c, INSTANT, "Skipped").await;
+    // $ kubectl get backupsession -n demo instant-backupsession
+    assert_eq!(
+        columns::<BackupSession>(c, &skipped).await,
+        cols(&[
+            ("INVOKER-TYPE", "BackupConfiguration"),
+            ("INVOKER-NAME", "pause-backup"),
+            ("PHASE", "Skipped")
+        ]),
+    );
+    // $ kubectl describe backupsession -n demo instant-backupsession
+    let want = vec![(
+        "Warning".to_string(),
+        "BackupSessionSkipped".to_string(),
+        "BackupSession Controller".to_string(),
+        "Backup Configuration is paused".to_string(),
+    )];
+    c.wait_for("the BackupSessionSkipped event", SHORT, async || {
+        let seen = c.events("BackupSession", INSTANT).await;
+        if seen == want {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    // Nobody backs up, nobody writes a second event.
+    c.holds_for(
+        "the skip (one event, no snapshot)",
+        Duration::from_secs(5),
+        async || {
+            let seen = c.events("BackupSession", INSTANT).await;
+            let snapshots = restic_snapshots(c);
+            if seen != want {
+                Err(format!("events {seen:?}"))
+            } else if snapshots.len() != snapshots_paused.len() {
+                Err(format!("restic snapshots {}", snapshots.len()))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    no_restart(c, &deploy_before, &uid, &rs_names, "while paused").await;
+    c.step("the instant session was Skipped: BackupSessionSkipped from BackupSession Controller; no snapshot");
+
+    // ---- Resume Backup ---------------------------------------------------------
+    // $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": false}}'
+    patch_paused(c, false).await;
+    let bc_now = c.raw::<BackupConfiguration>(BC).await.unwrap();
+    assert_eq!(
+        columns::<BackupConfiguration>(c, &bc_now).await,
+        cols(&[
+            ("TASK", ""),
+            ("SCHEDULE", "*/5 * * * *"),
+            ("PAUSED", "false")
+        ]),
+    );
+    no_restart(c, &deploy_before, &uid, &rs_names, "after resuming").await;
+    let resumed = format!("{INSTANT}-resumed");
+    let before = restic_snapshots(c);
+    create_instant(c, &resumed).await;
+    backup_succeeds(c, &resumed, &before, 2).await;
+    no_restart(
+        c,
+        &deploy_before,
+        &uid,
+        &rs_names,
+        "after the resumed backup",
+    )
+    .await;
+    c.step(&format!(
+        "resumed: {resumed} Succeeded with one new snapshot; ReplicaSets unchanged"
+    ));
+
+    // ---- Removal: the configuration goes, the sidecar and the CronJob with it --
+    c.stop("run-backup");
+    // $ kubectl delete -n demo backupconfiguration pause-backup
+    configs
+        .delete(BC, &DeleteParams::default())
+        .await
+        .expect("backupconfiguration.stash.appscode.com \"pause-backup\" deleted");
+    c.wait_for(
+        "the BackupConfiguration to go (finalizer released)",
+        SHORT,
+        async || match c.raw::<BackupConfiguration>(BC).await {
+            None => Ok(()),
+            Some(bc) => Err(format!(
+                "deletionTimestamp {} finalizers {}",
+                bc["metadata"]["deletionTimestamp"], bc["metadata"]["finalizers"]
+            )),
+        },
+    )
+    .await;
+    let removed = c
+        .wait_for(
+            "the sidecar's removal from Deployment stash-demo",
+            SHORT,
+            async || {
+                let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
+                if container_names(&d) == ["busybox"] {
+                    Ok(d)
+                } else {
+                    Err(format!("containers {:?}", container_names(&d)))
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        template(&removed),
+        original_template,
+        "removal restores the guide's pod template exactly"
+    );
+    assert!(
+        !removed
+            .annotations()
+            .contains_key("stash.appscode.com/last-applied-backupconfiguration"),
+        "{:?}",
+        removed.annotations()
+    );
+    // The template is new unless a ReplicaSet already has it: the deployment
+    // controller then rolls back to that one instead of making another.
+    let removed_template = template(&removed);
+    if !templates.contains(&removed_template) {
+        templates.push(removed_template);
+    }
+    let sets = settled_replica_sets(c, &uid, &templates, "after the removal").await;
+    c.step(&format!(
+        "sidecar removed; ReplicaSets settled: {}",
+        names(&sets).join(", ")
+    ));
+    c.wait_for(
+        "the CronJob to be garbage-collected (ownerReference to the BackupConfiguration)",
+        LONG,
+        async || match cronjobs.get_opt(CRONJOB).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(cj) => Err(format!(
+                "still there, ownerReferences {:?}",
+                cj.owner_references()
+            )),
+        },
+    )
+    .await;
+    c.step("CronJob garbage-collected");
+}
+
+// ---------------------------------------------------------------------------
+// Steps
+// ---------------------------------------------------------------------------
+
+/// `kubectl patch backupconfiguration … --type=merge --patch='{"spec": {"paused": …}}'`,
+/// then waits for the reconciler to have seen the new generation.
+async fn patch_paused(c: &Cluster, paused: bool) {
+    let configs: Api<BackupConfiguration> = Api::namespaced(c.client.clone(), &c.ns);
+    configs
+        .patch(
+            BC,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": paused}})),
+        )
+        .await
+        .expect("backupconfiguration.stash.appscode.com/pause-backup patched");
+    c.wait_for(
+        &format!("the reconciler to observe paused={paused}"),
+        SHORT,
+        async || {
+            let bc = c.raw::<BackupConfiguration>(BC).await.ok_or("gone")?;
+            let (generation, observed) = (
+                &bc["metadata"]["generation"],
+                &bc["status"]["observedGeneration"],
+            );
+            if generation == observed {
+                Ok(())
+            } else {
+                Err(format!(
+                    "generation {generation}, observedGeneration {observed}"
+                ))
+            }
+        },
+    )
+    .await;
+}
+
+/// The pods do not restart: the Deployment's pod template and generation stay,
+/// and no ReplicaSet comes or goes, for [`SETTLE`].
+async fn no_restart(c: &Cluster, before: &Deployment, uid: &str, rs_names: &[String], when: &str) {
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), &c.ns);
+    c.holds_for(&format!("no restart {when}"), SETTLE, async || {
+        let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
+        if template(&d) != template(before) {
+            return Err(format!(
+                "the pod template changed: {}",
+                serde_json::to_string(&template(&d)).unwrap()
+            ));
+        }
+        if d.metadata.generation != before.metadata.generation {
+            return Err(format!(
+                "Deployment generation {:?} → {:?}",
+                before.metadata.generation, d.metadata.generation
+            ));
+        }
+        let sets = c.replica_sets(uid).await;
+        if names(&sets) != rs_names {
+            return Err(format!("ReplicaSets now: {}", describe_replica_sets(&sets)));
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// Waits until the Deployment's ReplicaSets are exactly one per template of
+/// `templates`, then checks they stay exactly those for [`SETTLE`].
+async fn settled_replica_sets(
+    c: &Cluster,
+    uid: &str,
+    templates: &[Value],
+    when: &str,
+) -> Vec<ReplicaSet> {
+    let sets = c
+        .wait_for(
+            &format!("one ReplicaSet per pod template {when}"),
+            SHORT,
+            async || {
+                let sets = c.replica_sets(uid).await;
+                one_per_template(&sets, templates).map(|()| sets)
+            },
+        )
+        .await;
+    let settled = names(&sets);
+    c.holds_for(
+        &format!("the ReplicaSet count {when}"),
+        SETTLE,
+        async || {
+            let now = c.replica_sets(uid).await;
+            if names(&now) == settled {
+                Ok(())
+            } else {
+                Err(format!(
+                    "settled at {} ReplicaSets, now {}: {}",
+                    settled.len(),
+                    now.len(),
+                    describe_replica_sets(&now)
+                ))
+            }
+        },
+    )
+    .await;
+    sets
+}
+
+fn one_per_template(sets: &[ReplicaSet], templates: &[Value]) -> Result<(), String> {
+    let ok = sets.len() == templates.len()
+        && templates
+            .iter()
+            .all(|t| sets.iter().filter(|rs| rs_template(rs) == *t).count() == 1);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} pod templates, {}",
+            templates.len(),
+            describe_replica_sets(sets)
+        ))
+    }
+}
+
+/// Starts `stash run-backup` here as the kubelet would start the injected
+/// container: its args, its env from the downward API (a pod of the
+/// injected ReplicaSet, when the controller made one), the Secret volume's
+/// keys as files, the `tmp-dir` emptyDir as a temp dir.
+async fn start_sidecar(c: &Cluster, deploy: &Deployment, uid: &str) {
+    let deploy_json = serde_json::to_value(deploy).unwrap();
+    let pod_spec = &deploy_json["spec"]["template"]["spec"];
+    let container = sidecar_container(deploy);
+    let mounts: BTreeMap<String, String> = container["volumeMounts"]
+        .as_array()
+        .expect("the sidecar mounts volumes")
+        .iter()
+        .map(|m| {
+            (
+                m["mountPath"].as_str().unwrap().to_string(),
+                m["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let volume = |mount: &str| -> Value {
+        let name = mounts
+            .get(mount)
+            .unwrap_or_else(|| panic!("the sidecar mounts nothing at {mount}: {mounts:?}"));
+        pod_spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("volume {name}"))
+            .clone()
+    };
+    // The Secret volume: every key of the Secret, as a file.
+    let secret_volume = volume(SECRET_MOUNT);
+    assert_eq!(
+        secret_volume["secret"]["secretName"], SECRET,
+        "the Repository's storage Secret"
+    );
+    let secret = Api::<Secret>::namespaced(c.client.clone(), &c.ns)
+        .get(SECRET)
+        .await
+        .expect("the storage Secret");
+    let secret_dir = c.p("pod/secret");
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    for (key, value) in secret.data.unwrap_or_default() {
+        std::fs::write(secret_dir.join(key), value.0).unwrap();
+    }
+    assert!(volume(SCRATCH_MOUNT)["emptyDir"].is_object());
+    let scratch = c.p("pod/tmp");
+    std::fs::create_dir_all(&scratch).unwrap();
+
+    // A pod of the injected ReplicaSet, if the replicaset controller made one.
+    let sets = c.replica_sets(uid).await;
+    let rs = sets
+        .iter()
+        .find(|rs| rs_has_sidecar(rs))
+        .expect("the injected ReplicaSet");
+    let rs_uid = rs.uid().unwrap();
+    let pods = Api::<Pod>::namespaced(c.client.clone(), &c.ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .items;
+    let pod = pods
+        .iter()
+        .find(|p| p.owner_references().iter().any(|o| o.uid == rs_uid));
+    let pod_name = pod
+        .map(|p| p.name_any())
+        .unwrap_or_else(|| format!("{}-e2e00", rs.name_any()));
+    let node = pod
+        .and_then(|p| p.spec.as_ref())
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
+
+    let mut args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(args[0], "run-backup");
+    set_flag(&mut args, "--secret-dir", &secret_dir.display().to_string());
+    set_flag(&mut args, "--scratch-dir", &scratch.display().to_string());
+    set_flag(&mut args, "--metrics-listen", "off");
+    let env = downward_env(&container["env"], &c.ns, &pod_name, &node);
+    for want in ["POD_NAME", "POD_NAMESPACE", "NODE_NAME"] {
+        assert!(
+            env.iter().any(|(k, _)| k == want),
+            "the sidecar gets {want}: {env:?}"
+        );
+    }
+    c.spawn("run-backup", &args, &env);
+    c.step(&format!("run-backup started as pod {pod_name}"));
+}
+
+/// `--flag=value` in `args`, replacing the flag's value if it is there.
+fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
+    let prefix = format!("{flag}=");
+    let arg = format!("{prefix}{value}");
+    match args
+        .iter()
+        .position(|a| a.starts_with(&prefix) || a == flag)
+    {
+        Some(i) if args[i] == flag => {
+            args[i] = arg;
+            if i + 1 < args.len() {
+                args.remove(i + 1);
+            }
+        }
+        Some(i) => args[i] = arg,
+        None => args.push(arg),
+    }
+}
+
+/// A container's `env` as the kubelet resolves it for pod `pod` in `ns` on `node`.
+fn downward_env(env: &Value, ns: &str, pod: &str, node: &str) -> Vec<(String, String)> {
+    env.as_array()
+        .expect("the container sets env")
+        .iter()
+        .map(|var| {
+            let name = var["name"].as_str().unwrap().to_string();
+            if let Some(v) = var["value"].as_str() {
+                return (name, v.to_string());
+            }
+            let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.namespace") => ns,
+                Some("metadata.name") => pod,
+                Some("spec.nodeName") => node,
+                other => panic!("env {name}: a source the test does not resolve: {other:?}"),
+            };
+            (name, value.to_string())
+        })
+        .collect()
+}
+
+/// The CronJob fires: its container's args and env, run here to completion.
+async fn cron_fires(c: &Cluster, cron: &CronJob) {
+    let cron = serde_json::to_value(cron).unwrap();
+    let container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let pod = format!(
+        "{CRONJOB}-{}-e2e00",
+        jiff::Timestamp::now().as_second() / 60
+    );
+    let env = downward_env(&container["env"], &c.ns, &pod, "");
+    c.step(&format!("the CronJob fires: stash {}", args.join(" ")));
+    e2e::run_stash(Some(&c.settings.kubeconfig), &args, &env).await;
+}
+
+/// `kubectl apply -f backupsession.yaml`, the session named `name`.
+async fn create_instant(c: &Cluster, name: &str) {
+    let mut session = e2e::example("backupsession.yaml", &c.ns).remove(0);
+    assert_eq!(session["metadata"]["name"], INSTANT);
+    session["metadata"]["name"] = json!(name);
+    let session: BackupSession = serde_json::from_value(session).unwrap();
+    Api::<BackupSession>::namespaced(c.client.clone(), &c.ns)
+        .create(&PostParams::default(), &session)
+        .await
+        .unwrap_or_else(|e| panic!("create BackupSession {name}: {e}"));
+    c.step(&format!("BackupSession {name} created"));
+}
+
+async fn session_names(c: &Cluster) -> Vec<String> {
+    let mut names: Vec<String> = Api::<BackupSession>::namespaced(c.client.clone(), &c.ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list backupsessions")
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits for session `name` to reach phase `want` (failing at once on
+/// another finished phase); the session as stored.
+async fn session_finishes(c: &Cluster, name: &str, want: &str) -> Value {
+    c.wait_for(&format!("BackupSession {name} {want}"), LONG, async || {
+        let s = c
+            .raw::<BackupSession>(name)
+            .await
+            .ok_or_else(|| "the session is gone".to_string())?;
+        let phase = s["status"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if phase == want {
+            Ok(s)
+        } else if ["Succeeded", "Failed", "Skipped"].contains(&phase.as_str()) {
+            panic!(
+                "BackupSession {name} ended {phase}, not {want}: {}\nrun-backup log:\n{}",
+                s["status"],
+                c.log_tail("run-backup", 30)
+            );
+        } else {
+            Err(format!("phase {phase:?}, status {}", s["status"]))
+        }
+    })
+    .await
+}
+
+/// Session `name` Succeeds: the host's stats name exactly one new restic
+/// snapshot (of this host and path), the Repository counts `total`
+/// snapshots, and the events are the sidecar's and the controller's.
+async fn backup_succeeds(c: &Cluster, name: &str, before: &[Value], total: usize) {
+    let done = session_finishes(c, name, "Succeeded").await;
+    let after = restic_snapshots(c);
+    let new: Vec<&Value> = after
+        .iter()
+        .filter(|s| !before.iter().any(|b| b["id"] == s["id"]))
+        .collect();
+    assert_eq!(new.len(), 1, "exactly one new restic snapshot: {after:#?}");
+    assert_eq!(after.len(), total, "{after:#?}");
+    let snap = new[0];
+    assert_eq!(snap["hostname"], HOST, "{snap}");
+    assert_eq!(
+        snap["paths"],
+        json!([c.p("source/data").display().to_string()])
+    );
+    // $ kubectl get backupsession -n demo
+    assert_eq!(
+        columns::<BackupSession>(c, &done).await,
+        cols(&[
+            ("INVOKER-TYPE", "BackupConfiguration"),
+            ("INVOKER-NAME", "pause-backup"),
+            ("PHASE", "Succeeded")
+        ]),
+    );
+    let status = &done["status"];
+    assert_eq!(status["totalHosts"], 1, "{status}");
+    let stats = status["stats"].as_array().expect("the host's stats");
+    assert_eq!(stats.len(), 1, "{status}");
+    assert_eq!(stats[0]["hostname"], HOST, "{status}");
+    assert_eq!(stats[0]["phase"], "Succeeded", "{status}");
+    let snapshots = stats[0]["snapshots"].as_array().expect("snapshot stats");
+    assert_eq!(snapshots.len(), 1, "{status}");
+    assert_eq!(
+        snapshots[0]["name"], snap["short_id"],
+        "the session names restic's snapshot"
+    );
+    c.wait_for(
+        &format!("Repository gcs-repo status.snapshotCount = {total}"),
+        SHORT,
+        async || {
+            let repo = c.raw::<Repository>(REPO).await.ok_or("gone")?;
+            if repo["status"]["snapshotCount"] == total {
+                Ok(())
+            } else {
+                Err(format!("status {}", repo["status"]))
+            }
+        },
+    )
+    .await;
+    // $ kubectl describe backupsession -n demo <name>
+    let mut want = vec![
+        (
+            "Normal".to_string(),
+            "BackupSession Succeeded".to_string(),
+            "BackupSession Controller".to_string(),
+            "Backup session completed successfully".to_string(),
+        ),
+        (
+            "Normal".to_string(),
+            "Host Backup Succeeded".to_string(),
+            "Backup Sidecar".to_string(),
+            format!("backup succeeded for host {HOST}"),
+        ),
+    ];
+    want.sort();
+    c.wait_for(
+        &format!("the events of BackupSession {name}"),
+        SHORT,
+        async || {
+            let mut seen = c.events("BackupSession", name).await;
+            seen.sort();
+            if seen == want {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// `restic snapshots --json` on the local repository, with the Secret's password.
+fn restic_snapshots(c: &Cluster) -> Vec<Value> {
+    let repo = c.p("repo");
+    if std::fs::read_dir(&repo).map_or(true, |mut d| d.next().is_none()) {
+        return Vec::new(); // not initialised yet
+    }
+    let out = std::process::Command::new("restic")
+        .env("RESTIC_REPOSITORY", &repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .args(["--no-cache", "--no-lock", "snapshots", "--json"])
+        .output()
+        .expect("restic runs");
+    assert!(
+        out.status.success(),
+        "restic snapshots: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Option<Vec<Value>>>(&out.stdout)
+        .expect("restic's JSON")
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Reading objects
+// ---------------------------------------------------------------------------
+
+/// `kubectl get <kind>`'s columns of `object` from the CRD on the cluster
+/// (`additionalPrinterColumns`): the names must be the guide's, AGE must be
+/// set; the other (column, value) pairs are returned.
+async fn columns<K>(c: &Cluster, object: &Value) -> Vec<(String, String)>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let crd_name = format!("{}.{}", K::plural(&()), K::group(&()));
+    let crd = Api::<CustomResourceDefinition>::all(c.client.clone())
+        .get(&crd_name)
+        .await
+        .unwrap_or_else(|e| panic!("get CRD {crd_name}: {e}"));
+    let version = K::version(&());
+    let served = crd
+        .spec
+        .versions
+        .iter()
+        .find(|v| v.name == version)
+        .unwrap_or_else(|| panic!("CRD {crd_name} serves {version}"));
+    let mut printed = Vec::new();
+    let mut headers = Vec::new();
+    for column in served.additional_printer_columns.iter().flatten() {
+        let header = column.name.to_uppercase();
+        headers.push(header.clone());
+        let value = match object.pointer(&column.json_path.replace('.', "/")) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        if header == "AGE" {
+            assert_eq!(column.json_path, ".metadata.creationTimestamp");
+            assert!(!value.is_empty(), "AGE: no creationTimestamp in {object}");
+        } else {
+            printed.push((header, value));
+        }
+    }
+    let want: &[&str] = match &*K::kind(&()) {
+        "BackupConfiguration" => &["TASK", "SCHEDULE", "PAUSED", "AGE"],
+        "BackupSession" => &["INVOKER-TYPE", "INVOKER-NAME", "PHASE", "AGE"],
+        other => panic!("no guide columns for {other}"),
+    };
+    assert_eq!(headers, want, "kubectl get {}'s columns", K::plural(&()));
+    printed
+}
+
+fn cols(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn container_names(d: &Deployment) -> Vec<String> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// The Deployment's `stash` container, as JSON.
+fn sidecar_container(d: &Deployment) -> Value {
+    let d = serde_json::to_value(d).unwrap();
+    d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "stash")
+        .cloned()
+        .expect("the stash container")
+}
+
+/// The Deployment's pod template, as JSON.
+fn template(d: &Deployment) -> Value {
+    serde_json::to_value(&d.spec.as_ref().expect("a Deployment has a spec").template).unwrap()
+}
+
+/// A ReplicaSet's pod template without the deployment controller's
+/// `pod-template-hash` label: what it compares with the Deployment's.
+fn rs_template(rs: &ReplicaSet) -> Value {
+    let mut t = serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.as_ref())).unwrap();
+    if let Some(labels) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        labels.remove("pod-template-hash");
+    }
+    t
+}
+
+fn rs_has_sidecar(rs: &ReplicaSet) -> bool {
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.spec.as_ref())
+        .is_some_and(|s| s.containers.iter().any(|c| c.name == "stash"))
+}
+
+fn names(sets: &[ReplicaSet]) -> Vec<String> {
+    let mut names: Vec<String> = sets.iter().map(|rs| rs.name_any()).collect();
+    names.sort();
+    names
+}
+
+/// `kubectl get rs`, for failure messages.
+fn describe_replica_sets(sets: &[ReplicaSet]) -> String {
+    let rows: Vec<String> = sets
+        .iter()
+        .map(|rs| {
+            format!(
+                "{} (revision {}, sidecar {}, desired {}, created {})",
+                rs.name_any(),
+                rs.annotations()
+                    .get("deployment.kubernetes.io/revision")
+                    .map_or("?", String::as_str),
+                rs_has_sidecar(rs),
+                rs.spec
+                    .as_ref()
+                    .and_then(|s| s.replicas)
+                    .unwrap_or_default(),
+                rs.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    format!("{} ReplicaSets: [{}]", sets.len(), rows.join("; "))
+}
