@@ -325,8 +325,8 @@ pub fn template_controller<'a>(
             let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
             let owner_kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
             let owner_name = r.get("name").and_then(Value::as_str).unwrap_or("");
-            let apps_workload =
-                api_version.split('/').next() == Some("apps") && WORKLOAD_KINDS.contains(&owner_kind);
+            let apps_workload = api_version.split('/').next() == Some("apps")
+                && WORKLOAD_KINDS.contains(&owner_kind);
             (apps_workload || kind == "ReplicaSet").then_some((owner_kind, owner_name))
         })
 }
@@ -937,7 +937,10 @@ mod tests {
         let alone = run(&rs, &s);
         assert!(has_sidecar(&apply(&rs, &alone)["spec"]["template"]));
         // Controlled by a Deployment or by any other controller (an Argo Rollout): left alone.
-        for (kind, api_version) in [("Deployment", "apps/v1"), ("Rollout", "argoproj.io/v1alpha1")] {
+        for (kind, api_version) in [
+            ("Deployment", "apps/v1"),
+            ("Rollout", "argoproj.io/v1alpha1"),
+        ] {
             let p = run(&owned_by(rs.clone(), kind, api_version, true), &s);
             assert!(p.ops.is_empty(), "{kind}: {:?}", p.ops);
             assert_eq!(
@@ -956,7 +959,12 @@ mod tests {
     fn a_deployment_an_operator_controls_is_still_the_users_to_target() {
         let s = snap(&[config("bc", "app", json!([]))], &[gcs()]);
         let d = deployment(json!([{"name": "app", "image": "x"}]), json!([]));
-        let owned = owned_by(d.clone(), "Elasticsearch", "elasticsearch.k8s.elastic.co/v1", true);
+        let owned = owned_by(
+            d.clone(),
+            "Elasticsearch",
+            "elasticsearch.k8s.elastic.co/v1",
+            true,
+        );
         assert_eq!(run(&owned, &s).ops, run(&d, &s).ops);
         assert!(!run(&owned, &s).ops.is_empty());
         // A Deployment controlled by another apps workload is a copy too.

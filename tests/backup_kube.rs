@@ -311,7 +311,8 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
         (REPO_PATH, local_repository(&env.p("repo"))),
         (&s1, session("pause-backup-1564659789")),
     ]);
-    // The first status write meets a conflict (the reconciler wrote meanwhile).
+    // The claim meets a conflict (the reconciler wrote meanwhile): the
+    // session is read again and the decision made on the latest state.
     state
         .lock()
         .unwrap()
@@ -337,9 +338,10 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
         requests(&state),
         [
             ("GET", BC_PATH.to_string()),
-            ("GET", REPO_PATH.to_string()),
-            ("GET", format!("{s1}/status")),
             ("PUT", format!("{s1}/status")),
+            ("GET", s1.clone()),
+            ("PUT", format!("{s1}/status")),
+            ("GET", REPO_PATH.to_string()),
             ("GET", format!("{s1}/status")),
             ("PUT", format!("{s1}/status")),
             ("GET", format!("{REPO_PATH}/status")),
@@ -380,12 +382,17 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
     );
     assert!(patch["metadata"]["resourceVersion"].is_string());
 
-    // Each status write sends the whole status back with the resourceVersion it read.
+    // Each status write sends the whole status back with the resourceVersion
+    // it decided on: the claim (refused once, then made), then the result.
     let puts = bodies(&state, Method::PUT, &format!("{s1}/status"));
-    assert_eq!(puts.len(), 2, "one conflict, one retry");
-    assert_ne!(puts[0]["metadata"]["resourceVersion"], Value::Null);
+    assert_eq!(puts.len(), 3, "a refused claim, the claim, the result");
+    for put in &puts {
+        assert_ne!(put["metadata"]["resourceVersion"], Value::Null);
+    }
     assert_eq!(puts[1]["status"]["stats"][0]["hostname"], "host-0");
-    assert_eq!(puts[1]["status"]["stats"][0]["phase"], "Succeeded");
+    assert_eq!(puts[1]["status"]["stats"][0]["phase"], "Running");
+    assert_eq!(puts[2]["status"]["stats"][0]["hostname"], "host-0");
+    assert_eq!(puts[2]["status"]["stats"][0]["phase"], "Succeeded");
 
     let event = &bodies(&state, Method::POST, EVENTS)[0];
     // A core/v1 Event without eventTime: the API server checks reportingController
@@ -539,7 +546,7 @@ async fn the_watch_selects_sessions_by_the_invoker_label() {
         (&s, session("instant-backupsession")),
     ]);
     let sidecar = env.sidecar(client, None);
-    let watch = tokio::spawn(async move { sidecar.watch().await });
+    let watch = tokio::spawn(async move { Arc::new(sidecar).watch().await });
     // Wait (bounded) until the listed session has been handled: its invoker is read.
     let mut waited = 0;
     while !requests(&state).contains(&("GET".to_string(), BC_PATH.to_string())) {
@@ -694,4 +701,117 @@ async fn finished_sessions_cost_no_api_call() {
         Handled::Ignored("already finished")
     );
     assert!(requests(&state).is_empty());
+}
+
+/// The watch events a real API server sent for one session (ADDED, Running
+/// by the reconciler, this host's stats, Succeeded), rewritten to this
+/// test's namespace and invoker.
+fn captured_watch_events() -> Vec<(String, BackupSession)> {
+    let raw = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/real-apiserver/backupsession-watch-events.json"),
+    )
+    .unwrap();
+    let events: Vec<Value> = serde_json::from_str(&raw).unwrap();
+    events
+        .into_iter()
+        .map(|e| {
+            let mut o = e["object"].clone();
+            o["metadata"]["labels"] =
+                json!({"stash.appscode.com/backup-configuration": "pause-backup"});
+            o["spec"]["invoker"]["name"] = json!("pause-backup");
+            (
+                e["type"].as_str().unwrap().to_string(),
+                serde_json::from_value(o).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_captured_watch_stream_replayed_late_runs_restic_once() {
+    let env = Env::new();
+    let events = captured_watch_events();
+    let (_, first) = &events[0];
+    let name = first.metadata.name.clone().unwrap();
+    let path = format!("{SESSIONS}/{name}");
+    let (client, state) = fake_api(vec![
+        (BC_PATH, guide_config(false, &env.p("source/data"))),
+        (REPO_PATH, local_repository(&env.p("repo"))),
+        (&path, serde_json::to_value(first).unwrap()),
+    ]);
+    {
+        // The reconciler marks the session Running before the sidecar looks:
+        // the ADDED event the sidecar holds is already out of date.
+        let mut s = state.lock().unwrap();
+        s.next_rv += 1;
+        let rv = s.next_rv.to_string();
+        let live = s.objects.get_mut(&path).unwrap();
+        live["status"] = json!({"phase": "Running", "totalHosts": 1});
+        live["metadata"]["resourceVersion"] = json!(rv);
+    }
+    let sidecar = env.sidecar(client, None);
+    // Every event, in order, each after the backup it would have raced:
+    // the stale ADDED, the queued "Running, no stats" (the bug's trigger),
+    // and the two that follow; then all of them again (a relist).
+    let mut outcomes = Vec::new();
+    for (_, seen) in events.iter().chain(events.iter()) {
+        outcomes.push(sidecar.handle(seen).await.unwrap());
+    }
+    assert!(
+        matches!(&outcomes[0], Handled::BackedUp(o) if o.succeeded()),
+        "{:?}",
+        outcomes[0]
+    );
+    for (i, o) in outcomes.iter().enumerate().skip(1) {
+        assert!(matches!(o, Handled::Ignored(_)), "event {i}: {o:?}");
+    }
+    assert_eq!(env.restic_snapshots().len(), 1, "one snapshot per session");
+    let stored = typed_session(&state, &name);
+    let hosts = stored.status.unwrap().stats;
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].phase, Some(HostBackupPhase::Succeeded));
+    assert_eq!(
+        bodies(&state, Method::POST, EVENTS).len(),
+        1,
+        "one Host Backup Succeeded event"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_sidecar_reports_its_unfinished_claim_interrupted_and_never_reruns_it() {
+    let env = Env::new();
+    let path = format!("{SESSIONS}/s1");
+    let mut claimed = session("s1");
+    // What a sidecar killed mid-backup leaves: its claim, no result.
+    claimed["status"] = json!({"phase": "Running", "totalHosts": 1,
+                               "stats": [{"hostname": "host-0", "phase": "Running"}]});
+    let (client, state) = fake_api(vec![
+        (BC_PATH, guide_config(false, &env.p("source/data"))),
+        (REPO_PATH, local_repository(&env.p("repo"))),
+        (&path, claimed),
+    ]);
+    let sidecar = env.sidecar(client, None);
+    let seen = typed_session(&state, "s1");
+    assert_eq!(sidecar.handle(&seen).await.unwrap(), Handled::Interrupted);
+    assert!(
+        std::fs::read_dir(env.p("repo")).unwrap().next().is_none(),
+        "restic was not run: the repository is untouched"
+    );
+    let host = typed_session(&state, "s1").status.unwrap().stats[0].clone();
+    assert_eq!(host.hostname, "host-0");
+    assert_eq!(host.phase, Some(HostBackupPhase::Failed));
+    assert_eq!(
+        host.error.as_deref(),
+        Some(stash::backup::session::INTERRUPTED)
+    );
+    let event = &bodies(&state, Method::POST, EVENTS)[0];
+    assert_eq!(event["reason"], "Host Backup Failed");
+    assert_eq!(event["type"], "Warning");
+    // The stale event that woke it, seen again: the host has reported.
+    assert_eq!(
+        sidecar.handle(&seen).await.unwrap(),
+        Handled::Ignored("this host has already reported")
+    );
+    assert_eq!(bodies(&state, Method::POST, EVENTS).len(), 1);
 }

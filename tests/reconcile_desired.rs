@@ -437,6 +437,13 @@ fn session_steps() {
             SessionStep::Wait,
         ),
         (
+            "Running, a host's claim is not a report",
+            json!({"phase": "Running", "totalHosts": 1,
+                   "stats": [{"hostname": "host-0", "phase": "Running"}]}),
+            active.clone(),
+            SessionStep::Wait,
+        ),
+        (
             "Running, all reported, one failed",
             json!({"phase": "Running", "totalHosts": 2, "stats": [ok("host-0"), bad("host-1")]}),
             active.clone(),

@@ -87,11 +87,24 @@ impl BackupSessionPhase {
     }
 }
 
-/// Phase of one host's backup.
+/// Phase of one host's backup: Running while its sidecar backs up, then Succeeded or Failed.
+// `Running` is the sidecar's claim, written (with a resourceVersion
+// precondition) before restic starts, so that a second look at the same
+// session, from a late watch event or a restarted sidecar, finds the host
+// taken and never runs restic again. Only `Succeeded` and `Failed` count
+// as reported.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, JsonSchema)]
 pub enum HostBackupPhase {
+    Running,
     Succeeded,
     Failed,
+}
+
+impl HostBackupPhase {
+    /// Whether the host has reported its result.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
 }
 
 /// Status of a BackupSession (rc.2 shape: flat, one target).

@@ -1,14 +1,25 @@
-//! The thin Kubernetes layer: watch this invoker's BackupSessions, decide
-//! per session ([`super::session::decide`]), back up with
-//! [`super::engine::backup_host`], and report (status, events, metrics).
+//! The thin Kubernetes layer: reconcile this invoker's BackupSessions,
+//! decide per session on its latest state ([`super::session::decide`]),
+//! claim the host, back up with [`super::engine::backup_host`], and report
+//! (status, events, metrics).
+//!
+//! Exactly one restic run per (session, host): the claim (this host's
+//! entry with `phase: Running`) is written with the resourceVersion the
+//! decision was made on, so a second look at the session, from a late,
+//! duplicated or replayed event, finds the host taken. A claim found with
+//! no run behind it (the sidecar restarted, the previous leader went away)
+//! is reported Failed as interrupted and not run again (see
+//! [`super::session::Decision::Interrupted`]).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::Mutex;
 
@@ -21,13 +32,13 @@ use crate::api::{
     LABEL_BACKUP_CONFIGURATION, Repository,
 };
 
-use super::cluster::{write_host_stats, write_repository_totals};
+use super::cluster::{WRITE_ATTEMPTS, report_over_claim, write_entry, write_repository_totals};
 use super::engine::{HostBackupOutcome, LockHolders, NoLockHolders, backup_host_with};
 use super::leader::Turns;
 use super::locks::PodLockHolders;
 use super::metrics::{Labels, Metrics};
 use super::repository::ResticSettings;
-use super::session::{Decision, decide, settled};
+use super::session::{Decision, INTERRUPTED, decide, settled};
 use crate::recorder::{EventType, Recorder};
 
 /// What happened to one session.
@@ -38,6 +49,8 @@ pub enum Handled {
     /// Skipped because the invoker is paused (counted in the metrics; the
     /// BackupSession controller marks it Skipped and records the event).
     Skipped,
+    /// This host's claim had no run behind it: reported Failed, restic not run.
+    Interrupted,
     /// Backed up (successfully or not) and reported.
     BackedUp(Box<HostBackupOutcome>),
 }
@@ -126,43 +139,36 @@ impl Sidecar {
         }
     }
 
-    /// Watches this invoker's BackupSessions and handles each, one at a time.
-    pub async fn watch(&self) -> anyhow::Result<()> {
+    /// Reconciles this invoker's BackupSessions until the watch ends, one
+    /// session at a time (restic runs are never concurrent).
+    ///
+    /// kube-runtime's `Controller` reconciles by key from its store, so a
+    /// burst of events for one session is one pass over its latest state;
+    /// and [`Sidecar::handle`] acts only through writes that carry the
+    /// resourceVersion it decided on, so a stale store costs a conflict and
+    /// a fresh read, never a second restic run.
+    pub async fn watch(self: Arc<Self>) -> anyhow::Result<()> {
         let api: Api<BackupSession> = Api::namespaced(self.client.clone(), &self.namespace);
         let config = watcher::Config::default().labels(&session_selector(&self.invoker_name));
-        let mut sessions = watcher(api, config)
-            .default_backoff()
-            .applied_objects()
-            .boxed();
-        while let Some(item) = sessions.next().await {
-            match item {
-                Ok(session) => {
-                    let name = session.name_any();
-                    match self.handle(&session).await {
-                        Ok(Handled::Ignored(why)) => {
-                            tracing::debug!(session = %name, why, "ignored")
-                        }
-                        Ok(Handled::Skipped) => {
-                            tracing::info!(session = %name, "skipped: Backup Configuration is paused")
-                        }
-                        Ok(Handled::BackedUp(o)) => {
-                            tracing::info!(session = %name, phase = ?o.stats.phase, "reported")
-                        }
-                        Err(e) => {
-                            tracing::error!(session = %name, error = %format!("{e:#}"), "cannot handle BackupSession")
-                        }
-                    }
+        Controller::new(api, config)
+            .with_config(controller::Config::default().concurrency(1))
+            .run(reconcile, error_policy, self)
+            .for_each(|res| async move {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "BackupSession reconcile");
                 }
-                Err(e) => tracing::warn!(error = %e, "watching BackupSessions"),
-            }
-        }
+            })
+            .await;
         anyhow::bail!("the BackupSession watch ended")
     }
 
-    /// Handles one session: ignore, skip (paused) or back up and report.
-    pub async fn handle(&self, session: &BackupSession) -> anyhow::Result<Handled> {
+    /// Handles one session: ignore, skip (paused), or claim this host, back
+    /// up and report. `seen` may be stale (a watch event, a store entry):
+    /// every write carries its resourceVersion, and on a conflict the
+    /// session is read again and decided anew.
+    pub async fn handle(&self, seen: &BackupSession) -> anyhow::Result<Handled> {
         // Finished sessions (most of what a restart replays) cost no API call.
-        if let Some(why) = settled(session, &self.invoker_name) {
+        if let Some(why) = settled(seen, &self.invoker_name) {
             return Ok(Handled::Ignored(why));
         }
         let configs: Api<BackupConfiguration> =
@@ -186,54 +192,88 @@ impl Sidecar {
             ));
         }
         let host = self.host_for(&config);
-        match decide(session, &config, &host) {
-            Decision::Ignore(why) => Ok(Handled::Ignored(why)),
-            Decision::Skip => {
-                // The guide's one `BackupSessionSkipped` event is the
-                // BackupSession controller's, written with the Skipped
-                // phase; a second one from here would make `kubectl
-                // describe` depend on which watch saw the session first.
-                let uid = session.uid().unwrap_or_else(|| session.name_any());
-                if self.skipped.lock().await.insert(uid) {
-                    let repo = config
-                        .spec
-                        .repository
-                        .as_ref()
-                        .map(|r| r.name.clone())
-                        .unwrap_or_default();
-                    self.metrics.record_skip(&self.labels(&host, &repo));
+        let name = seen.name_any();
+        let sessions: Api<BackupSession> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut current = seen.clone();
+        for _ in 0..WRITE_ATTEMPTS {
+            let entry = match decide(&current, &config, &host) {
+                Decision::Ignore(why) => return Ok(Handled::Ignored(why)),
+                Decision::Skip => {
+                    self.count_skip(&current, &config, &host).await;
+                    return Ok(Handled::Skipped);
                 }
-                Ok(Handled::Skipped)
+                Decision::Backup => claim(&host),
+                Decision::Interrupted => failed(&host, INTERRUPTED.to_string()),
+            };
+            let written = write_entry(&sessions, &current, &entry)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot write the status of BackupSession {name}: {e}")
+                })?;
+            let Some(written) = written else {
+                // Someone wrote the session since `current` was read: decide on the latest.
+                match sessions.get_opt(&name).await.map_err(|e| {
+                    anyhow::anyhow!("cannot read BackupSession {}/{name}: {e}", self.namespace)
+                })? {
+                    Some(latest) => current = latest,
+                    None => return Ok(Handled::Ignored("deleted")),
+                }
+                continue;
+            };
+            if entry.phase == Some(HostBackupPhase::Failed) {
+                tracing::warn!(session = %name, host, "an earlier run of this host never reported; marked Failed, not run again");
+                self.publish(&written, &host, &entry).await;
+                return Ok(Handled::Interrupted);
             }
-            Decision::Backup => {
-                let outcome = match &self.turns {
-                    Some(turns) => match turns.hold(self.back_up(&config, &host)).await {
-                        Ok(o) => o,
-                        Err(e) => failed(&host, e.to_string()),
-                    },
-                    None => self.back_up(&config, &host).await,
-                };
-                self.report(session, &config, &host, &outcome).await?;
-                Ok(Handled::BackedUp(Box::new(outcome)))
-            }
+            tracing::info!(session = %name, host, "claimed; backing up");
+            let outcome = match &self.turns {
+                Some(turns) => match turns.hold(self.back_up(&config, &host)).await {
+                    Ok(o) => o,
+                    Err(e) => failed_outcome(&host, e.to_string()),
+                },
+                None => self.back_up(&config, &host).await,
+            };
+            self.report(&written, &config, &host, &outcome).await?;
+            return Ok(Handled::BackedUp(Box::new(outcome)));
+        }
+        anyhow::bail!(
+            "BackupSession {}/{name} kept changing while this host tried to claim it",
+            self.namespace
+        )
+    }
+
+    /// Counts a skip once per session (the BackupSession controller writes the
+    /// guide's one `BackupSessionSkipped` event with the Skipped phase; a
+    /// second one from here would make `kubectl describe` depend on which
+    /// watch saw the session first).
+    async fn count_skip(&self, session: &BackupSession, config: &BackupConfiguration, host: &str) {
+        let uid = session.uid().unwrap_or_else(|| session.name_any());
+        if self.skipped.lock().await.insert(uid) {
+            let repo = config
+                .spec
+                .repository
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
+            self.metrics.record_skip(&self.labels(host, &repo));
         }
     }
 
     async fn back_up(&self, config: &BackupConfiguration, host: &str) -> HostBackupOutcome {
         let Some(repo_name) = config.spec.repository.as_ref().map(|r| r.name.clone()) else {
-            return failed(host, "the BackupConfiguration names no repository".into());
+            return failed_outcome(host, "the BackupConfiguration names no repository".into());
         };
         let repos: Api<Repository> = Api::namespaced(self.client.clone(), &self.namespace);
         let repository = match repos.get_opt(&repo_name).await {
             Ok(Some(r)) => r,
             Ok(None) => {
-                return failed(
+                return failed_outcome(
                     host,
                     format!("Repository {}/{repo_name} not found", self.namespace),
                 );
             }
             Err(e) => {
-                return failed(
+                return failed_outcome(
                     host,
                     format!("cannot read Repository {}/{repo_name}: {e}", self.namespace),
                 );
@@ -268,23 +308,33 @@ impl Sidecar {
 
     async fn report(
         &self,
-        session: &BackupSession,
+        claimed: &BackupSession,
         config: &BackupConfiguration,
         host: &str,
         outcome: &HostBackupOutcome,
     ) -> anyhow::Result<()> {
-        let name = session.name_any();
+        let name = claimed.name_any();
         let sessions: Api<BackupSession> = Api::namespaced(self.client.clone(), &self.namespace);
-        write_host_stats(&sessions, &name, &outcome.stats)
+        let reported = report_over_claim(&sessions, &name, &outcome.stats)
             .await
             .map_err(|e| anyhow::anyhow!("cannot write the status of BackupSession {name}: {e}"))?;
+        let Some(reported) = reported else {
+            tracing::warn!(session = %name, host, "this host's claim was taken over while it backed up (marked interrupted by another replica); its result is not written");
+            return Ok(());
+        };
         if let (Some(totals), Some(repo)) = (&outcome.totals, &config.spec.repository) {
             let repos: Api<Repository> = Api::namespaced(self.client.clone(), &self.namespace);
             if let Err(e) = write_repository_totals(&repos, &repo.name, totals).await {
                 tracing::error!(repository = %repo.name, error = %e, "cannot write the Repository status");
             }
         }
-        let (type_, reason, message) = if outcome.succeeded() {
+        self.publish(&reported, host, &outcome.stats).await;
+        Ok(())
+    }
+
+    /// The sidecar's event for this host's result.
+    async fn publish(&self, session: &BackupSession, host: &str, entry: &HostBackupStats) {
+        let (type_, reason, message) = if entry.phase == Some(HostBackupPhase::Succeeded) {
             (
                 EventType::Normal,
                 REASON_HOST_BACKUP_SUCCEEDED,
@@ -294,29 +344,73 @@ impl Sidecar {
             (
                 EventType::Warning,
                 REASON_HOST_BACKUP_FAILED,
-                host_backup_failed_message(
-                    host,
-                    outcome.stats.error.as_deref().unwrap_or("unknown"),
-                ),
+                host_backup_failed_message(host, entry.error.as_deref().unwrap_or("unknown")),
             )
         };
         self.recorder
             .publish_or_log(&session.object_ref(&()), type_, reason, &message)
             .await;
-        Ok(())
     }
 }
 
-fn failed(host: &str, error: String) -> HostBackupOutcome {
+/// The Controller's reconcile: the session as the store holds it now.
+async fn reconcile(
+    session: Arc<BackupSession>,
+    sidecar: Arc<Sidecar>,
+) -> Result<Action, HandleError> {
+    let name = session.name_any();
+    match sidecar.handle(&session).await {
+        Ok(Handled::Ignored(why)) => tracing::debug!(session = %name, why, "ignored"),
+        Ok(Handled::Skipped) => {
+            tracing::info!(session = %name, "skipped: Backup Configuration is paused")
+        }
+        Ok(Handled::Interrupted) => {
+            tracing::info!(session = %name, "reported interrupted")
+        }
+        Ok(Handled::BackedUp(o)) => {
+            tracing::info!(session = %name, phase = ?o.stats.phase, "reported")
+        }
+        Err(e) => return Err(HandleError(format!("{e:#}"))),
+    }
+    Ok(Action::await_change())
+}
+
+/// A failed pass over one session, retried by [`error_policy`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandleError(String);
+
+fn error_policy(session: Arc<BackupSession>, err: &HandleError, _: Arc<Sidecar>) -> Action {
+    tracing::error!(session = %session.name_any(), error = %err, "cannot handle BackupSession; retrying in 10s");
+    Action::requeue(RETRY)
+}
+
+/// How long a session whose pass failed (API server unreachable, …) waits.
+const RETRY: Duration = Duration::from_secs(10);
+
+/// This host's claim: its entry with `phase: Running`, written before restic starts.
+fn claim(host: &str) -> HostBackupStats {
+    HostBackupStats {
+        hostname: host.to_string(),
+        phase: Some(HostBackupPhase::Running),
+        ..Default::default()
+    }
+}
+
+fn failed_outcome(host: &str, error: String) -> HostBackupOutcome {
     HostBackupOutcome {
-        stats: HostBackupStats {
-            hostname: host.to_string(),
-            phase: Some(HostBackupPhase::Failed),
-            error: Some(error),
-            ..Default::default()
-        },
+        stats: failed(host, error),
         totals: None,
         initialized: false,
         summaries: Vec::new(),
+    }
+}
+
+fn failed(host: &str, error: String) -> HostBackupStats {
+    HostBackupStats {
+        hostname: host.to_string(),
+        phase: Some(HostBackupPhase::Failed),
+        error: Some(error),
+        ..Default::default()
     }
 }

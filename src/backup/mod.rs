@@ -124,14 +124,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     match election {
         host::Election::Leader => {
-            let sidecar = first;
+            let sidecar = std::sync::Arc::new(first);
             leader::while_leader(
                 client.clone(),
                 &args.namespace,
                 &lease,
                 &args.pod_name,
                 timing,
-                || sidecar.watch(),
+                || sidecar.clone().watch(),
             )
             .await
         }
@@ -144,7 +144,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 timing,
             )
             .await?;
-            sidecar(&args, client, metrics, Some(turns))?.watch().await
+            std::sync::Arc::new(sidecar(&args, client, metrics, Some(turns))?)
+                .watch()
+                .await
         }
     }
 }

@@ -1,7 +1,13 @@
 //! Which BackupSessions this sidecar acts on, and how: a pure decision over
-//! the session, its invoker and this host's name.
+//! the session as it is now, its invoker and this host's name.
+//!
+//! The decision is only ever acted on through a write that carries the
+//! session's resourceVersion (see [`super::controller`]): a decision made
+//! on a stale copy fails with a conflict and is made again on the latest
+//! state, so restic runs at most once per (session, host) whatever the
+//! watch delivers.
 
-use crate::api::{BackupConfiguration, BackupSession, BackupSessionPhase};
+use crate::api::{BackupConfiguration, BackupSession, BackupSessionPhase, HostBackupPhase};
 
 /// What to do with one BackupSession.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,9 +17,17 @@ pub enum Decision {
     /// The invoker is paused and the session has not started: no restic
     /// run; the BackupSession controller marks it Skipped and records why.
     Skip,
-    /// Back up this host.
+    /// Nobody has claimed this host: claim it, then back up.
     Backup,
+    /// This host's claim (`phase: Running`) is there but no run holds it:
+    /// the sidecar that made it ended before reporting (a restart, a lost
+    /// Lease). restic may have written a snapshot already, so it is not run
+    /// again; the host is reported Failed, and the next session backs up.
+    Interrupted,
 }
+
+/// The one-line error an interrupted host is reported with.
+pub const INTERRUPTED: &str = "the backup was interrupted: the sidecar stopped before it reported (restarted or lost its Lease); restic was not run again for this session, the next session backs up as usual";
 
 /// Why `session` needs no work from any host of invoker `config_name`,
 /// whatever the configuration says now; `None` when it might.
@@ -33,19 +47,30 @@ pub fn settled(session: &BackupSession, config_name: &str) -> Option<&'static st
     }
 }
 
+/// This host's phase in `session.status.stats[]`: `None` when it has no
+/// entry, `Some(None)` for an entry without a phase.
+pub fn host_phase(session: &BackupSession, host: &str) -> Option<Option<HostBackupPhase>> {
+    session
+        .status
+        .as_ref()?
+        .stats
+        .iter()
+        .find(|h| h.hostname == host)
+        .map(|h| h.phase)
+}
+
 /// Decides what this host does with `session`, invoked by `config` (the
-/// configuration as read now, not when the session was created).
+/// configuration as read now, not when the session was created). Called
+/// while this process runs no backup, so a claim found here is never its own.
 pub fn decide(session: &BackupSession, config: &BackupConfiguration, host: &str) -> Decision {
     let config_name = config.metadata.name.as_deref().unwrap_or_default();
     if let Some(why) = settled(session, config_name) {
         return Decision::Ignore(why);
     }
-    let reported = session
-        .status
-        .as_ref()
-        .is_some_and(|s| s.stats.iter().any(|h| h.hostname == host));
-    if reported {
-        return Decision::Ignore("this host has already reported");
+    match host_phase(session, host) {
+        Some(Some(HostBackupPhase::Running)) => return Decision::Interrupted,
+        Some(_) => return Decision::Ignore("this host has already reported"),
+        None => {}
     }
     // Pausing stops sessions that have not started; one the BackupSession
     // controller already marked Running is finished (the controller never
@@ -78,6 +103,14 @@ mod tests {
     }
 
     fn session(phase: Option<BackupSessionPhase>, hosts: &[&str]) -> BackupSession {
+        with_hosts(phase, hosts, Some(HostBackupPhase::Succeeded))
+    }
+
+    fn with_hosts(
+        phase: Option<BackupSessionPhase>,
+        hosts: &[&str],
+        host_phase: Option<HostBackupPhase>,
+    ) -> BackupSession {
         let mut s = BackupSession::new(
             "s1",
             BackupSessionSpec {
@@ -94,6 +127,7 @@ mod tests {
                 .iter()
                 .map(|h| HostBackupStats {
                     hostname: h.to_string(),
+                    phase: host_phase,
                     ..Default::default()
                 })
                 .collect(),
@@ -168,5 +202,44 @@ mod tests {
             decide(&other, &config(false), "host-0"),
             Decision::Ignore(_)
         ));
+    }
+
+    #[test]
+    fn a_claim_found_is_an_interrupted_run_never_a_second_backup() {
+        // The captured stale event: Running, this host claimed by a run that
+        // is not going on (this process runs one backup at a time).
+        let claimed = with_hosts(
+            Some(BackupSessionPhase::Running),
+            &["host-0"],
+            Some(HostBackupPhase::Running),
+        );
+        assert_eq!(
+            decide(&claimed, &config(false), "host-0"),
+            Decision::Interrupted
+        );
+        // Paused or not: the claim was made, so it is reported, not skipped.
+        assert_eq!(
+            decide(&claimed, &config(true), "host-0"),
+            Decision::Interrupted
+        );
+        // Another host's claim is that host's business.
+        assert_eq!(decide(&claimed, &config(false), "host-1"), Decision::Backup);
+        // An entry with no phase at all counts as reported.
+        let bare = with_hosts(Some(BackupSessionPhase::Running), &["host-0"], None);
+        assert!(matches!(
+            decide(&bare, &config(false), "host-0"),
+            Decision::Ignore(_)
+        ));
+        for reported in [HostBackupPhase::Succeeded, HostBackupPhase::Failed] {
+            let s = with_hosts(
+                Some(BackupSessionPhase::Running),
+                &["host-0"],
+                Some(reported),
+            );
+            assert!(matches!(
+                decide(&s, &config(false), "host-0"),
+                Decision::Ignore(_)
+            ));
+        }
     }
 }

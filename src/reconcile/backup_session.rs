@@ -149,9 +149,12 @@ async fn step(
         .as_ref()
         .and_then(|s| s.total_hosts)
         .is_none();
+    // A session a host has claimed has started: pausing now must not turn it
+    // Skipped under a running restic, so it is seen as active and finishes.
+    let started = session.status.as_ref().is_some_and(|s| !s.stats.is_empty());
     let view = match &bc {
         None => InvokerView::Missing,
-        Some(bc) if bc.spec.paused => InvokerView::Paused,
+        Some(bc) if bc.spec.paused && !started => InvokerView::Paused,
         Some(bc) => {
             let hosts = match (needs_hosts, bc.target_ref()) {
                 (false, _) | (true, None) => None,

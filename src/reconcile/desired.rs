@@ -485,7 +485,11 @@ pub fn session_step(
                     _ => SessionStep::Wait,
                 };
             };
-            let reported: Vec<_> = status.stats.iter().filter(|s| s.phase.is_some()).collect();
+            let reported: Vec<_> = status
+                .stats
+                .iter()
+                .filter(|s| s.phase.is_some_and(HostBackupPhase::is_finished))
+                .collect();
             if (reported.len() as i64) < i64::from(total) {
                 return SessionStep::Wait;
             }
