@@ -1,0 +1,287 @@
+//! The API server's admission chain, calling the real
+//! `stash::admission::handle` for every webhook the install registers
+//! (`stash::manifests::webhooks::{mutating, validating}` with the default
+//! options): rules (group, version, resource, operation), the namespace
+//! selector, mutating webhooks first and their base64 JSONPatch applied,
+//! then validating webhooks on the mutated object. A denial becomes the
+//! Status error the API server answers the write with (`admission webhook
+//! "…" denied the request: …`, code ≥ 400). The webhooks' store is built
+//! from the cluster's current BackupConfigurations and Repositories, as the
+//! webhook's informers would hold them.
+//!
+//! Not modelled: `reinvocationPolicy: IfNeeded` (there is one mutating
+//! webhook per resource, so nothing could trigger a reinvocation), webhook
+//! timeouts, and informer lag in the webhook's store.
+
+use base64::Engine;
+use k8s_openapi::api::admissionregistration::v1::RuleWithOperations;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde_json::{Value, json};
+
+use stash::admission::{Endpoint, Settings, handle};
+use stash::manifests::Options;
+use stash::manifests::webhooks;
+use stash::store::Snapshot;
+
+use super::Identity;
+use super::objects::{Target, status_body};
+
+/// The webhooks' verdict on one write.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// The object as it would be stored (every mutating patch applied).
+    pub object: Value,
+    /// The webhooks' warnings, in order (what kubectl prints as `Warning:`).
+    pub warnings: Vec<String>,
+    /// The endpoints called, in order.
+    pub called: Vec<Endpoint>,
+}
+
+/// An error answer of the API server: code, reason, message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub code: u16,
+    pub reason: String,
+    pub message: String,
+    pub details: Value,
+}
+
+impl Status {
+    pub fn new(code: u16, reason: &str, message: impl Into<String>) -> Status {
+        Status {
+            code,
+            reason: reason.into(),
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        status_body(self.code, &self.reason, &self.message, self.details.clone())
+    }
+}
+
+struct Hook {
+    name: String,
+    endpoint: Endpoint,
+    rules: Vec<RuleWithOperations>,
+    namespace_selector: Option<LabelSelector>,
+    mutating: bool,
+    fail_closed: bool,
+}
+
+fn hooks() -> Vec<Hook> {
+    let options = Options::default();
+    let endpoint = |path: Option<String>| {
+        Endpoint::from_path(path.as_deref().unwrap_or("")).expect("a stash endpoint")
+    };
+    let mut out = Vec::new();
+    for w in webhooks::mutating(&options).webhooks.unwrap_or_default() {
+        out.push(Hook {
+            endpoint: endpoint(w.client_config.service.and_then(|s| s.path)),
+            name: w.name,
+            rules: w.rules.unwrap_or_default(),
+            namespace_selector: w.namespace_selector,
+            mutating: true,
+            fail_closed: w.failure_policy.as_deref() != Some("Ignore"),
+        });
+    }
+    for w in webhooks::validating(&options).webhooks.unwrap_or_default() {
+        out.push(Hook {
+            endpoint: endpoint(w.client_config.service.and_then(|s| s.path)),
+            name: w.name,
+            rules: w.rules.unwrap_or_default(),
+            namespace_selector: w.namespace_selector,
+            mutating: false,
+            fail_closed: w.failure_policy.as_deref() != Some("Ignore"),
+        });
+    }
+    out
+}
+
+fn listed(list: &Option<Vec<String>>, want: &str) -> bool {
+    list.as_ref()
+        .is_some_and(|l| l.iter().any(|x| x == want || x == "*"))
+}
+
+fn rule_matches(rule: &RuleWithOperations, target: &Target, operation: &str) -> bool {
+    let resource = match &target.subresource {
+        Some(sub) => format!("{}/{sub}", target.plural),
+        None => target.plural.clone(),
+    };
+    listed(&rule.api_groups, &target.group)
+        && listed(&rule.api_versions, &target.version)
+        && listed(&rule.resources, &resource)
+        && listed(&rule.operations, operation)
+}
+
+/// The namespace selector against a namespace's `kubernetes.io/metadata.name` label.
+fn namespace_matches(selector: &Option<LabelSelector>, namespace: &str) -> bool {
+    let Some(sel) = selector else { return true };
+    let labels = std::collections::BTreeMap::from([(
+        "kubernetes.io/metadata.name".to_string(),
+        namespace.to_string(),
+    )]);
+    let by_labels = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = sel.match_expressions.iter().flatten().all(|e| {
+        let have = labels.get(&e.key);
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => have.is_some_and(|h| values.contains(h)),
+            "NotIn" => have.is_none_or(|h| !values.contains(h)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            other => panic!("unknown selector operator {other}"),
+        }
+    });
+    by_labels && by_expressions
+}
+
+/// What the webhook's informers hold: every configuration and repository stored.
+pub fn snapshot<'a>(objects: impl Iterator<Item = (&'a String, &'a Value)>) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for (path, obj) in objects {
+        let Some(t) = Target::parse(path) else {
+            continue;
+        };
+        if t.group != "stash.appscode.com" {
+            continue;
+        }
+        match t.plural.as_str() {
+            "backupconfigurations" => {
+                if let Ok(bc) = serde_json::from_value(obj.clone()) {
+                    snap.upsert_config(bc);
+                }
+            }
+            "repositories" => {
+                if let Ok(repo) = serde_json::from_value(obj.clone()) {
+                    snap.upsert_repository(repo);
+                }
+            }
+            _ => {}
+        }
+    }
+    snap
+}
+
+/// Runs the chain for one write of `object` (the old object on UPDATE) to `target`.
+#[allow(clippy::too_many_arguments)]
+pub fn admit(
+    snap: &Snapshot,
+    settings: &Settings,
+    identity: &Identity,
+    target: &Target,
+    operation: &str,
+    object: Value,
+    old: Option<&Value>,
+    dry_run: bool,
+    serial: u64,
+) -> Result<Admitted, Status> {
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default().to_string();
+    let mut admitted = Admitted {
+        object,
+        warnings: Vec::new(),
+        called: Vec::new(),
+    };
+    let hooks: Vec<Hook> = hooks()
+        .into_iter()
+        .filter(|h| h.rules.iter().any(|r| rule_matches(r, target, operation)))
+        .filter(|h| namespace_matches(&h.namespace_selector, &namespace))
+        .collect();
+    // Mutating webhooks first (the order of the configuration), then validating.
+    for hook in hooks
+        .iter()
+        .filter(|h| h.mutating)
+        .chain(hooks.iter().filter(|h| !h.mutating))
+    {
+        let gvk = json!({"group": target.group, "version": target.version, "kind": kind});
+        let gvr =
+            json!({"group": target.group, "version": target.version, "resource": target.plural});
+        let name = admitted.object["metadata"]["name"].clone();
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": format!("00000000-0000-4000-8000-{serial:012}"),
+                "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+                "name": name, "namespace": namespace,
+                "operation": operation,
+                "userInfo": {"username": identity.username, "groups": identity.groups},
+                "object": admitted.object,
+                "oldObject": old.cloned().unwrap_or(Value::Null),
+                "dryRun": dry_run,
+                "options": {"apiVersion": "meta.k8s.io/v1",
+                            "kind": if operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" }}
+            }
+        });
+        let body = serde_json::to_vec(&review).expect("serialize a review");
+        admitted.called.push(hook.endpoint);
+        let answer = match handle(hook.endpoint, &body, snap, settings) {
+            Ok(a) => a,
+            Err(e) if hook.fail_closed => {
+                return Err(Status::new(
+                    500,
+                    "InternalError",
+                    format!(
+                        "Internal error occurred: failed calling webhook \"{}\": {e}",
+                        hook.name
+                    ),
+                ));
+            }
+            Err(_) => continue,
+        };
+        let answer: Value = serde_json::from_slice(&answer.body).expect("an AdmissionReview");
+        let response = &answer["response"];
+        if let Some(w) = response["warnings"].as_array() {
+            admitted
+                .warnings
+                .extend(w.iter().filter_map(Value::as_str).map(String::from));
+        }
+        if response["allowed"] != true {
+            let status = &response["status"];
+            let code = status["code"].as_u64().unwrap_or(0).max(400) as u16;
+            let denied = format!("admission webhook \"{}\" denied the request", hook.name);
+            let message = match (status["message"].as_str(), status["reason"].as_str()) {
+                (Some(m), _) if !m.is_empty() => format!("{denied}: {m}"),
+                (_, Some(r)) if !r.is_empty() => format!("{denied}: {r}"),
+                _ => format!("{denied} without explanation"),
+            };
+            let reason = status["reason"].as_str().unwrap_or("").to_string();
+            return Err(Status {
+                code,
+                reason,
+                message,
+                details: Value::Null,
+            });
+        }
+        if let Some(b64) = response["patch"].as_str() {
+            assert!(
+                hook.mutating,
+                "{} patched from a validating webhook",
+                hook.name
+            );
+            assert_eq!(response["patchType"], "JSONPatch");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("the patch is base64");
+            let patch: json_patch::Patch =
+                serde_json::from_slice(&bytes).expect("the patch is a JSON patch");
+            if let Err(e) = json_patch::patch(&mut admitted.object, &patch) {
+                return Err(Status::new(
+                    500,
+                    "InternalError",
+                    format!(
+                        "Internal error occurred: admission webhook \"{}\" returned a patch that does not apply: {e}",
+                        hook.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(admitted)
+}
