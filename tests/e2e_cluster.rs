@@ -253,11 +253,21 @@ async fn install(c: &Cluster, host: &str, listen: SocketAddr) {
     };
     let denial = c
         .wait_for(
-            &format!("the API server to call the validating webhook at {base} (is this machine's port reachable from it?)"),
+            &format!(
+                "the API server to call the validating webhook at {base} (can it reach this \
+                 machine's port {}? If not, set STASH_E2E_WEBHOOK_HOST to this machine's address \
+                 as the API server sees it; kind: the gateway of docker network `kind`)",
+                listen.port()
+            ),
             Duration::from_secs(60),
             async || match repos.create(&dry_run, &two_backends).await {
-                Ok(_) => Err("a Repository with two backends was admitted: the webhook is not called yet".to_string()),
-                Err(kube::Error::Api(s)) if s.message.contains("denied the request") => Ok(s.message.clone()),
+                Ok(_) => Err(
+                    "a Repository with two backends was admitted: the webhook is not called yet"
+                        .to_string(),
+                ),
+                Err(kube::Error::Api(s)) if s.message.contains("denied the request") => {
+                    Ok(s.message.clone())
+                }
                 Err(e) => Err(e.to_string()),
             },
         )

@@ -65,6 +65,9 @@ impl Settings {
             }
             None => PathBuf::from(raw),
         };
+        // Absolute, so the child processes read the same file.
+        let kubeconfig = std::fs::canonicalize(&kubeconfig)
+            .unwrap_or_else(|e| panic!("STASH_E2E_KUBECONFIG={}: {e}", kubeconfig.display()));
         let webhook_host = std::env::var("STASH_E2E_WEBHOOK_HOST")
             .ok()
             .map(|h| h.trim().to_string())
@@ -523,21 +526,26 @@ async fn cleanup(kubeconfig: &Path, ns: &str, keep: bool) -> Vec<String> {
     {
         problems.push(format!("delete ValidatingWebhookConfiguration {ns}: {e}"));
     }
-    // Nobody is left to honour stash's finalizer.
+    // Nobody is left to honour stash's finalizer. For a moment after its
+    // configuration went, the API server may still call the (gone)
+    // validating webhook on this update: retry for a while.
     let configs: Api<BackupConfiguration> = Api::namespaced(client.clone(), ns);
     if let Ok(list) = configs.list(&ListParams::default()).await {
         for bc in list.items {
+            let name = bc.name_any();
             let patch = json!({"metadata": {"finalizers": null}});
-            if let Err(e) = configs
-                .patch(
-                    &bc.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                && !is_not_found(&e)
-            {
-                problems.push(format!("release finalizers of {}: {e}", bc.name_any()));
+            for attempt in 1..=20 {
+                match configs
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if is_not_found(&e) => break,
+                    Err(e) if attempt == 20 => {
+                        problems.push(format!("release finalizers of {name}: {e}"))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
             }
         }
     }
