@@ -1,4 +1,4 @@
-//! The user's guide (`seed/pause-backup.md`) against a REAL control plane,
+//! The user's guide (`docs/guide/pause-backup.md`) against a REAL control plane,
 //! opt-in: skipped unless `STASH_E2E_KUBECONFIG` names a kubeconfig (README,
 //! "Real-cluster end-to-end test").
 //!

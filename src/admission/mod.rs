@@ -25,7 +25,7 @@ use crate::store::Snapshot;
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
 
-/// One webhook endpoint of DESIGN.md.
+/// One webhook endpoint of docs/design.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     MutateWorkloads,
@@ -36,7 +36,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// Every endpoint, in the order of DESIGN.md's table.
+    /// Every endpoint, in the order of docs/design.md's table.
     pub const ALL: [Endpoint; 5] = [
         Endpoint::MutateWorkloads,
         Endpoint::MutateBackupSessions,

@@ -1,5 +1,5 @@
 //! Event reasons, reporting components and messages, exactly as the user's
-//! guide prints them (`seed/pause-backup.md`; strings of Stash v0.9.0-rc.0).
+//! guide prints them (`docs/guide/pause-backup.md`; strings of Stash v0.9.0-rc.0).
 
 /// Reporting component of the CronJob trigger (`stash create-backupsession`).
 pub const COMPONENT_CRONJOB: &str = "Backup Triggering CronJob";

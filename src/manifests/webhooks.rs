@@ -1,5 +1,5 @@
 //! The MutatingWebhookConfiguration and ValidatingWebhookConfiguration, one
-//! webhook per endpoint of DESIGN.md's table, all calling Service
+//! webhook per endpoint of docs/design.md's table, all calling Service
 //! `stash-webhook` on port 443.
 //!
 //! Failure policies follow what each webhook guards:

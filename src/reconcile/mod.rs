@@ -1,6 +1,6 @@
 //! The leader-elected reconciler that runs inside `stash serve` in cluster mode.
 //!
-//! Thin by design (DESIGN.md "The reconciler"): two kube-runtime controllers,
+//! Thin by design (docs/design.md "The reconciler"): two kube-runtime controllers,
 //! [`backup_configuration`] and [`backup_session`], that read what exists,
 //! compare it with what [`desired`] computes, and write only the difference.
 //! [`leader`] makes sure one replica at a time runs them; [`crate::recorder`] writes

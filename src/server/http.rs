@@ -72,7 +72,7 @@ pub struct AppState {
 /// An answer of the webhook port.
 pub type Answered = Response<Full<Bytes>>;
 
-/// The webhook port as a service: the five endpoints of DESIGN.md. Routing
+/// The webhook port as a service: the five endpoints of docs/design.md. Routing
 /// is a match on the path, so the request path holds nothing but the work.
 #[derive(Clone)]
 pub struct Webhooks {
