@@ -1,0 +1,340 @@
+//! The sidecar (`Sidecar::watch`, a kube-runtime Controller) and the
+//! BackupSession controller of `stash serve`, both running for real against
+//! the fake cluster of `tests/support`, whose watches deliver every
+//! intermediate state late, in bursts, and relist on demand; restic is real
+//! and backs up into a local repository.
+//!
+//! What a user checks: each BackupSession ends `Succeeded` with one restic
+//! snapshot, whatever the watches deliver; a sidecar killed in the middle of
+//! a backup leaves a session that ends `Failed` ("interrupted"), is not run
+//! again, and the next session backs up as usual.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use stash::api::{BackupSession, BackupSessionPhase, HostBackupPhase};
+use stash::backup::ResticSettings;
+use stash::backup::controller::Sidecar;
+use stash::backup::metrics::Metrics;
+use stash::backup::restic::resolve_binary;
+use stash::backup::session::INTERRUPTED;
+use stash::reconcile::backup_session;
+use stash::recorder::Recorder;
+use support::{Cluster, Identity};
+
+const NS: &str = "demo";
+const SESSIONS: &str = "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupsessions";
+/// How long one restic session may take on a loaded 2-core machine.
+const BACKUP_WAIT: Duration = Duration::from_secs(60);
+
+/// A temp dir with the data to back up, the repository, the Secret's keys.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["source/data", "repo", "secret", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("source/data/data.txt"), "sample_data\n").unwrap();
+        std::fs::write(dir.path().join("secret/RESTIC_PASSWORD"), "changeit").unwrap();
+        Self { dir }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The guide's BackupConfiguration and Repository, pointed at the temp dir.
+    fn seed(&self, cluster: &Cluster) {
+        let data = self.p("source/data").display().to_string();
+        let repo = self.p("repo").display().to_string();
+        cluster.seed(json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
+            "metadata": {"name": "pause-backup", "namespace": NS},
+            "spec": {
+                "repository": {"name": "gcs-repo"},
+                "schedule": "*/5 * * * *",
+                "paused": false,
+                "target": {"ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "stash-demo"},
+                           "volumeMounts": [{"name": "source-data", "mountPath": "/source/data"}],
+                           "paths": [data]},
+                "retentionPolicy": {"name": "keep-last-5", "keepLast": 5, "prune": true}
+            }
+        }));
+        cluster.seed(json!({
+            "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+            "metadata": {"name": "gcs-repo", "namespace": NS},
+            "spec": {"backend": {"local": {"mountPath": repo, "hostPath": {"path": repo}},
+                                 "storageSecretName": "gcs-secret"}}
+        }));
+    }
+
+    /// The injected sidecar's session loop, as `run-backup` builds it.
+    fn sidecar(&self, cluster: &Cluster) -> Arc<Sidecar> {
+        let client = cluster.client(Identity::sidecar(NS, "default"));
+        let binary = resolve_binary(Path::new("restic"), std::env::var_os("PATH").as_deref())
+            .expect("restic must be installed (scripts/test installs it)");
+        Arc::new(Sidecar::new(
+            client.clone(),
+            NS.into(),
+            "pause-backup".into(),
+            "Deployment".into(),
+            "stash-demo".into(),
+            "host-0".into(),
+            self.p("secret"),
+            ResticSettings {
+                binary,
+                scratch_dir: self.p("tmp"),
+                enable_cache: true,
+            },
+            Recorder::new(client, "Backup Sidecar"),
+            Metrics::new(),
+            None,
+        ))
+    }
+
+    /// `restic snapshots` of the local repository (none before `init`).
+    fn snapshots(&self) -> Vec<Value> {
+        if std::fs::read_dir(self.p("repo")).unwrap().next().is_none() {
+            return Vec::new();
+        }
+        let out = std::process::Command::new("restic")
+            .env_clear()
+            .env("RESTIC_REPOSITORY", self.p("repo"))
+            .env("RESTIC_PASSWORD", "changeit")
+            .args(["--no-cache", "snapshots", "--json", "--no-lock"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// The guide's instant BackupSession, as `kubectl create` sends it (the
+/// mutating webhook adds the invoker label).
+fn session(name: &str) -> Value {
+    json!({
+        "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"invoker": {"apiGroup": "stash.appscode.com", "kind": "BackupConfiguration", "name": "pause-backup"}}
+    })
+}
+
+fn path(name: &str) -> String {
+    format!("{SESSIONS}/{name}")
+}
+
+fn read(cluster: &Cluster, name: &str) -> BackupSession {
+    cluster.typed(&path(name))
+}
+
+/// Waits until session `name` has a finished phase, and returns it.
+async fn finished(cluster: &Cluster, name: &str) -> BackupSession {
+    let done = || {
+        cluster
+            .get(&path(name))
+            .and_then(|o| serde_json::from_value::<BackupSession>(o).ok())
+            .filter(|s| s.phase().is_finished())
+    };
+    let mut ticks = tokio::time::interval(Duration::from_millis(50));
+    let waited = tokio::time::timeout(BACKUP_WAIT, async {
+        loop {
+            if let Some(s) = done() {
+                return s;
+            }
+            ticks.tick().await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| {
+        panic!(
+            "BackupSession {name} did not finish: {}",
+            cluster.get(&path(name)).unwrap_or(Value::Null)
+        )
+    })
+}
+
+/// Every stats entry of `host-0` the sidecar wrote into `name`, in order.
+fn host_writes(cluster: &Cluster, name: &str) -> Vec<String> {
+    cluster
+        .log()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path == format!("{}/status", path(name)))
+        .filter(|r| r.code < 300)
+        .filter_map(|r| {
+            r.body["status"]["stats"]
+                .as_array()?
+                .iter()
+                .find(|h| h["hostname"] == "host-0")
+                .and_then(|h| h["phase"].as_str())
+                .map(String::from)
+        })
+        .collect()
+}
+
+struct Running {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the BackupSession controller (the reconciler) and the sidecar.
+fn start(cluster: &Cluster, env: &Env) -> (Running, tokio::task::JoinHandle<()>) {
+    let ctx = Arc::new(backup_session::Context::new(
+        cluster.client(Identity::reconciler()),
+    ));
+    let reconciler = tokio::spawn(backup_session::run(ctx));
+    let sidecar = start_sidecar(cluster, env);
+    (
+        Running {
+            tasks: vec![reconciler],
+        },
+        sidecar,
+    )
+}
+
+fn start_sidecar(cluster: &Cluster, env: &Env) -> tokio::task::JoinHandle<()> {
+    let sidecar = env.sidecar(cluster);
+    tokio::spawn(async move {
+        let _ = sidecar.watch().await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_watches_back_each_session_up_exactly_once() {
+    let env = Env::new();
+    let cluster = Cluster::new();
+    env.seed(&cluster);
+    // Every event reaches both controllers a while after it was written,
+    // as from a loaded API server: the sidecar's queue holds stale states.
+    cluster.set_watch_delay(Duration::from_millis(400));
+    let (_running, sidecar) = start(&cluster, &env);
+    cluster.wait_for_open_watches(2).await;
+
+    for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
+        cluster.create(Identity::admin(), session(name)).unwrap();
+        let s = finished(&cluster, name).await;
+        assert_eq!(s.phase(), BackupSessionPhase::Succeeded, "{name}: {s:?}");
+        let status = s.status.unwrap();
+        assert_eq!(status.stats.len(), 1, "{name}");
+        assert_eq!(status.stats[0].phase, Some(HostBackupPhase::Succeeded));
+        assert_eq!(env.snapshots().len(), i + 1, "one snapshot per session");
+        // The claim, then the result: nothing else, nothing twice.
+        assert_eq!(host_writes(&cluster, name), ["Running", "Succeeded"]);
+    }
+    // The stale events still on their way change nothing.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(env.snapshots().len(), 3);
+    for name in ["first", "second", "third"] {
+        assert_eq!(host_writes(&cluster, name).len(), 2, "{name}");
+    }
+    assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
+    sidecar.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_and_relists_back_up_once() {
+    let env = Env::new();
+    let cluster = Cluster::new();
+    env.seed(&cluster);
+    let (_running, sidecar) = start(&cluster, &env);
+    cluster.wait_for_open_watches(2).await;
+
+    // Both controllers see the new session only in one burst, together
+    // with everything the other wrote in the meantime.
+    cluster.hold_watch_events();
+    cluster.create(Identity::admin(), session("burst")).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.release_watch_events();
+    let s = finished(&cluster, "burst").await;
+    assert_eq!(s.phase(), BackupSessionPhase::Succeeded, "{s:?}");
+    assert_eq!(env.snapshots().len(), 1);
+
+    // A relist hands both the latest state of every session again.
+    cluster.force_relist();
+    cluster.wait_for_open_watches(2).await;
+    cluster
+        .create(Identity::admin(), session("after-relist"))
+        .unwrap();
+    let s = finished(&cluster, "after-relist").await;
+    assert_eq!(s.phase(), BackupSessionPhase::Succeeded, "{s:?}");
+    assert_eq!(
+        env.snapshots().len(),
+        2,
+        "the relisted session is not redone"
+    );
+    assert_eq!(host_writes(&cluster, "burst"), ["Running", "Succeeded"]);
+    assert_eq!(
+        host_writes(&cluster, "after-relist"),
+        ["Running", "Succeeded"]
+    );
+    sidecar.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_killed_mid_backup_is_reported_interrupted_and_not_rerun() {
+    let env = Env::new();
+    // Enough data that restic is still at work when the sidecar is killed.
+    let big: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(env.p("source/data/big.bin"), &big).unwrap();
+    let cluster = Cluster::new();
+    env.seed(&cluster);
+    let (_running, sidecar) = start(&cluster, &env);
+    cluster.wait_for_open_watches(2).await;
+
+    cluster
+        .create(Identity::admin(), session("killed"))
+        .unwrap();
+    cluster
+        .wait_until("host-0 has claimed the session", |c| {
+            host_writes(c, "killed") == ["Running"]
+        })
+        .await;
+    // The container dies: its watch and its restic child go with it.
+    sidecar.abort();
+    let _ = sidecar.await;
+    let snapshots_after_kill = env.snapshots().len();
+    assert!(snapshots_after_kill <= 1);
+
+    // The restarted container finds its own claim with no run behind it.
+    let restarted = start_sidecar(&cluster, &env);
+    let s = finished(&cluster, "killed").await;
+    assert_eq!(s.phase(), BackupSessionPhase::Failed, "{s:?}");
+    let host = &s.status.as_ref().unwrap().stats[0];
+    assert_eq!(host.phase, Some(HostBackupPhase::Failed));
+    assert_eq!(host.error.as_deref(), Some(INTERRUPTED));
+    assert_eq!(
+        env.snapshots().len(),
+        snapshots_after_kill,
+        "restic was not run again for the interrupted session"
+    );
+    assert_eq!(host_writes(&cluster, "killed"), ["Running", "Failed"]);
+
+    // The next session backs up as usual.
+    cluster.create(Identity::admin(), session("next")).unwrap();
+    let s = finished(&cluster, "next").await;
+    assert_eq!(s.phase(), BackupSessionPhase::Succeeded, "{s:?}");
+    assert_eq!(env.snapshots().len(), snapshots_after_kill + 1);
+    let _ = read(&cluster, "next");
+    restarted.abort();
+}
