@@ -1,10 +1,9 @@
-//! The BackupConfiguration controller's API calls against an in-memory API
-//! server: what it writes on the first pass, that a second pass writes
+//! The BackupConfiguration controller's API calls against the fake cluster of
+//! `tests/support` (webhooks on every write): what it writes on the first pass, that a second pass writes
 //! nothing, that pausing changes nothing but observedGeneration, that a
 //! schedule change patches the CronJob, and deletion.
 
-#[path = "reconcile_mock/mod.rs"]
-mod mock;
+mod support;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +12,7 @@ use stash::admission::Settings;
 use stash::api::BackupConfiguration;
 use stash::reconcile::apply::Backoff;
 use stash::reconcile::backup_configuration::{Context, reconcile_at};
+use support::{Cluster, Identity, PatchBody, Recorded, Status};
 
 const BC: &str =
     "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup";
@@ -43,76 +43,88 @@ fn bc() -> Value {
     })
 }
 
-fn world() -> BTreeMap<String, Value> {
-    BTreeMap::from([
-        (BC.to_string(), bc()),
-        (
-            REPO.to_string(),
-            json!({"apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
-                   "metadata": {"name": "gcs-repo", "namespace": "demo"},
-                   "spec": {"backend": {"gcs": {"bucket": "appscode-qa", "prefix": "/sample/data"},
-                                        "storageSecretName": "gcs-secret"}}}),
-        ),
-        (
-            DEPLOY.to_string(),
-            json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                   "metadata": {"name": "stash-demo", "namespace": "demo", "resourceVersion": "5"},
-                   "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "stash-demo"}},
-                            "template": {"metadata": {"labels": {"app": "stash-demo"}},
-                                         "spec": {"containers": [{"name": "busybox", "image": "busybox"}]}}}}),
-        ),
-    ])
+/// The guide's Repository.
+fn repository() -> Value {
+    json!({"apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+           "metadata": {"name": "gcs-repo", "namespace": "demo"},
+           "spec": {"backend": {"gcs": {"bucket": "appscode-qa", "prefix": "/sample/data"},
+                                "storageSecretName": "gcs-secret"}}})
+}
+
+/// The target Deployment, stored at resourceVersion 5.
+fn deployment() -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "stash-demo", "namespace": "demo", "resourceVersion": "5"},
+           "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "stash-demo"}},
+                    "template": {"metadata": {"labels": {"app": "stash-demo"}},
+                                 "spec": {"containers": [{"name": "busybox", "image": "busybox"}]}}}})
+}
+
+/// A cluster holding `bc` and, when asked, the Repository and the Deployment.
+fn cluster_with(bc: Value, repo: bool, deploy: bool) -> Cluster {
+    let c = Cluster::new();
+    c.seed(bc);
+    if repo {
+        c.seed(repository());
+    }
+    if deploy {
+        c.seed(deployment());
+    }
+    c
+}
+
+/// The configuration, its Repository and its Deployment.
+fn cluster() -> Cluster {
+    cluster_with(bc(), true, true)
 }
 
 fn now(s: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(s).unwrap()
 }
 
-/// Runs one reconcile of the configuration stored at `BC` in `world`.
-type Outcome = (
-    Result<(), String>,
-    Vec<mock::Recorded>,
-    BTreeMap<String, Value>,
-);
-
-async fn pass(world: BTreeMap<String, Value>, at: i64) -> Outcome {
-    let (client, server) = mock::client();
-    let obj: BackupConfiguration = serde_json::from_value(world[BC].clone()).unwrap();
-    let served = tokio::spawn(server.serve(world));
-    let result = {
-        let (configs, _writer) = kube::runtime::reflector::store::<BackupConfiguration>();
-        let ctx = Context {
-            client,
-            image: "stash:test".into(),
-            settings: Settings::default(),
-            configs,
-            backoff: Backoff::default(),
-        };
-        reconcile_at(&obj, &ctx, now(at))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+/// One reconcile of the configuration stored at `BC`, by the reconciler's
+/// identity: its result and the requests it made.
+async fn pass(c: &Cluster, at: i64) -> (Result<(), String>, Vec<Recorded>) {
+    let obj: BackupConfiguration = c.typed(BC);
+    let mark = c.mark();
+    let (configs, _writer) = kube::runtime::reflector::store::<BackupConfiguration>();
+    let ctx = Context {
+        client: c.client(Identity::reconciler()),
+        image: "stash:test".into(),
+        settings: Settings::default(),
+        configs,
+        backoff: Backoff::default(),
     };
-    let (log, world) = served.await.unwrap();
-    (result, log, world)
+    let result = reconcile_at(&obj, &ctx, now(at))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    (result, c.log_since(mark))
 }
 
-fn writes(log: &[mock::Recorded]) -> Vec<(String, String)> {
+fn writes(log: &[Recorded]) -> Vec<(String, String)> {
     log.iter()
         .filter(|r| r.method != "GET")
         .map(|r| (r.method.clone(), r.path.clone()))
         .collect()
 }
 
-fn find<'a>(log: &'a [mock::Recorded], method: &str, path: &str) -> &'a mock::Recorded {
+fn find<'a>(log: &'a [Recorded], method: &str, path: &str) -> &'a Recorded {
     log.iter()
         .find(|r| r.method == method && r.path == path)
         .unwrap_or_else(|| panic!("no {method} {path} in {:#?}", writes(log)))
 }
 
+/// `kubectl patch backupconfiguration pause-backup --type=merge -p …`.
+fn patch_config(c: &Cluster, patch: Value) {
+    c.patch(Identity::admin(), BC, PatchBody::Merge(patch))
+        .expect("backupconfiguration patched");
+}
+
 #[tokio::test]
 async fn first_pass_adds_finalizer_cronjob_rbac_and_status() {
-    let (res, log, world) = pass(world(), 1000).await;
+    let c = cluster();
+    let (res, log) = pass(&c, 1000).await;
     res.unwrap();
     assert_eq!(
         writes(&log),
@@ -145,7 +157,7 @@ async fn first_pass_adds_finalizer_cronjob_rbac_and_status() {
         ])
     );
     assert_eq!(
-        world[BC]["metadata"]["finalizers"],
+        c.object(BC)["metadata"]["finalizers"],
         json!(["stash.appscode.com"])
     );
 
@@ -185,38 +197,47 @@ async fn first_pass_adds_finalizer_cronjob_rbac_and_status() {
     assert_eq!(conds["BackupTargetFound"], "True");
     assert_eq!(conds["CronJobCreated"], "True");
     assert_eq!(conds["StashSidecarInjected"], "True");
+    // Every request is one the install's ClusterRole grants the reconciler.
+    assert_eq!(c.forbidden_requests(), Vec::<String>::new());
 }
 
-/// Adds what an API server would default, so the comparison must ignore it.
-fn with_server_defaults(mut world: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
-    if let Some(cj) = world.get_mut(CRONJOB) {
-        cj["spec"]["concurrencyPolicy"] = json!("Allow");
-        cj["spec"]["suspend"] = json!(false);
-        cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"] = json!("ClusterFirst");
-        cj["status"] = json!({"lastScheduleTime": "2019-08-01T17:40:00Z"});
+/// Adds what an API server would default (and the CronJob controller's
+/// status), so the comparison must ignore it.
+fn with_server_defaults(c: &Cluster) {
+    if c.get(CRONJOB).is_some() {
+        c.edit(CRONJOB, |cj| {
+            cj["spec"]["concurrencyPolicy"] = json!("Allow");
+            cj["spec"]["suspend"] = json!(false);
+            cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"] =
+                json!("ClusterFirst");
+            cj["status"] = json!({"lastScheduleTime": "2019-08-01T17:40:00Z"});
+        });
     }
-    if let Some(rb) = world.get_mut(SIDECAR_RB) {
-        rb["subjects"][0]["apiGroup"] = json!("");
+    if c.get(SIDECAR_RB).is_some() {
+        c.edit(SIDECAR_RB, |rb| rb["subjects"][0]["apiGroup"] = json!(""));
     }
-    world
 }
 
 #[tokio::test]
 async fn second_pass_writes_nothing() {
-    let (res, _, world) = pass(world(), 1000).await;
+    let c = cluster();
+    let (res, _) = pass(&c, 1000).await;
     res.unwrap();
-    let (res, log, _) = pass(with_server_defaults(world), 2000).await;
+    with_server_defaults(&c);
+    let (res, log) = pass(&c, 2000).await;
     res.unwrap();
     assert_eq!(writes(&log), Vec::<(String, String)>::new());
 }
 
 #[tokio::test]
 async fn pausing_writes_only_observed_generation() {
-    let (_, _, mut world) = pass(world(), 1000).await;
-    let before_status = world[BC]["status"].clone();
-    world.get_mut(BC).unwrap()["spec"]["paused"] = json!(true);
-    world.get_mut(BC).unwrap()["metadata"]["generation"] = json!(2);
-    let (res, log, world) = pass(with_server_defaults(world), 2000).await;
+    let c = cluster();
+    pass(&c, 1000).await.0.unwrap();
+    let before_status = c.object(BC)["status"].clone();
+    patch_config(&c, json!({"spec": {"paused": true}}));
+    assert_eq!(c.object(BC)["metadata"]["generation"], 2);
+    with_server_defaults(&c);
+    let (res, log) = pass(&c, 2000).await;
     res.unwrap();
     assert_eq!(
         writes(&log),
@@ -227,16 +248,20 @@ async fn pausing_writes_only_observed_generation() {
     for c in expected["conditions"].as_array_mut().unwrap() {
         c["observedGeneration"] = json!(2);
     }
-    assert_eq!(world[BC]["status"], expected);
+    assert_eq!(c.object(BC)["status"], expected);
 }
 
 #[tokio::test]
 async fn schedule_change_patches_the_cronjob_in_place() {
-    let (_, _, mut world) = pass(world(), 1000).await;
-    world.get_mut(BC).unwrap()["spec"]["schedule"] = json!("*/1 * * * *");
-    world.get_mut(BC).unwrap()["spec"]["paused"] = json!(true);
-    world.get_mut(BC).unwrap()["metadata"]["generation"] = json!(2);
-    let (res, log, world) = pass(with_server_defaults(world), 2000).await;
+    let c = cluster();
+    pass(&c, 1000).await.0.unwrap();
+    patch_config(
+        &c,
+        json!({"spec": {"schedule": "*/1 * * * *", "paused": true}}),
+    );
+    assert_eq!(c.object(BC)["metadata"]["generation"], 2);
+    with_server_defaults(&c);
+    let (res, log) = pass(&c, 2000).await;
     res.unwrap();
     assert_eq!(
         writes(&log),
@@ -245,53 +270,49 @@ async fn schedule_change_patches_the_cronjob_in_place() {
             ("PATCH".to_string(), format!("{BC}/status")),
         ]
     );
-    assert_eq!(world[CRONJOB]["spec"]["schedule"], "*/1 * * * *");
+    assert_eq!(c.object(CRONJOB)["spec"]["schedule"], "*/1 * * * *");
 }
 
 #[tokio::test]
 async fn missing_target_is_reported_not_retried_hot() {
-    let mut w = world();
-    w.remove(DEPLOY);
-    let (res, log, world) = pass(w, 1000).await;
+    let c = cluster_with(bc(), true, false);
+    let (res, log) = pass(&c, 1000).await;
     res.unwrap();
     assert!(!writes(&log).iter().any(|(_, p)| p == SIDECAR_RB));
-    let target = condition(&world, "BackupTargetFound");
+    let target = condition(&c, "BackupTargetFound");
     assert_eq!(target["status"], "False");
     assert_eq!(target["reason"], "TargetNotAvailable");
     assert_eq!(
         target["message"],
         "Backup target Deployment/stash-demo does not exist."
     );
-    let sidecar = condition(&world, "StashSidecarInjected");
+    let sidecar = condition(&c, "StashSidecarInjected");
     assert_eq!(sidecar["status"], "False");
 }
 
 #[tokio::test]
 async fn missing_repository_is_a_false_condition() {
-    let mut w = world();
-    w.remove(REPO);
-    let (res, _, world) = pass(w, 1000).await;
+    let c = cluster_with(bc(), false, true);
+    let (res, _) = pass(&c, 1000).await;
     res.unwrap();
-    let repo = condition(&world, "RepositoryFound");
+    let repo = condition(&c, "RepositoryFound");
     assert_eq!(repo["status"], "False");
     assert_eq!(repo["message"], "Repository demo/gcs-repo does not exist.");
 }
 
 #[tokio::test]
 async fn no_schedule_means_no_cronjob_and_a_false_condition() {
-    let mut w = world();
-    w.get_mut(BC).unwrap()["spec"]
-        .as_object_mut()
-        .unwrap()
-        .remove("schedule");
-    let (res, log, world) = pass(w, 1000).await;
+    let mut config = bc();
+    config["spec"].as_object_mut().unwrap().remove("schedule");
+    let c = cluster_with(config, true, true);
+    let (res, log) = pass(&c, 1000).await;
     res.unwrap();
     assert!(
         !writes(&log)
             .iter()
             .any(|(_, p)| p == CRONJOB || p == SA || p == CRON_RB)
     );
-    let cj = condition(&world, "CronJobCreated");
+    let cj = condition(&c, "CronJobCreated");
     assert_eq!(cj["status"], "False");
     assert_eq!(
         cj["message"],
@@ -301,9 +322,16 @@ async fn no_schedule_means_no_cronjob_and_a_false_condition() {
 
 #[tokio::test]
 async fn forbidden_cronjob_fails_the_pass_but_still_reports_status() {
-    let mut w = world();
-    w.insert(format!("refuse {CRONJOB}"), json!(null));
-    let (res, log, world) = pass(w, 1000).await;
+    let c = cluster();
+    c.refuse_writes(
+        CRONJOB,
+        Status::new(
+            403,
+            "Forbidden",
+            "cronjobs.batch is forbidden: no RBAC for this test",
+        ),
+    );
+    let (res, log) = pass(&c, 1000).await;
     let err = res.unwrap_err();
     assert!(
         err.starts_with("apply CronJob stash-backup-pause-backup: "),
@@ -311,7 +339,7 @@ async fn forbidden_cronjob_fails_the_pass_but_still_reports_status() {
     );
     // the rest of the pass still happened, and the status says why
     assert!(writes(&log).iter().any(|(_, p)| p == SIDECAR_RB));
-    let cj = condition(&world, "CronJobCreated");
+    let cj = condition(&c, "CronJobCreated");
     assert_eq!(cj["status"], "False");
     assert!(
         cj["message"].as_str().unwrap().contains("forbidden"),
@@ -321,9 +349,13 @@ async fn forbidden_cronjob_fails_the_pass_but_still_reports_status() {
 
 #[tokio::test]
 async fn deletion_removes_the_sidecar_then_releases_the_finalizer() {
-    let (_, _, mut world) = pass(world(), 1000).await;
-    world.get_mut(BC).unwrap()["metadata"]["deletionTimestamp"] = json!("2019-08-02T06:20:00Z");
-    let (res, log, world) = pass(world, 2000).await;
+    let c = cluster();
+    pass(&c, 1000).await.0.unwrap();
+    // $ kubectl delete backupconfiguration -n demo pause-backup: our
+    // finalizer keeps it, with a deletionTimestamp.
+    c.delete(Identity::admin(), BC).expect("deleted");
+    assert!(c.object(BC)["metadata"]["deletionTimestamp"].is_string());
+    let (res, log) = pass(&c, 2000).await;
     res.unwrap();
     let reads: Vec<_> = log
         .iter()
@@ -339,9 +371,9 @@ async fn deletion_removes_the_sidecar_then_releases_the_finalizer() {
             ("PATCH".to_string(), BC.to_string())
         ]
     );
-    assert_eq!(containers(&world[DEPLOY]), ["busybox"]);
+    assert_eq!(containers(&c.object(DEPLOY)), ["busybox"]);
     assert!(
-        world[DEPLOY]["metadata"]
+        c.object(DEPLOY)["metadata"]
             .get("annotations")
             .and_then(|a| a.get("stash.appscode.com/last-applied-backupconfiguration"))
             .is_none()
@@ -357,26 +389,29 @@ async fn deletion_removes_the_sidecar_then_releases_the_finalizer() {
             {"op": "remove", "path": "/metadata/finalizers/0"}
         ])
     );
-    assert_eq!(world[BC]["metadata"]["finalizers"], json!([]));
+    // Its last finalizer gone, the API server removes it.
+    assert_eq!(c.get(BC), None);
 }
 
 #[tokio::test]
 async fn deleted_configuration_without_our_finalizer_costs_nothing() {
-    let mut w = world();
-    w.get_mut(BC).unwrap()["metadata"]["deletionTimestamp"] = json!("2019-08-02T06:20:00Z");
-    w.get_mut(BC).unwrap()["metadata"]["finalizers"] = json!(["other"]);
-    let (res, log, _) = pass(w, 1000).await;
+    let mut config = bc();
+    config["metadata"]["deletionTimestamp"] = json!("2019-08-02T06:20:00Z");
+    config["metadata"]["finalizers"] = json!(["other"]);
+    let c = cluster_with(config, true, true);
+    let (res, log) = pass(&c, 1000).await;
     res.unwrap();
     assert!(log.is_empty(), "{log:#?}");
 }
 
 /// The configuration's status condition of `type_`; the test fails if it is missing.
-fn condition(world: &BTreeMap<String, Value>, type_: &str) -> Value {
-    world[BC]["status"]["conditions"]
+fn condition(c: &Cluster, type_: &str) -> Value {
+    let bc = c.object(BC);
+    bc["status"]["conditions"]
         .as_array()
         .and_then(|conds| conds.iter().find(|c| c["type"] == type_))
         .cloned()
-        .unwrap_or_else(|| panic!("no {type_} condition in {}", world[BC]["status"]))
+        .unwrap_or_else(|| panic!("no {type_} condition in {}", bc["status"]))
 }
 
 fn containers(deploy: &Value) -> Vec<String> {
@@ -390,7 +425,8 @@ fn containers(deploy: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn back_fills_the_sidecar_with_a_guarded_json_patch_once() {
-    let (res, log, world) = pass(world(), 1000).await;
+    let c = cluster();
+    let (res, log) = pass(&c, 1000).await;
     res.unwrap();
     let patch = find(&log, "PATCH", DEPLOY);
     assert_eq!(patch.content_type, "application/json-patch+json");
@@ -399,7 +435,7 @@ async fn back_fills_the_sidecar_with_a_guarded_json_patch_once() {
         patch.body[0],
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": "5"})
     );
-    let deploy = &world[DEPLOY];
+    let deploy = &c.object(DEPLOY);
     assert_eq!(containers(deploy), ["busybox", "stash"]);
     let sidecar = &deploy["spec"]["template"]["spec"]["containers"][1];
     let args: Vec<&str> = sidecar["args"]
@@ -414,21 +450,22 @@ async fn back_fills_the_sidecar_with_a_guarded_json_patch_once() {
         deploy["metadata"]["annotations"]["stash.appscode.com/last-applied-backupconfiguration"],
         "pause-backup"
     );
-    let injected = condition(&world, "StashSidecarInjected");
+    let injected = condition(&c, "StashSidecarInjected");
     assert_eq!(injected["status"], "True");
     assert_eq!(injected["reason"], "SidecarInjectionSucceeded");
 
     // level-triggered: the next pass finds the sidecar in place and writes nothing
-    let (res, log, _) = pass(with_server_defaults(world), 2000).await;
+    with_server_defaults(&c);
+    let (res, log) = pass(&c, 2000).await;
     res.unwrap();
     assert_eq!(writes(&log), Vec::<(String, String)>::new());
 }
 
 #[tokio::test]
 async fn a_concurrent_workload_change_fails_the_patch_instead_of_misapplying() {
-    let mut w = world();
-    w.insert(format!("change-after-get {DEPLOY}"), json!(null));
-    let (res, log, world) = pass(w, 1000).await;
+    let c = cluster();
+    c.change_after_get(DEPLOY);
+    let (res, log) = pass(&c, 1000).await;
     let err = res.unwrap_err();
     assert!(
         err.starts_with("patch the sidecar of Deployment demo/stash-demo: "),
@@ -436,20 +473,19 @@ async fn a_concurrent_workload_change_fails_the_patch_instead_of_misapplying() {
     );
     // the patch was tried against the version read, and refused as a whole
     assert_eq!(find(&log, "PATCH", DEPLOY).body[0]["value"], "5");
-    assert_eq!(containers(&world[DEPLOY]), ["busybox"]);
+    assert_eq!(containers(&c.object(DEPLOY)), ["busybox"]);
     // the status still says what happened, and the error policy will retry
-    let injected = condition(&world, "StashSidecarInjected");
+    let injected = condition(&c, "StashSidecarInjected");
     assert_eq!(injected["status"], "False");
 }
 
 #[tokio::test]
 async fn missing_repository_leaves_the_workload_alone() {
-    let mut w = world();
-    w.remove(REPO);
-    let (res, log, world) = pass(w, 1000).await;
+    let c = cluster_with(bc(), false, true);
+    let (res, log) = pass(&c, 1000).await;
     res.unwrap();
     assert!(!writes(&log).iter().any(|(_, p)| p == DEPLOY));
-    let injected = condition(&world, "StashSidecarInjected");
+    let injected = condition(&c, "StashSidecarInjected");
     assert_eq!(injected["status"], "False");
     assert!(
         injected["message"].as_str().unwrap().contains("gcs-repo"),

@@ -1,15 +1,14 @@
-//! Leader election against the in-memory API server: the replica takes the
+//! Leader election against the fake cluster of `tests/support`: the replica takes the
 //! free Lease and starts reconciling; when another identity shows up as the
 //! holder, it stops reconciling.
 
-#[path = "reconcile_mock/mod.rs"]
-mod mock;
+mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 use stash::reconcile::leader::{LEASE_NAME, run_while_leader};
+use support::{Cluster, Identity};
 use tokio::sync::mpsc;
 
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/stash-system/leases/stash-reconciler";
@@ -26,9 +25,8 @@ impl Drop for Stopped {
 #[tokio::test]
 async fn takes_a_free_lease_reconciles_and_stops_when_it_is_taken_away() {
     assert_eq!(LEASE_NAME, "stash-reconciler");
-    let (client, server) = mock::client();
-    let world = Arc::new(Mutex::new(mock::World::new()));
-    let served = tokio::spawn(server.serve_shared(world.clone()));
+    let cluster = Cluster::new();
+    let client = cluster.client(Identity::reconciler());
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let elector = tokio::spawn(async move {
@@ -49,20 +47,17 @@ async fn takes_a_free_lease_reconciles_and_stops_when_it_is_taken_away() {
         .expect("never became leader");
     assert_eq!(first, Some("started"));
     {
-        let w = world.lock().unwrap();
-        let lease = &w[LEASE];
+        let lease = cluster.object(LEASE);
         assert_eq!(lease["spec"]["holderIdentity"], "stash-webhook-a");
         assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
     }
 
     // Another replica holds the Lease now (as after a partition): the
     // watchdog reads it and stops the reconciler.
-    {
-        let mut w = world.lock().unwrap();
-        let lease = w.get_mut(LEASE).unwrap();
+    cluster.edit(LEASE, |lease| {
         lease["spec"]["holderIdentity"] = json!("stash-webhook-b");
         lease["spec"]["renewTime"] = json!(jiff::Timestamp::now().to_string());
-    }
+    });
     let next = tokio::time::timeout(wait, rx.recv())
         .await
         .expect("kept reconciling");
@@ -70,10 +65,7 @@ async fn takes_a_free_lease_reconciles_and_stops_when_it_is_taken_away() {
 
     elector.abort();
     let _ = elector.await;
-    let log = tokio::time::timeout(wait, served)
-        .await
-        .expect("client not released")
-        .unwrap();
+    let log = cluster.log();
     // Every write to the Lease went through the Lease API of its namespace.
     assert!(
         log.iter().filter(|r| r.method != "GET").all(|r| r
@@ -81,4 +73,5 @@ async fn takes_a_free_lease_reconciles_and_stops_when_it_is_taken_away() {
             .starts_with("/apis/coordination.k8s.io/v1/namespaces/stash-system/leases")),
         "{log:#?}"
     );
+    assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
 }

@@ -1,7 +1,8 @@
-//! The BackupSession controller's API calls against a mock API server.
+//! The BackupSession controller's API calls against the scripted API server of `tests/support`.
 
-#[path = "reconcile_mock/mod.rs"]
-mod mock;
+mod support;
+
+use support::scripted as mock;
 
 use serde_json::{Value, json};
 use stash::api::BackupSession;

@@ -1,8 +1,9 @@
-//! `stash create-backupsession` against a mock API server: both pause
+//! `stash create-backupsession` against the scripted API server of `tests/support`: both pause
 //! branches, and API errors.
 
-#[path = "reconcile_mock/mod.rs"]
-mod mock;
+mod support;
+
+use support::scripted as mock;
 
 use serde_json::json;
 use stash::api::events::COMPONENT_CRONJOB;
@@ -150,4 +151,65 @@ async fn unknown_invoker_kind_makes_no_request() {
     let err = task.await.unwrap().unwrap_err();
     assert!(matches!(err, TriggerError::UnsupportedKind(_)));
     server.done().await;
+}
+
+/// The same trigger on the fake cluster: the session it creates passes the
+/// BackupSession webhooks the install registers, and every request is one
+/// the CronJob's ClusterRole grants.
+#[tokio::test]
+async fn on_a_cluster_the_session_passes_the_webhooks_and_rbac() {
+    let cluster = support::Cluster::new();
+    cluster.seed(bc(false));
+    let client = cluster.client(support::Identity::cron_job("demo", "pause-backup"));
+    let recorder = Recorder::new(client.clone(), COMPONENT_CRONJOB);
+    let outcome = trigger(
+        client,
+        &recorder,
+        "demo",
+        "BackupConfiguration",
+        "pause-backup",
+        now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, Outcome::Created("pause-backup-1564659789".into()));
+    let stored = cluster.object(
+        "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupsessions/pause-backup-1564659789",
+    );
+    assert_eq!(
+        stored["metadata"]["labels"]["stash.appscode.com/invoker-name"],
+        "pause-backup"
+    );
+    assert_eq!(stored["metadata"]["generation"], 1);
+    assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
+
+    // Paused: an event, no session.
+    cluster.edit(BC_PATH, |bc| bc["spec"]["paused"] = json!(true));
+    let client = cluster.client(support::Identity::cron_job("demo", "pause-backup"));
+    let recorder = Recorder::new(client.clone(), COMPONENT_CRONJOB);
+    let later = jiff::Timestamp::from_second(1_564_660_089).unwrap();
+    let outcome = trigger(
+        client,
+        &recorder,
+        "demo",
+        "BackupConfiguration",
+        "pause-backup",
+        later,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, Outcome::Skipped);
+    assert_eq!(
+        cluster
+            .list(
+                "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupsessions",
+                None
+            )
+            .len(),
+        1
+    );
+    let events = cluster.list("/api/v1/namespaces/demo/events", None);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["reason"], "Backup Skipped");
+    assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
 }
