@@ -425,7 +425,12 @@ async fn apply(
     };
     let status = desired_status(bc, &obs, now);
     if bc.status.as_ref() != Some(&status) {
-        let body = json!({"status": status});
+        // Decided on `bc` as this pass read it: if it changed since, the
+        // write fails with a conflict and the newer state gets its own pass.
+        let body = json!({
+            "metadata": {"resourceVersion": bc.resource_version()},
+            "status": status
+        });
         configs_api(ctx, &ns)
             .patch_status(&bc_name, &patch_params(), &Patch::Merge(&body))
             .await
