@@ -3,12 +3,12 @@
 //!
 //! There is no cluster here, so the test plays the parts Kubernetes plays and
 //! calls the real library for every part stash plays:
-//! - the API server is the in-memory fake of `reconcile_mock` (objects by
-//!   URL path; every request the library makes is logged);
-//! - `kubectl apply/patch/create` runs the request through the webhooks the
-//!   API server would call (`stash::admission::handle`, with a store snapshot
-//!   read from the fake, as the webhook's informers would) and stores the
-//!   admitted object;
+//! - the API server is the fake cluster of `tests/support` (objects by URL
+//!   path; every request is logged with the identity that made it);
+//! - every write — `kubectl apply/patch/create` and the library's own —
+//!   goes through the webhooks the install registers
+//!   (`stash::admission::handle`, with a store snapshot read from the fake,
+//!   as the webhook's informers would) and the admitted object is stored;
 //! - the kubelet starts the injected `stash` container: its args are parsed
 //!   by `run-backup`'s own command line and its mounts are mapped to
 //!   directories of a temp dir (the storage Secret's keys become files);
@@ -21,42 +21,38 @@
 //! point into the temp dir, because the sidecar runs on this machine, not in a
 //! pod with those volumes mounted.
 //!
-//! Every request is attributed to the identity that made it (CronJob pod,
-//! reconciler, sidecar) and checked against that identity's ClusterRole as
-//! `stash manifests` renders it. Besides the guide's walk
+//! Every request is made by the identity that would make it (CronJob pod,
+//! reconciler, sidecar: each its own client) and checked against that
+//! identity's ClusterRole as `stash manifests` renders it. Besides the guide's walk
 //! (`pause_backup_guide_end_to_end`), three tests take the turns the guide
 //! does not: its real order (Deployment before configuration), a pause while
 //! a session runs, and the sidecar seeing a paused session first.
 
-#[path = "reconcile_mock/mod.rs"]
-mod mock;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::core::v1::Event;
-use k8s_openapi::api::rbac::v1::PolicyRule;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-use stash::admission::{Endpoint, Settings, handle};
+use stash::admission::Settings;
 use stash::api::events::COMPONENT_CRONJOB;
 use stash::api::{BackupConfiguration, BackupSession, BackupSessionPhase, Repository};
 use stash::backup::LockHolders;
 use stash::backup::controller::{Handled, Sidecar};
 use stash::backup::locks::PodLockHolders;
 use stash::backup::metrics::Metrics;
-use stash::manifests::rbac;
 use stash::reconcile::apply::Backoff;
 use stash::reconcile::{backup_configuration, backup_session};
 use stash::recorder::Recorder;
-use stash::store::Snapshot;
 use stash::trigger::{Outcome, trigger};
+use support::{Identity, PatchBody};
 
 const NS: &str = "demo";
 const BC: &str =
@@ -72,39 +68,25 @@ const EVENTS: &str = "/api/v1/namespaces/demo/events/";
 /// The reconciler's and the sidecar's image.
 const IMAGE: &str = "stash:guide";
 
-/// The fake cluster: API server, the temp dir the "pod" sees, the reconciler.
+/// The fake cluster of `tests/support`, the temp dir the "pod" sees, the
+/// webhooks' settings.
 struct Cluster {
-    client: kube::Client,
-    world: Arc<Mutex<mock::World>>,
-    log: Arc<Mutex<Vec<mock::Recorded>>>,
+    k: support::Cluster,
     dir: tempfile::TempDir,
     settings: Settings,
-    /// Which identity made which requests: (first, end, ClusterRole).
-    identities: Mutex<Vec<(usize, usize, &'static str)>>,
 }
 
 impl Cluster {
-    fn start() -> (Self, tokio::task::JoinHandle<()>) {
-        let (client, server) = mock::client();
-        let world = Arc::new(Mutex::new(mock::World::new()));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let served = tokio::spawn(server.serve_logged(world.clone(), log.clone()));
-        let dir = tempfile::tempdir().expect("temp dir");
+    fn start() -> Self {
         let settings = Settings {
             image: IMAGE.into(),
             ..Settings::default()
         };
-        (
-            Self {
-                client,
-                world,
-                log,
-                dir,
-                settings,
-                identities: Mutex::new(Vec::new()),
-            },
-            served,
-        )
+        Self {
+            k: support::Cluster::with_settings(settings.clone()),
+            dir: tempfile::tempdir().expect("temp dir"),
+            settings,
+        }
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -112,69 +94,41 @@ impl Cluster {
     }
 
     fn get(&self, path: &str) -> Value {
-        self.world
-            .lock()
-            .unwrap()
-            .get(path)
-            .cloned()
-            .unwrap_or_else(|| panic!("{path} does not exist"))
+        self.k.object(path)
     }
 
     fn typed<K: serde::de::DeserializeOwned>(&self, path: &str) -> K {
-        serde_json::from_value(self.get(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+        self.k.typed(path)
     }
 
     fn paths_under(&self, prefix: &str) -> Vec<String> {
-        self.world
-            .lock()
-            .unwrap()
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect()
+        self.k.paths_under(prefix)
     }
 
-    /// How many requests the library has made so far.
+    /// How many requests have been made so far.
     fn mark(&self) -> usize {
-        self.log.lock().unwrap().len()
+        self.k.mark()
     }
 
     /// The writes (method, path) made since `mark`.
     fn writes_since(&self, mark: usize) -> Vec<(String, String)> {
-        self.log.lock().unwrap()[mark..]
-            .iter()
-            .filter(|r| r.method != "GET")
-            .map(|r| (r.method.clone(), r.path.clone()))
-            .collect()
-    }
-
-    /// Attributes the requests made since `mark` to the identity bound to ClusterRole `role`.
-    fn made_by(&self, role: &'static str, mark: usize) {
-        let end = self.mark();
-        self.identities.lock().unwrap().push((mark, end, role));
+        self.k.writes_since(mark)
     }
 
     /// Every request, with the ClusterRole of the identity that made it, that
     /// the install's RBAC would refuse.
     fn forbidden_requests(&self) -> Vec<String> {
-        let log = self.log.lock().unwrap();
-        let mut refused = Vec::new();
-        for (first, end, role) in self.identities.lock().unwrap().iter() {
-            let rules = match *role {
-                "stash-webhook" => rbac::webhook_rules(),
-                "stash-cron-job" => rbac::cron_job_rules(),
-                "stash-sidecar" => rbac::sidecar_rules(),
-                other => panic!("unknown role {other}"),
-            };
-            for r in &log[*first..*end] {
-                for attrs in authorization_attributes(r) {
-                    if !rules.iter().any(|rule| allows(rule, &attrs)) {
-                        refused.push(format!("{role}: {attrs:?} ({} {})", r.method, r.path));
-                    }
-                }
-            }
-        }
-        refused
+        self.k.forbidden_requests()
+    }
+
+    /// A client for the reconciler in `stash serve`.
+    fn reconciler(&self) -> kube::Client {
+        self.k.client(Identity::reconciler())
+    }
+
+    /// A client for the injected sidecar (the Deployment's ServiceAccount).
+    fn sidecar_client(&self) -> kube::Client {
+        self.k.client(Identity::sidecar(NS, "default"))
     }
 
     /// The core/v1 Events about `kind/name`, as `kubectl describe` lists them.
@@ -189,101 +143,35 @@ impl Cluster {
             .collect()
     }
 
-    /// What the webhook's informers hold: every configuration and repository.
-    fn store_snapshot(&self) -> Snapshot {
-        let mut snap = Snapshot::default();
-        for p in self.paths_under("/apis/stash.appscode.com/v1beta1/namespaces/") {
-            if p.contains("/backupconfigurations/") {
-                snap.upsert_config(self.typed(&p));
-            }
-        }
-        for p in self.paths_under("/apis/stash.appscode.com/v1alpha1/namespaces/") {
-            if p.contains("/repositories/") {
-                snap.upsert_repository(self.typed(&p));
-            }
-        }
-        snap
-    }
-
-    /// The API server's admission chain for one request: the webhooks
-    /// registered for the object's kind, mutating first. Returns the
-    /// admitted object and the warnings `kubectl` prints.
+    /// The API server's admission chain for one request, as `kubectl` would
+    /// make it: the webhooks registered for the object's kind, mutating
+    /// first. Returns the admitted object and the warnings `kubectl` prints.
     fn admit(&self, operation: &str, object: Value, old: Option<Value>) -> (Value, Vec<String>) {
-        let api_version = object["apiVersion"].as_str().unwrap().to_string();
-        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
-        let kind = object["kind"].as_str().unwrap().to_string();
-        let resource = format!("{}s", kind.to_lowercase());
-        let snap = self.store_snapshot();
-        let mut object = object;
-        let mut warnings = Vec::new();
-        for endpoint in Endpoint::for_kind(group, &kind) {
-            let gvk = json!({"group": group, "version": version, "kind": kind});
-            let gvr = json!({"group": group, "version": version, "resource": resource});
-            let review = json!({
-                "apiVersion": "admission.k8s.io/v1",
-                "kind": "AdmissionReview",
-                "request": {
-                    "uid": format!("guide-{}", endpoint.label()),
-                    "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
-                    "name": object["metadata"]["name"], "namespace": NS,
-                    "operation": operation,
-                    "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters"]},
-                    "object": object, "oldObject": old.clone().unwrap_or(Value::Null),
-                    "dryRun": false,
-                    "options": {"apiVersion": "meta.k8s.io/v1",
-                                "kind": if operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" }}
-                }
-            });
-            let body = serde_json::to_vec(&review).unwrap();
-            let answer =
-                handle(endpoint, &body, &snap, &self.settings).expect("an AdmissionReview");
-            let response: Value = serde_json::from_slice(&answer.body).unwrap();
-            let response = &response["response"];
-            assert_eq!(response["allowed"], true, "{endpoint} refused: {response}");
-            if let Some(w) = response["warnings"].as_array() {
-                warnings.extend(w.iter().map(|w| w.as_str().unwrap().to_string()));
-            }
-            if let Some(b64) = response["patch"].as_str() {
-                assert!(endpoint.is_mutating());
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .unwrap();
-                let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
-                json_patch::patch(&mut object, &patch).expect("the webhook's patch applies");
-            }
-        }
-        (object, warnings)
+        let admitted = self
+            .k
+            .admit(Identity::admin(), operation, object, old)
+            .unwrap_or_else(|e| panic!("refused: {e:?}"));
+        (admitted.object, admitted.warnings)
     }
 
     /// `kubectl create`/`apply` of a new object: admission, then stored as the API server stores it.
     fn kubectl_create(&self, collection: &str, object: Value) -> Vec<String> {
-        let (object, warnings) = self.admit("CREATE", object, None);
-        let mut world = self.world.lock().unwrap();
-        let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        let serial = world.len();
-        let old = world.insert(
-            format!("{collection}/{name}"),
-            mock::created(object, serial),
-        );
-        assert!(old.is_none(), "{collection}/{name} already exists");
-        warnings
+        let written = self
+            .k
+            .create(Identity::admin(), object)
+            .unwrap_or_else(|e| panic!("refused: {e:?}"));
+        let path = support::objects::path_of(&written.object);
+        assert!(path.starts_with(&format!("{collection}/")), "{path}");
+        written.warnings
     }
 
     /// `kubectl patch backupconfiguration -n demo pause-backup --type=merge --patch=…`.
     async fn kubectl_patch_config(&self, patch: Value) {
-        let old = self.get(BC);
-        let mut new = old.clone();
-        json_patch::merge(&mut new, &patch);
-        let (_, warnings) = self.admit("UPDATE", new, Some(old));
-        assert!(warnings.is_empty(), "{warnings:?}");
-        Api::<BackupConfiguration>::namespaced(self.client.clone(), NS)
-            .patch(
-                "pause-backup",
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
+        let written = self
+            .k
+            .patch(Identity::admin(), BC, PatchBody::Merge(patch))
             .expect("backupconfiguration.stash.appscode.com/pause-backup patched");
+        assert!(written.warnings.is_empty(), "{:?}", written.warnings);
     }
 
     /// The BackupConfiguration controller's context, its cache fed from the fake.
@@ -291,7 +179,7 @@ impl Cluster {
         let (configs, mut writer): (Store<BackupConfiguration>, _) = reflector::store();
         writer.apply_watcher_event(&watcher::Event::Apply(self.typed(BC)));
         backup_configuration::Context {
-            client: self.client.clone(),
+            client: self.reconciler(),
             image: IMAGE.into(),
             settings: self.settings.clone(),
             configs,
@@ -302,23 +190,19 @@ impl Cluster {
     /// One BackupConfiguration reconcile, as its watch would trigger it.
     async fn reconcile_config(&self) {
         let bc: BackupConfiguration = self.typed(BC);
-        let mark = self.mark();
         backup_configuration::reconcile_at(&bc, &self.config_context(), jiff::Timestamp::now())
             .await
             .expect("BackupConfiguration reconcile");
-        self.made_by("stash-webhook", mark);
     }
 
     /// One BackupSession reconcile, as its watch would trigger it.
     async fn reconcile_session(&self, name: &str) -> BackupSession {
         let path = format!("{SESSIONS}/{name}");
         let session: BackupSession = self.typed(&path);
-        let ctx = backup_session::Context::new(self.client.clone());
-        let mark = self.mark();
+        let ctx = backup_session::Context::new(self.reconciler());
         backup_session::reconcile_at(&session, &ctx, jiff::Timestamp::now())
             .await
             .expect("BackupSession reconcile");
-        self.made_by("stash-webhook", mark);
         self.typed(&path)
     }
 
@@ -340,15 +224,13 @@ impl Cluster {
 
         // $ kubectl create secret generic -n demo gcs-secret --from-file=./RESTIC_PASSWORD …
         let password = base64::engine::general_purpose::STANDARD.encode("changeit");
-        self.world.lock().unwrap().insert(
-            SECRET.into(),
-            mock::created(
-                json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                       "metadata": {"name": "gcs-secret", "namespace": NS},
-                       "data": {"RESTIC_PASSWORD": password}}),
-                0,
-            ),
+        self.kubectl_create(
+            "/api/v1/namespaces/demo/secrets",
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                   "metadata": {"name": "gcs-secret", "namespace": NS},
+                   "data": {"RESTIC_PASSWORD": password}}),
         );
+        assert!(self.k.get(SECRET).is_some());
         // $ kubectl apply -f repository.yaml — the guide's gcs-repo, on a local backend.
         let mut repo = example("repository.yaml").remove(0);
         assert_eq!(repo["spec"]["backend"]["storageSecretName"], "gcs-secret");
@@ -411,10 +293,11 @@ impl Cluster {
             panic!("create-backupsession refuses the CronJob's args {args:?}: {e}")
         });
         let a = parsed.args;
-        let recorder = Recorder::new(self.client.clone(), COMPONENT_CRONJOB);
-        let mark = self.mark();
+        // The CronJob's pod runs as its own ServiceAccount.
+        let client = self.k.client(Identity::cron_job(NS, &a.invoker_name));
+        let recorder = Recorder::new(client.clone(), COMPONENT_CRONJOB);
         let outcome = trigger(
-            self.client.clone(),
+            client,
             &recorder,
             a.namespace.as_deref().unwrap(),
             &a.invoker_kind,
@@ -423,7 +306,6 @@ impl Cluster {
         )
         .await
         .expect("the CronJob's pod succeeds");
-        self.made_by("stash-cron-job", mark);
         outcome
     }
 
@@ -505,19 +387,16 @@ impl Cluster {
         }
         let parsed = RunBackup::try_parse_from(&args)
             .unwrap_or_else(|e| panic!("run-backup refuses the injected args {args:?}: {e}"));
-        stash::backup::sidecar(&parsed.args, self.client.clone(), Metrics::new(), None)
+        stash::backup::sidecar(&parsed.args, self.sidecar_client(), Metrics::new(), None)
             .expect("run-backup starts")
     }
 
     /// The sidecar's watch delivering `session`.
     async fn sidecar_sees(&self, sidecar: &Sidecar, session: &BackupSession) -> Handled {
-        let mark = self.mark();
-        let handled = sidecar
+        sidecar
             .handle(session)
             .await
-            .expect("the sidecar handles the session");
-        self.made_by("stash-sidecar", mark);
-        handled
+            .expect("the sidecar handles the session")
     }
 
     /// `restic snapshots` on the local repository, with the Secret's password.
@@ -580,66 +459,6 @@ fn downward_api(command: &clap::Command, env: &Value, pod: &str) -> Vec<String> 
         .collect()
 }
 
-/// What the API server's authorizer checks for one request: (verb, group,
-/// resource[/subresource], name). A server-side apply may create, so it
-/// needs `create` besides `patch`.
-fn authorization_attributes(r: &mock::Recorded) -> Vec<(String, String, String, String)> {
-    let parts: Vec<&str> = r.path.split('/').filter(|p| !p.is_empty()).collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", _, "namespaces", _, rest @ ..] => ("", rest),
-        ["apis", group, _, "namespaces", _, rest @ ..] => (*group, rest),
-        _ => panic!("not a namespaced request: {}", r.path),
-    };
-    let (resource, name) = match rest {
-        [res] => (res.to_string(), ""),
-        [res, name] => (res.to_string(), *name),
-        [res, name, sub] => (format!("{res}/{sub}"), *name),
-        _ => panic!("unexpected path {}", r.path),
-    };
-    let verbs: &[&str] = match (r.method.as_str(), name.is_empty()) {
-        ("GET", true) if r.query.contains("watch=true") => &["watch"],
-        ("GET", true) => &["list"],
-        ("GET", false) => &["get"],
-        ("POST", _) => &["create"],
-        ("PUT", _) => &["update"],
-        ("PATCH", _) if r.content_type.starts_with("application/apply-patch") => {
-            &["patch", "create"]
-        }
-        ("PATCH", _) => &["patch"],
-        ("DELETE", false) => &["delete"],
-        ("DELETE", true) => &["deletecollection"],
-        (m, _) => panic!("unexpected verb {m}"),
-    };
-    verbs
-        .iter()
-        .map(|v| {
-            (
-                v.to_string(),
-                group.to_string(),
-                resource.clone(),
-                name.to_string(),
-            )
-        })
-        .collect()
-}
-
-fn allows(
-    rule: &PolicyRule,
-    (verb, group, resource, name): &(String, String, String, String),
-) -> bool {
-    let has = |list: &Option<Vec<String>>, want: &str| {
-        list.as_ref()
-            .is_some_and(|l| l.iter().any(|x| x == want || x == "*"))
-    };
-    rule.verbs.iter().any(|v| v == verb || v == "*")
-        && has(&rule.api_groups, group)
-        && has(&rule.resources, resource)
-        && rule
-            .resource_names
-            .as_ref()
-            .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == name))
-}
-
 /// `kubectl get <kind>`'s printer columns of `object` (the CRD's
 /// `additionalPrinterColumns`, simple `.a.b` paths), AGE left out.
 fn printed_columns<K: kube::CustomResourceExt>(object: &Value) -> Vec<(String, String)> {
@@ -693,7 +512,7 @@ fn container_names(deploy: &Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn pause_backup_guide_end_to_end() {
-    let (cluster, served) = Cluster::start();
+    let cluster = Cluster::start();
     let c = &cluster;
 
     // ---- Configure Backup: the guide's objects, each through admission ------
@@ -966,26 +785,23 @@ async fn pause_backup_guide_end_to_end() {
     // replicas that are gone, such as those the injection replaced (the
     // guide's pods went from stash-demo-69f9ffbbf7-* to stash-demo-7489fcb7f5-*).
     let judge = PodLockHolders {
-        pods: Api::namespaced(c.client.clone(), NS),
+        pods: Api::namespaced(c.sidecar_client(), NS),
         own_pod: "stash-demo-7489fcb7f5-jctj4".into(),
         target_name: "stash-demo".into(),
     };
-    let mark = c.mark();
     assert!(judge.is_gone("stash-demo-69f9ffbbf7-bww24").await);
-    c.made_by("stash-sidecar", mark);
     drop(judge);
     assert_eq!(c.forbidden_requests(), Vec::<String>::new());
     drop(sidecar);
     drop(cluster);
-    served.await.expect("the fake API server ran to the end");
 }
 
 /// The guide up to "Verify CronJob": objects applied, configuration reconciled.
-async fn configured_cluster() -> (Cluster, tokio::task::JoinHandle<()>) {
-    let (cluster, served) = Cluster::start();
+async fn configured_cluster() -> Cluster {
+    let cluster = Cluster::start();
     cluster.apply_guide_objects();
     cluster.reconcile_config().await;
-    (cluster, served)
+    cluster
 }
 
 /// Pausing while a scheduled session is already Running (the reconciler
@@ -995,7 +811,7 @@ async fn configured_cluster() -> (Cluster, tokio::task::JoinHandle<()>) {
 /// it and the pause holds from the next schedule on.
 #[tokio::test]
 async fn a_session_running_when_paused_still_finishes() {
-    let (c, served) = configured_cluster().await;
+    let c = configured_cluster().await;
     let t0 = jiff::Timestamp::from_second(1_564_659_789).unwrap();
     assert_eq!(
         c.cron_fires(t0).await,
@@ -1023,7 +839,6 @@ async fn a_session_running_when_paused_still_finishes() {
     assert_eq!(c.cron_fires(next).await, Outcome::Skipped);
     drop(sidecar);
     drop(c);
-    served.await.unwrap();
 }
 
 /// The instant BackupSession of a paused configuration, seen by the sidecar
@@ -1031,7 +846,7 @@ async fn a_session_running_when_paused_still_finishes() {
 /// the guide's one event once the reconciler marks it Skipped.
 #[tokio::test]
 async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
-    let (c, served) = configured_cluster().await;
+    let c = configured_cluster().await;
     c.kubectl_patch_config(json!({"spec": {"paused": true}}))
         .await;
     let warnings = c.kubectl_create(SESSIONS, example("backupsession.yaml").remove(0));
@@ -1078,7 +893,6 @@ async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
     assert_eq!(c.forbidden_requests(), Vec::<String>::new());
     drop(sidecar);
     drop(c);
-    served.await.unwrap();
 }
 
 /// The guide itself deploys the workload before the Secret, the Repository
@@ -1088,7 +902,7 @@ async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
 /// the pod template ends exactly as when the webhook injected at CREATE.
 #[tokio::test]
 async fn in_the_guides_own_order_the_reconciler_injects_the_same_sidecar() {
-    let (c, served) = Cluster::start();
+    let c = Cluster::start();
     c.apply_deployment();
     assert_eq!(container_names(&c.get(DEPLOY)), ["busybox"]);
     c.apply_storage_and_configuration();
@@ -1123,5 +937,4 @@ async fn in_the_guides_own_order_the_reconciler_injects_the_same_sidecar() {
     );
     assert_eq!(c.forbidden_requests(), Vec::<String>::new());
     drop(c);
-    served.await.unwrap();
 }
