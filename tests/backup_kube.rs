@@ -1,15 +1,16 @@
-//! The sidecar's Kubernetes layer against a `tower_test::mock` API server
-//! (a small in-memory fake that keeps objects, checks resourceVersions and
-//! logs every request), with the real restic and a local repository.
+//! The sidecar's Kubernetes layer (`Sidecar::handle`, the Lease helpers, the
+//! lock-holder judge) against the fake cluster of `tests/support`, with the
+//! real restic and a local repository. Each test hands the sidecar one
+//! session object, possibly stale, and checks the requests it made and what
+//! the cluster holds afterwards.
 
-use std::collections::HashMap;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use kube::client::Body;
+use http::Method;
 use serde_json::{Value, json};
 
 use stash::api::{BackupSession, HostBackupPhase};
@@ -19,6 +20,7 @@ use stash::backup::leader::{LeaseTiming, Turns};
 use stash::backup::metrics::Metrics;
 use stash::backup::restic::resolve_binary;
 use stash::recorder::Recorder;
+use support::{Cluster, Identity};
 
 const NS: &str = "demo";
 const BC_PATH: &str =
@@ -27,161 +29,14 @@ const REPO_PATH: &str = "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repos
 const SESSIONS: &str = "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupsessions";
 const EVENTS: &str = "/api/v1/namespaces/demo/events";
 
-/// One request as the fake saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: Method,
-    path: String,
-    query: String,
-    body: Value,
-}
-
-#[derive(Default)]
-struct State {
-    objects: HashMap<String, Value>,
-    log: Vec<Seen>,
-    /// Conflicts to answer before accepting a write, per "METHOD path".
-    conflicts: HashMap<String, usize>,
-    next_rv: u64,
-}
-
-type Shared = Arc<Mutex<State>>;
-
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
+/// A cluster holding `objects` (as if they had been there before the test)
+/// and a client for the workload's sidecar (ServiceAccount `default`).
+fn fake_api(objects: Vec<(&str, Value)>) -> (kube::Client, Cluster) {
+    let cluster = Cluster::new();
+    for (path, obj) in objects {
+        cluster.seed_at(path, obj);
     }
-}
-
-fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
-    (
-        code,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-               "reason": reason, "code": code, "message": message}),
-    )
-}
-
-fn answer(state: &mut State, seen: &Seen) -> Option<(u16, Value)> {
-    let key = format!("{} {}", seen.method, seen.path);
-    if let Some(n) = state.conflicts.get_mut(&key).filter(|n| **n > 0) {
-        *n -= 1;
-        return Some(status(409, "Conflict", "the object has been modified"));
-    }
-    let object_path = seen.path.trim_end_matches("/status").to_string();
-    state.next_rv += 1;
-    let rv = state.next_rv.to_string();
-    match seen.method {
-        Method::GET if seen.query.contains("watch=true") => None, // never answered: the watch stays open
-        Method::GET if state.objects.contains_key(&object_path) => {
-            Some((200, state.objects[&object_path].clone()))
-        }
-        Method::GET => {
-            // A list of the collection (label selectors are checked by the test's assertions).
-            let prefix = format!("{}/", seen.path);
-            let items: Vec<Value> = state
-                .objects
-                .iter()
-                .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
-                .map(|(_, v)| v.clone())
-                .collect();
-            if items.is_empty() && !seen.path.ends_with('s') {
-                return Some(status(404, "NotFound", "not found"));
-            }
-            Some((
-                200,
-                json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}),
-            ))
-        }
-        Method::POST => {
-            let mut obj = seen.body.clone();
-            let name = obj["metadata"]["name"]
-                .as_str()
-                .unwrap_or("unnamed")
-                .to_string();
-            let path = format!("{}/{name}", seen.path);
-            if state.objects.contains_key(&path) {
-                return Some(status(409, "AlreadyExists", "exists"));
-            }
-            obj["metadata"]["resourceVersion"] = json!(rv);
-            state.objects.insert(path, obj.clone());
-            Some((201, obj))
-        }
-        Method::PUT | Method::PATCH => {
-            let Some(current) = state.objects.get(&object_path).cloned() else {
-                return Some(status(404, "NotFound", "not found"));
-            };
-            let sent_rv = seen.body["metadata"]["resourceVersion"].as_str();
-            if sent_rv.is_some() && sent_rv != current["metadata"]["resourceVersion"].as_str() {
-                return Some(status(409, "Conflict", "the object has been modified"));
-            }
-            let mut obj = if seen.method == Method::PUT {
-                let mut o = current.clone();
-                o["status"] = seen.body["status"].clone();
-                o
-            } else {
-                let mut o = current.clone();
-                merge(&mut o, &seen.body);
-                o
-            };
-            obj["metadata"]["resourceVersion"] = json!(rv);
-            state.objects.insert(object_path, obj.clone());
-            Some((200, obj))
-        }
-        _ => Some(status(405, "MethodNotAllowed", "no")),
-    }
-}
-
-/// Starts the fake; returns a client and the shared state.
-fn fake_api(objects: Vec<(&str, Value)>) -> (kube::Client, Shared) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let state: Shared = Arc::new(Mutex::new(State::default()));
-    {
-        let mut s = state.lock().unwrap();
-        for (path, mut obj) in objects {
-            s.next_rv += 1;
-            obj["metadata"]["resourceVersion"] = json!(s.next_rv.to_string());
-            s.objects.insert(path.to_string(), obj);
-        }
-    }
-    let shared = state.clone();
-    tokio::spawn(async move {
-        let mut open_watches = Vec::new();
-        while let Some((request, send)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect().await.unwrap().to_bytes();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let seen = Seen {
-                method: parts.method.clone(),
-                path: parts.uri.path().to_string(),
-                query: parts.uri.query().unwrap_or("").to_string(),
-                body,
-            };
-            let reply = {
-                let mut s = shared.lock().unwrap();
-                s.log.push(seen.clone());
-                answer(&mut s, &seen)
-            };
-            match reply {
-                Some((code, json)) => send.send_response(
-                    Response::builder()
-                        .status(StatusCode::from_u16(code).unwrap())
-                        .body(Body::from(serde_json::to_vec(&json).unwrap()))
-                        .unwrap(),
-                ),
-                None => open_watches.push(send),
-            }
-        }
-    });
-    (kube::Client::new(service, NS), state)
+    (cluster.client(Identity::sidecar(NS, "default")), cluster)
 }
 
 fn guide_config(paused: bool, path: &Path) -> Value {
@@ -276,54 +131,46 @@ impl Env {
     }
 }
 
-fn requests(state: &Shared) -> Vec<(String, String)> {
-    state
-        .lock()
-        .unwrap()
-        .log
-        .iter()
-        .map(|s| (s.method.to_string(), s.path.clone()))
+fn requests(cluster: &Cluster) -> Vec<(String, String)> {
+    cluster
+        .log()
+        .into_iter()
+        .map(|r| (r.method, r.path))
         .collect()
 }
 
-fn bodies(state: &Shared, method: Method, path: &str) -> Vec<Value> {
-    state
-        .lock()
-        .unwrap()
-        .log
-        .iter()
-        .filter(|s| s.method == method && s.path == path)
-        .map(|s| s.body.clone())
+fn bodies(cluster: &Cluster, method: Method, path: &str) -> Vec<Value> {
+    cluster
+        .log()
+        .into_iter()
+        .filter(|r| r.method == method.as_str() && r.path == path)
+        .map(|r| r.body)
         .collect()
 }
 
-fn typed_session(state: &Shared, name: &str) -> BackupSession {
-    let obj = state.lock().unwrap().objects[&format!("{SESSIONS}/{name}")].clone();
-    serde_json::from_value(obj).unwrap()
+fn typed_session(cluster: &Cluster, name: &str) -> BackupSession {
+    cluster.typed(&format!("{SESSIONS}/{name}"))
 }
 
 #[tokio::test]
 async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
     let env = Env::new();
     let s1 = format!("{SESSIONS}/pause-backup-1564659789");
-    let (client, state) = fake_api(vec![
+    let (client, cluster) = fake_api(vec![
         (BC_PATH, guide_config(false, &env.p("source/data"))),
         (REPO_PATH, local_repository(&env.p("repo"))),
         (&s1, session("pause-backup-1564659789")),
     ]);
-    // The claim meets a conflict (the reconciler wrote meanwhile): the
-    // session is read again and the decision made on the latest state.
-    state
-        .lock()
-        .unwrap()
-        .conflicts
-        .insert(format!("PUT {s1}/status"), 1);
+    // The claim meets a conflict (the reconciler wrote after the sidecar's
+    // copy was taken): the session is read again and the decision made on
+    // the latest state.
+    let seen = typed_session(&cluster, "pause-backup-1564659789");
+    cluster.edit(&s1, |o| {
+        o["status"] = json!({"phase": "Running", "totalHosts": 1})
+    });
     let sidecar = env.sidecar(client, None);
 
-    let handled = sidecar
-        .handle(&typed_session(&state, "pause-backup-1564659789"))
-        .await
-        .unwrap();
+    let handled = sidecar.handle(&seen).await.unwrap();
     let Handled::BackedUp(outcome) = handled else {
         panic!("expected a backup, got {handled:?}")
     };
@@ -335,7 +182,7 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
     );
 
     assert_eq!(
-        requests(&state),
+        requests(&cluster),
         [
             ("GET", BC_PATH.to_string()),
             ("PUT", format!("{s1}/status")),
@@ -352,9 +199,9 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
     );
 
     // The session's status holds restic's real snapshot id for host-0; the phase is the reconciler's.
-    let stored = typed_session(&state, "pause-backup-1564659789");
+    let stored = typed_session(&cluster, "pause-backup-1564659789");
     let status = stored.status.unwrap();
-    assert_eq!(status.phase, None);
+    assert_eq!(status.phase, Some(stash::api::BackupSessionPhase::Running));
     assert_eq!(status.stats.len(), 1);
     let host = &status.stats[0];
     assert_eq!(host.hostname, "host-0");
@@ -372,7 +219,7 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
     );
 
     // The Repository patch: totals, times, guarded by the resourceVersion read just before.
-    let patch = &bodies(&state, Method::PATCH, &format!("{REPO_PATH}/status"))[0];
+    let patch = &bodies(&cluster, Method::PATCH, &format!("{REPO_PATH}/status"))[0];
     assert_eq!(patch["status"]["snapshotCount"], 1);
     assert_eq!(patch["status"]["snapshotsRemovedOnLastCleanup"], 0);
     assert!(patch["status"]["firstBackupTime"].is_string());
@@ -384,7 +231,7 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
 
     // Each status write sends the whole status back with the resourceVersion
     // it decided on: the claim (refused once, then made), then the result.
-    let puts = bodies(&state, Method::PUT, &format!("{s1}/status"));
+    let puts = bodies(&cluster, Method::PUT, &format!("{s1}/status"));
     assert_eq!(puts.len(), 3, "a refused claim, the claim, the result");
     for put in &puts {
         assert_ne!(put["metadata"]["resourceVersion"], Value::Null);
@@ -394,7 +241,7 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
     assert_eq!(puts[2]["status"]["stats"][0]["hostname"], "host-0");
     assert_eq!(puts[2]["status"]["stats"][0]["phase"], "Succeeded");
 
-    let event = &bodies(&state, Method::POST, EVENTS)[0];
+    let event = &bodies(&cluster, Method::POST, EVENTS)[0];
     // A core/v1 Event without eventTime: the API server checks reportingController
     // only on new-style events, and "Backup Sidecar" (with a space) would fail it.
     assert!(event.get("eventTime").is_none() && event.get("reportingComponent").is_none());
@@ -407,7 +254,7 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
 
     // A second pass over the same session (e.g. the watch replays it) does nothing.
     let again = sidecar
-        .handle(&typed_session(&state, "pause-backup-1564659789"))
+        .handle(&typed_session(&cluster, "pause-backup-1564659789"))
         .await
         .unwrap();
     assert_eq!(again, Handled::Ignored("this host has already reported"));
@@ -415,20 +262,18 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
 
     // A new session adds a second snapshot and the Repository count follows.
     let s2 = format!("{SESSIONS}/pause-backup-2");
-    state
-        .lock()
-        .unwrap()
-        .objects
-        .insert(s2.clone(), session("pause-backup-2"));
+    cluster.seed_at(&s2, session("pause-backup-2"));
     let Handled::BackedUp(second) = sidecar
-        .handle(&typed_session(&state, "pause-backup-2"))
+        .handle(&typed_session(&cluster, "pause-backup-2"))
         .await
         .unwrap()
     else {
         panic!("expected a backup")
     };
     assert!(second.succeeded());
-    let repo = state.lock().unwrap().objects[REPO_PATH].clone();
+    // Every request the sidecar made is one the install's ClusterRole allows.
+    assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
+    let repo = cluster.object(REPO_PATH);
     assert_eq!(repo["status"]["snapshotCount"], 2);
     assert_ne!(
         repo["status"]["firstBackupTime"],
@@ -440,23 +285,26 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
 async fn a_paused_invoker_skips_without_touching_the_repository() {
     let env = Env::new();
     let s = format!("{SESSIONS}/instant-backupsession");
-    let (client, state) = fake_api(vec![
+    let (client, cluster) = fake_api(vec![
         (BC_PATH, guide_config(true, &env.p("source/data"))),
         (REPO_PATH, local_repository(&env.p("repo"))),
         (&s, session("instant-backupsession")),
     ]);
     let sidecar = env.sidecar(client, None);
-    let session = typed_session(&state, "instant-backupsession");
+    let session = typed_session(&cluster, "instant-backupsession");
     assert_eq!(sidecar.handle(&session).await.unwrap(), Handled::Skipped);
     // One read; the skip event is the BackupSession controller's (with the
     // Skipped phase), so `kubectl describe` shows it once whoever is first.
-    assert_eq!(requests(&state), [("GET".to_string(), BC_PATH.to_string())]);
+    assert_eq!(
+        requests(&cluster),
+        [("GET".to_string(), BC_PATH.to_string())]
+    );
     assert!(
         std::fs::read_dir(env.p("repo")).unwrap().next().is_none(),
         "repository untouched"
     );
     assert!(
-        typed_session(&state, "instant-backupsession")
+        typed_session(&cluster, "instant-backupsession")
             .status
             .is_none(),
         "no status written"
@@ -464,8 +312,8 @@ async fn a_paused_invoker_skips_without_touching_the_repository() {
 
     // Seen again (e.g. an update event): still skipped, still nothing written.
     assert_eq!(sidecar.handle(&session).await.unwrap(), Handled::Skipped);
-    assert!(bodies(&state, Method::POST, EVENTS).is_empty());
-    assert!(requests(&state).iter().all(|(m, _)| m == "GET"));
+    assert!(bodies(&cluster, Method::POST, EVENTS).is_empty());
+    assert!(requests(&cluster).iter().all(|(m, _)| m == "GET"));
 }
 
 #[tokio::test]
@@ -473,29 +321,29 @@ async fn a_failed_host_is_reported_failed_with_restics_message() {
     let env = Env::new();
     std::fs::write(env.p("secret/RESTIC_PASSWORD"), "first").unwrap();
     let s = format!("{SESSIONS}/s1");
-    let (client, state) = fake_api(vec![
+    let (client, cluster) = fake_api(vec![
         (BC_PATH, guide_config(false, &env.p("source/data"))),
         (REPO_PATH, local_repository(&env.p("repo"))),
         (&s, session("s1")),
     ]);
     let sidecar = env.sidecar(client, None);
     assert!(
-        matches!(sidecar.handle(&typed_session(&state, "s1")).await.unwrap(), Handled::BackedUp(o) if o.succeeded())
+        matches!(sidecar.handle(&typed_session(&cluster, "s1")).await.unwrap(), Handled::BackedUp(o) if o.succeeded())
     );
 
     std::fs::write(env.p("secret/RESTIC_PASSWORD"), "changed").unwrap();
     let s2 = format!("{SESSIONS}/s2");
-    state
-        .lock()
+    cluster.seed_at(&s2, session("s2"));
+    let repo_patches_before = bodies(&cluster, Method::PATCH, &format!("{REPO_PATH}/status")).len();
+    let Handled::BackedUp(o) = sidecar
+        .handle(&typed_session(&cluster, "s2"))
+        .await
         .unwrap()
-        .objects
-        .insert(s2.clone(), session("s2"));
-    let repo_patches_before = bodies(&state, Method::PATCH, &format!("{REPO_PATH}/status")).len();
-    let Handled::BackedUp(o) = sidecar.handle(&typed_session(&state, "s2")).await.unwrap() else {
+    else {
         panic!("expected a report")
     };
     assert_eq!(o.stats.phase, Some(HostBackupPhase::Failed));
-    let stored = typed_session(&state, "s2").status.unwrap();
+    let stored = typed_session(&cluster, "s2").status.unwrap();
     assert_eq!(stored.stats[0].phase, Some(HostBackupPhase::Failed));
     let err = stored.stats[0].error.clone().unwrap();
     assert!(
@@ -503,11 +351,11 @@ async fn a_failed_host_is_reported_failed_with_restics_message() {
         "{err}"
     );
     assert_eq!(
-        bodies(&state, Method::PATCH, &format!("{REPO_PATH}/status")).len(),
+        bodies(&cluster, Method::PATCH, &format!("{REPO_PATH}/status")).len(),
         repo_patches_before,
         "a failed run leaves the Repository status alone"
     );
-    let events = bodies(&state, Method::POST, EVENTS);
+    let events = bodies(&cluster, Method::POST, EVENTS);
     let last = events.last().unwrap();
     assert_eq!(last["type"], "Warning");
     assert_eq!(last["reason"], "Host Backup Failed");
@@ -521,19 +369,23 @@ async fn a_failed_host_is_reported_failed_with_restics_message() {
 async fn a_missing_repository_is_reported_not_left_running() {
     let env = Env::new();
     let s = format!("{SESSIONS}/s1");
-    let (client, state) = fake_api(vec![
+    let (client, cluster) = fake_api(vec![
         (BC_PATH, guide_config(false, &env.p("source/data"))),
         (&s, session("s1")),
     ]);
     let sidecar = env.sidecar(client, None);
-    let Handled::BackedUp(o) = sidecar.handle(&typed_session(&state, "s1")).await.unwrap() else {
+    let Handled::BackedUp(o) = sidecar
+        .handle(&typed_session(&cluster, "s1"))
+        .await
+        .unwrap()
+    else {
         panic!("expected a report")
     };
     assert_eq!(
         o.stats.error.as_deref(),
         Some("Repository demo/gcs-repo not found")
     );
-    let stored = typed_session(&state, "s1").status.unwrap();
+    let stored = typed_session(&cluster, "s1").status.unwrap();
     assert_eq!(stored.stats[0].phase, Some(HostBackupPhase::Failed));
 }
 
@@ -541,7 +393,7 @@ async fn a_missing_repository_is_reported_not_left_running() {
 async fn the_watch_selects_sessions_by_the_invoker_label() {
     let env = Env::new();
     let s = format!("{SESSIONS}/instant-backupsession");
-    let (client, state) = fake_api(vec![
+    let (client, cluster) = fake_api(vec![
         (BC_PATH, guide_config(true, &env.p("source/data"))),
         (&s, session("instant-backupsession")),
     ]);
@@ -549,15 +401,15 @@ async fn the_watch_selects_sessions_by_the_invoker_label() {
     let watch = tokio::spawn(async move { Arc::new(sidecar).watch().await });
     // Wait (bounded) until the listed session has been handled: its invoker is read.
     let mut waited = 0;
-    while !requests(&state).contains(&("GET".to_string(), BC_PATH.to_string())) {
+    while !requests(&cluster).contains(&("GET".to_string(), BC_PATH.to_string())) {
         assert!(waited < 300, "the listed session was never handled");
         tokio::time::sleep(Duration::from_millis(20)).await;
         waited += 1;
     }
     watch.abort();
-    let log = state.lock().unwrap().log.clone();
+    let log = cluster.log();
     let list = &log[0];
-    assert_eq!(list.method, Method::GET);
+    assert_eq!(list.method, "GET");
     assert_eq!(list.path, SESSIONS);
     assert!(
         list.query
@@ -571,7 +423,7 @@ async fn the_watch_selects_sessions_by_the_invoker_label() {
 async fn take_turns_holds_the_lease_only_around_the_backup() {
     let lease_path =
         "/apis/coordination.k8s.io/v1/namespaces/demo/leases/lock-statefulset-db-backup";
-    let (client, state) = fake_api(vec![]);
+    let (client, cluster) = fake_api(vec![]);
     let turns = Turns::new(
         client,
         NS,
@@ -582,25 +434,25 @@ async fn take_turns_holds_the_lease_only_around_the_backup() {
     .await
     .unwrap();
     // Created on first use.
-    assert!(state.lock().unwrap().objects.contains_key(lease_path));
+    assert!(cluster.get(lease_path).is_some());
     let holder_during = turns
-        .hold(async { state.lock().unwrap().objects[lease_path]["spec"]["holderIdentity"].clone() })
+        .hold(async { cluster.object(lease_path)["spec"]["holderIdentity"].clone() })
         .await
         .unwrap();
     assert_eq!(holder_during, "db-0");
-    let after = state.lock().unwrap().objects[lease_path].clone();
+    let after = cluster.object(lease_path);
     assert!(
         after["spec"].get("holderIdentity").is_none(),
         "released after the backup: {after}"
     );
-    let log = state.lock().unwrap().log.clone();
+    let log = cluster.log();
     assert!(log.iter().all(|s| {
         s.path
             .starts_with("/apis/coordination.k8s.io/v1/namespaces/demo/leases")
     }));
     let apply = log
         .iter()
-        .find(|s| s.method == Method::PATCH && s.query.contains("fieldManager=stash-backup-db-0"))
+        .find(|s| s.method == "PATCH" && s.query.contains("fieldManager=stash-backup-db-0"))
         .expect("the Lease is taken with our field manager");
     assert_eq!(apply.body["spec"]["holderIdentity"], "db-0");
     assert_eq!(apply.body["spec"]["leaseDurationSeconds"], 15);
@@ -619,9 +471,9 @@ async fn a_deployment_replica_works_only_while_it_leads() {
         "spec": {"holderIdentity": "stash-demo-other", "leaseDurationSeconds": 3,
                  "acquireTime": now.to_string(), "renewTime": now.to_string()}
     });
-    let (client, state) = fake_api(vec![(lease_path, other)]);
+    let (client, cluster) = fake_api(vec![(lease_path, other)]);
     let started = std::time::Instant::now();
-    let shared = state.clone();
+    let shared = cluster.clone();
     let result = tokio::time::timeout(
         Duration::from_secs(60),
         while_leader(
@@ -634,8 +486,7 @@ async fn a_deployment_replica_works_only_while_it_leads() {
                 grace: 1,
             },
             || {
-                let holder =
-                    shared.lock().unwrap().objects[lease_path]["spec"]["holderIdentity"].clone();
+                let holder = shared.object(lease_path)["spec"]["holderIdentity"].clone();
                 async move {
                     anyhow::ensure!(
                         holder == "stash-demo-me",
@@ -661,7 +512,7 @@ async fn lock_holders_are_gone_only_when_their_pod_is() {
     use stash::backup::locks::PodLockHolders;
     let pods = "/api/v1/namespaces/demo/pods";
     let alive = format!("{pods}/stash-demo-69f9-alive");
-    let (client, state) = fake_api(vec![(
+    let (client, cluster) = fake_api(vec![(
         &alive,
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stash-demo-69f9-alive", "namespace": NS}}),
     )]);
@@ -681,7 +532,7 @@ async fn lock_holders_are_gone_only_when_their_pod_is() {
     assert!(!judge.is_gone("stash-demo-69f9-alive").await);
     assert!(judge.is_gone("stash-demo-69f9-deleted").await);
     assert_eq!(
-        requests(&state),
+        requests(&cluster),
         [
             ("GET".to_string(), alive.clone()),
             ("GET".to_string(), format!("{pods}/stash-demo-69f9-deleted")),
@@ -694,13 +545,16 @@ async fn finished_sessions_cost_no_api_call() {
     let env = Env::new();
     let mut done = session("old");
     done["status"] = json!({"phase": "Succeeded"});
-    let (client, state) = fake_api(vec![(&format!("{SESSIONS}/old"), done)]);
+    let (client, cluster) = fake_api(vec![(&format!("{SESSIONS}/old"), done)]);
     let sidecar = env.sidecar(client, None);
     assert_eq!(
-        sidecar.handle(&typed_session(&state, "old")).await.unwrap(),
+        sidecar
+            .handle(&typed_session(&cluster, "old"))
+            .await
+            .unwrap(),
         Handled::Ignored("already finished")
     );
-    assert!(requests(&state).is_empty());
+    assert!(requests(&cluster).is_empty());
 }
 
 /// The watch events a real API server sent for one session (ADDED, Running
@@ -735,21 +589,16 @@ async fn the_captured_watch_stream_replayed_late_runs_restic_once() {
     let (_, first) = &events[0];
     let name = first.metadata.name.clone().unwrap();
     let path = format!("{SESSIONS}/{name}");
-    let (client, state) = fake_api(vec![
+    let (client, cluster) = fake_api(vec![
         (BC_PATH, guide_config(false, &env.p("source/data"))),
         (REPO_PATH, local_repository(&env.p("repo"))),
         (&path, serde_json::to_value(first).unwrap()),
     ]);
-    {
-        // The reconciler marks the session Running before the sidecar looks:
-        // the ADDED event the sidecar holds is already out of date.
-        let mut s = state.lock().unwrap();
-        s.next_rv += 1;
-        let rv = s.next_rv.to_string();
-        let live = s.objects.get_mut(&path).unwrap();
-        live["status"] = json!({"phase": "Running", "totalHosts": 1});
-        live["metadata"]["resourceVersion"] = json!(rv);
-    }
+    // The reconciler marks the session Running before the sidecar looks:
+    // the ADDED event the sidecar holds is already out of date.
+    cluster.edit(&path, |live| {
+        live["status"] = json!({"phase": "Running", "totalHosts": 1})
+    });
     let sidecar = env.sidecar(client, None);
     // Every event, in order, each after the backup it would have raced:
     // the stale ADDED, the queued "Running, no stats" (the bug's trigger),
@@ -767,12 +616,12 @@ async fn the_captured_watch_stream_replayed_late_runs_restic_once() {
         assert!(matches!(o, Handled::Ignored(_)), "event {i}: {o:?}");
     }
     assert_eq!(env.restic_snapshots().len(), 1, "one snapshot per session");
-    let stored = typed_session(&state, &name);
+    let stored = typed_session(&cluster, &name);
     let hosts = stored.status.unwrap().stats;
     assert_eq!(hosts.len(), 1);
     assert_eq!(hosts[0].phase, Some(HostBackupPhase::Succeeded));
     assert_eq!(
-        bodies(&state, Method::POST, EVENTS).len(),
+        bodies(&cluster, Method::POST, EVENTS).len(),
         1,
         "one Host Backup Succeeded event"
     );
@@ -786,26 +635,26 @@ async fn a_restarted_sidecar_reports_its_unfinished_claim_interrupted_and_never_
     // What a sidecar killed mid-backup leaves: its claim, no result.
     claimed["status"] = json!({"phase": "Running", "totalHosts": 1,
                                "stats": [{"hostname": "host-0", "phase": "Running"}]});
-    let (client, state) = fake_api(vec![
+    let (client, cluster) = fake_api(vec![
         (BC_PATH, guide_config(false, &env.p("source/data"))),
         (REPO_PATH, local_repository(&env.p("repo"))),
         (&path, claimed),
     ]);
     let sidecar = env.sidecar(client, None);
-    let seen = typed_session(&state, "s1");
+    let seen = typed_session(&cluster, "s1");
     assert_eq!(sidecar.handle(&seen).await.unwrap(), Handled::Interrupted);
     assert!(
         std::fs::read_dir(env.p("repo")).unwrap().next().is_none(),
         "restic was not run: the repository is untouched"
     );
-    let host = typed_session(&state, "s1").status.unwrap().stats[0].clone();
+    let host = typed_session(&cluster, "s1").status.unwrap().stats[0].clone();
     assert_eq!(host.hostname, "host-0");
     assert_eq!(host.phase, Some(HostBackupPhase::Failed));
     assert_eq!(
         host.error.as_deref(),
         Some(stash::backup::session::INTERRUPTED)
     );
-    let event = &bodies(&state, Method::POST, EVENTS)[0];
+    let event = &bodies(&cluster, Method::POST, EVENTS)[0];
     assert_eq!(event["reason"], "Host Backup Failed");
     assert_eq!(event["type"], "Warning");
     // The stale event that woke it, seen again: the host has reported.
@@ -813,5 +662,5 @@ async fn a_restarted_sidecar_reports_its_unfinished_claim_interrupted_and_never_
         sidecar.handle(&seen).await.unwrap(),
         Handled::Ignored("this host has already reported")
     );
-    assert_eq!(bodies(&state, Method::POST, EVENTS).len(), 1);
+    assert_eq!(bodies(&cluster, Method::POST, EVENTS).len(), 1);
 }
