@@ -5,19 +5,20 @@
 
 use kube::CustomResourceExt;
 
-use crate::api::{BackupConfiguration, BackupSession, Repository};
+use crate::api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
 
 /// Command-line arguments.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-/// The three CRDs (BackupConfiguration, BackupSession, Repository) as
+/// The four CRDs (BackupConfiguration, BackupSession, Repository, RestoreSession) as
 /// multi-document YAML, `apiextensions.k8s.io/v1`.
 pub fn crds_yaml() -> String {
     let crds = [
         BackupConfiguration::crd(),
         BackupSession::crd(),
         Repository::crd(),
+        RestoreSession::crd(),
     ];
     let mut out = String::new();
     for crd in crds {

@@ -14,6 +14,7 @@ pub mod crds;
 pub mod manifests;
 pub mod reconcile;
 pub mod recorder;
+pub mod restore;
 pub mod review;
 pub mod server;
 pub mod sidecar;

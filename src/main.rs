@@ -31,6 +31,8 @@ enum Command {
     CreateBackupsession(stash::trigger::Args),
     /// Back up the workload's volumes with restic (the injected sidecar).
     RunBackup(stash::backup::Args),
+    /// Restore the workload's volumes from a RestoreSession (the injected init container).
+    Restore(stash::restore::Args),
     /// Print the webhook's answer to an AdmissionReview or a manifest, offline.
     Review(stash::review::Args),
     /// Make a CA and a serving certificate for the webhook Service.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => stash::server::run(a).await,
             Command::CreateBackupsession(a) => stash::trigger::run(a).await,
             Command::RunBackup(a) => stash::backup::run(a).await,
+            Command::Restore(a) => stash::restore::run(a).await,
             Command::Review(a) => stash::review::run(a).await,
             Command::Certs(a) => stash::certs::run(a).await,
             Command::Crds(a) => stash::crds::run(a).await,

@@ -39,7 +39,7 @@ fn manifests_crds_equal_stash_crds_output() {
 #[test]
 fn crds_carry_the_columns_names_and_status_design_md_fixes() {
     let crds = docs(&stash::crds::crds_yaml());
-    assert_eq!(crds.len(), 3);
+    assert_eq!(crds.len(), 4);
     let by_kind = |kind: &str| {
         crds.iter()
             .find(|c| c["spec"]["names"]["kind"] == kind)
@@ -69,6 +69,12 @@ fn crds_carry_the_columns_names_and_status_design_md_fixes() {
                 "Last-Successful-Backup",
                 "Age",
             ],
+        ),
+        (
+            "RestoreSession",
+            "v1beta1",
+            None,
+            vec!["Repository", "Phase", "Age"],
         ),
     ] {
         let crd = by_kind(kind);

@@ -1,14 +1,17 @@
-//! `POST /mutate/workloads`: inject, update or remove the `stash` sidecar.
+//! `POST /mutate/workloads`: inject, update or remove the `stash` sidecar and
+//! the `stash-init` restore container.
 //!
-//! A thin adapter over [`crate::sidecar::plan`], the function the reconciler
-//! calls too. A user's workload is never blocked because of stash: whatever
-//! goes wrong here, the answer is "allowed", at worst with a warning.
+//! A thin adapter over [`crate::sidecar::plan`] and
+//! [`crate::restore::init::plan`], the functions the reconcilers call too. A user's
+//! workload is never blocked because of stash: whatever goes wrong here, the
+//! answer is "allowed", at worst with a warning.
 
 use kube::core::admission::Operation;
 use serde_json::Value;
 
 use super::{Decision, Request, Settings};
 use crate::api::WORKLOAD_KINDS;
+use crate::restore::init as restore_init;
 use crate::sidecar;
 use crate::store::Snapshot;
 
@@ -45,7 +48,19 @@ pub fn mutate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
         meta.insert("namespace".into(), Value::String(ns.clone()));
     }
     let plan = sidecar::plan(&workload, snap, settings);
-    let mut decision = Decision::allow().with_patch(plan.ops);
-    decision.warnings = plan.warnings;
+    let mut ops = plan.ops;
+    let mut warnings = plan.warnings;
+    // The restore init container, planned on the workload as the sidecar's
+    // patch leaves it, so the two patches apply one after the other.
+    if restore_init::relevant(&workload, snap) {
+        let mut patched = workload;
+        if ops.is_empty() || json_patch::patch(&mut patched, &ops).is_ok() {
+            let init = restore_init::plan(&patched, snap, settings);
+            ops.extend(init.ops);
+            warnings.extend(init.warnings);
+        }
+    }
+    let mut decision = Decision::allow().with_patch(ops);
+    decision.warnings = warnings;
     decision
 }

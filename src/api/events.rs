@@ -55,6 +55,47 @@ pub fn backupsession_failed_message(failed_hosts: &[String]) -> String {
     )
 }
 
+/// Reporting component of the RestoreSession controller.
+pub const COMPONENT_RESTORESESSION_CONTROLLER: &str = "RestoreSession Controller";
+/// Reporting component of the `stash restore` init container.
+pub const COMPONENT_RESTORE_INIT: &str = "Restore Init Container";
+/// Reason of the Normal event when a RestoreSession starts running.
+pub const REASON_RESTORESESSION_RUNNING: &str = "RestoreSession Running";
+/// Reason of the Normal event when every host of a RestoreSession restored.
+pub const REASON_RESTORESESSION_SUCCEEDED: &str = "RestoreSession Succeeded";
+/// Reason of the Warning event when a host of a RestoreSession failed.
+pub const REASON_RESTORESESSION_FAILED: &str = "RestoreSession Failed";
+/// Reason of the init container's event when its host restored.
+pub const REASON_HOST_RESTORE_SUCCEEDED: &str = "Host Restore Succeeded";
+/// Reason of the init container's event when its host failed.
+pub const REASON_HOST_RESTORE_FAILED: &str = "Host Restore Failed";
+
+/// Message of the Running event.
+pub fn restoresession_running_message(total_hosts: i32) -> String {
+    format!("Restore session started for {total_hosts} host(s)")
+}
+
+/// Message of the Succeeded event.
+pub const RESTORESESSION_SUCCEEDED_MESSAGE: &str = "Restore session completed successfully";
+
+/// Message of the Failed event, naming the hosts that failed.
+pub fn restoresession_failed_message(failed_hosts: &[String]) -> String {
+    format!(
+        "Restore session failed to complete. Reason: restore failed for host(s) {}",
+        failed_hosts.join(", ")
+    )
+}
+
+/// Message of the init container's success event for `host`.
+pub fn host_restore_succeeded_message(host: &str) -> String {
+    format!("restore succeeded for host {host}")
+}
+
+/// Message of the init container's failure event for `host`.
+pub fn host_restore_failed_message(host: &str, reason: &str) -> String {
+    format!("restore failed for host \"{host}\". Reason: {reason}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

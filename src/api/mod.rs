@@ -1,4 +1,4 @@
-//! The three custom resources of Stash's v1beta1 sidecar model, shaped as in
+//! The custom resources of Stash's v1beta1 sidecar model, shaped as in
 //! Stash v0.9.0-rc.2 (see `reference/stash-behaviour.md` §1), plus the label,
 //! annotation and finalizer names every other module shares.
 //!
@@ -13,11 +13,13 @@ pub mod backup_configuration;
 pub mod backup_session;
 pub mod events;
 pub mod repository;
+pub mod restore_session;
 pub mod unknown;
 
 pub use backup_configuration::*;
 pub use backup_session::*;
 pub use repository::*;
+pub use restore_session::*;
 
 /// The API group of all three kinds.
 pub const GROUP: &str = "stash.appscode.com";
@@ -39,6 +41,10 @@ pub const FINALIZER: &str = "stash.appscode.com";
 
 /// Name of the injected sidecar container.
 pub const SIDECAR_CONTAINER: &str = "stash";
+/// Name of the restore init container a RestoreSession's target gets.
+pub const RESTORE_INIT_CONTAINER: &str = "stash-init";
+/// Workload annotation: the RestoreSession whose `stash-init` container it carries.
+pub const ANNOTATION_LAST_APPLIED_RESTORE: &str = "stash.appscode.com/last-applied-restoresession";
 
 /// The only invoker kind of the sidecar model.
 pub const INVOKER_KIND_BACKUP_CONFIGURATION: &str = "BackupConfiguration";

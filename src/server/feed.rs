@@ -1,9 +1,9 @@
 //! Cluster mode's store feed: watchers over all namespaces for
-//! BackupConfigurations and Repositories, applied to the [`Store`].
+//! BackupConfigurations, Repositories and RestoreSessions, applied to the [`Store`].
 //!
 //! The handlers read only the store, never the API server. A (re)list is
 //! collected in full and swapped in at once, so a handler never sees half a
-//! list; the store is marked synced after the first full list of both kinds,
+//! list; the store is marked synced after the first full list of every kind,
 //! which is when `/readyz` may turn true.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::{BackupConfiguration, Repository};
+use crate::api::{BackupConfiguration, Repository, RestoreSession};
 use crate::store::{Snapshot, Store};
 
 /// How one kind enters the store.
@@ -59,12 +59,26 @@ impl Fed for Repository {
     }
 }
 
+impl Fed for RestoreSession {
+    const BIT: u8 = 4;
+    fn upsert(s: &mut Snapshot, obj: Self) {
+        s.upsert_restore(obj);
+    }
+    fn remove(s: &mut Snapshot, namespace: &str, name: &str) {
+        s.remove_restore(namespace, name);
+    }
+    fn replace(store: &Store, all: Vec<Self>) {
+        store.replace_restores(all);
+    }
+}
+
 /// Feeds `store` until the future is dropped.
 pub async fn run(client: Client, store: Arc<Store>) {
     let listed = Arc::new(AtomicU8::new(0));
     tokio::join!(
         feed::<BackupConfiguration>(Api::all(client.clone()), store.clone(), listed.clone()),
-        feed::<Repository>(Api::all(client), store, listed),
+        feed::<Repository>(Api::all(client.clone()), store.clone(), listed.clone()),
+        feed::<RestoreSession>(Api::all(client), store, listed),
     );
 }
 
@@ -88,7 +102,7 @@ async fn feed<K: Fed>(api: Api<K>, store: Arc<Store>, listed: Arc<AtomicU8>) {
                 K::replace(&store, std::mem::take(&mut buffer));
                 tracing::info!(kind = %kind, count, "listed");
                 let seen = listed.fetch_or(K::BIT, Ordering::AcqRel) | K::BIT;
-                if seen == 3 && !store.is_synced() {
+                if seen == 7 && !store.is_synced() {
                     store.mark_synced();
                     tracing::info!("store synced with the API server");
                 }

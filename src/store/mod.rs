@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use imbl::HashMap;
 use kube::ResourceExt;
 
-use crate::api::{BackupConfiguration, Repository};
+use crate::api::{BackupConfiguration, Repository, RestoreSession};
 
 /// Namespace and name of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +86,9 @@ pub struct Snapshot {
     repositories: HashMap<ObjectKey, Arc<Repository>>,
     /// Target → names (sorted) of the configurations in its namespace that target it.
     by_target: HashMap<TargetKey, Vec<String>>,
+    restores: HashMap<ObjectKey, Arc<RestoreSession>>,
+    /// Target → names (sorted) of the RestoreSessions in its namespace that target it.
+    restores_by_target: HashMap<TargetKey, Vec<String>>,
 }
 
 impl Snapshot {
@@ -116,6 +119,68 @@ impl Snapshot {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The RestoreSession `namespace/name`.
+    pub fn restore(&self, namespace: &str, name: &str) -> Option<&Arc<RestoreSession>> {
+        self.restores.get(&ObjectKey::new(namespace, name))
+    }
+
+    /// RestoreSessions whose `target.ref` names this workload (kind and name,
+    /// same namespace), sorted by name. Includes ones being deleted.
+    pub fn restores_for_target(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+    ) -> Vec<&Arc<RestoreSession>> {
+        self.restores_by_target
+            .get(&TargetKey::new(namespace, kind, name))
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| self.restore(namespace, n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether any RestoreSession is known (the workload webhook's fast path).
+    pub fn has_restores(&self) -> bool {
+        !self.restores.is_empty()
+    }
+
+    /// Adds or replaces a RestoreSession.
+    pub fn upsert_restore(&mut self, mut rs: RestoreSession) {
+        slim(&mut rs.metadata);
+        let key = ObjectKey::of(&rs);
+        self.remove_restore(&key.namespace, &key.name);
+        if let Some(r) = rs.target_ref() {
+            let t = TargetKey::new(&key.namespace, &r.kind, &r.name);
+            let mut names = self.restores_by_target.get(&t).cloned().unwrap_or_default();
+            if let Err(pos) = names.binary_search(&key.name) {
+                names.insert(pos, key.name.clone());
+            }
+            self.restores_by_target.insert(t, names);
+        }
+        self.restores.insert(key, Arc::new(rs));
+    }
+
+    /// Removes a RestoreSession; absent ones are ignored.
+    pub fn remove_restore(&mut self, namespace: &str, name: &str) {
+        let key = ObjectKey::new(namespace, name);
+        if let Some(old) = self.restores.remove(&key)
+            && let Some(r) = old.target_ref()
+        {
+            let t = TargetKey::new(namespace, &r.kind, &r.name);
+            let mut names = self.restores_by_target.get(&t).cloned().unwrap_or_default();
+            names.retain(|n| n != name);
+            if names.is_empty() {
+                self.restores_by_target.remove(&t);
+            } else {
+                self.restores_by_target.insert(t, names);
+            }
+        }
     }
 
     /// Number of BackupConfigurations.
@@ -234,6 +299,17 @@ impl Store {
             s.repositories = HashMap::new();
             for r in repos {
                 s.upsert_repository(r);
+            }
+        });
+    }
+
+    /// Replaces every RestoreSession (a watcher's re-list).
+    pub fn replace_restores(&self, restores: impl IntoIterator<Item = RestoreSession>) {
+        self.update(|s| {
+            s.restores = HashMap::new();
+            s.restores_by_target = HashMap::new();
+            for rs in restores {
+                s.upsert_restore(rs);
             }
         });
     }

@@ -1,7 +1,7 @@
 //! The offline feed: fills a [`Snapshot`] from a directory of (multi-document)
 //! YAML or JSON files, as `kubectl apply -f DIR` would read them.
 //!
-//! Kinds other than BackupConfiguration and Repository are skipped; a document
+//! Kinds other than BackupConfiguration, Repository and RestoreSession are skipped; a document
 //! that cannot be read is reported with its file and position and the rest of
 //! the directory still loads.
 
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::Snapshot;
-use crate::api::{BackupConfiguration, GROUP, Repository, unknown::unknown_fields};
+use crate::api::{BackupConfiguration, GROUP, Repository, RestoreSession, unknown::unknown_fields};
 
 /// A problem with one document; loading went on without it.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +155,14 @@ fn add_object(value: Value, snapshot: &mut Snapshot) -> Result<Vec<String>, Stri
             require_name(&repo)?;
             let unknown = unknown_fields(&value, &repo);
             snapshot.upsert_repository(repo);
+            Ok(unknown)
+        }
+        ("stash.appscode.com/v1beta1", "RestoreSession") => {
+            let rs: RestoreSession = serde_json::from_value(value.clone())
+                .map_err(|e| format!("invalid RestoreSession: {e}"))?;
+            require_name(&rs)?;
+            let unknown = unknown_fields(&value, &rs);
+            snapshot.upsert_restore(rs);
             Ok(unknown)
         }
         _ => Ok(Vec::new()),

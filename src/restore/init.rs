@@ -1,0 +1,594 @@
+//! The `stash-init` restore init container: what a workload's pod template
+//! must carry for the RestoreSession that targets it, as a JSON patch.
+//!
+//! A sibling of [`crate::sidecar::plan`], pure in the same way, and called
+//! from the same places: the mutating webhook composes the two (this plan is
+//! computed on the workload as the sidecar's patch leaves it), and the
+//! RestoreSession controller back-fills with it alone. Its rules mirror the
+//! sidecar's:
+//!
+//! - a workload whose pod template is its controller's (a Deployment's
+//!   ReplicaSets, see [`crate::sidecar::template_controller`]) is never
+//!   patched: the init container reaches those pods through the owner;
+//! - exactly one live RestoreSession (not being deleted) targets the workload
+//!   and its Repository exists: `stash-init` is inserted first among the init
+//!   containers (so the user's own init containers see the restored data), the
+//!   volumes it needs are added, and the workload (not its pod template) is
+//!   annotated with the session's name. The pod template changes only by the
+//!   init container and its volumes;
+//! - no live RestoreSession: what stash injected for restore goes — the
+//!   container, the owned volumes no other container mounts (the backup
+//!   sidecar keeps its own), and the annotation;
+//! - several: nothing changes, a warning names them.
+//!
+//! The volumes are the sidecar's, by name (`stash-podinfo`,
+//! `stash-secret-volume`, `tmp-dir`, `stash-local-backend`): when the sidecar
+//! is there its volumes are shared, and neither plan removes a volume the
+//! other container still mounts. A shared `stash-secret-volume` or
+//! `stash-local-backend` that points elsewhere (a RestoreSession reading a
+//! Repository other than the backup's) is a conflict, reported as a warning.
+
+use std::collections::BTreeSet;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use serde_json::{Map, Value, json};
+
+use crate::admission::Settings;
+use crate::api::{
+    ANNOTATION_LAST_APPLIED_RESTORE, RESTORE_INIT_CONTAINER, Repository, RestoreSession,
+    SIDECAR_CONTAINER, WORKLOAD_API_VERSION, WORKLOAD_KINDS,
+};
+use crate::sidecar::{
+    OWNED_VOLUMES, PODINFO_DIR, SECRET_DIR, TMP_DIR, VOLUME_LOCAL_BACKEND, VOLUME_PODINFO,
+    VOLUME_SECRET, VOLUME_TMP, covers, template_controller,
+};
+use crate::store::Snapshot;
+
+/// What the restore decision wants done to one workload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InitPlan {
+    /// JSON patch against exactly the workload given to [`plan`]; empty: nothing to do.
+    pub ops: Vec<PatchOperation>,
+    /// Soft problems for the user (admission warnings, reconciler conditions).
+    pub warnings: Vec<String>,
+    /// The RestoreSession whose init container the workload carries after the patch.
+    pub restore: Option<String>,
+}
+
+/// Whether the workload JSON may need this planner: a RestoreSession is
+/// known, or the pod template carries `stash-init` (so it may have to go).
+/// The webhook's fast path: without either, [`plan`] is always empty.
+pub fn relevant(workload: &Value, snap: &Snapshot) -> bool {
+    snap.has_restores()
+        || has_init_container(workload.pointer("/spec/template").unwrap_or(&Value::Null))
+}
+
+/// Whether a pod template (`spec.template` JSON) carries the `stash-init` container.
+pub fn has_init_container(pod_template: &Value) -> bool {
+    pod_template
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| name_of(c) == Some(RESTORE_INIT_CONTAINER))
+        })
+}
+
+/// Plans the `stash-init` container of an apps/v1 workload (raw JSON).
+pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitPlan {
+    let view = match View::read(workload) {
+        Ok(Some(v)) => v,
+        Ok(None) => return InitPlan::default(),
+        Err(problem) => {
+            return InitPlan {
+                warnings: vec![format!(
+                    "stash cannot read {}: {problem}; the stash-init container was left untouched",
+                    describe(workload)
+                )],
+                ..InitPlan::default()
+            };
+        }
+    };
+    let targeting = snap.restores_for_target(view.namespace, view.kind, view.name);
+    if let Some((owner_kind, owner_name)) = view.controller {
+        let warnings = (!targeting.is_empty())
+            .then(|| {
+                format!(
+                    "{} is controlled by {owner_kind} {}/{owner_name}, which owns its pod template; stash left its stash-init container unchanged: target the {owner_kind} instead",
+                    view.display(),
+                    view.namespace
+                )
+            })
+            .into_iter()
+            .collect();
+        return InitPlan {
+            warnings,
+            ..InitPlan::default()
+        };
+    }
+    let live: Vec<&RestoreSession> = targeting
+        .into_iter()
+        .map(|rs| rs.as_ref())
+        .filter(|rs| {
+            !rs.is_deleting()
+                && rs
+                    .target_ref()
+                    .is_some_and(|r| r.api_version == view.api_version)
+        })
+        .collect();
+    match live.as_slice() {
+        [] => InitPlan {
+            ops: removal_ops(&view),
+            ..InitPlan::default()
+        },
+        [rs] => inject(&view, rs, snap, settings),
+        several => {
+            let names: Vec<&str> = several
+                .iter()
+                .map(|rs| rs.metadata.name.as_deref().unwrap_or(""))
+                .collect();
+            InitPlan {
+                warnings: vec![format!(
+                    "{} is targeted by several RestoreSessions ({}); stash left its stash-init container unchanged: delete all but one of them",
+                    view.display(),
+                    names.join(", ")
+                )],
+                ..InitPlan::default()
+            }
+        }
+    }
+}
+
+struct View<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+    meta: Option<&'a Map<String, Value>>,
+    containers: &'a [Value],
+    init_containers: Option<&'a [Value]>,
+    volumes: Option<&'a [Value]>,
+    claim_templates: Vec<&'a str>,
+    controller: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> View<'a> {
+    fn read(obj: &'a Value) -> Result<Option<Self>, String> {
+        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        if api_version != WORKLOAD_API_VERSION || !WORKLOAD_KINDS.contains(&kind) {
+            return Ok(None);
+        }
+        let meta = match obj.get("metadata") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Err("metadata is not an object".into()),
+        };
+        if let Some(a) = meta.and_then(|m| m.get("annotations"))
+            && !a.is_object()
+            && !a.is_null()
+        {
+            return Err("metadata.annotations is not an object".into());
+        }
+        let namespace = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let pod = obj
+            .pointer("/spec/template/spec")
+            .and_then(Value::as_object)
+            .ok_or("spec.template.spec is missing or not an object")?;
+        let list = |key: &str| -> Result<Option<&'a [Value]>, String> {
+            match pod.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Array(a)) => {
+                    if let Some(i) = a.iter().position(|v| name_of(v).is_none()) {
+                        return Err(format!("spec.template.spec.{key}[{i}] has no name"));
+                    }
+                    Ok(Some(a.as_slice()))
+                }
+                Some(_) => Err(format!("spec.template.spec.{key} is not a list")),
+            }
+        };
+        let containers = list("containers")?.unwrap_or(&[]);
+        let init_containers = list("initContainers")?;
+        let volumes = list("volumes")?;
+        let claim_templates = obj
+            .pointer("/spec/volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let controller = template_controller(kind, meta.and_then(|m| m.get("ownerReferences")));
+        Ok(Some(Self {
+            api_version,
+            kind,
+            namespace,
+            name,
+            meta,
+            containers,
+            init_containers,
+            volumes,
+            claim_templates,
+            controller,
+        }))
+    }
+
+    fn display(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+
+    fn init_index(&self) -> Option<usize> {
+        self.init_containers?
+            .iter()
+            .position(|c| name_of(c) == Some(RESTORE_INIT_CONTAINER))
+    }
+
+    fn volume_index(&self, name: &str) -> Option<usize> {
+        self.volumes?.iter().position(|v| name_of(v) == Some(name))
+    }
+
+    fn has_volume(&self, name: &str) -> bool {
+        self.volume_index(name).is_some() || self.claim_templates.contains(&name)
+    }
+
+    fn annotated(&self) -> bool {
+        self.meta
+            .and_then(|m| m.get("annotations"))
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.contains_key(ANNOTATION_LAST_APPLIED_RESTORE))
+    }
+
+    /// Containers other than `stash-init` that mount volume `name`:
+    /// (mounted by the user's containers, mounted by the backup sidecar).
+    fn other_users(&self, name: &str) -> (bool, bool) {
+        let mounts = |c: &Value| {
+            c.get("volumeMounts")
+                .and_then(Value::as_array)
+                .is_some_and(|ms| ms.iter().any(|m| name_of(m) == Some(name)))
+        };
+        let mut user = false;
+        let mut sidecar = false;
+        for c in self
+            .containers
+            .iter()
+            .chain(self.init_containers.unwrap_or(&[]))
+        {
+            match name_of(c) {
+                Some(RESTORE_INIT_CONTAINER) => {}
+                Some(SIDECAR_CONTAINER) => sidecar |= mounts(c),
+                _ => user |= mounts(c),
+            }
+        }
+        (user, sidecar)
+    }
+}
+
+fn name_of(v: &Value) -> Option<&str> {
+    v.get("name").and_then(Value::as_str)
+}
+
+fn describe(obj: &Value) -> String {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    format!("{kind} {ns}/{name}")
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    // k8s-openapi types hold only strings, numbers, maps and lists.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn field_env(name: &str, path: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}})
+}
+
+/// The `stash-init` container and the volumes it needs for `rs`.
+fn desired(
+    view: &View,
+    rs: &RestoreSession,
+    rs_name: &str,
+    repo: &Repository,
+    settings: &Settings,
+    warnings: &mut Vec<String>,
+) -> (Value, Vec<Value>) {
+    let display = format!("RestoreSession {}/{rs_name}", view.namespace);
+    let repo_name = repo.metadata.name.as_deref().unwrap_or("");
+    let mut mounts = vec![json!({"name": VOLUME_PODINFO, "mountPath": PODINFO_DIR})];
+    let mut volumes = vec![json!({
+        "name": VOLUME_PODINFO,
+        "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.labels"}}]}
+    })];
+    match repo
+        .spec
+        .backend
+        .storage_secret_name
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        Some(secret) => {
+            mounts.push(json!({"name": VOLUME_SECRET, "mountPath": SECRET_DIR, "readOnly": true}));
+            volumes.push(json!({"name": VOLUME_SECRET, "secret": {"secretName": secret}}));
+        }
+        None => warnings.push(format!(
+            "Repository {}/{repo_name} has no spec.backend.storageSecretName; the stash-init container has no repository password: set storageSecretName",
+            view.namespace
+        )),
+    }
+    mounts.push(json!({"name": VOLUME_TMP, "mountPath": TMP_DIR}));
+    volumes.push(json!({"name": VOLUME_TMP, "emptyDir": {}}));
+    let mut used: BTreeSet<String> = [PODINFO_DIR, SECRET_DIR, TMP_DIR].map(String::from).into();
+    for m in rs.spec.target.iter().flat_map(|t| &t.volume_mounts) {
+        if !view.has_volume(&m.name) {
+            warnings.push(format!(
+                "{display} mounts volume {:?}, which {} does not have; the mount was left out of the stash-init container: add the volume or fix target.volumeMounts",
+                m.name,
+                view.display()
+            ));
+        } else if !used.insert(m.mount_path.clone()) {
+            warnings.push(format!(
+                "{display} mounts volume {:?} at {}, a path the stash-init container already uses; the mount was left out: choose another mountPath",
+                m.name, m.mount_path
+            ));
+        } else {
+            mounts.push(to_json(m));
+        }
+    }
+    if let Some(local) = &repo.spec.backend.local {
+        let source = if let Some(s) = &local.host_path {
+            Some(("hostPath", to_json(s)))
+        } else if let Some(s) = &local.persistent_volume_claim {
+            Some(("persistentVolumeClaim", to_json(s)))
+        } else if let Some(s) = &local.nfs {
+            Some(("nfs", to_json(s)))
+        } else {
+            local.empty_dir.as_ref().map(|s| ("emptyDir", to_json(s)))
+        };
+        match source {
+            Some((key, source)) if used.insert(local.mount_path.clone()) => {
+                let mut mount = json!({"name": VOLUME_LOCAL_BACKEND, "mountPath": local.mount_path});
+                if let Some(sub) = &local.sub_path {
+                    mount["subPath"] = json!(sub);
+                }
+                mounts.push(mount);
+                let mut vol = Map::new();
+                vol.insert("name".into(), json!(VOLUME_LOCAL_BACKEND));
+                vol.insert(key.into(), source);
+                volumes.push(Value::Object(vol));
+            }
+            Some(_) => warnings.push(format!(
+                "the local backend of Repository {}/{repo_name} mounts at {}, a path the stash-init container already uses; its volume was left out: choose another mountPath",
+                view.namespace, local.mount_path
+            )),
+            None => warnings.push(format!(
+                "the local backend of Repository {}/{repo_name} has no volume (hostPath, persistentVolumeClaim, nfs or emptyDir); the stash-init container cannot reach it: set one",
+                view.namespace
+            )),
+        }
+    }
+    let container = json!({
+        "name": RESTORE_INIT_CONTAINER,
+        "image": settings.image,
+        "args": [
+            "restore".to_string(),
+            format!("--restoresession={rs_name}"),
+            format!("--secret-dir={SECRET_DIR}"),
+        ],
+        "env": [
+            field_env("NODE_NAME", "spec.nodeName"),
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ],
+        "volumeMounts": mounts,
+    });
+    (container, volumes)
+}
+
+fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings) -> InitPlan {
+    let rs_name = rs.metadata.name.clone().unwrap_or_default();
+    let mut plan = InitPlan::default();
+    let Some(repo_name) = rs.repository_name() else {
+        plan.warnings.push(format!(
+            "RestoreSession {}/{rs_name} names no repository; the stash-init container was not injected into {}: set spec.repository.name",
+            view.namespace,
+            view.display()
+        ));
+        return plan;
+    };
+    let Some(repo) = snap.repository(view.namespace, repo_name) else {
+        plan.warnings.push(format!(
+            "Repository {}/{repo_name} of RestoreSession {}/{rs_name} does not exist; the stash-init container was not injected into {}: create the Repository",
+            view.namespace,
+            view.namespace,
+            view.display()
+        ));
+        return plan;
+    };
+    let (container, volumes) = desired(view, rs, &rs_name, repo, settings, &mut plan.warnings);
+    if let Some(i) = view.init_index()
+        && !view.annotated()
+        && !covers(&view.init_containers.unwrap_or(&[])[i], &container)
+    {
+        plan.warnings.push(format!(
+            "{} already has an init container named {RESTORE_INIT_CONTAINER:?} that stash did not inject; the restore was not set up: rename that container",
+            view.display()
+        ));
+        return plan;
+    }
+    let mut ops = Vec::new();
+    // Container first: a new one goes in front of the user's init containers.
+    match (view.init_containers, view.init_index()) {
+        (Some(list), Some(i)) if covers(&list[i], &container) => {}
+        (Some(_), Some(i)) => ops.push(replace(indexed(&INIT_CONTAINERS, i), container)),
+        (Some(list), None) if !list.is_empty() => {
+            ops.push(add(indexed(&INIT_CONTAINERS, 0), container));
+        }
+        _ => ops.push(add(ptr(&INIT_CONTAINERS), json!([container]))),
+    }
+    // Volumes: shared ones the sidecar already mounts are reused as they are
+    // (podinfo, tmp-dir) or must be equal (secret, local backend).
+    let mut adds = Vec::new();
+    for want in &volumes {
+        let name = name_of(want).unwrap_or("");
+        match (view.volumes, view.volume_index(name)) {
+            (Some(existing), Some(i)) if !covers(&existing[i], want) => {
+                let (user, sidecar) = view.other_users(name);
+                if user {
+                    plan.warnings.push(format!(
+                        "{} already uses a volume named {name:?}, which the stash-init container needs; the restore was not set up: rename that volume",
+                        view.display()
+                    ));
+                    return InitPlan {
+                        ops: Vec::new(),
+                        ..plan
+                    };
+                }
+                if sidecar {
+                    if name == VOLUME_SECRET || name == VOLUME_LOCAL_BACKEND {
+                        plan.warnings.push(format!(
+                            "RestoreSession {}/{rs_name} reads Repository {}/{repo_name}, but the stash sidecar of {} mounts another repository as {name:?}; the restore was not set up: restore from the backup's Repository, or remove its BackupConfiguration first",
+                            view.namespace,
+                            view.namespace,
+                            view.display()
+                        ));
+                        return InitPlan {
+                            ops: Vec::new(),
+                            ..plan
+                        };
+                    }
+                    // The sidecar's podinfo / tmp-dir serve the init container as well.
+                } else {
+                    ops.push(replace(indexed(&VOLUMES, i), want.clone()));
+                }
+            }
+            (_, Some(_)) => {}
+            (_, None) => adds.push(want.clone()),
+        }
+    }
+    let wanted: BTreeSet<&str> = volumes.iter().filter_map(name_of).collect();
+    let mut stale: Vec<usize> = OWNED_VOLUMES
+        .iter()
+        .filter(|n| !wanted.contains(*n) && view.other_users(n) == (false, false))
+        .filter_map(|n| view.volume_index(n))
+        .collect();
+    stale.sort_unstable_by(|a, b| b.cmp(a));
+    ops.extend(stale.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
+    if view.volumes.is_none() {
+        if !adds.is_empty() {
+            ops.push(add(ptr(&VOLUMES), Value::Array(adds)));
+        }
+    } else {
+        let mut end = ptr(&VOLUMES);
+        end.push_back("-");
+        ops.extend(adds.into_iter().map(|v| add(end.clone(), v)));
+    }
+    set_annotation(view.meta, &rs_name, &mut ops);
+    plan.ops = ops;
+    plan.restore = Some(rs_name);
+    plan
+}
+
+fn removal_ops(view: &View) -> Vec<PatchOperation> {
+    // Only what stash injected goes: an unannotated `stash-init` is the user's.
+    if !view.annotated() {
+        return Vec::new();
+    }
+    let mut ops = Vec::new();
+    if let (Some(list), Some(i)) = (view.init_containers, view.init_index()) {
+        ops.push(if list.len() == 1 {
+            remove(ptr(&INIT_CONTAINERS))
+        } else {
+            remove(indexed(&INIT_CONTAINERS, i))
+        });
+    }
+    if let Some(existing) = view.volumes {
+        let mut owned: Vec<usize> = OWNED_VOLUMES
+            .iter()
+            .filter(|n| view.other_users(n) == (false, false))
+            .filter_map(|n| view.volume_index(n))
+            .collect();
+        if !owned.is_empty() && owned.len() == existing.len() {
+            ops.push(remove(ptr(&VOLUMES)));
+        } else {
+            owned.sort_unstable_by(|a, b| b.cmp(a));
+            ops.extend(owned.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
+        }
+    }
+    if let Some(a) = view
+        .meta
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+    {
+        let mut path = ptr(&["metadata", "annotations"]);
+        if a.len() > 1 {
+            path.push_back(ANNOTATION_LAST_APPLIED_RESTORE);
+        }
+        ops.push(remove(path));
+    }
+    ops
+}
+
+fn set_annotation(meta: Option<&Map<String, Value>>, value: &str, ops: &mut Vec<PatchOperation>) {
+    let key = ANNOTATION_LAST_APPLIED_RESTORE;
+    let Some(meta) = meta else {
+        ops.push(add(
+            ptr(&["metadata"]),
+            json!({"annotations": {key: value}}),
+        ));
+        return;
+    };
+    let mut path = ptr(&["metadata", "annotations"]);
+    match meta.get("annotations").and_then(Value::as_object) {
+        None => ops.push(add(path, json!({key: value}))),
+        Some(a) if a.get(key).and_then(Value::as_str) == Some(value) => {}
+        Some(a) => {
+            let exists = a.contains_key(key);
+            path.push_back(key);
+            ops.push(if exists {
+                replace(path, json!(value))
+            } else {
+                add(path, json!(value))
+            });
+        }
+    }
+}
+
+const INIT_CONTAINERS: [&str; 4] = ["spec", "template", "spec", "initContainers"];
+const VOLUMES: [&str; 4] = ["spec", "template", "spec", "volumes"];
+
+fn ptr(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+fn indexed(base: &[&str], i: usize) -> PointerBuf {
+    let mut p = ptr(base);
+    p.push_back(i);
+    p
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+fn replace(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Replace(ReplaceOperation { path, value })
+}
+
+fn remove(path: PointerBuf) -> PatchOperation {
+    PatchOperation::Remove(RemoveOperation { path })
+}

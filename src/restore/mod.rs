@@ -1,0 +1,402 @@
+//! `stash restore`: the `stash-init` init container that restores a
+//! workload's volumes from a RestoreSession's Repository before the pod's
+//! own containers start.
+//!
+//! Layers, as in `run-backup`: [`decide`] (pure: rule, restic selections,
+//! what to do with the session's latest state), [`engine`] (one host's restic
+//! restore, no cluster), [`init`] (the pure planner that injects this
+//! container), and below the thin Kubernetes layer: the Lease, the claim and
+//! the result written with resourceVersion preconditions, events.
+//!
+//! Who restores: every pod's init container takes the workload's Lease
+//! `lock-<kind>-<name>-restore` in turn and decides while holding it. The
+//! replicas of a Deployment or ReplicaSet share one volume and one host
+//! (`host-0`): the first to get the Lease claims `host-0` and restores; the
+//! others wait on the Lease and then find `host-0` Succeeded and start
+//! without restoring. StatefulSet pods (`host-<ordinal>`) and DaemonSet pods
+//! (the node name) each restore their own host, one at a time. A `Running`
+//! entry found while holding the Lease has no run behind it (its claimer
+//! holds the Lease while it restores): it is reported Failed as interrupted.
+//!
+//! Exit status: 0 when the host restored (now or before), when no rule names
+//! it, or when the RestoreSession is gone; non-zero with the one-line reason
+//! when the restore failed (the pod stays in Init, as in Stash).
+
+pub mod decide;
+pub mod engine;
+pub mod init;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+
+use crate::api::events::{
+    COMPONENT_RESTORE_INIT, REASON_HOST_RESTORE_FAILED, REASON_HOST_RESTORE_SUCCEEDED,
+    host_restore_failed_message, host_restore_succeeded_message,
+};
+use crate::api::{HostRestorePhase, HostRestoreStats, Repository, RestoreSession};
+use crate::backup::leader::{LeaseTiming, Turns};
+use crate::backup::{ResticSettings, host, restic};
+use crate::recorder::{EventType, Recorder};
+
+use decide::{Decision, INTERRUPTED, decide, upsert_host};
+
+/// Command-line arguments (the injected init container passes the first two).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Name of the RestoreSession (in the pod's namespace).
+    #[arg(long, env = "STASH_RESTORESESSION")]
+    pub restoresession: String,
+    /// Directory holding the Repository's storage Secret, one file per key.
+    #[arg(
+        long,
+        env = "STASH_SECRET_DIR",
+        default_value = "/etc/stash/repository/secret"
+    )]
+    pub secret_dir: PathBuf,
+    /// Keep restic's cache in the scratch directory (false: `--no-cache`).
+    #[arg(long, env = "STASH_ENABLE_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_cache: bool,
+    /// Namespace of the pod (downward API).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: String,
+    /// This pod's name: Lease identity, StatefulSet ordinal (downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: String,
+    /// This pod's node: the host name of a DaemonSet's restores (downward API).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// restic executable, looked up on PATH unless it is a path.
+    #[arg(long, env = "STASH_RESTIC_BINARY", default_value = "restic")]
+    pub restic_binary: PathBuf,
+    /// Writable directory for restic's cache and temporary files (the `tmp-dir` emptyDir).
+    #[arg(long, env = "STASH_SCRATCH_DIR", default_value = "/tmp")]
+    pub scratch_dir: PathBuf,
+    /// Where snapshots are restored: restic recreates their absolute paths under it.
+    #[arg(long, env = "STASH_RESTORE_TARGET", default_value = "/")]
+    pub target_dir: PathBuf,
+    /// Lease duration in seconds (a dead holder is replaced after this long).
+    #[arg(long, env = "STASH_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+}
+
+/// Name of the restore Lease: `lock-<kind>-<name>-restore`, lowercase.
+pub fn lease_name(kind: &str, name: &str) -> String {
+    format!("lock-{kind}-{name}-restore").to_lowercase()
+}
+
+/// How this host's turn ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Nothing was restored and nothing has to be (why).
+    Done(&'static str),
+    /// No rule names this host; reported `Unknown`.
+    NoRule,
+    /// Restored now; this host's entry as written.
+    Restored(HostRestoreStats),
+    /// Failed, now or before: the one-line reason.
+    Failed(String),
+}
+
+/// Runs the subcommand: exit 0 lets the pod start.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot connect to the Kubernetes API server")?;
+    let restorer = Restorer::new(&args, client.clone())?;
+    let Some(rs) = restorer.get().await? else {
+        tracing::info!(restoresession = %args.restoresession, "the RestoreSession does not exist; nothing to restore");
+        return Ok(());
+    };
+    let target = rs.target_ref().cloned().with_context(|| {
+        format!(
+            "RestoreSession {}/{} has no spec.target.ref",
+            args.namespace, args.restoresession
+        )
+    })?;
+    let host = host::host_name(
+        &target.kind,
+        Some(&args.pod_name),
+        args.node_name.as_deref(),
+        None,
+    )?;
+    let lease = lease_name(&target.kind, &target.name);
+    let turns = Turns::new(
+        client,
+        &args.namespace,
+        &lease,
+        &args.pod_name,
+        LeaseTiming {
+            duration: args.lease_duration.max(3),
+            grace: (args.lease_duration / 3).max(1),
+        },
+    )
+    .await?;
+    tracing::info!(restoresession = %args.restoresession, host, lease, "waiting for the restore Lease");
+    let outcome = turns.hold(restorer.turn(&host)).await??;
+    finish(&host, outcome)
+}
+
+/// The exit status of a turn: failures are an error naming the host.
+pub fn finish(host: &str, outcome: Outcome) -> anyhow::Result<()> {
+    match outcome {
+        Outcome::Done(why) => {
+            tracing::info!(host, why, "nothing to restore");
+            Ok(())
+        }
+        Outcome::NoRule => {
+            tracing::info!(
+                host,
+                "no rule of the RestoreSession names this host; reported Unknown"
+            );
+            Ok(())
+        }
+        Outcome::Restored(entry) => {
+            tracing::info!(
+                host,
+                duration = entry.duration.as_deref().unwrap_or(""),
+                "restored"
+            );
+            Ok(())
+        }
+        Outcome::Failed(reason) => anyhow::bail!("restore failed for host {host}: {reason}"),
+    }
+}
+
+/// The Kubernetes side of one init container.
+pub struct Restorer {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub name: String,
+    pub secret_dir: PathBuf,
+    pub settings: ResticSettings,
+    pub target_dir: PathBuf,
+    pub recorder: Recorder,
+}
+
+impl Restorer {
+    /// The restorer for `args`; no API call. A missing restic is a one-line error.
+    pub fn new(args: &Args, client: kube::Client) -> anyhow::Result<Self> {
+        let binary =
+            restic::resolve_binary(&args.restic_binary, std::env::var_os("PATH").as_deref())
+                .with_context(|| {
+                    format!(
+                        "restic executable {} not found (install restic or set --restic-binary)",
+                        args.restic_binary.display()
+                    )
+                })?;
+        let node = args.node_name.clone().filter(|n| !n.is_empty());
+        Ok(Self {
+            recorder: Recorder::new(client.clone(), COMPONENT_RESTORE_INIT).on_host(node),
+            client,
+            namespace: args.namespace.clone(),
+            name: args.restoresession.clone(),
+            secret_dir: args.secret_dir.clone(),
+            settings: ResticSettings {
+                binary,
+                scratch_dir: args.scratch_dir.clone(),
+                enable_cache: args.enable_cache,
+            },
+            target_dir: args.target_dir.clone(),
+        })
+    }
+
+    fn api(&self) -> Api<RestoreSession> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The RestoreSession as the API server has it now.
+    pub async fn get(&self) -> anyhow::Result<Option<RestoreSession>> {
+        self.api().get_opt(&self.name).await.with_context(|| {
+            format!(
+                "cannot read RestoreSession {}/{}",
+                self.namespace, self.name
+            )
+        })
+    }
+
+    /// This host's turn, to be run while holding the restore Lease: decide on
+    /// the latest state, claim with its resourceVersion (a conflict means
+    /// read again and decide anew), restore, and replace the claim.
+    pub async fn turn(&self, host: &str) -> anyhow::Result<Outcome> {
+        for _ in 0..crate::backup::cluster::WRITE_ATTEMPTS {
+            let Some(current) = self.get().await? else {
+                return Ok(Outcome::Done("the RestoreSession does not exist"));
+            };
+            let (entry, outcome) = match decide(&current, host) {
+                Decision::Done(why) => return Ok(Outcome::Done(why)),
+                Decision::Failed(reason) => return Ok(Outcome::Failed(reason)),
+                Decision::NoRule => (
+                    HostRestoreStats {
+                        hostname: host.to_string(),
+                        phase: Some(HostRestorePhase::Unknown),
+                        error: Some(
+                            "no rule of the RestoreSession names this host; nothing restored"
+                                .into(),
+                        ),
+                        ..Default::default()
+                    },
+                    Some(Outcome::NoRule),
+                ),
+                Decision::Interrupted => (
+                    failed(host, INTERRUPTED.to_string()),
+                    Some(Outcome::Failed(INTERRUPTED.to_string())),
+                ),
+                Decision::Restore(_) => (
+                    HostRestoreStats {
+                        hostname: host.to_string(),
+                        phase: Some(HostRestorePhase::Running),
+                        ..Default::default()
+                    },
+                    None,
+                ),
+            };
+            let Some(claimed) = self.write_entry(&current, &entry).await? else {
+                continue;
+            };
+            if let Some(outcome) = outcome {
+                if entry.phase == Some(HostRestorePhase::Failed) {
+                    self.publish(&claimed, host, &entry).await;
+                }
+                return Ok(outcome);
+            }
+            tracing::info!(restoresession = %self.name, host, "claimed; restoring");
+            let result = self.restore(&claimed, host).await;
+            return match self.report_over_claim(&result).await? {
+                Some(reported) => {
+                    self.publish(&reported, host, &result).await;
+                    Ok(match result.phase {
+                        Some(HostRestorePhase::Succeeded) => Outcome::Restored(result),
+                        _ => Outcome::Failed(result.error.unwrap_or_default()),
+                    })
+                }
+                None => Ok(Outcome::Failed(
+                    "this host's claim was taken over while it restored".to_string(),
+                )),
+            };
+        }
+        anyhow::bail!(
+            "RestoreSession {}/{} kept changing while host {host} tried to claim it",
+            self.namespace,
+            self.name
+        )
+    }
+
+    async fn restore(&self, rs: &RestoreSession, host: &str) -> HostRestoreStats {
+        let Some(rule) = decide::rule_for(rs, host) else {
+            return failed(host, "no rule of the RestoreSession names this host".into());
+        };
+        let Some(repo_name) = rs.repository_name() else {
+            return failed(host, "the RestoreSession names no repository".into());
+        };
+        let repos: Api<Repository> = Api::namespaced(self.client.clone(), &self.namespace);
+        let repository = match repos.get_opt(repo_name).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return failed(
+                    host,
+                    format!("Repository {}/{repo_name} not found", self.namespace),
+                );
+            }
+            Err(e) => {
+                return failed(
+                    host,
+                    format!("cannot read Repository {}/{repo_name}: {e}", self.namespace),
+                );
+            }
+        };
+        engine::restore_host(
+            rule,
+            &repository,
+            &self.secret_dir,
+            host,
+            &self.settings,
+            &self.target_dir,
+        )
+        .await
+    }
+
+    /// Writes `entry` on the condition that the session is still at
+    /// `current`'s resourceVersion: `Ok(None)` on a conflict.
+    async fn write_entry(
+        &self,
+        current: &RestoreSession,
+        entry: &HostRestoreStats,
+    ) -> anyhow::Result<Option<RestoreSession>> {
+        let mut next = current.clone();
+        let mut status = current.status.clone().unwrap_or_default();
+        status.stats = upsert_host(&status.stats, entry.clone());
+        next.status = Some(status);
+        match self
+            .api()
+            .replace_status(&self.name, &PostParams::default(), &next)
+            .await
+        {
+            Ok(written) => Ok(Some(written)),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot write the status of RestoreSession {}/{}: {e}",
+                self.namespace,
+                self.name
+            )),
+        }
+    }
+
+    /// Replaces this host's claim with its result, reading the latest state
+    /// first; `Ok(None)` if the claim is no longer there.
+    async fn report_over_claim(
+        &self,
+        entry: &HostRestoreStats,
+    ) -> anyhow::Result<Option<RestoreSession>> {
+        for _ in 0..crate::backup::cluster::WRITE_ATTEMPTS {
+            let Some(latest) = self.get().await? else {
+                return Ok(None);
+            };
+            if latest.host_stats(&entry.hostname).and_then(|s| s.phase)
+                != Some(HostRestorePhase::Running)
+            {
+                return Ok(None);
+            }
+            if let Some(written) = self.write_entry(&latest, entry).await? {
+                return Ok(Some(written));
+            }
+        }
+        anyhow::bail!(
+            "RestoreSession {}/{} kept changing while host {} reported",
+            self.namespace,
+            self.name,
+            entry.hostname
+        )
+    }
+
+    async fn publish(&self, rs: &RestoreSession, host: &str, entry: &HostRestoreStats) {
+        let (type_, reason, message) = if entry.phase == Some(HostRestorePhase::Succeeded) {
+            (
+                EventType::Normal,
+                REASON_HOST_RESTORE_SUCCEEDED,
+                host_restore_succeeded_message(host),
+            )
+        } else {
+            (
+                EventType::Warning,
+                REASON_HOST_RESTORE_FAILED,
+                host_restore_failed_message(host, entry.error.as_deref().unwrap_or("unknown")),
+            )
+        };
+        self.recorder
+            .publish_or_log(&rs.object_ref(&()), type_, reason, &message)
+            .await;
+        let _ = rs.name_any();
+    }
+}
+
+fn failed(host: &str, error: String) -> HostRestoreStats {
+    HostRestoreStats {
+        hostname: host.to_string(),
+        phase: Some(HostRestorePhase::Failed),
+        error: Some(error),
+        ..Default::default()
+    }
+}
