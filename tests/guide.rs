@@ -296,7 +296,7 @@ impl Cluster {
         // The CronJob's pod runs as its own ServiceAccount.
         let client = self.k.client(Identity::cron_job(NS, &a.invoker_name));
         let recorder = Recorder::new(client.clone(), COMPONENT_CRONJOB);
-        let outcome = trigger(
+        trigger(
             client,
             &recorder,
             a.namespace.as_deref().unwrap(),
@@ -305,8 +305,7 @@ impl Cluster {
             at,
         )
         .await
-        .expect("the CronJob's pod succeeds");
-        outcome
+        .expect("the CronJob's pod succeeds")
     }
 
     /// The kubelet starting the Deployment's `stash` container: its args go

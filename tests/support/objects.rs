@@ -296,7 +296,7 @@ pub fn field_selector_matches(selector: &str, object: &Value) -> bool {
 }
 
 /// Whether every element of an array is an object carrying a string `key`.
-fn keyed_by<'a>(items: &'a [Value], key: &str) -> bool {
+fn keyed_by(items: &[Value], key: &str) -> bool {
     !items.is_empty()
         && items
             .iter()
