@@ -38,6 +38,12 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of a port.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    pub port: &'static str,
+}
+
 /// Every metric the server keeps.
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +55,7 @@ pub struct Metrics {
     pub cert_not_after: Gauge<i64, AtomicI64>,
     pub store_configs: Gauge<i64, AtomicI64>,
     pub store_repositories: Gauge<i64, AtomicI64>,
+    pub connections: Family<PortLabels, Gauge>,
 }
 
 /// Latency buckets in seconds: 50 µs to 10 s.
@@ -81,6 +88,7 @@ impl Metrics {
         let cert_not_after = Gauge::<i64, AtomicI64>::default();
         let store_configs = Gauge::<i64, AtomicI64>::default();
         let store_repositories = Gauge::<i64, AtomicI64>::default();
+        let connections = Family::<PortLabels, Gauge>::default();
         registry.register(
             "admission_duration_seconds",
             "Time to answer an AdmissionReview, from the request's arrival to the answer",
@@ -121,6 +129,11 @@ impl Metrics {
             "Repositories in the in-memory store",
             store_repositories.clone(),
         );
+        registry.register(
+            "open_connections",
+            "Open connections, by port (webhook or probe)",
+            connections.clone(),
+        );
         Self {
             registry,
             admission_duration,
@@ -131,7 +144,13 @@ impl Metrics {
             cert_not_after,
             store_configs,
             store_repositories,
+            connections,
         }
+    }
+
+    /// The gauge of open connections of `port`.
+    pub fn open_connections(&self, port: &'static str) -> Gauge {
+        self.connections.get_or_create(&PortLabels { port }).clone()
     }
 
     /// Records one answered admission.
@@ -184,6 +203,7 @@ fn bounded_kind(endpoint: Endpoint, kind: &str) -> &'static str {
         Endpoint::MutateBackupSessions | Endpoint::ValidateBackupSessions => &["BackupSession"],
         Endpoint::ValidateBackupConfigurations => &["BackupConfiguration"],
         Endpoint::ValidateRepositories => &["Repository"],
+        Endpoint::ValidateRestoreSessions => &["RestoreSession"],
     };
     known
         .iter()

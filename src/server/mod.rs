@@ -5,6 +5,7 @@
 //! drive directly; [`run`] is the subcommand around it (flags, the offline or
 //! cluster store, the development certificate, signals).
 
+pub mod conn;
 pub mod duration;
 pub mod feed;
 pub mod http;
@@ -29,6 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::admission::{DEFAULT_IMAGE, PausedSessionPolicy, Settings};
 use crate::store::Store;
+use conn::PortLimits;
 use http::{AppState, Decider, Limits};
 use metrics::Metrics;
 use probes::Health;
@@ -89,6 +91,30 @@ pub struct Args {
     /// How often the certificate files are re-read when no file event arrives.
     #[arg(long, env = "STASH_CERT_POLL_INTERVAL", default_value = "10s", value_parser = duration::parse_flag)]
     pub cert_poll_interval: Duration,
+    /// Time a connection may stay open without a request once it has sent one.
+    #[arg(long, env = "STASH_IDLE_TIMEOUT", default_value = "90s", value_parser = duration::parse_flag)]
+    pub idle_timeout: Duration,
+    /// Open connections at most on the webhook port (lowered to fit the
+    /// open-files limit).
+    #[arg(long, env = "STASH_MAX_CONNECTIONS", default_value_t = conn::DEFAULT_MAX_CONNECTIONS, value_parser = parse_cap)]
+    pub max_connections: usize,
+    /// Open connections at most on the probe port (lowered to fit the
+    /// open-files limit).
+    #[arg(long, env = "STASH_PROBE_MAX_CONNECTIONS", default_value_t = conn::DEFAULT_PROBE_MAX_CONNECTIONS, value_parser = parse_cap)]
+    pub probe_max_connections: usize,
+    /// Create a development CA and serving certificate at the certificate
+    /// paths when neither file exists (the default with `--offline` and the
+    /// default paths).
+    #[arg(long, env = "STASH_DEV_CERTIFICATE")]
+    pub dev_certificate: bool,
+}
+
+/// A connection cap: a whole number of at least 1.
+fn parse_cap(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
 }
 
 /// Everything [`start`] needs.
@@ -100,6 +126,11 @@ pub struct Config {
     pub settings: Settings,
     pub limits: Limits,
     pub header_read_timeout: Duration,
+    /// Time a connection may stay without a request after its first.
+    pub idle_timeout: Duration,
+    /// Open connections at most: webhook port, probe port.
+    pub max_connections: usize,
+    pub probe_max_connections: usize,
     /// Time a client gets to finish the TLS handshake.
     pub handshake_timeout: Duration,
     pub drain_timeout: Duration,
@@ -124,11 +155,22 @@ impl Config {
             settings: Settings::default(),
             limits: Limits::default(),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: conn::DEFAULT_IDLE_TIMEOUT,
+            max_connections: conn::DEFAULT_MAX_CONNECTIONS,
+            probe_max_connections: conn::DEFAULT_PROBE_MAX_CONNECTIONS,
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(25),
             cert_poll_interval: Duration::from_secs(10),
             cert_file_events: true,
             decider: http::default_decider(),
+        }
+    }
+
+    fn port_limits(&self, max_connections: usize) -> PortLimits {
+        PortLimits {
+            max_connections,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
         }
     }
 }
@@ -198,26 +240,27 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
         config.cert_file_events,
         stop_rx.clone(),
     ));
-    let probe_router = probes::router(health.clone());
-    let (probe_done_tx, probe_done_rx) = tokio::sync::oneshot::channel::<()>();
-    let probes = tokio::spawn(async move {
-        let serve = axum::serve(probe_listener, probe_router).with_graceful_shutdown(async move {
-            let _ = probe_done_rx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "probe port failed");
-        }
-    });
+    // The probe port outlives the webhook port's drain, so readiness stays
+    // observable until the end.
+    let (probe_stop, probe_stop_rx) = watch::channel(false);
+    let probes = tokio::spawn(serve_probes(
+        probe_listener,
+        probes::router(health.clone()),
+        config.clone(),
+        metrics.clone(),
+        probe_stop_rx,
+    ));
     let webhook = serve_webhooks(
         listener,
         tls.clone(),
         http::router(app),
         config.clone(),
+        metrics.clone(),
         stop_rx,
     );
     let task = tokio::spawn(async move {
         webhook.await;
-        let _ = probe_done_tx.send(());
+        let _ = probe_stop.send(true);
         let _ = probes.await;
         let _ = watcher.await;
     });
@@ -233,15 +276,16 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
     })
 }
 
-/// The accept loop: TLS handshakes and HTTP connections, each on its own
-/// task so no client can hold up another; on stop, closes the listener and
-/// drains open connections.
+/// The webhook port: TLS handshakes and HTTP connections, each on its own
+/// task so no client can hold up another, under the port's connection cap;
+/// on stop, closes the listener and drains open connections.
 async fn serve_webhooks(
     listener: TcpListener,
     tls: Arc<TlsState>,
     router: http::Webhooks,
     config: Config,
-    mut stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -261,55 +305,85 @@ async fn serve_webhooks(
         builder.http1_only()
     };
     let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    let limits = config.port_limits(config.max_connections);
+    let handshake_timeout = config.handshake_timeout;
+    conn::serve(
+        "webhook",
+        listener,
+        limits,
+        config.drain_timeout,
+        metrics.open_connections("webhook"),
+        stop,
+        move |accepted| {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+            let builder = builder.clone();
+            let router = router.clone();
+            async move {
+                let mut stopping = accepted.stop.clone();
+                let peer = accepted.peer;
+                let service = accepted.track(TowerToHyperService::new(router));
+                // A connection still in its handshake has no request in
+                // flight: shutdown drops it instead of waiting for it.
+                let stream = tokio::select! {
+                    s = handshake(acceptor, accepted.tcp, peer, handshake_timeout) => s,
+                    _ = stopping.wait_for(|stop| *stop) => None,
+                };
+                let Some(stream) = stream else {
+                    return;
+                };
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(e) =
+                    conn::drive(connection, accepted.activity, limits, accepted.stop).await
+                {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-        let builder = builder.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        let handshake_timeout = config.handshake_timeout;
-        let mut stopping = stop.clone();
-        tokio::spawn(async move {
-            // A connection still in its handshake has no request in flight:
-            // shutdown drops it instead of waiting for it.
-            let stream = tokio::select! {
-                s = handshake(acceptor, tcp, peer, handshake_timeout) => s,
-                _ = stopping.wait_for(|stop| *stop) => None,
-            };
-            let Some(stream) = stream else {
-                return;
-            };
-            let service = TowerToHyperService::new(router);
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-        });
-    }
-    drop(listener);
-    let open = graceful.count();
-    tracing::info!(open_connections = open, "stopped accepting; draining");
-    match tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("drained"),
-        Err(_) => {
-            tracing::warn!(timeout = ?config.drain_timeout, "drain timeout reached; closing the remaining connections")
-        }
-    }
+        },
+    )
+    .await;
+}
+
+/// The probe port: plain HTTP/1.1 under the same header and idle timeouts as
+/// the webhook port and its own connection cap.
+async fn serve_probes(
+    listener: TcpListener,
+    router: axum::Router,
+    config: Config,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder.http1_only());
+    let limits = config.port_limits(config.probe_max_connections);
+    conn::serve(
+        "probe",
+        listener,
+        limits,
+        // Stopped after the webhook port has drained: nothing to wait for.
+        Duration::from_secs(1),
+        metrics.open_connections("probe"),
+        stop,
+        move |accepted| {
+            let builder = builder.clone();
+            let router = router.clone();
+            async move {
+                let peer = accepted.peer;
+                let service = accepted.track(TowerToHyperService::new(router));
+                let connection = builder.serve_connection(TokioIo::new(accepted.tcp), service);
+                if let Err(e) =
+                    conn::drive(connection, accepted.activity, limits, accepted.stop).await
+                {
+                    tracing::debug!(%peer, error = %e, "probe connection ended with an error");
+                }
+            }
+        },
+    )
+    .await;
 }
 
 async fn handshake(
@@ -420,6 +494,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.header_read_timeout = args.header_read_timeout;
     config.drain_timeout = args.drain_timeout;
     config.cert_poll_interval = args.cert_poll_interval;
+    config.idle_timeout = args.idle_timeout;
+    let (webhook_cap, probe_cap) = match conn::raise_fd_limit() {
+        Some(limit) => {
+            let fitted = conn::fit_caps(limit, args.max_connections, args.probe_max_connections);
+            if fitted != (args.max_connections, args.probe_max_connections) {
+                tracing::warn!(
+                    open_files_limit = limit,
+                    max_connections = fitted.0,
+                    probe_max_connections = fitted.1,
+                    "connection caps lowered to fit the open-files limit"
+                );
+            }
+            fitted
+        }
+        None => (args.max_connections, args.probe_max_connections),
+    };
+    config.max_connections = webhook_cap;
+    config.probe_max_connections = probe_cap;
 
     let running = start(config, store.clone()).await?;
     let mut background = Vec::new();

@@ -1,0 +1,334 @@
+//! What an attacker tried against `stash serve` (issue 12), each answered:
+//! the probe port's timeouts and connection cap, one port's flood never
+//! stopping the other, certificate paths and validity, forged log lines.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the peer closes; None when it is still open after `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(within, s.read_to_end(&mut out)).await {
+        Ok(_) => Some(out),
+        Err(_) => None,
+    }
+}
+
+/// A review over a fresh TLS connection, within `within`.
+async fn review_answered(addr: std::net::SocketAddr, ca: &str, uid: &str, within: Duration) {
+    let answer = tokio::time::timeout(within, async {
+        let mut conn = Conn::open(addr, client_config(ca, &[b"h2"], None)).await?;
+        conn.post("/mutate/workloads", deployment_review(uid).to_string())
+            .await
+            .map_err(std::io::Error::other)
+    })
+    .await;
+    match answer {
+        Ok(Ok(reply)) => assert_review_answer(&reply, uid),
+        Ok(Err(e)) => panic!("the webhook port failed: {e}"),
+        Err(_) => panic!("the webhook port did not answer within {within:?}"),
+    }
+}
+
+#[tokio::test]
+async fn probe_port_cuts_off_idle_and_half_sent_clients_and_caps_connections() {
+    let pki = Pki::new();
+    let mut config = pki.config();
+    config.header_read_timeout = Duration::from_secs(1);
+    config.probe_max_connections = 4;
+    let server = start(config).await;
+    let ca = pki.ca_pem();
+
+    // Two silent connections and two that send half a request head.
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut s = TcpStream::connect(server.probe_addr).await.unwrap();
+        if i % 2 == 1 {
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        held.push(s);
+    }
+    // The cap is reached: a fifth is not served while they are open...
+    let mut fifth = TcpStream::connect(server.probe_addr).await.unwrap();
+    fifth
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), fifth.read(&mut byte))
+            .await
+            .is_err(),
+        "a connection over the probe port's cap was served"
+    );
+    // ...while the webhook port, with its own cap, serves on.
+    review_answered(server.addr, &ca, "meanwhile", Duration::from_secs(5)).await;
+
+    // Each held connection is cut off after the header timeout.
+    for (i, s) in held.iter_mut().enumerate() {
+        let got = closed_within(s, Duration::from_secs(5)).await;
+        let got = got.unwrap_or_else(|| panic!("probe connection {i} still open after 5 s"));
+        assert!(
+            !String::from_utf8_lossy(&got).contains(" 200 "),
+            "connection {i} was answered 200"
+        );
+    }
+    // Then the waiting one is answered.
+    let got = closed_within(&mut fifth, Duration::from_secs(5))
+        .await
+        .expect("the waiting probe was not answered");
+    let all = got;
+    assert!(
+        String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+    let (status, metrics) = probe(server.probe_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metric(&metrics, r#"stash_open_connections{port="probe"}"#).is_some(),
+        "{metrics}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_connections_on_the_webhook_port_are_closed() {
+    let pki = Pki::new();
+    let mut config = pki.config();
+    config.header_read_timeout = Duration::from_secs(1);
+    config.idle_timeout = Duration::from_secs(1);
+    let server = start(config).await;
+    let ca = pki.ca_pem();
+    // TLS done, then not a byte (ALPN h2: the server waits for the preface).
+    let mut silent = tls(server.addr, client_config(&ca, &[b"h2"], None))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "a silent TLS connection was kept beyond 5 s");
+    // An HTTP/2 connection that went quiet after a request gets GOAWAY.
+    let mut quiet = Conn::open(server.addr, client_config(&ca, &[b"h2"], None))
+        .await
+        .unwrap();
+    assert_review_answer(
+        &quiet
+            .post("/mutate/workloads", deployment_review("q").to_string())
+            .await
+            .unwrap(),
+        "q",
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if quiet
+            .post("/mutate/workloads", deployment_review("q2").to_string())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        // A request resets the idle clock; only the wait counts.
+        assert!(
+            Instant::now() < deadline,
+            "an idle HTTP/2 connection was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    server.shutdown().await;
+}
+
+struct Server {
+    child: Child,
+    addr: std::net::SocketAddr,
+    probe_addr: std::net::SocketAddr,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for a log line matching `pred`.
+    fn wait_log(&self, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.logs().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line within {within:?}: {:?}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `stash --log-format json serve` on free ports (through `bash -c` when
+/// `shell_prefix` is set, e.g. `ulimit -n 1024`), waiting until it serves.
+fn spawn(cwd: &Path, shell_prefix: Option<&str>, extra: &[&str]) -> Server {
+    let bin = env!("CARGO_BIN_EXE_stash");
+    let mut args: Vec<String> = [
+        "--log-format",
+        "json",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--probe-listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut cmd = match shell_prefix {
+        Some(prefix) => {
+            let mut c = Command::new("bash");
+            c.arg("-c")
+                .arg(format!("{prefix} && exec \"$0\" \"$@\""))
+                .arg(bin)
+                .args(&args);
+            c
+        }
+        None => {
+            let mut c = Command::new(bin);
+            c.args(&args);
+            c
+        }
+    };
+    let mut child = cmd
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            if v["message"] == "serving webhooks" {
+                let _ = tx.send((
+                    v["addr"].as_str().unwrap().parse().unwrap(),
+                    v["probe_addr"].as_str().unwrap().parse().unwrap(),
+                ));
+            }
+            sink.lock().unwrap().push(v);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok((addr, probe_addr)) => Server {
+            child,
+            addr,
+            probe_addr,
+            logs,
+        },
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start: {:?}", logs.lock().unwrap());
+        }
+    }
+}
+
+/// A CA, certificate and key written into `dir`; returns the CA PEM and the
+/// `--tls-cert-file`/`--tls-key-file` arguments.
+fn dev_pair(dir: &Path) -> (String, Vec<String>) {
+    let bundle = stash::certs::generate(&stash::certs::dev_names(), Default::default()).unwrap();
+    let (ca, cert, key) = (dir.join("ca.crt"), dir.join("tls.crt"), dir.join("tls.key"));
+    stash::certs::write_bundle(&bundle, &ca, &cert, &key).unwrap();
+    (
+        bundle.ca_pem,
+        vec![
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_port_flood_at_the_fd_limit_leaves_the_webhook_port_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, mut args) = dev_pair(dir.path());
+    args.extend(
+        [
+            "--offline",
+            examples().to_str().unwrap(),
+            "--header-read-timeout",
+            "3s",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = spawn(dir.path(), Some("ulimit -n 1024"), &args);
+    let capped = server.wait_log(Duration::from_secs(5), |l| {
+        l["message"] == "connection caps lowered to fit the open-files limit"
+    });
+    assert_eq!(capped["open_files_limit"], 1024);
+
+    // Up to more connections than the server has file descriptors; the
+    // flood stops at the first connection the kernel no longer completes
+    // (the listen backlog is full: the server stopped accepting).
+    let mut flood = Vec::new();
+    for _ in 0..1500 {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            TcpStream::connect(server.probe_addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => flood.push(s),
+            _ => break,
+        }
+    }
+    assert!(flood.len() >= 96, "only {} connections made", flood.len());
+    // The webhook port still accepts and answers.
+    review_answered(server.addr, &ca, "flooded", Duration::from_secs(5)).await;
+    server.wait_log(Duration::from_secs(5), |l| {
+        l["message"] == "connection cap reached; not accepting until a connection closes"
+            && l["port"] == "probe"
+    });
+    drop(flood);
+    // The probe port recovers by itself once the flood is gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = tokio::time::timeout(Duration::from_secs(1), probe(server.probe_addr, "/readyz"))
+            .await
+            .is_ok_and(|(status, _)| status == 200);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the probe port did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
