@@ -332,3 +332,109 @@ async fn a_probe_port_flood_at_the_fd_limit_leaves_the_webhook_port_serving() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs `stash ARGS` in `cwd` and waits (bounded) for it to exit: (success, stderr).
+fn run_to_exit(cwd: &Path, args: &[&str], within: Duration) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stash"))
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("stash {args:?} still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.success(), stderr)
+}
+
+/// The last line of stderr, which must be the only `error:` line.
+fn one_error_line(stderr: &str) -> String {
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
+    errors[0].to_string()
+}
+
+#[test]
+fn explicit_certificate_paths_that_do_not_exist_are_an_error_not_a_new_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x");
+    let (cert, key) = (x.join("tls.crt"), x.join("tls.key"));
+    let examples = examples();
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--probe-listen",
+            "127.0.0.1:0",
+            "--offline",
+            examples.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run_to_exit(dir.path(), &args, Duration::from_secs(20))
+    };
+    let (ok, stderr) = serve(&[
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    let line = one_error_line(&stderr);
+    assert!(line.contains(cert.to_str().unwrap()), "{line}");
+    assert!(line.contains("stash certs"), "{line}");
+    assert!(!x.exists(), "the server created {}", x.display());
+    assert!(!dir.path().join("certs").exists());
+
+    // Only the default certificate path given explicitly with a custom key:
+    // not the embedded default either.
+    let (ok, stderr) = serve(&["--tls-key-file", key.to_str().unwrap()]);
+    assert!(!ok);
+    one_error_line(&stderr);
+    assert!(!dir.path().join("certs").exists());
+
+    // Half a pair: the missing half is named.
+    let (_, pair) = dev_pair(dir.path());
+    std::fs::remove_file(dir.path().join("tls.key")).unwrap();
+    let (ok, stderr) = serve(&[&pair[0], &pair[1], &pair[2], &pair[3]]);
+    assert!(!ok);
+    let line = one_error_line(&stderr);
+    assert!(line.contains("private key"), "{line}");
+    assert!(line.contains(&pair[3]), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_certificate_flag_creates_a_pair_at_explicit_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x");
+    let (cert, key) = (x.join("tls.crt"), x.join("tls.key"));
+    let server = spawn(
+        dir.path(),
+        None,
+        &[
+            "--offline",
+            examples().to_str().unwrap(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--dev-certificate",
+        ],
+    );
+    let ca = std::fs::read_to_string(x.join("ca.crt")).unwrap();
+    review_answered(server.addr, &ca, "dev", Duration::from_secs(5)).await;
+}

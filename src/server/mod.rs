@@ -36,6 +36,10 @@ use metrics::Metrics;
 use probes::Health;
 use tls::{TlsFiles, TlsState};
 
+/// Default serving certificate and key: the embedded default's paths.
+pub const DEFAULT_CERT_FILE: &str = "certs/tls.crt";
+pub const DEFAULT_KEY_FILE: &str = "certs/tls.key";
+
 /// Command-line arguments.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -46,10 +50,10 @@ pub struct Args {
     #[arg(long, env = "STASH_PROBE_LISTEN", default_value = "0.0.0.0:8080")]
     pub probe_listen: SocketAddr,
     /// Serving certificate (PEM; may hold a chain, leaf first).
-    #[arg(long, env = "STASH_TLS_CERT_FILE", default_value = "certs/tls.crt")]
+    #[arg(long, env = "STASH_TLS_CERT_FILE", default_value = DEFAULT_CERT_FILE)]
     pub tls_cert_file: PathBuf,
     /// Private key of the serving certificate (PEM).
-    #[arg(long, env = "STASH_TLS_KEY_FILE", default_value = "certs/tls.key")]
+    #[arg(long, env = "STASH_TLS_KEY_FILE", default_value = DEFAULT_KEY_FILE)]
     pub tls_key_file: PathBuf,
     /// CA for client certificates: when set, clients (the API server) must
     /// present a certificate it signed.
@@ -427,6 +431,38 @@ fn bootstrap_dev_certificate(cert: &Path, key: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks that the serving pair exists, creating the development pair where
+/// that is allowed: only the embedded default (`--offline` with the default
+/// paths) or `--dev-certificate` may create certificates; any other missing
+/// file is an error, never replaced by a self-made CA.
+fn ensure_certificate(args: &Args) -> anyhow::Result<()> {
+    let (cert, key) = (&args.tls_cert_file, &args.tls_key_file);
+    let embedded_default = args.offline.is_some()
+        && cert.as_path() == Path::new(DEFAULT_CERT_FILE)
+        && key.as_path() == Path::new(DEFAULT_KEY_FILE);
+    match (cert.exists(), key.exists()) {
+        (true, true) => Ok(()),
+        (false, false) if embedded_default || args.dev_certificate => {
+            bootstrap_dev_certificate(cert, key)
+        }
+        (false, false) => anyhow::bail!(
+            "no serving certificate at {} and {} (create them with `stash certs`, mount the webhook's TLS Secret, or pass --dev-certificate for a development pair)",
+            cert.display(),
+            key.display()
+        ),
+        (true, false) => anyhow::bail!(
+            "the private key {} does not exist (its certificate {} does)",
+            key.display(),
+            cert.display()
+        ),
+        (false, true) => anyhow::bail!(
+            "the certificate {} does not exist (its private key {} does)",
+            cert.display(),
+            key.display()
+        ),
+    }
+}
+
 fn pod_identity() -> String {
     std::env::var("POD_NAME")
         .ok()
@@ -470,17 +506,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             (Arc::new(Store::default()), Some(client))
         }
     };
-    if !args.tls_cert_file.exists() && !args.tls_key_file.exists() {
-        if args.offline.is_some() {
-            bootstrap_dev_certificate(&args.tls_cert_file, &args.tls_key_file)?;
-        } else {
-            anyhow::bail!(
-                "no serving certificate at {} and {} (create them with `stash certs`, or mount the webhook's TLS Secret)",
-                args.tls_cert_file.display(),
-                args.tls_key_file.display()
-            );
-        }
-    }
+    ensure_certificate(&args)?;
     let mut config = Config::new(
         args.listen,
         args.probe_listen,
