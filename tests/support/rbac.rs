@@ -2,7 +2,8 @@
 //! made, as (verb, group, resource[/subresource], name), checked against
 //! the ClusterRole `stash manifests` binds to that identity
 //! (`stash::manifests::rbac`). A request the install would refuse on a real
-//! cluster fails the test that made it.
+//! cluster fails the test that made it. The reconciler's Lease is granted by
+//! the install's namespaced Role `stash-webhook`, in the install namespace only.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
