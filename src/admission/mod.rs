@@ -1,4 +1,4 @@
-//! The five admission decisions and their wire format.
+//! The six admission decisions and their wire format.
 //!
 //! `handle` is the whole webhook minus the socket: bytes of an AdmissionReview
 //! in, bytes of the answer out. The server and `stash review` both call it, so
@@ -13,6 +13,7 @@ pub mod backupsessions;
 pub mod cron;
 pub mod read;
 pub mod repositories;
+pub mod restoresessions;
 pub mod wire;
 pub mod workloads;
 
@@ -33,16 +34,18 @@ pub enum Endpoint {
     ValidateBackupSessions,
     ValidateBackupConfigurations,
     ValidateRepositories,
+    ValidateRestoreSessions,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order of docs/design.md's table.
-    pub const ALL: [Endpoint; 5] = [
+    pub const ALL: [Endpoint; 6] = [
         Endpoint::MutateWorkloads,
         Endpoint::MutateBackupSessions,
         Endpoint::ValidateBackupSessions,
         Endpoint::ValidateBackupConfigurations,
         Endpoint::ValidateRepositories,
+        Endpoint::ValidateRestoreSessions,
     ];
 
     /// The URL path.
@@ -53,6 +56,7 @@ impl Endpoint {
             Endpoint::ValidateBackupSessions => "/validate/backupsessions",
             Endpoint::ValidateBackupConfigurations => "/validate/backupconfigurations",
             Endpoint::ValidateRepositories => "/validate/repositories",
+            Endpoint::ValidateRestoreSessions => "/validate/restoresessions",
         }
     }
 
@@ -91,6 +95,7 @@ impl Endpoint {
                 vec![Endpoint::ValidateBackupConfigurations]
             }
             ("stash.appscode.com", "Repository") => vec![Endpoint::ValidateRepositories],
+            ("stash.appscode.com", "RestoreSession") => vec![Endpoint::ValidateRestoreSessions],
             _ => Vec::new(),
         }
     }
@@ -159,6 +164,7 @@ pub fn decide(endpoint: Endpoint, req: &Request, snap: &Snapshot, settings: &Set
             backupconfigurations::validate(req, snap, settings)
         }
         Endpoint::ValidateRepositories => repositories::validate(req, snap, settings),
+        Endpoint::ValidateRestoreSessions => restoresessions::validate(req, snap, settings),
     }
 }
 

@@ -31,11 +31,17 @@ const OWNED_WRITE: &[&str] = &["get", "list", "watch", "create", "patch"];
 /// `update` covers clients that replace it instead.
 const LEASE_WRITE: &[&str] = &["get", "create", "update", "patch"];
 
-const STASH_KINDS: &[&str] = &["backupconfigurations", "backupsessions", "repositories"];
+const STASH_KINDS: &[&str] = &[
+    "backupconfigurations",
+    "backupsessions",
+    "repositories",
+    "restoresessions",
+];
 const STASH_STATUSES: &[&str] = &[
     "backupconfigurations/status",
     "backupsessions/status",
     "repositories/status",
+    "restoresessions/status",
 ];
 const WORKLOADS: &[&str] = &["deployments", "statefulsets", "daemonsets", "replicasets"];
 
@@ -62,9 +68,9 @@ pub fn webhook_rules() -> Vec<PolicyRule> {
     let mut rules = vec![
         // The store, the controllers and the webhooks' view of the world.
         rule(&[GROUP], STASH_KINDS, READ),
-        // Finalizer on BackupConfigurations (removes the sidecar on delete),
-        // added and removed with JSON patches.
-        rule(&[GROUP], &["backupconfigurations"], &["patch"]),
+        // Finalizers on BackupConfigurations and RestoreSessions (remove the
+        // sidecar / the stash-init container on delete), JSON patches.
+        rule(&[GROUP], &["backupconfigurations", "restoresessions"], &["patch"]),
         // BackupSession history cleanup.
         rule(&[GROUP], &["backupsessions"], &["delete"]),
         rule(&[GROUP], STASH_STATUSES, STATUS_WRITE),

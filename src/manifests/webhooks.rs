@@ -119,6 +119,15 @@ fn specs() -> Vec<Spec> {
                 CREATE_UPDATE,
                 "Fail",
             ),
+            Endpoint::ValidateRestoreSessions => spec(
+                endpoint,
+                "restoresessions",
+                GROUP,
+                "v1beta1",
+                &["restoresessions"],
+                CREATE_UPDATE,
+                "Fail",
+            ),
         })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! The leader-elected reconciler that runs inside `stash serve` in cluster mode.
 //!
-//! Thin by design (docs/design.md "The reconciler"): two kube-runtime controllers,
-//! [`backup_configuration`] and [`backup_session`], that read what exists,
+//! Thin by design (docs/design.md "The reconciler"): three kube-runtime controllers,
+//! [`backup_configuration`], [`backup_session`] and [`restore_session`], that read what exists,
 //! compare it with what [`desired`] computes, and write only the difference.
 //! [`leader`] makes sure one replica at a time runs them; [`crate::recorder`] writes
 //! the guide's events; [`apply`] holds the shared write patterns.
@@ -11,6 +11,7 @@ pub mod backup_configuration;
 pub mod backup_session;
 pub mod desired;
 pub mod leader;
+pub mod restore_session;
 
 use std::sync::Arc;
 
@@ -41,11 +42,16 @@ pub async fn run(client: kube::Client, config: ReconcilerConfig) -> anyhow::Resu
     .await
 }
 
-/// Both controllers, until dropped.
+/// The three controllers, until dropped.
 async fn controllers(client: kube::Client, config: ReconcilerConfig) {
     let sessions = Arc::new(backup_session::Context::new(client.clone()));
+    let restores = Arc::new(restore_session::Context::new(
+        client.clone(),
+        config.settings.clone(),
+    ));
     tokio::join!(
         backup_configuration::run(client, config.image, config.settings),
         backup_session::run(sessions),
+        restore_session::run(restores),
     );
 }

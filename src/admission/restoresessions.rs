@@ -1,0 +1,154 @@
+//! `POST /validate/restoresessions`: a RestoreSession whose rules say, for
+//! every host, exactly one thing to restore.
+//!
+//! Denied (one line naming what to change): no repository, a target that is
+//! not an apps/v1 workload stash can inject into, at most one rule may leave
+//! `targetHosts` empty (the rule for every other host), no host named by two
+//! rules, `snapshots` and `paths` not both in one rule, relative paths, a
+//! volumeMount without a name or an absolute mountPath; and on UPDATE a
+//! changed spec (the restore may already have run with the old one). Warned:
+//! the Repository does not exist yet, unknown fields.
+
+use std::collections::BTreeMap;
+
+use kube::core::admission::Operation;
+
+use super::read::{self, Read};
+use super::{Decision, Request, Settings};
+use crate::api::unknown::unknown_fields;
+use crate::api::{RestoreSession, WORKLOAD_API_VERSION, WORKLOAD_KINDS};
+use crate::store::Snapshot;
+
+/// Validates a RestoreSession on CREATE and UPDATE.
+pub fn validate(req: &Request, snap: &Snapshot, _settings: &Settings) -> Decision {
+    if read::passes_untouched(req) || !read::is_kind(req, "RestoreSession") {
+        return Decision::allow();
+    }
+    let Some(obj) = &req.object else {
+        return Decision::allow();
+    };
+    let Read { typed: rs, raw } = match read::typed::<RestoreSession>(obj, "RestoreSession") {
+        Ok(r) => r,
+        Err(e) => return Decision::deny(e),
+    };
+    if rs.is_deleting() {
+        return Decision::allow();
+    }
+    let ns = read::namespace(req);
+    let me = format!("RestoreSession {ns}/{}", read::name(req));
+    if req.operation == Operation::Update
+        && let Some(old) = &req.old_object
+        && let Ok(Read { typed: old, .. }) = read::typed::<RestoreSession>(old, "RestoreSession")
+    {
+        if old.spec == rs.spec {
+            return Decision::allow();
+        }
+        return Decision::deny(format!(
+            "{me}: spec is immutable (the restore may already have run); delete it and create a new RestoreSession"
+        ));
+    }
+    if let Err(denial) = check(&rs, &me) {
+        return Decision::deny(denial);
+    }
+    let mut decision = Decision::allow();
+    if let Some(repo) = rs.repository_name()
+        && snap.repository(&ns, repo).is_none()
+    {
+        decision.warnings.push(format!(
+            "Repository {ns}/{repo} of {me} does not exist yet; nothing is restored until it does"
+        ));
+    }
+    for field in unknown_fields(&raw, &rs) {
+        decision.warnings.push(format!(
+            "unknown field {field} of {me} is ignored; check its spelling"
+        ));
+    }
+    decision
+}
+
+/// The rules a RestoreSession must follow; the error is one line.
+pub fn check(rs: &RestoreSession, me: &str) -> Result<(), String> {
+    if rs.repository_name().is_none() {
+        return Err(format!(
+            "{me} names no repository: set spec.repository.name"
+        ));
+    }
+    let Some(target) = &rs.spec.target else {
+        return Err(format!("{me} has no target: set spec.target.ref"));
+    };
+    let t = &target.target_ref;
+    if t.api_version != WORKLOAD_API_VERSION || !WORKLOAD_KINDS.contains(&t.kind.as_str()) {
+        return Err(format!(
+            "{me} targets {} {}, which stash cannot restore into: use apiVersion apps/v1 and kind Deployment, StatefulSet, DaemonSet or ReplicaSet",
+            if t.api_version.is_empty() {
+                "(no apiVersion)"
+            } else {
+                &t.api_version
+            },
+            if t.kind.is_empty() {
+                "(no kind)"
+            } else {
+                &t.kind
+            },
+        ));
+    }
+    if t.name.is_empty() {
+        return Err(format!(
+            "{me} targets a {} without a name: set spec.target.ref.name",
+            t.kind
+        ));
+    }
+    for (i, m) in target.volume_mounts.iter().enumerate() {
+        if m.name.is_empty() {
+            return Err(format!("{me}: spec.target.volumeMounts[{i}] has no name"));
+        }
+        if !m.mount_path.starts_with('/') {
+            return Err(format!(
+                "{me}: spec.target.volumeMounts[{i}].mountPath {:?} is not an absolute path",
+                m.mount_path
+            ));
+        }
+    }
+    let mut catch_all: Option<usize> = None;
+    let mut named: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, rule) in target.rules.iter().enumerate() {
+        if !rule.snapshots.is_empty() && !rule.paths.is_empty() {
+            return Err(format!(
+                "{me}: spec.target.rules[{i}] sets both snapshots and paths; keep one (snapshots restore whole snapshots, paths the latest snapshot of each path)"
+            ));
+        }
+        if let Some(p) = rule.paths.iter().find(|p| !p.starts_with('/')) {
+            return Err(format!(
+                "{me}: spec.target.rules[{i}].paths has {p:?}, which is not an absolute path"
+            ));
+        }
+        if rule.snapshots.iter().any(String::is_empty) {
+            return Err(format!(
+                "{me}: spec.target.rules[{i}].snapshots has an empty snapshot id"
+            ));
+        }
+        if rule.target_hosts.is_empty() {
+            if let Some(first) = catch_all {
+                return Err(format!(
+                    "{me}: spec.target.rules[{first}] and rules[{i}] both have empty targetHosts; only one rule may apply to every other host"
+                ));
+            }
+            catch_all = Some(i);
+        }
+        for host in &rule.target_hosts {
+            if host.is_empty() {
+                return Err(format!(
+                    "{me}: spec.target.rules[{i}].targetHosts has an empty host name"
+                ));
+            }
+            if let Some(first) = named.insert(host, i)
+                && first != i
+            {
+                return Err(format!(
+                    "{me}: host {host:?} is named by spec.target.rules[{first}] and rules[{i}]; name each host in one rule"
+                ));
+            }
+        }
+    }
+    Ok(())
+}

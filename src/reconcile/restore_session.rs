@@ -1,0 +1,563 @@
+//! The RestoreSession controller: puts the `stash-init` container into the
+//! target (the webhook's own planner, [`crate::restore::init::plan`], so the
+//! two never disagree — this back-fills a workload admitted while the webhook
+//! was down), binds the target's ServiceAccount to ClusterRole
+//! `stash-sidecar`, and drives the phase: Pending → Running (with
+//! `totalHosts`) → Succeeded / Failed / Unknown once every host has reported,
+//! with `sessionDuration` and the events `RestoreSession Running`,
+//! `RestoreSession Succeeded`, `RestoreSession Failed` from `RestoreSession
+//! Controller`. On deletion (finalizer) the init container is taken out of the
+//! workload, then the finalizer is released.
+//!
+//! Every status write carries the resourceVersion of the session the decision
+//! was made on, so a decision on a stale store copy fails with 409 and is
+//! made again on the latest state. Events are written only after the state
+//! change they describe. A paused BackupConfiguration of the same workload is
+//! not an input: pause never blocks a restore, and nothing here creates a
+//! BackupSession.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, Patch};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::apply::{
+    ApiError, Backoff, ensure, get_workload, is_not_found, patch_params, workload_api,
+};
+use super::desired::{LABEL_MANAGED_BY, go_duration, guarded_patch, workload_service_account};
+use crate::admission::Settings;
+use crate::api::events::{
+    COMPONENT_RESTORESESSION_CONTROLLER, REASON_RESTORESESSION_FAILED,
+    REASON_RESTORESESSION_RUNNING, REASON_RESTORESESSION_SUCCEEDED,
+    RESTORESESSION_SUCCEEDED_MESSAGE, restoresession_failed_message,
+    restoresession_running_message,
+};
+use crate::api::{
+    FINALIZER, HostRestorePhase, Repository, RestoreSession, RestoreSessionPhase,
+    WORKLOAD_API_VERSION,
+};
+use crate::recorder::{EventType, Recorder};
+use crate::restore::init;
+use crate::store::Snapshot;
+
+/// ClusterRole the init container's ServiceAccount is bound to (the sidecar's).
+const INIT_ROLE: &str = "stash-sidecar";
+
+/// What the controller shares between reconciles.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub backoff: Backoff,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), COMPONENT_RESTORESESSION_CONTROLLER),
+            client,
+            settings,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// The next status step of a session (pure).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestoreStep {
+    /// Nothing to write now.
+    Wait,
+    /// Pending → Running with this many hosts.
+    Run { total_hosts: i32 },
+    /// Every host reported: the final phase, duration, and failed hosts.
+    Finish {
+        phase: RestoreSessionPhase,
+        duration: String,
+        failed: Vec<String>,
+    },
+}
+
+/// How many hosts restore: one for a Deployment or ReplicaSet (the replicas
+/// share the volume), `spec.replicas` for a StatefulSet, the scheduled pods
+/// of a DaemonSet. None when it cannot be known yet.
+pub fn total_hosts(kind: &str, workload: Option<&Value>) -> Option<i32> {
+    let read = |p: &str| workload.and_then(|w| w.pointer(p)).and_then(Value::as_i64);
+    match kind {
+        "Deployment" | "ReplicaSet" => Some(1),
+        "StatefulSet" => {
+            workload?;
+            i32::try_from(read("/spec/replicas").unwrap_or(1)).ok()
+        }
+        "DaemonSet" => read("/status/desiredNumberScheduled")
+            .filter(|n| *n > 0)
+            .and_then(|n| i32::try_from(n).ok()),
+        _ => None,
+    }
+}
+
+/// Decides the status step on `rs` as it is; `hosts` is [`total_hosts`].
+pub fn restore_step(rs: &RestoreSession, hosts: Option<i32>, now: jiff::Timestamp) -> RestoreStep {
+    match rs.phase() {
+        RestoreSessionPhase::Pending => match hosts {
+            Some(total_hosts) => RestoreStep::Run { total_hosts },
+            None => RestoreStep::Wait,
+        },
+        RestoreSessionPhase::Running => {
+            let status = rs.status.clone().unwrap_or_default();
+            let total = status.total_hosts.unwrap_or(1).max(1);
+            let reported: Vec<_> = status
+                .stats
+                .iter()
+                .filter(|s| s.phase.is_some_and(HostRestorePhase::is_finished))
+                .collect();
+            if i32::try_from(reported.len()).unwrap_or(i32::MAX) < total {
+                return RestoreStep::Wait;
+            }
+            let failed: Vec<String> = reported
+                .iter()
+                .filter(|s| s.phase == Some(HostRestorePhase::Failed))
+                .map(|s| s.hostname.clone())
+                .collect();
+            let phase = if !failed.is_empty() {
+                RestoreSessionPhase::Failed
+            } else if reported
+                .iter()
+                .any(|s| s.phase == Some(HostRestorePhase::Unknown))
+            {
+                RestoreSessionPhase::Unknown
+            } else {
+                RestoreSessionPhase::Succeeded
+            };
+            let created = rs
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or(now);
+            let seconds = now.duration_since(created).as_secs().max(0);
+            RestoreStep::Finish {
+                phase,
+                duration: go_duration(seconds),
+                failed,
+            }
+        }
+        _ => RestoreStep::Wait,
+    }
+}
+
+/// Runs the controller until the returned future is dropped.
+pub async fn run(ctx: Arc<Context>) {
+    Controller::new(
+        Api::<RestoreSession>::all(ctx.client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "RestoreSession reconcile failed");
+        }
+    })
+    .await;
+}
+
+fn key(rs: &RestoreSession) -> String {
+    format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any())
+}
+
+/// Retries a failed reconcile with per-session exponential backoff.
+pub fn error_policy(rs: Arc<RestoreSession>, err: &ApiError, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.failed(&key(&rs));
+    tracing::warn!(restoresession = %key(&rs), error = %err, retry_in = ?delay, "RestoreSession reconcile failed");
+    Action::requeue(delay)
+}
+
+/// One level-triggered pass over one session.
+pub async fn reconcile(rs: Arc<RestoreSession>, ctx: Arc<Context>) -> Result<Action, ApiError> {
+    reconcile_at(&rs, &ctx, jiff::Timestamp::now()).await
+}
+
+/// [`reconcile`] with the clock passed in.
+pub async fn reconcile_at(
+    rs: &RestoreSession,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<Action, ApiError> {
+    let action = if rs.is_deleting() {
+        finalize(rs, ctx).await?
+    } else {
+        let rs = ensure_finalizer(rs, ctx).await?;
+        apply(&rs, ctx, now).await?
+    };
+    ctx.backoff.succeeded(&key(rs));
+    Ok(action)
+}
+
+fn api(ctx: &Context, ns: &str) -> Api<RestoreSession> {
+    Api::namespaced(ctx.client.clone(), ns)
+}
+
+fn json_patch(ops: Vec<Value>, rv: &str) -> Result<json_patch::Patch, ApiError> {
+    let ops: Vec<json_patch::PatchOperation> = serde_json::from_value(Value::Array(ops))
+        .map_err(|e| ApiError::new("build JSON patch", kube::Error::SerdeError(e)))?;
+    Ok(guarded_patch(ops, rv))
+}
+
+async fn ensure_finalizer(rs: &RestoreSession, ctx: &Context) -> Result<RestoreSession, ApiError> {
+    if rs.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(rs.clone());
+    }
+    let op = if rs.metadata.finalizers.is_none() {
+        json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
+    } else {
+        json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
+    };
+    let patch = json_patch(vec![op], &rs.resource_version().unwrap_or_default())?;
+    api(ctx, &rs.namespace().unwrap_or_default())
+        .patch(&rs.name_any(), &patch_params(), &Patch::Json::<()>(patch))
+        .await
+        .map_err(|e| ApiError::new(format!("add finalizer to RestoreSession {}", key(rs)), e))
+}
+
+async fn finalize(rs: &RestoreSession, ctx: &Context) -> Result<Action, ApiError> {
+    let Some(index) = rs.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(Action::await_change());
+    };
+    // The session carries a deletionTimestamp: the planner removes the init container.
+    sync_init(rs, ctx).await?;
+    let patch = json_patch(
+        vec![
+            json!({"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER}),
+            json!({"op": "remove", "path": format!("/metadata/finalizers/{index}")}),
+        ],
+        &rs.resource_version().unwrap_or_default(),
+    )?;
+    match api(ctx, &rs.namespace().unwrap_or_default())
+        .patch(&rs.name_any(), &patch_params(), &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => {
+            return Err(ApiError::new(
+                format!("remove finalizer from RestoreSession {}", key(rs)),
+                e,
+            ));
+        }
+    }
+    tracing::info!(restoresession = %key(rs), "removed the stash-init container and released the finalizer");
+    Ok(Action::await_change())
+}
+
+/// Brings the target's `stash-init` container in line with the planner;
+/// returns the workload as read (None: no such workload or kind).
+async fn sync_init(rs: &RestoreSession, ctx: &Context) -> Result<Option<Value>, ApiError> {
+    let ns = rs.namespace().unwrap_or_default();
+    let Some(t) = rs
+        .target_ref()
+        .filter(|t| t.api_version == WORKLOAD_API_VERSION)
+    else {
+        return Ok(None);
+    };
+    let Some(workload) = get_workload(ctx.client.clone(), &ns, &t.kind, &t.name).await? else {
+        return Ok(None);
+    };
+    let mut snap = Snapshot::default();
+    // Every session of the namespace that targets the workload, this one as handed in.
+    let all = api(ctx, &ns)
+        .list(&Default::default())
+        .await
+        .map_err(|e| ApiError::new(format!("list RestoreSessions in {ns}"), e))?;
+    for other in all.items {
+        if other.name_any() != rs.name_any() {
+            snap.upsert_restore(other);
+        }
+    }
+    snap.upsert_restore(rs.clone());
+    if let Some(repo) = rs.repository_name() {
+        let found = Api::<Repository>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(repo)
+            .await
+            .map_err(|e| ApiError::new(format!("get Repository {ns}/{repo}"), e))?;
+        if let Some(r) = found {
+            snap.upsert_repository(r);
+        }
+    }
+    let plan = init::plan(&workload, &snap, &ctx.settings);
+    for w in &plan.warnings {
+        tracing::warn!(restoresession = %key(rs), warning = %w, "stash-init container");
+    }
+    if !plan.ops.is_empty() {
+        let rv = workload
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(wapi) = workload_api(ctx.client.clone(), &ns, &t.kind) {
+            wapi.patch(
+                &t.name,
+                &patch_params(),
+                &Patch::Json::<()>(guarded_patch(plan.ops, rv)),
+            )
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    format!(
+                        "patch the stash-init container of {} {ns}/{}",
+                        t.kind, t.name
+                    ),
+                    e,
+                )
+            })?;
+            tracing::info!(restoresession = %key(rs), workload = %format!("{}/{}", t.kind, t.name), "patched the workload's stash-init container");
+        }
+    }
+    Ok(Some(workload))
+}
+
+/// RoleBinding `stash-restore-<kind>-<workload>`: the init container's
+/// ServiceAccount may read the session, write its status, take the Lease.
+pub fn init_role_binding(rs: &RestoreSession, kind: &str, workload: &str, sa: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(format!("stash-restore-{}-{workload}", kind.to_lowercase())),
+            namespace: rs.namespace(),
+            labels: Some(
+                [(
+                    LABEL_MANAGED_BY.0.to_string(),
+                    LABEL_MANAGED_BY.1.to_string(),
+                )]
+                .into(),
+            ),
+            owner_references: Some(vec![OwnerReference {
+                api_version: RestoreSession::api_version(&()).into_owned(),
+                kind: RestoreSession::kind(&()).into_owned(),
+                name: rs.name_any(),
+                uid: rs.uid().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: INIT_ROLE.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: sa.into(),
+            namespace: rs.namespace(),
+            api_group: None,
+        }]),
+    }
+}
+
+async fn apply(
+    rs: &RestoreSession,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<Action, ApiError> {
+    let ns = rs.namespace().unwrap_or_default();
+    let name = rs.name_any();
+    if rs.phase().is_finished() {
+        // The init container stays until the session is deleted (a restarted
+        // pod finds its host done and starts); keep it back-filled.
+        sync_init(rs, ctx).await?;
+        return Ok(Action::await_change());
+    }
+    let workload = sync_init(rs, ctx).await?;
+    if let (Some(w), Some(t)) = (&workload, rs.target_ref()) {
+        let rb = init_role_binding(rs, &t.kind, &t.name, &workload_service_account(w));
+        ensure(
+            &Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns),
+            &rb,
+        )
+        .await?;
+    }
+    let hosts = rs
+        .target_ref()
+        .and_then(|t| total_hosts(&t.kind, workload.as_ref()));
+    let rv = rs.resource_version();
+    let sessions = api(ctx, &ns);
+    match restore_step(rs, hosts, now) {
+        RestoreStep::Wait => Ok(if rs.phase() == RestoreSessionPhase::Pending {
+            tracing::info!(restoresession = %key(rs), "RestoreSession waits for its target");
+            Action::requeue(std::time::Duration::from_secs(30))
+        } else {
+            Action::await_change()
+        }),
+        RestoreStep::Run { total_hosts } => {
+            let body = json!({
+                "metadata": {"resourceVersion": rv},
+                "status": {"phase": RestoreSessionPhase::Running.as_str(), "totalHosts": total_hosts}
+            });
+            sessions
+                .patch_status(&name, &patch_params(), &Patch::Merge(&body))
+                .await
+                .map_err(|e| {
+                    ApiError::new(format!("mark RestoreSession {ns}/{name} Running"), e)
+                })?;
+            ctx.recorder
+                .publish(
+                    &rs.object_ref(&()),
+                    EventType::Normal,
+                    REASON_RESTORESESSION_RUNNING,
+                    &restoresession_running_message(total_hosts),
+                )
+                .await
+                .map_err(|e| {
+                    ApiError::new(format!("record the Running event on {ns}/{name}"), e)
+                })?;
+            tracing::info!(restoresession = %key(rs), total_hosts, "RestoreSession running");
+            Ok(Action::await_change())
+        }
+        RestoreStep::Finish {
+            phase,
+            duration,
+            failed,
+        } => {
+            let body = json!({
+                "metadata": {"resourceVersion": rv},
+                "status": {"phase": phase.as_str(), "sessionDuration": duration}
+            });
+            sessions
+                .patch_status(&name, &patch_params(), &Patch::Merge(&body))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        format!("mark RestoreSession {ns}/{name} {}", phase.as_str()),
+                        e,
+                    )
+                })?;
+            let (type_, reason, message) = if failed.is_empty() {
+                (
+                    EventType::Normal,
+                    REASON_RESTORESESSION_SUCCEEDED,
+                    RESTORESESSION_SUCCEEDED_MESSAGE.to_string(),
+                )
+            } else {
+                (
+                    EventType::Warning,
+                    REASON_RESTORESESSION_FAILED,
+                    restoresession_failed_message(&failed),
+                )
+            };
+            ctx.recorder
+                .publish(&rs.object_ref(&()), type_, reason, &message)
+                .await
+                .map_err(|e| {
+                    ApiError::new(format!("record the completion event on {ns}/{name}"), e)
+                })?;
+            tracing::info!(restoresession = %key(rs), phase = phase.as_str(), %duration, "RestoreSession finished");
+            Ok(Action::await_change())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{HostRestoreStats, RestoreSessionStatus};
+
+    fn session(
+        phase: Option<RestoreSessionPhase>,
+        total: Option<i32>,
+        stats: &[(&str, HostRestorePhase)],
+    ) -> RestoreSession {
+        let mut rs = RestoreSession::new("r", Default::default());
+        rs.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(1_000).unwrap(),
+            ));
+        rs.status = Some(RestoreSessionStatus {
+            phase,
+            total_hosts: total,
+            stats: stats
+                .iter()
+                .map(|(h, p)| HostRestoreStats {
+                    hostname: h.to_string(),
+                    phase: Some(*p),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        rs
+    }
+
+    #[test]
+    fn pending_runs_once_the_host_count_is_known() {
+        let now = jiff::Timestamp::from_second(1_042).unwrap();
+        let rs = session(None, None, &[]);
+        assert_eq!(restore_step(&rs, None, now), RestoreStep::Wait);
+        assert_eq!(
+            restore_step(&rs, Some(1), now),
+            RestoreStep::Run { total_hosts: 1 }
+        );
+        assert_eq!(total_hosts("Deployment", None), Some(1));
+        assert_eq!(
+            total_hosts("StatefulSet", Some(&json!({"spec": {"replicas": 3}}))),
+            Some(3)
+        );
+        assert_eq!(total_hosts("DaemonSet", Some(&json!({"status": {}}))), None);
+    }
+
+    #[test]
+    fn running_finishes_only_when_every_host_reported() {
+        let now = jiff::Timestamp::from_second(1_042).unwrap();
+        let r = Some(RestoreSessionPhase::Running);
+        // A claim is not a result.
+        let claimed = session(r, Some(1), &[("host-0", HostRestorePhase::Running)]);
+        assert_eq!(restore_step(&claimed, Some(1), now), RestoreStep::Wait);
+        let done = session(r, Some(1), &[("host-0", HostRestorePhase::Succeeded)]);
+        assert_eq!(
+            restore_step(&done, Some(1), now),
+            RestoreStep::Finish {
+                phase: RestoreSessionPhase::Succeeded,
+                duration: "42s".into(),
+                failed: vec![]
+            }
+        );
+        let mixed = session(
+            r,
+            Some(2),
+            &[
+                ("host-0", HostRestorePhase::Failed),
+                ("host-1", HostRestorePhase::Succeeded),
+            ],
+        );
+        assert_eq!(
+            restore_step(&mixed, Some(2), now),
+            RestoreStep::Finish {
+                phase: RestoreSessionPhase::Failed,
+                duration: "42s".into(),
+                failed: vec!["host-0".into()]
+            }
+        );
+        let unknown = session(
+            r,
+            Some(2),
+            &[
+                ("host-0", HostRestorePhase::Unknown),
+                ("host-1", HostRestorePhase::Succeeded),
+            ],
+        );
+        assert!(matches!(
+            restore_step(&unknown, Some(2), now),
+            RestoreStep::Finish {
+                phase: RestoreSessionPhase::Unknown,
+                ..
+            }
+        ));
+        let half = session(r, Some(2), &[("host-1", HostRestorePhase::Succeeded)]);
+        assert_eq!(restore_step(&half, Some(2), now), RestoreStep::Wait);
+        // Finished sessions stay.
+        let finished = session(Some(RestoreSessionPhase::Succeeded), Some(1), &[]);
+        assert_eq!(restore_step(&finished, Some(1), now), RestoreStep::Wait);
+    }
+}
