@@ -121,6 +121,7 @@ const KINDS: &[(&str, &str, bool)] = &[
     ("backupconfigurations", "BackupConfiguration", true),
     ("backupsessions", "BackupSession", true),
     ("repositories", "Repository", true),
+    ("restoresessions", "RestoreSession", true),
 ];
 
 pub fn kind_of(plural: &str) -> Option<&'static str> {

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use stash::api::{BackupConfiguration, BackupSession, Repository};
+use stash::api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
 
 /// (group, version, plural) → openAPIV3Schema.
 fn schemas() -> &'static BTreeMap<(String, String, String), Value> {
@@ -23,6 +23,7 @@ fn schemas() -> &'static BTreeMap<(String, String, String), Value> {
             BackupConfiguration::crd(),
             BackupSession::crd(),
             Repository::crd(),
+            RestoreSession::crd(),
         ] {
             let crd = serde_json::to_value(crd).expect("a CRD serializes");
             let group = crd["spec"]["group"].as_str().unwrap().to_string();
