@@ -105,9 +105,14 @@ fn date_in_days(days: i64) -> Result<(i32, u8, u8), CertError> {
 
 fn validity(params: &mut CertificateParams, days: i64) -> Result<(), CertError> {
     // A day of slack for clocks that run behind.
-    let (y, m, d) = date_in_days(-1)?;
+    window(params, -1, days)
+}
+
+/// Valid from `from` days to `until` days from today (negative: in the past).
+fn window(params: &mut CertificateParams, from: i64, until: i64) -> Result<(), CertError> {
+    let (y, m, d) = date_in_days(from)?;
     params.not_before = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = date_in_days(days)?;
+    let (y, m, d) = date_in_days(until)?;
     params.not_after = rcgen::date_time_ymd(y, m, d);
     Ok(())
 }
@@ -170,6 +175,17 @@ impl Authority {
 
     /// A serving certificate for `names` (DNS names or IP addresses).
     pub fn server(&self, names: &[String]) -> Result<Leaf, CertError> {
+        self.server_between(names, -1, self.validity.leaf_days)
+    }
+
+    /// A serving certificate valid from `from` to `until` days from today
+    /// (negative: in the past), e.g. an expired one for tests.
+    pub fn server_between(
+        &self,
+        names: &[String],
+        from: i64,
+        until: i64,
+    ) -> Result<Leaf, CertError> {
         let common_name = names.first().cloned().unwrap_or_else(|| "stash".into());
         let mut sans = Vec::with_capacity(names.len());
         for name in names {
@@ -183,12 +199,22 @@ impl Authority {
             };
             sans.push(san);
         }
-        self.leaf(&common_name, sans, ExtendedKeyUsagePurpose::ServerAuth)
+        self.leaf(
+            &common_name,
+            sans,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            (from, until),
+        )
     }
 
     /// A client certificate with `common_name` (for mutual TLS).
     pub fn client(&self, common_name: &str) -> Result<Leaf, CertError> {
-        self.leaf(common_name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+        self.leaf(
+            common_name,
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            (-1, self.validity.leaf_days),
+        )
     }
 
     fn leaf(
@@ -196,6 +222,7 @@ impl Authority {
         common_name: &str,
         sans: Vec<SanType>,
         usage: ExtendedKeyUsagePurpose,
+        (from, until): (i64, i64),
     ) -> Result<Leaf, CertError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
@@ -207,7 +234,7 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, self.validity.leaf_days)?;
+        window(&mut params, from, until)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let mut cert_pem = cert.pem();
         for pem in &self.chain {

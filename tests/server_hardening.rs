@@ -438,3 +438,182 @@ async fn dev_certificate_flag_creates_a_pair_at_explicit_paths() {
     let ca = std::fs::read_to_string(x.join("ca.crt")).unwrap();
     review_answered(server.addr, &ca, "dev", Duration::from_secs(5)).await;
 }
+
+/// Writes `leaf`'s certificate with `key_pem` as the served pair of `pki`.
+fn write_pair(pki: &Pki, cert_pem: &str, key_pem: &str) {
+    stash::certs::write_atomic(&pki.key, key_pem.as_bytes(), true).unwrap();
+    stash::certs::write_atomic(&pki.cert, cert_pem.as_bytes(), false).unwrap();
+}
+
+#[tokio::test]
+async fn expired_not_yet_valid_and_mismatched_pairs_are_refused_at_start() {
+    let pki = Pki::new();
+    let names = stash::certs::dev_names();
+    let expired = pki.ca.server_between(&names, -30, -1).unwrap();
+    let future = pki.ca.server_between(&names, 2, 30).unwrap();
+    let (a, b) = (pki.leaf(), pki.leaf());
+    let cases = [
+        (
+            &expired.cert_pem,
+            &expired.key_pem,
+            "has expired: valid from",
+        ),
+        (
+            &future.cert_pem,
+            &future.key_pem,
+            "is not valid yet: valid from",
+        ),
+        (&a.cert_pem, &b.key_pem, "does not match"),
+    ];
+    for (cert, key, says) in cases {
+        write_pair(&pki, cert, key);
+        let err = match stash::server::start(pki.config(), example_store()).await {
+            Ok(running) => {
+                running.shutdown().await;
+                panic!("served a pair that {says}");
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains(says), "{err}");
+        let named = if says == "does not match" {
+            &pki.key
+        } else {
+            &pki.cert
+        };
+        assert!(err.contains(named.to_str().unwrap()), "{err}");
+    }
+}
+
+#[test]
+fn an_expired_pair_stops_the_binary_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = stash::certs::Authority::new("test CA").unwrap();
+    let leaf = ca
+        .server_between(&stash::certs::dev_names(), -30, -1)
+        .unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let examples = examples();
+    let (ok, stderr) = run_to_exit(
+        dir.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--probe-listen",
+            "127.0.0.1:0",
+            "--offline",
+            examples.to_str().unwrap(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(!ok);
+    let line = one_error_line(&stderr);
+    assert!(line.contains(cert.to_str().unwrap()), "{line}");
+    assert!(line.contains("has expired: valid from"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_refuse_bad_windows_warn_on_missing_files_and_before_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = stash::certs::Authority::new("test CA").unwrap();
+    let names = stash::certs::dev_names();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let write = |leaf: &stash::certs::Leaf| {
+        stash::certs::write_atomic(&key, leaf.key_pem.as_bytes(), true).unwrap();
+        stash::certs::write_atomic(&cert, leaf.cert_pem.as_bytes(), false).unwrap();
+    };
+    let first = ca.server(&names).unwrap();
+    write(&first);
+    let examples = examples();
+    let server = spawn(
+        dir.path(),
+        None,
+        &[
+            "--offline",
+            examples.to_str().unwrap(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--cert-poll-interval",
+            "200ms",
+        ],
+    );
+    let ca_pem = ca.cert_pem().to_string();
+    let serial = serial_of_pem(&first.cert_pem);
+    assert_eq!(served_serial(server.addr, &ca_pem).await, serial);
+    let (_, metrics) = probe(server.probe_addr, "/metrics").await;
+    assert!(
+        metrics.contains(r#"stash_certificate_not_after_seconds{expiring="false"} "#),
+        "{metrics}"
+    );
+
+    // An expired pair: an ERROR naming the file and its window, counted,
+    // and the old pair kept.
+    write(&ca.server_between(&names, -30, -1).unwrap());
+    let line = server.wait_log(Duration::from_secs(10), |l| {
+        l["level"] == "ERROR" && l["not_after"].is_string()
+    });
+    assert_eq!(line["file"], cert.to_str().unwrap(), "{line}");
+    assert!(line["not_before"].is_string(), "{line}");
+    assert!(
+        line["error"].as_str().unwrap().contains("has expired"),
+        "{line}"
+    );
+    let (_, metrics) = probe(server.probe_addr, "/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            r#"stash_certificate_reloads_total{result="failure"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert_eq!(served_serial(server.addr, &ca_pem).await, serial);
+
+    // The files disappear: a warning, still serving.
+    std::fs::remove_file(&cert).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let line = server.wait_log(Duration::from_secs(10), |l| {
+        l["level"] == "WARN"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("disappeared"))
+    });
+    assert!(
+        line["file"]
+            .as_str()
+            .is_some_and(|f| f == cert.to_str().unwrap() || f == key.to_str().unwrap()),
+        "{line}"
+    );
+    assert_eq!(served_serial(server.addr, &ca_pem).await, serial);
+
+    // A pair that expires in 10 days is served, with a warning and the
+    // metric saying so.
+    let soon = ca.server_between(&names, -1, 10).unwrap();
+    write(&soon);
+    let line = server.wait_log(Duration::from_secs(10), |l| {
+        l["level"] == "WARN" && l["days_left"].is_u64()
+    });
+    assert!(line["not_after"].is_string(), "{line}");
+    assert_eq!(
+        served_serial(server.addr, &ca_pem).await,
+        serial_of_pem(&soon.cert_pem)
+    );
+    let (_, metrics) = probe(server.probe_addr, "/metrics").await;
+    assert!(
+        metrics.contains(r#"stash_certificate_not_after_seconds{expiring="true"} "#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"expiring="false""#),
+        "two not-after series: {metrics}"
+    );
+}

@@ -441,7 +441,7 @@ async fn probes_and_metrics() {
         r#"stash_http_requests_total{code="200"} 1"#,
         "stash_http_requests_in_flight 0",
         "stash_handler_panics_total 0",
-        "stash_certificate_not_after_seconds ",
+        r#"stash_certificate_not_after_seconds{expiring="false"} "#,
         "stash_store_backupconfigurations 1",
     ] {
         assert!(text.contains(name), "{name} missing from\n{text}");

@@ -38,6 +38,13 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of the served certificate's expiry.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExpiryLabels {
+    /// True from 30 days before not-after.
+    pub expiring: bool,
+}
+
 /// Labels of a port.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PortLabels {
@@ -52,7 +59,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub panics: Counter,
     pub cert_reloads: Family<ReloadLabels, Counter>,
-    pub cert_not_after: Gauge<i64, AtomicI64>,
+    pub cert_not_after: Family<ExpiryLabels, Gauge<i64, AtomicI64>>,
     pub store_configs: Gauge<i64, AtomicI64>,
     pub store_repositories: Gauge<i64, AtomicI64>,
     pub connections: Family<PortLabels, Gauge>,
@@ -85,7 +92,7 @@ impl Metrics {
         let in_flight = Gauge::default();
         let panics = Counter::<u64, AtomicU64>::default();
         let cert_reloads = Family::<ReloadLabels, Counter>::default();
-        let cert_not_after = Gauge::<i64, AtomicI64>::default();
+        let cert_not_after = Family::<ExpiryLabels, Gauge<i64, AtomicI64>>::default();
         let store_configs = Gauge::<i64, AtomicI64>::default();
         let store_repositories = Gauge::<i64, AtomicI64>::default();
         let connections = Family::<PortLabels, Gauge>::default();
@@ -116,7 +123,7 @@ impl Metrics {
         );
         registry.register(
             "certificate_not_after_seconds",
-            "Expiry of the served certificate, Unix seconds",
+            "Expiry of the served certificate, Unix seconds; expiring=\"true\" from 30 days before",
             cert_not_after.clone(),
         );
         registry.register(
@@ -146,6 +153,16 @@ impl Metrics {
             store_repositories,
             connections,
         }
+    }
+
+    /// Sets the served certificate's expiry: one series, labelled whether it
+    /// is within 30 days of it.
+    pub fn set_cert_not_after(&self, not_after: i64, expiring: bool) {
+        let labels = ExpiryLabels { expiring };
+        if self.cert_not_after.get(&labels).is_none() {
+            self.cert_not_after.clear();
+        }
+        self.cert_not_after.get_or_create(&labels).set(not_after);
     }
 
     /// The gauge of open connections of `port`.

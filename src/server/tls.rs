@@ -44,17 +44,62 @@ pub enum TlsError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// The certificate is outside its validity window.
+    #[error("{path}: {message}")]
+    Validity {
+        path: PathBuf,
+        message: String,
+        not_before: i64,
+        not_after: i64,
+    },
     #[error("TLS configuration: {0}")]
     Config(String),
 }
+
+/// From this long before its expiry the served certificate is reported as
+/// expiring (a warning, and `expiring="true"` on the not-after metric).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What is being served, for logs, metrics and tests.
 #[derive(Debug, Clone)]
 pub struct Served {
     /// Serial number of the leaf certificate, hex.
     pub serial: String,
+    /// Start of the leaf certificate's validity, Unix seconds.
+    pub not_before: i64,
     /// Expiry of the leaf certificate, Unix seconds.
     pub not_after: i64,
+}
+
+/// Where the served certificate stands in its validity window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Valid,
+    /// Within [`EXPIRY_WARNING`] of its expiry.
+    Expiring,
+    Expired,
+}
+
+impl Served {
+    /// Where this certificate stands at `now` (Unix seconds).
+    pub fn expiry(&self, now: i64) -> Expiry {
+        if now > self.not_after {
+            Expiry::Expired
+        } else if now >= self.not_after - EXPIRY_WARNING.as_secs() as i64 {
+            Expiry::Expiring
+        } else {
+            Expiry::Valid
+        }
+    }
+}
+
+/// A Unix time as RFC 3339, for messages.
+pub fn rfc3339(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix).map_or_else(|_| unix.to_string(), |t| t.to_string())
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
 }
 
 /// A loaded configuration and the digest of the files it came from.
@@ -73,6 +118,10 @@ pub struct TlsState {
     last_seen: Mutex<[u8; 32]>,
     /// Times the files were read after the first load.
     checks: std::sync::atomic::AtomicU64,
+    /// The last read error reported, so a missing file is warned about once.
+    unreadable: Mutex<Option<String>>,
+    /// The (serial, expiry state) last reported.
+    reported: Mutex<Option<(String, Expiry)>>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -133,6 +182,26 @@ fn build(files: &TlsFiles, m: &Material) -> Result<Loaded, TlsError> {
         )
     })?;
     let served = describe(leaf).map_err(|e| invalid(&files.cert, e))?;
+    let now = now();
+    let problem = if now < served.not_before {
+        Some("is not valid yet")
+    } else if now > served.not_after {
+        Some("has expired")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(TlsError::Validity {
+            path: files.cert.clone(),
+            message: format!(
+                "the certificate {problem}: valid from {} until {}",
+                rfc3339(served.not_before),
+                rfc3339(served.not_after)
+            ),
+            not_before: served.not_before,
+            not_after: served.not_after,
+        });
+    }
 
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -174,6 +243,7 @@ fn describe(leaf: &CertificateDer<'_>) -> Result<Served, String> {
         .map_err(|e| format!("cannot parse the certificate: {e}"))?;
     Ok(Served {
         serial: cert.raw_serial_as_string().replace(':', ""),
+        not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
     })
 }
@@ -193,14 +263,45 @@ impl TlsState {
     pub fn load(files: TlsFiles, metrics: &Metrics) -> Result<Self, TlsError> {
         let material = Material::read(&files)?;
         let loaded = build(&files, &material)?;
-        metrics.cert_not_after.set(loaded.served.not_after);
-        Ok(Self {
+        let state = Self {
             current: RwLock::new(loaded.config),
             served: RwLock::new(loaded.served),
             last_seen: Mutex::new(material.digest()),
             checks: std::sync::atomic::AtomicU64::new(0),
+            unreadable: Mutex::new(None),
+            reported: Mutex::new(None),
             files,
-        })
+        };
+        state.check_expiry(metrics);
+        Ok(state)
+    }
+
+    /// Sets the not-after metric and warns, once per certificate and state,
+    /// when the served certificate is within [`EXPIRY_WARNING`] of its
+    /// expiry or past it.
+    pub fn check_expiry(&self, metrics: &Metrics) {
+        let served = self.served();
+        let state = served.expiry(now());
+        metrics.set_cert_not_after(served.not_after, state != Expiry::Valid);
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        if reported
+            .as_ref()
+            .is_some_and(|(serial, s)| *serial == served.serial && *s == state)
+        {
+            return;
+        }
+        *reported = Some((served.serial.clone(), state));
+        let (cert, not_after) = (self.files.cert.display(), rfc3339(served.not_after));
+        match state {
+            Expiry::Valid => {}
+            Expiry::Expiring => {
+                let days = (served.not_after - now()).max(0) / 86_400;
+                tracing::warn!(%cert, %not_after, days_left = days, "the served certificate expires within 30 days; renew it");
+            }
+            Expiry::Expired => {
+                tracing::error!(%cert, %not_after, "the served certificate has expired; clients will refuse it until it is renewed");
+            }
+        }
     }
 
     /// The configuration for a new connection.
@@ -230,11 +331,30 @@ impl TlsState {
         self.checks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let material = match Material::read(&self.files) {
-            Ok(m) => m,
+            Ok(m) => {
+                let back = self
+                    .unreadable
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                if back.is_some() {
+                    tracing::info!(cert = %self.files.cert.display(), "certificate files readable again");
+                }
+                m
+            }
             Err(e) => {
                 // A file missing for a moment (a rename in progress) is
-                // retried on the next event or poll.
-                tracing::debug!(error = %e, "certificate files not readable; keeping the served pair");
+                // retried on the next event or poll; warned about once.
+                let text = e.to_string();
+                let mut last = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+                if last.as_deref() != Some(text.as_str()) {
+                    let file = match &e {
+                        TlsError::Read { path, .. } => path.display().to_string(),
+                        _ => self.files.cert.display().to_string(),
+                    };
+                    tracing::warn!(%file, error = %text, "certificate files disappeared or are unreadable; keeping the served pair");
+                    *last = Some(text);
+                }
                 return false;
             }
         };
@@ -249,20 +369,42 @@ impl TlsState {
         match build(&self.files, &material) {
             Ok(loaded) => {
                 metrics.count_reload(true);
-                metrics.cert_not_after.set(loaded.served.not_after);
                 tracing::info!(
                     serial = %loaded.served.serial,
-                    not_after = loaded.served.not_after,
+                    not_after = %rfc3339(loaded.served.not_after),
                     cert = %self.files.cert.display(),
                     "serving a new certificate"
                 );
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded.config;
                 *self.served.write().unwrap_or_else(|e| e.into_inner()) = loaded.served;
+                self.check_expiry(metrics);
                 true
+            }
+            Err(TlsError::Validity {
+                path,
+                message,
+                not_before,
+                not_after,
+            }) => {
+                metrics.count_reload(false);
+                tracing::error!(
+                    file = %path.display(),
+                    not_before = %rfc3339(not_before),
+                    not_after = %rfc3339(not_after),
+                    error = %message,
+                    "changed certificate is outside its validity window; keeping the served pair"
+                );
+                false
             }
             Err(e) => {
                 metrics.count_reload(false);
-                tracing::error!(error = %e, "changed certificate files do not load; keeping the served pair");
+                let file = match &e {
+                    TlsError::Read { path, .. } | TlsError::Invalid { path, .. } => {
+                        path.display().to_string()
+                    }
+                    _ => self.files.cert.display().to_string(),
+                };
+                tracing::error!(%file, error = %e, "changed certificate files do not load; keeping the served pair");
                 false
             }
         }
@@ -321,7 +463,11 @@ pub async fn watch(
         }
         let (state, metrics) = (state.clone(), metrics.clone());
         // File reads and key parsing are blocking work.
-        let _ = tokio::task::spawn_blocking(move || state.reload_if_changed(&metrics)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            state.reload_if_changed(&metrics);
+            state.check_expiry(&metrics);
+        })
+        .await;
     }
     drop(watcher);
 }
