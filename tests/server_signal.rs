@@ -1,4 +1,5 @@
-//! The built binary: SIGTERM drains an in-flight request and exits 0, the
+//! The built binary: SIGTERM drains an in-flight request and exits 0, SIGHUP
+//! re-reads the certificate and keeps serving, the
 //! embedded default creates its development certificate, and every admission
 //! is one log line that carries no object content.
 
@@ -266,4 +267,72 @@ fn cluster_mode_without_a_cluster_says_what_to_do() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--offline"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_re_reads_the_certificate_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = stash::certs::Authority::new("test CA").unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let write = |leaf: &stash::certs::Leaf| {
+        stash::certs::write_atomic(&key, leaf.key_pem.as_bytes(), true).unwrap();
+        stash::certs::write_atomic(&cert, leaf.cert_pem.as_bytes(), false).unwrap();
+    };
+    let first = ca.server(&stash::certs::dev_names()).unwrap();
+    write(&first);
+    let mut server = spawn(
+        dir.path(),
+        &[
+            "--offline",
+            examples().to_str().unwrap(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--cert-poll-interval",
+            "1h",
+        ],
+    );
+    let ca_pem = ca.cert_pem().to_string();
+    let hups = |logs: &[Value]| {
+        logs.iter()
+            .filter(|l| l["signal"] == "SIGHUP" && l["new_certificate"].is_boolean())
+            .count()
+    };
+    signal(&server.child, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hups(&server.logs.lock().unwrap()) < 1 {
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "SIGHUP stopped the server"
+        );
+        assert!(Instant::now() < deadline, "SIGHUP was not logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the server"
+    );
+    assert_eq!(probe(server.probe_addr, "/readyz").await.0, 200);
+    assert_eq!(
+        served_serial(server.addr, &ca_pem).await,
+        serial_of_pem(&first.cert_pem)
+    );
+
+    // A new pair, then SIGHUP: served (file events may see it first).
+    let second = ca.server(&stash::certs::dev_names()).unwrap();
+    write(&second);
+    signal(&server.child, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_serial(server.addr, &ca_pem).await != serial_of_pem(&second.cert_pem) {
+        assert!(
+            Instant::now() < deadline,
+            "the new pair was not served after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&server.child, "-TERM");
+    assert!(wait_exit(&mut server.child, Duration::from_secs(15)).success());
+    let logs = server.logs.lock().unwrap().clone();
+    assert!(logs.iter().any(|l| l["message"] == "drained"), "{logs:?}");
 }

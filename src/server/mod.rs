@@ -478,6 +478,7 @@ fn pod_identity() -> String {
 
 /// Runs the subcommand.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let hup = shutdown::hangup();
     // Admission log lines are written off the request path; dropping the
     // guard on return writes out what is queued.
     let _logs = crate::telemetry::background();
@@ -541,6 +542,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let running = start(config, store.clone()).await?;
     let mut background = Vec::new();
+    if let Some(hup) = hup {
+        background.push(shutdown::reload_on_hangup(
+            hup,
+            running.tls.clone(),
+            running.metrics.clone(),
+        ));
+    }
     if let Some(client) = client {
         background.push(tokio::spawn(feed::run(client.clone(), store)));
         if args.reconcile {
