@@ -11,115 +11,31 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use stash::api::{BackupSession, BackupSessionPhase, HostBackupPhase};
-use stash::backup::ResticSettings;
 use stash::backup::controller::Sidecar;
-use stash::backup::metrics::Metrics;
-use stash::backup::restic::resolve_binary;
 use stash::backup::session::INTERRUPTED;
 use stash::reconcile::backup_session;
-use stash::recorder::Recorder;
+use support::restic::{Env, NS};
 use support::{Cluster, Identity};
 
-const NS: &str = "demo";
 const SESSIONS: &str = "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupsessions";
 /// How long one restic session may take on a loaded 2-core machine.
 const BACKUP_WAIT: Duration = Duration::from_secs(60);
 
-/// A temp dir with the data to back up, the repository, the Secret's keys.
-struct Env {
-    dir: tempfile::TempDir,
+/// The guide's BackupConfiguration and Repository, pointed at the temp dir.
+fn seed(env: &Env, cluster: &Cluster) {
+    cluster.seed(env.config(false));
+    cluster.seed(env.repository());
 }
 
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for d in ["source/data", "repo", "secret", "tmp"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        std::fs::write(dir.path().join("source/data/data.txt"), "sample_data\n").unwrap();
-        std::fs::write(dir.path().join("secret/RESTIC_PASSWORD"), "changeit").unwrap();
-        Self { dir }
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// The guide's BackupConfiguration and Repository, pointed at the temp dir.
-    fn seed(&self, cluster: &Cluster) {
-        let data = self.p("source/data").display().to_string();
-        let repo = self.p("repo").display().to_string();
-        cluster.seed(json!({
-            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
-            "metadata": {"name": "pause-backup", "namespace": NS},
-            "spec": {
-                "repository": {"name": "gcs-repo"},
-                "schedule": "*/5 * * * *",
-                "paused": false,
-                "target": {"ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "stash-demo"},
-                           "volumeMounts": [{"name": "source-data", "mountPath": "/source/data"}],
-                           "paths": [data]},
-                "retentionPolicy": {"name": "keep-last-5", "keepLast": 5, "prune": true}
-            }
-        }));
-        cluster.seed(json!({
-            "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
-            "metadata": {"name": "gcs-repo", "namespace": NS},
-            "spec": {"backend": {"local": {"mountPath": repo, "hostPath": {"path": repo}},
-                                 "storageSecretName": "gcs-secret"}}
-        }));
-    }
-
-    /// The injected sidecar's session loop, as `run-backup` builds it.
-    fn sidecar(&self, cluster: &Cluster) -> Arc<Sidecar> {
-        let client = cluster.client(Identity::sidecar(NS, "default"));
-        let binary = resolve_binary(Path::new("restic"), std::env::var_os("PATH").as_deref())
-            .expect("restic must be installed (scripts/test installs it)");
-        Arc::new(Sidecar::new(
-            client.clone(),
-            NS.into(),
-            "pause-backup".into(),
-            "Deployment".into(),
-            "stash-demo".into(),
-            "host-0".into(),
-            self.p("secret"),
-            ResticSettings {
-                binary,
-                scratch_dir: self.p("tmp"),
-                enable_cache: true,
-            },
-            Recorder::new(client, "Backup Sidecar"),
-            Metrics::new(),
-            None,
-        ))
-    }
-
-    /// `restic snapshots` of the local repository (none before `init`).
-    fn snapshots(&self) -> Vec<Value> {
-        if std::fs::read_dir(self.p("repo")).unwrap().next().is_none() {
-            return Vec::new();
-        }
-        let out = std::process::Command::new("restic")
-            .env_clear()
-            .env("RESTIC_REPOSITORY", self.p("repo"))
-            .env("RESTIC_PASSWORD", "changeit")
-            .args(["--no-cache", "snapshots", "--json", "--no-lock"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
+/// The injected sidecar's session loop, as `run-backup` builds it.
+fn sidecar(env: &Env, cluster: &Cluster) -> Arc<Sidecar> {
+    Arc::new(env.sidecar(cluster.client(Identity::sidecar(NS, "default")), None))
 }
 
 /// The guide's instant BackupSession, as `kubectl create` sends it (the
@@ -212,7 +128,7 @@ fn start(cluster: &Cluster, env: &Env) -> (Running, tokio::task::JoinHandle<()>)
 }
 
 fn start_sidecar(cluster: &Cluster, env: &Env) -> tokio::task::JoinHandle<()> {
-    let sidecar = env.sidecar(cluster);
+    let sidecar = sidecar(env, cluster);
     tokio::spawn(async move {
         let _ = sidecar.watch().await;
     })
@@ -222,7 +138,7 @@ fn start_sidecar(cluster: &Cluster, env: &Env) -> tokio::task::JoinHandle<()> {
 async fn late_watches_back_each_session_up_exactly_once() {
     let env = Env::new();
     let cluster = Cluster::new();
-    env.seed(&cluster);
+    seed(&env, &cluster);
     // Every event reaches both controllers a while after it was written,
     // as from a loaded API server: the sidecar's queue holds stale states.
     cluster.set_watch_delay(Duration::from_millis(400));
@@ -254,7 +170,7 @@ async fn late_watches_back_each_session_up_exactly_once() {
 async fn bursts_and_relists_back_up_once() {
     let env = Env::new();
     let cluster = Cluster::new();
-    env.seed(&cluster);
+    seed(&env, &cluster);
     let (_running, sidecar) = start(&cluster, &env);
     cluster.wait_for_open_watches(2).await;
 
@@ -298,7 +214,7 @@ async fn a_sidecar_killed_mid_backup_is_reported_interrupted_and_not_rerun() {
         .collect();
     std::fs::write(env.p("source/data/big.bin"), &big).unwrap();
     let cluster = Cluster::new();
-    env.seed(&cluster);
+    seed(&env, &cluster);
     let (_running, sidecar) = start(&cluster, &env);
     cluster.wait_for_open_watches(2).await;
 

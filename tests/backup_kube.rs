@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,15 +14,11 @@ use http::Method;
 use serde_json::{Value, json};
 
 use stash::api::{BackupSession, HostBackupPhase};
-use stash::backup::ResticSettings;
-use stash::backup::controller::{Handled, Sidecar};
+use stash::backup::controller::Handled;
 use stash::backup::leader::{LeaseTiming, Turns};
-use stash::backup::metrics::Metrics;
-use stash::backup::restic::resolve_binary;
-use stash::recorder::Recorder;
+use support::restic::{Env, NS};
 use support::{Cluster, Identity};
 
-const NS: &str = "demo";
 const BC_PATH: &str =
     "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup";
 const REPO_PATH: &str = "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories/gcs-repo";
@@ -39,34 +35,6 @@ fn fake_api(objects: Vec<(&str, Value)>) -> (kube::Client, Cluster) {
     (cluster.client(Identity::sidecar(NS, "default")), cluster)
 }
 
-fn guide_config(paused: bool, path: &Path) -> Value {
-    // The guide's BackupConfiguration, with the path pointed at a temp dir.
-    json!({
-        "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
-        "metadata": {"name": "pause-backup", "namespace": NS, "uid": "bc-uid"},
-        "spec": {
-            "repository": {"name": "gcs-repo"},
-            "schedule": "*/5 * * * *",
-            "paused": paused,
-            "target": {"ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "stash-demo"},
-                       "volumeMounts": [{"name": "source-data", "mountPath": "/source/data"}],
-                       "paths": [path.display().to_string()]},
-            "retentionPolicy": {"name": "keep-last-5", "keepLast": 5, "prune": true}
-        }
-    })
-}
-
-fn local_repository(dir: &Path) -> Value {
-    // The guide's Repository (named gcs-repo), pointed at a local backend.
-    json!({
-        "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
-        "metadata": {"name": "gcs-repo", "namespace": NS},
-        "spec": {"backend": {"local": {"mountPath": dir.display().to_string(),
-                                        "hostPath": {"path": dir.display().to_string()}},
-                             "storageSecretName": "gcs-secret"}}
-    })
-}
-
 fn session(name: &str) -> Value {
     json!({
         "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
@@ -74,61 +42,6 @@ fn session(name: &str) -> Value {
                      "labels": {"stash.appscode.com/backup-configuration": "pause-backup"}},
         "spec": {"invoker": {"apiGroup": "stash.appscode.com", "kind": "BackupConfiguration", "name": "pause-backup"}}
     })
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for d in ["source/data", "repo", "secret", "tmp"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        std::fs::write(dir.path().join("source/data/data.txt"), "sample_data\n").unwrap();
-        std::fs::write(dir.path().join("secret/RESTIC_PASSWORD"), "changeit").unwrap();
-        Self { dir }
-    }
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn sidecar(&self, client: kube::Client, turns: Option<Turns>) -> Sidecar {
-        let binary = resolve_binary(Path::new("restic"), std::env::var_os("PATH").as_deref())
-            .expect("restic must be installed");
-        Sidecar::new(
-            client.clone(),
-            NS.into(),
-            "pause-backup".into(),
-            "Deployment".into(),
-            "stash-demo".into(),
-            "host-0".into(),
-            self.p("secret"),
-            ResticSettings {
-                binary,
-                scratch_dir: self.p("tmp"),
-                enable_cache: true,
-            },
-            Recorder::new(client, "Backup Sidecar").on_host(Some("node-1".into())),
-            Metrics::new(),
-            turns,
-        )
-    }
-    fn restic_snapshots(&self) -> Vec<Value> {
-        let out = std::process::Command::new("restic")
-            .env_clear()
-            .env("RESTIC_REPOSITORY", self.p("repo"))
-            .env("RESTIC_PASSWORD", "changeit")
-            .args(["--no-cache", "snapshots", "--json", "--no-lock"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
 }
 
 fn requests(cluster: &Cluster) -> Vec<(String, String)> {
@@ -157,8 +70,8 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
     let env = Env::new();
     let s1 = format!("{SESSIONS}/pause-backup-1564659789");
     let (client, cluster) = fake_api(vec![
-        (BC_PATH, guide_config(false, &env.p("source/data"))),
-        (REPO_PATH, local_repository(&env.p("repo"))),
+        (BC_PATH, env.config(false)),
+        (REPO_PATH, env.repository()),
         (&s1, session("pause-backup-1564659789")),
     ]);
     // The claim meets a conflict (the reconciler wrote after the sidecar's
@@ -206,7 +119,7 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
     let host = &status.stats[0];
     assert_eq!(host.hostname, "host-0");
     assert_eq!(host.phase, Some(HostBackupPhase::Succeeded));
-    let snaps = env.restic_snapshots();
+    let snaps = env.snapshots();
     assert_eq!(snaps.len(), 1);
     assert_eq!(
         host.snapshots[0].name,
@@ -258,7 +171,7 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
         .await
         .unwrap();
     assert_eq!(again, Handled::Ignored("this host has already reported"));
-    assert_eq!(env.restic_snapshots().len(), 1);
+    assert_eq!(env.snapshots().len(), 1);
 
     // A new session adds a second snapshot and the Repository count follows.
     let s2 = format!("{SESSIONS}/pause-backup-2");
@@ -286,8 +199,8 @@ async fn a_paused_invoker_skips_without_touching_the_repository() {
     let env = Env::new();
     let s = format!("{SESSIONS}/instant-backupsession");
     let (client, cluster) = fake_api(vec![
-        (BC_PATH, guide_config(true, &env.p("source/data"))),
-        (REPO_PATH, local_repository(&env.p("repo"))),
+        (BC_PATH, env.config(true)),
+        (REPO_PATH, env.repository()),
         (&s, session("instant-backupsession")),
     ]);
     let sidecar = env.sidecar(client, None);
@@ -322,8 +235,8 @@ async fn a_failed_host_is_reported_failed_with_restics_message() {
     std::fs::write(env.p("secret/RESTIC_PASSWORD"), "first").unwrap();
     let s = format!("{SESSIONS}/s1");
     let (client, cluster) = fake_api(vec![
-        (BC_PATH, guide_config(false, &env.p("source/data"))),
-        (REPO_PATH, local_repository(&env.p("repo"))),
+        (BC_PATH, env.config(false)),
+        (REPO_PATH, env.repository()),
         (&s, session("s1")),
     ]);
     let sidecar = env.sidecar(client, None);
@@ -369,10 +282,7 @@ async fn a_failed_host_is_reported_failed_with_restics_message() {
 async fn a_missing_repository_is_reported_not_left_running() {
     let env = Env::new();
     let s = format!("{SESSIONS}/s1");
-    let (client, cluster) = fake_api(vec![
-        (BC_PATH, guide_config(false, &env.p("source/data"))),
-        (&s, session("s1")),
-    ]);
+    let (client, cluster) = fake_api(vec![(BC_PATH, env.config(false)), (&s, session("s1"))]);
     let sidecar = env.sidecar(client, None);
     let Handled::BackedUp(o) = sidecar
         .handle(&typed_session(&cluster, "s1"))
@@ -394,7 +304,7 @@ async fn the_watch_selects_sessions_by_the_invoker_label() {
     let env = Env::new();
     let s = format!("{SESSIONS}/instant-backupsession");
     let (client, cluster) = fake_api(vec![
-        (BC_PATH, guide_config(true, &env.p("source/data"))),
+        (BC_PATH, env.config(true)),
         (&s, session("instant-backupsession")),
     ]);
     let sidecar = env.sidecar(client, None);
@@ -590,8 +500,8 @@ async fn the_captured_watch_stream_replayed_late_runs_restic_once() {
     let name = first.metadata.name.clone().unwrap();
     let path = format!("{SESSIONS}/{name}");
     let (client, cluster) = fake_api(vec![
-        (BC_PATH, guide_config(false, &env.p("source/data"))),
-        (REPO_PATH, local_repository(&env.p("repo"))),
+        (BC_PATH, env.config(false)),
+        (REPO_PATH, env.repository()),
         (&path, serde_json::to_value(first).unwrap()),
     ]);
     // The reconciler marks the session Running before the sidecar looks:
@@ -615,7 +525,7 @@ async fn the_captured_watch_stream_replayed_late_runs_restic_once() {
     for (i, o) in outcomes.iter().enumerate().skip(1) {
         assert!(matches!(o, Handled::Ignored(_)), "event {i}: {o:?}");
     }
-    assert_eq!(env.restic_snapshots().len(), 1, "one snapshot per session");
+    assert_eq!(env.snapshots().len(), 1, "one snapshot per session");
     let stored = typed_session(&cluster, &name);
     let hosts = stored.status.unwrap().stats;
     assert_eq!(hosts.len(), 1);
@@ -636,8 +546,8 @@ async fn a_restarted_sidecar_reports_its_unfinished_claim_interrupted_and_never_
     claimed["status"] = json!({"phase": "Running", "totalHosts": 1,
                                "stats": [{"hostname": "host-0", "phase": "Running"}]});
     let (client, cluster) = fake_api(vec![
-        (BC_PATH, guide_config(false, &env.p("source/data"))),
-        (REPO_PATH, local_repository(&env.p("repo"))),
+        (BC_PATH, env.config(false)),
+        (REPO_PATH, env.repository()),
         (&path, claimed),
     ]);
     let sidecar = env.sidecar(client, None);

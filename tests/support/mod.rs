@@ -13,6 +13,7 @@
 //! - [`watch`]: list-then-watch streams with delay, bursts and forced relists;
 //! - [`deployment_controller`]: ReplicaSets per pod template, through admission;
 //! - [`rbac`]: every request of a stash identity checked against its ClusterRole;
+//! - [`restic`]: a backup test's temp dir, local repository and sidecar;
 //! - [`scripted`]: a request-by-request mock, for tests that craft each answer.
 //!
 //! Use: `mod support;` in a test crate, then
@@ -35,6 +36,7 @@ pub mod api_server;
 pub mod deployment_controller;
 pub mod objects;
 pub mod rbac;
+pub mod restic;
 pub mod schema;
 pub mod scripted;
 pub mod watch;
