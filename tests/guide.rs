@@ -1,4 +1,4 @@
-//! The user's guide (`seed/pause-backup.md`, "Configure Backup" through
+//! The user's guide (`docs/guide/pause-backup.md`, "Configure Backup" through
 //! "Resume Backup") as one end-to-end test.
 //!
 //! There is no cluster here, so the test plays the parts Kubernetes plays and

@@ -1,5 +1,5 @@
 //! The custom resources of Stash's v1beta1 sidecar model, shaped as in
-//! Stash v0.9.0-rc.2 (see `reference/stash-behaviour.md` §1), plus the label,
+//! Stash v0.9.0-rc.2 (docs/design.md, "What we follow"), plus the label,
 //! annotation and finalizer names every other module shares.
 //!
 //! Everything user-visible that is spelled as a string lives here or in
