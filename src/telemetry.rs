@@ -47,9 +47,52 @@ pub fn init(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(|| Sink);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        // Field values come from requests (uid, names): a newline in one
+        // must not start a line of the sender's choosing.
+        LogFormat::Text => builder.fmt_fields(escaped_fields()).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The text format's fields as `DefaultFields` writes them (`message`
+/// bare, the rest `name=value`, space-separated), with control characters
+/// escaped.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(
+        |w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+         field: &tracing::field::Field,
+         value: &dyn std::fmt::Debug| {
+            let text = format!("{value:?}");
+            let text = escape_controls(&text);
+            match field.name() {
+                "message" => write!(w, "{text}"),
+                name => write!(w, "{}={text}", name.strip_prefix("r#").unwrap_or(name)),
+            }
+        },
+    )
+    .delimited(" ")
+}
+
+/// `s` with every control character (and the Unicode line and paragraph
+/// separators) written as an escape: `\n`, `\r`, `\t`, `\u{1b}`; so a
+/// value always stays on its line.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+    if !s.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Where a formatted line goes: the buffer while a writer thread runs, else
@@ -145,5 +188,20 @@ impl Drop for Background {
         if let Some(rest) = rest.filter(|r| !r.is_empty()) {
             let _ = std::io::stderr().lock().write_all(&rest);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain-uid"), "plain-uid");
+        assert_eq!(
+            escape_controls("a\nFORGED\r\tb\u{1b}[31m\u{2028}"),
+            "a\\nFORGED\\r\\tb\\u{1b}[31m\\u{2028}"
+        );
+        assert!(!escape_controls("x\n\u{85}y").contains(['\n', '\u{85}']));
     }
 }

@@ -617,3 +617,87 @@ async fn reloads_refuse_bad_windows_warn_on_missing_files_and_before_expiry() {
         "two not-after series: {metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_in_a_request_cannot_forge_a_text_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, pair) = dev_pair(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stash"))
+        .current_dir(dir.path())
+        .args(["--log-format", "text", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--probe-listen", "127.0.0.1:0", "--offline"])
+        .arg(examples())
+        .args(&pair)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("serving webhooks") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+                let _ = tx.send(addr);
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("server did not start: {:?}", lines.lock().unwrap()));
+
+    let mut review = deployment_review("u1\nFORGED uid=admin decision=allowed");
+    review["request"]["name"] = "n\r\nFORGED2 \u{1b}[2J".into();
+    review["request"]["object"]["metadata"]["name"] = "n\r\nFORGED2 \u{1b}[2J".into();
+    review["request"]["namespace"] = "demo\u{2028}FORGED3".into();
+    let mut conn = Conn::open(addr, client_config(&ca, &[b"h2"], None))
+        .await
+        .unwrap();
+    let reply = conn
+        .post("/mutate/workloads", review.to_string())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let admission = loop {
+        let found = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(" admission "))
+            .cloned();
+        if let Some(l) = found {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no admission line");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let all = lines.lock().unwrap().clone();
+    for l in &all {
+        assert!(
+            !l.trim_start().starts_with("FORGED"),
+            "a forged line: {l:?} in {all:?}"
+        );
+        assert!(!l.contains('\u{1b}') && !l.contains('\u{2028}'), "{l:?}");
+    }
+    assert!(
+        admission.contains(r"u1\nFORGED uid=admin decision=allowed"),
+        "{admission}"
+    );
+    assert!(admission.contains(r"n\r\nFORGED2 \u{1b}[2J"), "{admission}");
+    assert!(admission.contains(r"demo\u{2028}FORGED3"), "{admission}");
+}
