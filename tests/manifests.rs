@@ -173,7 +173,7 @@ fn there_is_one_webhook_per_endpoint_calling_the_service_on_its_path() {
     assert_eq!(endpoints, Endpoint::ALL.to_vec());
     let mut names: Vec<&String> = seen.iter().map(|(_, n)| n).collect();
     names.dedup();
-    assert_eq!(names.len(), 5, "webhook names are unique");
+    assert_eq!(names.len(), 6, "webhook names are unique");
     for w in mutating(&objs) {
         let e = Endpoint::from_path(
             w.client_config
@@ -264,6 +264,7 @@ fn workloads_fail_open_and_reinvoke_while_our_kinds_fail_closed() {
             ("backupsessions".to_string(), "v1beta1".to_string()),
             ("backupconfigurations".to_string(), "v1beta1".to_string()),
             ("repositories".to_string(), "v1alpha1".to_string()),
+            ("restoresessions".to_string(), "v1beta1".to_string()),
         ]
     );
 }
@@ -357,7 +358,7 @@ fn the_ca_bundle_file_goes_into_every_webhook() {
         ..Options::default()
     })
     .expect("render");
-    assert_eq!(ca_bundles(&objs), vec![Some(pem.clone().into_bytes()); 5]);
+    assert_eq!(ca_bundles(&objs), vec![Some(pem.clone().into_bytes()); 6]);
 
     // The CLI, with its default --ca-bundle-file, run where certs/ca.crt exists.
     let (ok, stdout, stderr) = stash_in(dir.path(), &["manifests"]);
@@ -384,7 +385,7 @@ fn the_ca_bundle_file_goes_into_every_webhook() {
         .collect();
     assert_eq!(
         in_yaml,
-        vec![expected.as_str(); 5],
+        vec![expected.as_str(); 6],
         "base64 of the PEM file"
     );
 }
@@ -392,7 +393,7 @@ fn the_ca_bundle_file_goes_into_every_webhook() {
 #[test]
 fn without_a_ca_file_the_install_says_so_and_has_no_ca_bundle() {
     let objs = default_objects();
-    assert_eq!(ca_bundles(&objs), vec![None; 5]);
+    assert_eq!(ca_bundles(&objs), vec![None; 6]);
     let yaml = render(&Options::default()).expect("render");
     let header: Vec<&str> = yaml.lines().take_while(|l| l.starts_with('#')).collect();
     let header = header.join("\n");
