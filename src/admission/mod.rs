@@ -14,17 +14,16 @@ pub mod cron;
 pub mod read;
 pub mod repositories;
 pub mod restoresessions;
+pub mod view;
 pub mod wire;
 pub mod workloads;
 
 use std::fmt;
 use std::str::FromStr;
 
-pub use wire::{Answer, Decision, ReviewError};
+pub use wire::{Answer, Decision, Object, Request, ReviewError};
 
 use crate::store::Snapshot;
-use kube::core::DynamicObject;
-use kube::core::admission::AdmissionRequest;
 
 /// One webhook endpoint of docs/design.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,10 +148,6 @@ impl Default for Settings {
         }
     }
 }
-
-/// A parsed admission request, objects kept as dynamic JSON so nothing the
-/// API server sent is lost before a patch is computed against it.
-pub type Request = AdmissionRequest<DynamicObject>;
 
 /// Runs one endpoint's rule on a parsed request.
 pub fn decide(endpoint: Endpoint, req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {

@@ -4,12 +4,11 @@
 //! are `failurePolicy: Fail` for exactly these resources), so every rule
 //! shares these helpers and says the same thing about a malformed object.
 
-use kube::core::DynamicObject;
 use kube::core::admission::Operation;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Request, wire::one_line};
+use super::{Object, Request, wire::one_line};
 use crate::api::GROUP;
 
 /// An object of the request read into `K`, with its raw JSON kept for
@@ -19,15 +18,17 @@ pub struct Read<K> {
     pub raw: Value,
 }
 
-/// Reads `obj` into `K`; the error is one line naming the kind.
-pub fn typed<K: DeserializeOwned>(obj: &DynamicObject, kind: &str) -> Result<Read<K>, String> {
-    let raw = serde_json::to_value(obj)
+/// Reads `obj` into `K`; the error is one line naming the kind. One tree of
+/// the object is built (the unknown-field check walks it); `K` is read from
+/// it in place.
+pub fn typed<K: DeserializeOwned>(obj: &Object, kind: &str) -> Result<Read<K>, String> {
+    let raw: Value = serde_json::from_str(obj.raw.get())
         .map_err(|e| format!("{kind} cannot be read: {}", one_line(&e.to_string())))?;
-    let typed = serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
+    let typed = serde_path_to_error::deserialize(&raw).map_err(|e| {
         let at = e.path().to_string();
         format!(
             "{kind} {} cannot be read: {}{}; fix the manifest",
-            obj.metadata.name.as_deref().unwrap_or(""),
+            obj.name.as_deref().unwrap_or(""),
             if at == "." {
                 String::new()
             } else {
@@ -57,11 +58,7 @@ pub fn namespace(req: &Request) -> String {
     req.namespace
         .clone()
         .filter(|n| !n.is_empty())
-        .or_else(|| {
-            req.object
-                .as_ref()
-                .and_then(|o| o.metadata.namespace.clone())
-        })
+        .or_else(|| req.object.as_ref().and_then(|o| o.namespace.clone()))
         .unwrap_or_else(|| "default".into())
 }
 
@@ -69,7 +66,7 @@ pub fn namespace(req: &Request) -> String {
 pub fn name(req: &Request) -> String {
     req.object
         .as_ref()
-        .and_then(|o| o.metadata.name.clone())
+        .and_then(|o| o.name.clone())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| req.name.clone())
 }

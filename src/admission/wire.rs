@@ -5,12 +5,11 @@
 //! API server requires a base64 string, which a golden test pins.
 
 use base64::Engine;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionReview, Operation};
+use kube::core::admission::Operation;
+use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::Serialize;
-use serde_json::Value;
-
-use super::Request;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 
 /// The only AdmissionReview version served.
 pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
@@ -102,21 +101,92 @@ impl Answer {
     }
 }
 
-/// The review as the fast path reads it: the same fields as kube-core's
-/// `AdmissionReview`, without its flattened `TypeMeta` (which makes serde
-/// buffer the whole document before reading it).
+/// The review as the fast path reads it: straight into the typed request,
+/// objects kept as raw text.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Incoming {
+struct Incoming<'a> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
     kind: String,
-    request: Option<Request>,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
 }
 
-/// Parses a request body into its apiVersion and request.
-pub fn parse(body: &[u8]) -> Result<(String, Request), ReviewError> {
+/// The review as the checked path reads it: every field optional and of any
+/// type, the request kept as raw text, nothing built into a tree.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(default)]
+    api_version: Loose,
+    #[serde(default)]
+    kind: Loose,
+    #[serde(default, borrow)]
+    request: Option<&'a RawValue>,
+}
+
+/// A string field of a body that may hold anything there.
+#[derive(Default)]
+enum Loose {
+    Str(String),
+    #[default]
+    Other,
+}
+
+impl Loose {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Loose::Str(s) => Some(s),
+            Loose::Other => None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Loose {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Loose;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Loose, E> {
+                Ok(Loose::Str(v.to_owned()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Loose, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Loose, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses a request body into its apiVersion and request. No part of the
+/// body is built into a JSON tree: the objects stay raw text borrowed from
+/// `body`, read later only as far as a decision needs (see [`super::view`]).
+pub fn parse(body: &[u8]) -> Result<(String, Request<'_>), ReviewError> {
     // Fast path (every request the API server sends): one pass straight into
     // the typed request. Anything else takes the checked path below, which
     // names what is wrong.
@@ -125,16 +195,30 @@ pub fn parse(body: &[u8]) -> Result<(String, Request), ReviewError> {
         && review.api_version == ADMISSION_V1
         && let Some(req) = review.request
     {
+        let req = req.checked()?;
         return Ok((ADMISSION_V1.to_string(), req));
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ReviewError::NotJson(one_line(&e.to_string())))?;
-    let Value::Object(map) = &value else {
-        return Err(ReviewError::NotAdmissionReview(
-            "expected a JSON object".into(),
-        ));
+    let object = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    let envelope = match serde_json::from_slice::<Envelope>(body) {
+        Ok(_) if !object => {
+            return Err(ReviewError::NotAdmissionReview(
+                "expected a JSON object".into(),
+            ));
+        }
+        Ok(e) => e,
+        Err(e) if e.is_data() => {
+            return Err(ReviewError::NotAdmissionReview(if object {
+                one_line(&e.to_string())
+            } else {
+                "expected a JSON object".into()
+            }));
+        }
+        Err(e) => return Err(ReviewError::NotJson(one_line(&e.to_string()))),
     };
-    match map.get("kind").and_then(Value::as_str) {
+    match envelope.kind.as_str() {
         Some("AdmissionReview") => {}
         Some(other) => {
             return Err(ReviewError::NotAdmissionReview(format!(
@@ -143,18 +227,98 @@ pub fn parse(body: &[u8]) -> Result<(String, Request), ReviewError> {
         }
         None => return Err(ReviewError::NotAdmissionReview("kind is missing".into())),
     }
-    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = envelope.api_version.as_str().unwrap_or("");
     if api_version != ADMISSION_V1 {
         return Err(ReviewError::UnsupportedVersion(api_version.to_string()));
     }
-    let api_version = api_version.to_string();
-    if map.get("request").is_none_or(Value::is_null) {
+    let Some(raw) = envelope.request.filter(|r| r.get() != "null") else {
         return Err(ReviewError::MissingRequest);
-    }
-    let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
+    };
+    let req: Request = serde_json::from_str(raw.get())
         .map_err(|e| ReviewError::NotAdmissionReview(one_line(&e.to_string())))?;
-    let req: Request = review.try_into().map_err(|_| ReviewError::MissingRequest)?;
-    Ok((api_version, req))
+    Ok((ADMISSION_V1.to_string(), req.checked()?))
+}
+
+/// A request's object or oldObject: its raw JSON text (borrowed from the
+/// body) and the two metadata fields every decision names it by.
+#[derive(Debug)]
+pub struct Object<'a> {
+    pub raw: &'a RawValue,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+}
+
+impl<'a> Object<'a> {
+    /// Reads the object's name and namespace; like kube's `DynamicObject`,
+    /// an object that is not a JSON object, or whose `metadata`, `name` or
+    /// `namespace` has the wrong type, is not a readable review.
+    fn read(raw: &'a RawValue) -> Result<Self, ReviewError> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(default)]
+            metadata: Option<Meta>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            #[serde(default)]
+            name: Option<String>,
+            #[serde(default)]
+            namespace: Option<String>,
+        }
+        let head: Head = serde_json::from_str(raw.get())
+            .map_err(|e| ReviewError::NotAdmissionReview(one_line(&e.to_string())))?;
+        let meta = head.metadata;
+        Ok(Self {
+            raw,
+            name: meta.as_ref().and_then(|m| m.name.clone()),
+            namespace: meta.and_then(|m| m.namespace),
+        })
+    }
+}
+
+/// An admission request as the decisions read it: the fields of
+/// `admission.k8s.io/v1` `AdmissionRequest` stash uses, the objects as raw
+/// text. Everything else the API server sends is skipped while scanning.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request<'a> {
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    pub resource: GroupVersionResource,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    /// Required on the wire (as kube-core requires it); not read.
+    #[serde(rename = "userInfo")]
+    _user_info: IgnoredAny,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default, borrow, rename = "object")]
+    object_raw: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "oldObject")]
+    old_object_raw: Option<&'a RawValue>,
+    #[serde(skip)]
+    pub object: Option<Object<'a>>,
+    #[serde(skip)]
+    pub old_object: Option<Object<'a>>,
+}
+
+impl<'a> Request<'a> {
+    /// Reads the objects' names; `null` objects are absent.
+    fn checked(mut self) -> Result<Self, ReviewError> {
+        let read = |raw: Option<&'a RawValue>| {
+            raw.filter(|r| r.get() != "null")
+                .map(Object::read)
+                .transpose()
+        };
+        self.object = read(self.object_raw.take())?;
+        self.old_object = read(self.old_object_raw.take())?;
+        Ok(self)
+    }
 }
 
 /// The spelling of an operation on the wire.
@@ -265,7 +429,7 @@ pub fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn review() -> Value {
         json!({
@@ -285,7 +449,8 @@ mod tests {
 
     #[test]
     fn golden_patch_is_base64_with_patch_type() {
-        let (v, req) = parse(review().to_string().as_bytes()).unwrap();
+        let body = review().to_string();
+        let (v, req) = parse(body.as_bytes()).unwrap();
         let patch: Vec<json_patch::PatchOperation> =
             serde_json::from_value(json!([{"op": "add", "path": "/metadata/labels", "value": {}}]))
                 .unwrap();
@@ -298,7 +463,8 @@ mod tests {
 
     #[test]
     fn golden_denial() {
-        let (v, req) = parse(review().to_string().as_bytes()).unwrap();
+        let body = review().to_string();
+        let (v, req) = parse(body.as_bytes()).unwrap();
         let a = answer(&v, &req, Decision::deny("no"));
         assert_eq!(
             String::from_utf8(a.body).unwrap(),

@@ -27,7 +27,9 @@ pub fn mutate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
     let Some(object) = &req.object else {
         return Decision::allow();
     };
-    let mut workload = match serde_json::to_value(object) {
+    // Only the fields the planners read, in the object's shape (see
+    // `view`): the rest of a large object is scanned, never built.
+    let mut workload = match super::view::workload(object.raw) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
             return Decision::allow().warn(format!(
