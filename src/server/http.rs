@@ -6,6 +6,13 @@
 //! reading, and capped while streaming when the length is not declared), a
 //! body that is not an AdmissionReview 400, a missed deadline 504, a panic
 //! 500. The decision itself is the library's pure `admission::handle`.
+//!
+//! Memory is bounded by the bodies in flight: each request reserves its
+//! body's bytes from one budget (`--body-budget`, default 64 MiB) before
+//! reading it, and holds them until its decision is done; a request that
+//! cannot get its bytes within half its deadline is answered 429 with
+//! `Retry-After`. The decision itself reads only a view of the object
+//! (`admission::view`), so a request's working memory is about its body.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,7 +26,8 @@ use axum::body::Bytes;
 use futures::FutureExt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::metrics::Metrics;
 use crate::admission::{self, Answer, Endpoint, ReviewError, Settings};
@@ -28,6 +36,9 @@ use crate::store::{Snapshot, Store};
 /// Largest body accepted: the API server's own request limit is 3 MiB for
 /// objects, and an AdmissionReview carries up to two of them plus metadata.
 pub const MAX_BODY: usize = 7 * 1024 * 1024;
+
+/// Default total bytes of request bodies in flight (`--body-budget`).
+pub const DEFAULT_BODY_BUDGET: usize = 64 * 1024 * 1024;
 
 /// Bodies above this size are decided on the blocking pool, so a large
 /// review never holds up the runtime threads that serve everyone else.
@@ -49,6 +60,8 @@ pub struct Limits {
     pub max_body: usize,
     /// Deadline when the request names none, and the cap on `?timeout=`.
     pub max_request_time: Duration,
+    /// Total bytes of request bodies read or being decided at once.
+    pub body_budget: usize,
 }
 
 impl Default for Limits {
@@ -56,7 +69,27 @@ impl Default for Limits {
         Self {
             max_body: MAX_BODY,
             max_request_time: Duration::from_secs(30),
+            body_budget: DEFAULT_BODY_BUDGET,
         }
+    }
+}
+
+/// A byte count as a flag takes it: `67108864`, `64Mi`, `512Ki`, `1Gi`.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let s = text.trim();
+    let (number, scale) = [("Ki", 1usize << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
+        .into_iter()
+        .find_map(|(suffix, scale)| s.strip_suffix(suffix).map(|n| (n, scale)))
+        .unwrap_or((s, 1));
+    match number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a byte count of at least 1 (such as 64Mi, 512Ki or 1048576)"
+        )),
     }
 }
 
@@ -77,11 +110,62 @@ pub type Answered = Response<Full<Bytes>>;
 #[derive(Clone)]
 pub struct Webhooks {
     state: Arc<AppState>,
+    budget: Arc<Budget>,
 }
 
 /// The webhook service over `state`.
 pub fn router(state: Arc<AppState>) -> Webhooks {
-    Webhooks { state }
+    let budget = Arc::new(Budget::new(state.limits.body_budget));
+    Webhooks { state, budget }
+}
+
+/// Bytes of request bodies in flight, shared by every request of a port.
+pub struct Budget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+impl Budget {
+    /// A budget of `total` bytes (at least one).
+    pub fn new(total: usize) -> Self {
+        let total = total.clamp(1, u32::MAX as usize);
+        Self {
+            bytes: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Bytes not reserved now.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    /// Reserves `n` bytes, waiting until `until` at the latest. A body larger
+    /// than the whole budget takes all of it, so it is still served (alone).
+    pub async fn reserve(&self, n: usize, until: Instant) -> Option<Reserved> {
+        let n = n.min(self.total) as u32;
+        if n == 0 {
+            return Some(Reserved(None));
+        }
+        let acquire = self.bytes.clone().acquire_many_owned(n);
+        match tokio::time::timeout_at(until.into(), acquire).await {
+            Ok(Ok(permit)) => Some(Reserved(Some(permit))),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes held from a [`Budget`]; given back when dropped.
+pub struct Reserved(Option<OwnedSemaphorePermit>);
+
+impl Reserved {
+    fn add(&mut self, more: Reserved) {
+        match (&mut self.0, more.0) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (_, None) => {}
+        }
+    }
 }
 
 impl<B> tower::Service<Request<B>> for Webhooks
@@ -98,14 +182,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let state = self.state.clone();
-        Box::pin(async move { Ok(count(&state, req).await) })
+        let (state, budget) = (self.state.clone(), self.budget.clone());
+        Box::pin(async move { Ok(count(&state, &budget, req).await) })
     }
 }
 
 /// Counts in-flight requests and answers by code, and turns a panic anywhere
 /// below into a 500.
-async fn count<B>(state: &Arc<AppState>, req: Request<B>) -> Answered
+async fn count<B>(state: &Arc<AppState>, budget: &Budget, req: Request<B>) -> Answered
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -113,7 +197,10 @@ where
     let metrics = &state.metrics;
     metrics.in_flight.inc();
     let _guard = InFlight(metrics);
-    let response = match AssertUnwindSafe(route(state, req)).catch_unwind().await {
+    let response = match AssertUnwindSafe(route(state, budget, req))
+        .catch_unwind()
+        .await
+    {
         Ok(r) => r,
         Err(_) => {
             metrics.panics.inc();
@@ -128,7 +215,7 @@ where
     response
 }
 
-async fn route<B>(state: &Arc<AppState>, req: Request<B>) -> Answered
+async fn route<B>(state: &Arc<AppState>, budget: &Budget, req: Request<B>) -> Answered
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -147,7 +234,7 @@ where
                 .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
             r
         }
-        Some(endpoint) => admit(state, endpoint, req).await,
+        Some(endpoint) => admit(state, budget, endpoint, req).await,
     }
 }
 
@@ -190,7 +277,12 @@ fn requested_timeout(query: Option<&str>) -> Option<Duration> {
         .and_then(|(_, v)| super::duration::parse(v).ok())
 }
 
-async fn admit<B>(state: &Arc<AppState>, endpoint: Endpoint, req: Request<B>) -> Answered
+async fn admit<B>(
+    state: &Arc<AppState>,
+    budget: &Budget,
+    endpoint: Endpoint,
+    req: Request<B>,
+) -> Answered
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -215,7 +307,22 @@ where
         .map_or(state.limits.max_request_time, |t| {
             t.min(state.limits.max_request_time)
         });
-    match tokio::time::timeout(deadline, answer(state, endpoint, req.into_body(), started)).await {
+    let body = req.into_body();
+    // Bytes are reserved before the body is read (flow control holds the
+    // rest back), waiting at most half the deadline so the client hears
+    // "later" rather than a timeout.
+    let budget_until = started + deadline / 2;
+    let declared = declared.map(|n| n as usize);
+    let work = answer(
+        state,
+        budget,
+        endpoint,
+        body,
+        declared,
+        budget_until,
+        started,
+    );
+    match tokio::time::timeout(deadline, work).await {
         Ok(response) => response,
         Err(_) => plain(
             StatusCode::GATEWAY_TIMEOUT,
@@ -231,35 +338,104 @@ fn too_large(max: usize) -> Answered {
     )
 }
 
-async fn answer<B>(state: &Arc<AppState>, endpoint: Endpoint, body: B, started: Instant) -> Answered
+fn over_budget(budget: &Budget) -> Answered {
+    let mut r = plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many request bytes in flight (budget {} MiB): retry",
+            budget.total.div_ceil(1024 * 1024)
+        ),
+    );
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Reads the body into one buffer, its bytes reserved from the budget: all
+/// of a declared length up front, else chunk by chunk as they arrive.
+async fn read_body<B>(
+    budget: &Budget,
+    body: B,
+    declared: Option<usize>,
+    max: usize,
+    until: Instant,
+) -> Result<(Bytes, Reserved), Answered>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let body: Bytes = match Limited::new(body, state.limits.max_body).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return too_large(state.limits.max_body);
-        }
-        Err(e) => {
-            return plain(
+    let mut reserved = budget
+        .reserve(declared.unwrap_or(0), until)
+        .await
+        .ok_or_else(|| over_budget(budget))?;
+    let mut held = declared.unwrap_or(0);
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            plain(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {e}"),
-            );
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() + data.len() > max {
+            return Err(too_large(max));
         }
+        if buf.len() + data.len() > held {
+            let more = buf.len() + data.len() - held;
+            let got = budget
+                .reserve(more, until)
+                .await
+                .ok_or_else(|| over_budget(budget))?;
+            reserved.add(got);
+            held += more;
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((Bytes::from(buf), reserved))
+}
+
+async fn answer<B>(
+    state: &Arc<AppState>,
+    budget: &Budget,
+    endpoint: Endpoint,
+    body: B,
+    declared: Option<usize>,
+    budget_until: Instant,
+    started: Instant,
+) -> Answered
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let max = state.limits.max_body;
+    let (body, reserved) = match read_body(budget, body, declared, max, budget_until).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
     let snapshot = state.store.snapshot();
     let outcome = if body.len() <= INLINE_DECISION_LIMIT {
         let decider = &state.decider;
-        std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             decider(endpoint, &body, &snapshot, &state.settings)
         }))
-        .map_err(|_| ())
+        .map_err(|_| ());
+        drop(reserved);
+        outcome
     } else {
         let (decider, settings) = (state.decider.clone(), state.settings.clone());
-        tokio::task::spawn_blocking(move || decider(endpoint, &body, &snapshot, &settings))
-            .await
-            .map_err(|_| ())
+        // The reservation goes with the work: a request whose deadline
+        // passes while it is decided still holds its bytes until it is done.
+        tokio::task::spawn_blocking(move || {
+            let outcome = decider(endpoint, &body, &snapshot, &settings);
+            drop((body, reserved));
+            outcome
+        })
+        .await
+        .map_err(|_| ())
     };
     match outcome {
         Ok(Ok(answer)) => {
@@ -332,6 +508,49 @@ mod tests {
             "application/jsonx"
         ))));
         assert!(!is_json(None));
+    }
+
+    #[test]
+    fn byte_counts_are_read() {
+        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_bytes("512Ki"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        for bad in ["0", "", "-1", "64MB", "Mi", "99999999999999999999Gi"] {
+            let e = parse_bytes(bad).unwrap_err();
+            assert!(e.contains("not a byte count"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_budget_bounds_bytes_in_flight_and_gives_them_back() {
+        let budget = Budget::new(10);
+        let soon = || Instant::now() + Duration::from_millis(50);
+        let a = budget.reserve(6, soon()).await.expect("fits");
+        assert_eq!(budget.available(), 4);
+        // Does not fit while `a` is held: refused at the deadline.
+        assert!(budget.reserve(6, soon()).await.is_none());
+        assert_eq!(budget.available(), 4);
+        // Larger than the whole budget: takes all of it, once the rest is free.
+        let waiting = tokio::spawn({
+            let budget = Arc::new(budget);
+            async move {
+                let got = budget
+                    .reserve(100, Instant::now() + Duration::from_secs(5))
+                    .await;
+                (got.is_some(), budget)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(a);
+        let (got, budget) = waiting.await.unwrap();
+        assert!(got);
+        assert_eq!(budget.available(), 10);
+        let mut r = budget.reserve(3, soon()).await.unwrap();
+        r.add(budget.reserve(4, soon()).await.unwrap());
+        assert_eq!(budget.available(), 3);
+        drop(r);
+        assert_eq!(budget.available(), 10);
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub struct Args {
     /// Longest time spent on one request; `?timeout=` may only shorten it.
     #[arg(long, env = "STASH_MAX_REQUEST_TIME", default_value = "30s", value_parser = duration::parse_flag)]
     pub max_request_time: Duration,
+    /// Total bytes of request bodies in flight (read or being decided); a
+    /// request waits for its bytes up to half its deadline, then gets 429.
+    #[arg(long, env = "STASH_BODY_BUDGET", default_value = "64Mi", value_parser = http::parse_bytes)]
+    pub body_budget: usize,
     /// How often the certificate files are re-read when no file event arrives.
     #[arg(long, env = "STASH_CERT_POLL_INTERVAL", default_value = "10s", value_parser = duration::parse_flag)]
     pub cert_poll_interval: Duration,
@@ -518,6 +522,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.tls.http2 = !args.disable_http2;
     config.settings = settings.clone();
     config.limits.max_request_time = args.max_request_time;
+    config.limits.body_budget = args.body_budget;
     config.header_read_timeout = args.header_read_timeout;
     config.drain_timeout = args.drain_timeout;
     config.cert_poll_interval = args.cert_poll_interval;

@@ -1,0 +1,144 @@
+//! Memory of one decision, counted by a global allocator: a review costs a
+//! scan of its body, not a tree of it (issue 11). Deterministic: bytes
+//! allocated, not resident memory or time (the load bench gives those).
+
+#[path = "../benches/load/big.rs"]
+mod big;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+use stash::admission::{self, Endpoint, Settings};
+use stash::store::Snapshot;
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(n: usize) {
+    let now = CURRENT.fetch_add(n, Ordering::Relaxed) + n;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size > layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The most bytes allocated at once while `f` runs, above what was live before.
+fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+}
+
+fn examples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples")
+}
+
+fn example_deployment() -> Value {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(examples().join("deployment.yaml")).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .find(|v| v["kind"] == "Deployment")
+        .unwrap()
+}
+
+fn decide(body: &[u8], snap: &Snapshot, settings: &Settings) -> (Value, usize) {
+    let (answer, peak) =
+        peak_during(|| admission::handle(Endpoint::MutateWorkloads, body, snap, settings));
+    let answer = answer.expect("an AdmissionReview");
+    (serde_json::from_slice(&answer.body).unwrap(), peak)
+}
+
+// One test: the counter is process-wide, so nothing may run beside it.
+#[test]
+fn a_decision_allocates_a_fraction_of_its_body() {
+    let snap = stash::store::offline::load(&examples()).unwrap().snapshot;
+    let settings = Settings::default();
+    let deployment = example_deployment();
+    let small = serde_json::to_vec(&big::review("small", &deployment, None)).unwrap();
+    let (small_answer, small_peak) = decide(&small, &snap, &settings);
+    assert!(
+        small_answer["response"]["patch"].is_string(),
+        "{small_answer}"
+    );
+
+    // A 3 MB UPDATE (object and oldObject each just under etcd's limit):
+    // the same sidecar patch as the small Deployment's, for a fraction of
+    // the body (the old full parse allocated tens of times the body).
+    let update = big::large_update(&deployment);
+    assert!(
+        update.len() > 2 * big::ETCD_LIMIT - 16 * 1024,
+        "{}",
+        update.len()
+    );
+    let (answer, peak) = decide(&update, &snap, &settings);
+    eprintln!("{}-byte UPDATE: {peak} bytes at peak", update.len());
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert!(answer["response"]["patch"].is_string(), "{answer}");
+    assert!(
+        peak <= update.len() / 4 + small_peak,
+        "{peak} bytes allocated deciding a {}-byte UPDATE",
+        update.len()
+    );
+
+    // 7 MiB of `[{"a":0}, …]` inside spec: scanned, never built.
+    let junk = big::junk_create(&deployment, 7 * 1024 * 1024 - 1024);
+    let (answer, peak) = decide(&junk, &snap, &settings);
+    eprintln!(
+        "{}-byte junk CREATE: {peak} bytes at peak (small review: {small_peak})",
+        junk.len()
+    );
+    assert_eq!(
+        answer["response"]["patch"],
+        small_answer["response"]["patch"]
+    );
+    assert!(
+        peak <= small_peak + 64 * 1024,
+        "{peak} bytes allocated deciding a {}-byte review (small one: {small_peak})",
+        junk.len()
+    );
+
+    // A body refused as not admission.k8s.io/v1 costs no tree either.
+    let beta = String::from_utf8(junk).unwrap().replacen(
+        "admission.k8s.io/v1",
+        "admission.k8s.io/v1beta1",
+        1,
+    );
+    let (refused, peak) = peak_during(|| {
+        admission::handle(Endpoint::MutateWorkloads, beta.as_bytes(), &snap, &settings)
+    });
+    assert!(refused.is_err());
+    assert!(
+        peak <= 64 * 1024,
+        "{peak} bytes allocated refusing a 7 MiB body"
+    );
+}
