@@ -16,8 +16,13 @@
 //!   stored (e.g. a Deployment carrying the sidecar).
 //!
 //! Exits non-zero when any answer is a denial, so CI can gate on it.
+//!
+//! Input is capped (`--max-input-size`, 32 MiB by default) and read once; a
+//! manifest is pre-scanned for nesting and aliases ([`crate::store::yaml`])
+//! and then decided one document at a time, so memory follows the largest
+//! document, not the whole file.
 
-use std::io::{Read as _, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -58,6 +63,45 @@ pub struct Args {
     /// The AdmissionReview to answer (`-` or absent: stdin).
     #[arg(value_name = "FILE", conflicts_with = "manifest")]
     pub file: Option<PathBuf>,
+    /// Largest input read (the AdmissionReview or the manifest): bytes, or
+    /// with a unit (KiB, MiB, GiB).
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub max_input_size: u64,
+}
+
+/// A size: a number of bytes, optionally with a unit (`KiB`, `MiB`, `GiB`,
+/// also `K`, `M`, `G`, or `B`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size (e.g. 32MiB; units KiB, MiB, GiB)"
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 32MiB; units KiB, MiB, GiB)"))
+}
+
+/// A size as it was most likely written: `32 MiB`, `1536 KiB`, `100 bytes`.
+fn show_size(n: u64) -> String {
+    for (unit, f) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n.is_multiple_of(f) {
+            return format!("{} {unit}", n / f);
+        }
+    }
+    format!("{n} bytes")
 }
 
 /// Operation of a request built from a manifest.
@@ -92,7 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let denials = match &args.manifest {
         Some(manifest) => review_manifest(manifest, &args, &snap, &settings, &mut out)?,
         None => {
-            let body = read_input(args.file.as_deref())?;
+            let body = read_input(args.file.as_deref(), args.max_input_size)?;
             let answer = match &args.path {
                 Some(path) => {
                     let endpoint = Endpoint::from_path(path).with_context(|| {
@@ -115,20 +159,45 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_input(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+fn read_input(file: Option<&Path>, max: u64) -> anyhow::Result<Vec<u8>> {
     match file {
-        None => read_stdin(),
-        Some(p) if p == Path::new("-") => read_stdin(),
-        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display())),
+        None => read_capped(std::io::stdin().lock(), "stdin", max),
+        Some(p) if p == Path::new("-") => read_capped(std::io::stdin().lock(), "stdin", max),
+        Some(p) => read_file(p, max),
     }
 }
 
-fn read_stdin() -> anyhow::Result<Vec<u8>> {
+/// Reads at most `max` bytes of `path`; more is an error naming the limit.
+fn read_file(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A regular file's size is known: refuse it before reading a byte.
+    if let Ok(meta) = file.metadata()
+        && meta.is_file()
+        && meta.len() > max
+    {
+        bail!("{}", too_large(&path.display().to_string(), max));
+    }
+    read_capped(file, &path.display().to_string(), max)
+}
+
+fn read_capped(reader: impl Read, what: &str, max: u64) -> anyhow::Result<Vec<u8>> {
     let mut body = Vec::new();
-    std::io::stdin()
+    reader
+        .take(max.saturating_add(1))
         .read_to_end(&mut body)
-        .context("cannot read stdin")?;
+        .with_context(|| format!("cannot read {what}"))?;
+    if body.len() as u64 > max {
+        bail!("{}", too_large(what, max));
+    }
     Ok(body)
+}
+
+fn too_large(what: &str, max: u64) -> String {
+    format!(
+        "{what} is larger than the input limit of {} (raise it with --max-input-size)",
+        show_size(max)
+    )
 }
 
 fn denial(answer: &Answer) -> Option<String> {
@@ -193,6 +262,11 @@ pub fn chained(
 
 /// The AdmissionReview the API server would send for `object`.
 pub fn request_for(object: &Value, operation: ReviewOperation, uid: &str) -> Value {
+    request_for_owned(object.clone(), operation, uid)
+}
+
+/// [`request_for`], taking the object (no copy of it is made for CREATE).
+pub fn request_for_owned(object: Value, operation: ReviewOperation, uid: &str) -> Value {
     let api_version = object
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -222,7 +296,7 @@ pub fn request_for(object: &Value, operation: ReviewOperation, uid: &str) -> Val
         "dryRun": true,
     });
     if operation == ReviewOperation::Update {
-        request["oldObject"] = object.clone();
+        request["oldObject"] = request["object"].clone();
     }
     json!({"apiVersion": wire::ADMISSION_V1, "kind": "AdmissionReview", "request": request})
 }
@@ -244,11 +318,23 @@ fn review_manifest(
     settings: &Settings,
     out: &mut impl Write,
 ) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(manifest)
-        .with_context(|| format!("cannot read {}", manifest.display()))?;
+    let bytes = read_file(manifest, args.max_input_size)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!("{}: not UTF-8 text: {}", manifest.display(), e.utf8_error())
+    })?;
+    // Before the parser, whose time grows with the square of the nesting.
+    if let Err(e) = crate::store::yaml::check(&text) {
+        bail!(
+            "{}: document {} (line {}): {e}",
+            manifest.display(),
+            e.document(),
+            e.line()
+        );
+    }
     let mut denials = Vec::new();
     let mut printed = 0;
-    let mut objects = Vec::new();
+    let mut n = 0;
+    // One document at a time: only the one being decided is held as a value.
     for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
         let value = Value::deserialize(doc).with_context(|| {
             format!(
@@ -258,42 +344,50 @@ fn review_manifest(
             )
         })?;
         // A `kind: List` (what `kubectl get -o yaml` prints) holds its objects in `items`.
-        match value.get("items").and_then(Value::as_array) {
-            Some(items) if value.get("kind").and_then(Value::as_str) == Some("List") => {
-                objects.extend(items.iter().map(|o| (i, o.clone())));
+        let objects = match value {
+            Value::Null => Vec::new(),
+            Value::Object(mut map)
+                if map.get("kind").and_then(Value::as_str) == Some("List")
+                    && map.get("items").is_some_and(Value::is_array) =>
+            {
+                match map.remove("items") {
+                    Some(Value::Array(items)) => items,
+                    _ => Vec::new(),
+                }
             }
-            _ if value.is_null() => {}
-            _ => objects.push((i, value)),
-        }
-    }
-    for (n, (i, object)) in objects.into_iter().enumerate() {
-        let api_version = object
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let group = api_version.split_once('/').map_or("", |(g, _)| g);
-        let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-        if Endpoint::for_kind(group, kind).is_empty() {
-            continue; // no webhook sees this kind (the guide's PVC)
-        }
-        let review = request_for(&object, args.operation, &format!("stash-review-{}", n + 1));
-        let body = serde_json::to_vec(&review)?;
-        let (answer, stored) = chained(&body, snap, settings)
-            .with_context(|| format!("{}: document {}", manifest.display(), i + 1))?;
-        for w in &answer.decision.warnings {
-            eprintln!("Warning: {w}");
-        }
-        denials.extend(denial(&answer));
-        if args.apply_patch {
-            if let Some(stored) = stored {
-                out.write_all(b"---\n")?;
-                out.write_all(serde_yaml::to_string(&stored)?.as_bytes())?;
+            other => vec![other],
+        };
+        for object in objects {
+            let api_version = object
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let group = api_version.split_once('/').map_or("", |(g, _)| g);
+            let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+            if Endpoint::for_kind(group, kind).is_empty() {
+                continue; // no webhook sees this kind (the guide's PVC)
+            }
+            n += 1;
+            let review = request_for_owned(object, args.operation, &format!("stash-review-{n}"));
+            let body = serde_json::to_vec(&review)?;
+            drop(review);
+            let (answer, stored) = chained(&body, snap, settings)
+                .with_context(|| format!("{}: document {}", manifest.display(), i + 1))?;
+            for w in &answer.decision.warnings {
+                eprintln!("Warning: {w}");
+            }
+            denials.extend(denial(&answer));
+            if args.apply_patch {
+                if let Some(stored) = stored {
+                    out.write_all(b"---\n")?;
+                    out.write_all(serde_yaml::to_string(&stored)?.as_bytes())?;
+                    printed += 1;
+                }
+            } else {
+                out.write_all(&answer.body)?;
+                out.write_all(b"\n")?;
                 printed += 1;
             }
-        } else {
-            out.write_all(&answer.body)?;
-            out.write_all(b"\n")?;
-            printed += 1;
         }
     }
     if printed == 0 && denials.is_empty() {

@@ -199,3 +199,169 @@ fn a_kind_list_manifest_is_reviewed_item_by_item() {
             .unwrap();
     assert_eq!(text(&out.stdout), golden);
 }
+
+/// Runs `stash ARGS` and waits at most `within` for it (killed after).
+fn stash_within(args: &[&str], within: std::time::Duration) -> (Output, libc::rusage) {
+    use std::os::unix::process::ExitStatusExt;
+    let child = Command::new(env!("CARGO_BIN_EXE_stash"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let deadline = std::time::Instant::now() + within;
+    let mut stderr = child.stderr.unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut s).unwrap();
+        s
+    });
+    let (status, usage) = loop {
+        let mut status = 0;
+        // SAFETY: plain wait4 on our own child, with out-parameters we own.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break (std::process::ExitStatus::from_raw(status), usage);
+        }
+        if std::time::Instant::now() > deadline {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("stash {args:?} still running after {within:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stderr = reader.join().unwrap();
+    (
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
+        },
+        usage,
+    )
+}
+
+fn one_error_line(out: &Output) -> String {
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0].to_string()
+}
+
+#[test]
+fn input_is_capped_with_a_flag_to_raise_it() {
+    let secs = std::time::Duration::from_secs;
+    // An endless file: refused at the limit, not read until memory runs out.
+    let (out, usage) = stash_within(&["review", "--manifest", "/dev/zero"], secs(30));
+    let line = one_error_line(&out);
+    assert!(line.contains("/dev/zero"), "{line}");
+    assert!(line.contains("input limit of 32 MiB"), "{line}");
+    assert!(line.contains("--max-input-size"), "{line}");
+    assert!(usage.ru_maxrss < 200 * 1024, "{} KiB", usage.ru_maxrss);
+
+    let dir = tempfile::tempdir().unwrap();
+    let review = dir.path().join("review.json");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/serve/deployment-create.json"),
+        &review,
+    )
+    .unwrap();
+    let path = review.to_str().unwrap();
+    let (out, _) = stash_within(&["review", "--max-input-size", "1KiB", path], secs(30));
+    let line = one_error_line(&out);
+    assert!(line.contains("input limit of 1 KiB"), "{line}");
+    let (out, _) = stash_within(&["review", "--max-input-size", "64KiB", path], secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Stdin is capped the same way.
+    let out = stash(&["review", "--max-input-size", "100"], Some(&[b' '; 101]));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("stdin is larger than the input limit of 100 bytes"),
+        "{line}"
+    );
+    let out = stash(&["review", "--max-input-size", "lots"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not a size"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_large_manifest_is_decided_one_document_at_a_time() {
+    // 100 ConfigMaps of 13,000 keys each (16 MiB), then the guide's Deployment.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("big.yaml");
+    let mut text = String::new();
+    for d in 0..100 {
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{d}}}\ndata:\n"
+        ));
+        for k in 0..13_000 {
+            text.push_str(&format!("  k{k}: v\n"));
+        }
+    }
+    text.push_str("---\n");
+    text.push_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("manifests/examples/deployment.yaml"),
+        )
+        .unwrap(),
+    );
+    std::fs::write(&manifest, &text).unwrap();
+    let size_kib = text.len() as i64 / 1024;
+    drop(text);
+    // A child's peak counts what it had before exec (a copy of this test
+    // process): measure against a small review started the same way.
+    let (small, base) = stash_within(
+        &["review", "--manifest", "manifests/examples/deployment.yaml"],
+        std::time::Duration::from_secs(30),
+    );
+    assert!(small.status.success(), "{}", text_of(&small.stderr));
+    let (out, usage) = stash_within(
+        &["review", "--manifest", manifest.to_str().unwrap()],
+        std::time::Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    // The text once and one document's values: about 3 times the file
+    // (holding every document's values took 18 times it).
+    let grew = usage.ru_maxrss - base.ru_maxrss;
+    assert!(
+        grew < 6 * size_kib,
+        "peak grew by {grew} KiB for a {size_kib} KiB manifest"
+    );
+}
+
+fn text_of(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn deep_manifests_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("deep.yaml");
+    std::fs::write(
+        &manifest,
+        format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (out, _) = stash_within(
+        &["review", "--manifest", manifest.to_str().unwrap()],
+        std::time::Duration::from_secs(30),
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("deep.yaml: document 1 (line 1): nesting deeper than 64 levels"),
+        "{line}"
+    );
+}

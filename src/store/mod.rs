@@ -10,6 +10,7 @@
 //! cluster mode, the kube-runtime watchers of `server`.
 
 pub mod offline;
+pub mod yaml;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};

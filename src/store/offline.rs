@@ -92,6 +92,16 @@ pub fn load(dir: &Path) -> Result<Loaded, DirError> {
 
 /// Loads the documents of one file's text into `loaded`.
 pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded) {
+    // Before the parser, whose time grows with the square of the nesting.
+    if let Err(e) = super::yaml::check(text) {
+        loaded.problems.push(Problem {
+            file: file.to_path_buf(),
+            document: e.document(),
+            line: Some(e.line()),
+            message: format!("{e}; the file was not read"),
+        });
+        return;
+    }
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let problem = |line: Option<usize>, message: String| Problem {
             file: file.to_path_buf(),
@@ -212,6 +222,30 @@ spec: {schedule: "* * * * *", repository: {name: r}}
         assert!(
             p.starts_with("x.yaml: document 2: invalid BackupConfiguration"),
             "{p}"
+        );
+    }
+
+    #[test]
+    fn deep_or_alias_bombed_files_are_refused_at_once() {
+        let deep = format!("a: {}{}\n", "[".repeat(30_000), "]".repeat(30_000));
+        let started = std::time::Instant::now();
+        let mut loaded = Loaded::default();
+        load_text(Path::new("deep.yaml"), &deep, &mut loaded);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(loaded.problems.len(), 1);
+        assert_eq!(
+            loaded.problems[0].to_string(),
+            "deep.yaml: document 1 (line 1): nesting deeper than 64 levels; the file was not read"
+        );
+        let bomb = "a: &a [x, x]\nb: &b [*a, *a]\n";
+        let mut loaded = Loaded::default();
+        load_text(Path::new("bomb.yaml"), bomb, &mut loaded);
+        assert!(
+            loaded.problems[0]
+                .message
+                .contains("alias *a inside an anchored node"),
+            "{:?}",
+            loaded.problems
         );
     }
 
