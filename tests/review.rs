@@ -201,6 +201,10 @@ fn a_kind_list_manifest_is_reviewed_item_by_item() {
 }
 
 /// Runs `stash ARGS` and waits at most `within` for it (killed after).
+#[allow(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also gives its peak memory"
+)]
 fn stash_within(args: &[&str], within: std::time::Duration) -> (Output, libc::rusage) {
     use std::os::unix::process::ExitStatusExt;
     let child = Command::new(env!("CARGO_BIN_EXE_stash"))
