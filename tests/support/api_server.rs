@@ -592,6 +592,12 @@ impl State {
                 if !force {
                     let mut mine = Vec::new();
                     leaves(body, "", &mut mine);
+                    // An applier owns a field only while it still holds the
+                    // value it applied: a field another write changed or
+                    // removed (a Lease released by a strategic merge patch)
+                    // has left its set, as managedFields would record.
+                    let mut current = Vec::new();
+                    leaves(&old, "", &mut current);
                     for ((p, other), theirs) in &self.applied {
                         if *p != path || *other == manager {
                             continue;
@@ -603,7 +609,11 @@ impl State {
                                 && !f.starts_with("/kind")
                                 && !f.starts_with("/metadata/name")
                                 && !f.starts_with("/metadata/namespace")
-                                && their_leaves.iter().any(|(tf, tv)| tf == f && tv != v)
+                                && their_leaves.iter().any(|(tf, tv)| {
+                                    tf == f
+                                        && tv != v
+                                        && current.iter().any(|(cf, cv)| cf == tf && cv == tv)
+                                })
                         }) {
                             return Err(Status::new(
                                 409,
