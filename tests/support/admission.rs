@@ -6,8 +6,8 @@
 //! then validating webhooks on the mutated object. A denial becomes the
 //! Status error the API server answers the write with (`admission webhook
 //! "…" denied the request: …`, code ≥ 400). The webhooks' store is built
-//! from the cluster's current BackupConfigurations and Repositories, as the
-//! webhook's informers would hold them.
+//! from the cluster's current BackupConfigurations, Repositories and
+//! RestoreSessions, as the webhook's informers would hold them.
 //!
 //! Not modelled: `reinvocationPolicy: IfNeeded` (there is one mutating
 //! webhook per resource, so nothing could trigger a reinvocation), webhook
@@ -141,7 +141,8 @@ fn namespace_matches(selector: &Option<LabelSelector>, namespace: &str) -> bool 
     by_labels && by_expressions
 }
 
-/// What the webhook's informers hold: every configuration and repository stored.
+/// What the webhook's informers hold: every configuration, repository and
+/// RestoreSession stored.
 pub fn snapshot<'a>(objects: impl Iterator<Item = (&'a String, &'a Value)>) -> Snapshot {
     let mut snap = Snapshot::default();
     for (path, obj) in objects {
@@ -160,6 +161,11 @@ pub fn snapshot<'a>(objects: impl Iterator<Item = (&'a String, &'a Value)>) -> S
             "repositories" => {
                 if let Ok(repo) = serde_json::from_value(obj.clone()) {
                     snap.upsert_repository(repo);
+                }
+            }
+            "restoresessions" => {
+                if let Ok(rs) = serde_json::from_value(obj.clone()) {
+                    snap.upsert_restore(rs);
                 }
             }
             _ => {}
