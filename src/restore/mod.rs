@@ -105,6 +105,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot connect to the Kubernetes API server")?;
+    run_with(args, client).await
+}
+
+/// [`run`] on a given client (the pod's ServiceAccount): what the init
+/// container does once it is connected.
+pub async fn run_with(args: Args, client: kube::Client) -> anyhow::Result<()> {
     let restorer = Restorer::new(&args, client.clone())?;
     let Some(rs) = restorer.get().await? else {
         tracing::info!(restoresession = %args.restoresession, "the RestoreSession does not exist; nothing to restore");
