@@ -35,7 +35,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use e2e::{Cluster, SKIP_LINE, Settings};
-use stash::api::{BackupConfiguration, BackupSession, Repository};
+use stash::api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
 
 /// The guide's names.
 const BC: &str = "pause-backup";
@@ -45,6 +45,8 @@ const SECRET: &str = "gcs-secret";
 const REPO: &str = "gcs-repo";
 const PASSWORD: &str = "changeit";
 const INSTANT: &str = "instant-backupsession";
+/// The RestoreSession of docs/restore.md.
+const RESTORE: &str = "restore-stash-demo";
 /// The restic host of a Deployment's backups (one host for all replicas).
 const HOST: &str = "host-0";
 /// Where the injected container mounts the storage Secret and its scratch dir.
@@ -123,7 +125,7 @@ async fn install(c: &Cluster, host: &str, listen: SocketAddr) {
             .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
         names.push(name);
     }
-    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names.len(), 4, "{names:?}");
     for name in &names {
         c.wait_for(&format!("CRD {name} Established"), SHORT, async || {
             let crd = crd_api.get(name).await.map_err(|e| e.to_string())?;
@@ -219,7 +221,7 @@ async fn install(c: &Cluster, host: &str, listen: SocketAddr) {
         .map(|h| h.name.clone())
         .chain(validating.webhooks.iter().flatten().map(|h| h.name.clone()))
         .collect();
-    assert_eq!(hooks.len(), 5, "one webhook per endpoint: {hooks:?}");
+    assert_eq!(hooks.len(), 6, "one webhook per endpoint: {hooks:?}");
     Api::<MutatingWebhookConfiguration>::all(c.client.clone())
         .create(&PostParams::default(), &mutating)
         .await
@@ -676,6 +678,9 @@ async fn guide(c: &Cluster) {
         "resumed: {resumed} Succeeded with one new snapshot; ReplicaSets unchanged"
     ));
 
+    // ---- docs/restore.md: lose the data, restore it with a RestoreSession -----
+    restore(c, &uid, &mut templates).await;
+
     // ---- Removal: the configuration goes, the sidecar and the CronJob with it --
     c.stop("run-backup");
     // $ kubectl delete -n demo backupconfiguration pause-backup
@@ -750,6 +755,288 @@ async fn guide(c: &Cluster) {
 // ---------------------------------------------------------------------------
 // Steps
 // ---------------------------------------------------------------------------
+
+/// docs/restore.md after the guide's backups: the backed-up file deleted, the
+/// RestoreSession applied, `stash-init` back-filled by the controller (one
+/// more ReplicaSet), `stash restore` run here as that init container would
+/// run it, the file back byte for byte, the session `Succeeded` with its
+/// events; a second replica's init container exits 0 without restoring;
+/// deleting the session takes `stash-init` out again.
+async fn restore(c: &Cluster, uid: &str, templates: &mut Vec<Value>) {
+    let ns = c.ns.as_str();
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+    let restores: Api<RestoreSession> = Api::namespaced(c.client.clone(), ns);
+    let data = c.p("source/data");
+    let data_path = data.display().to_string();
+    let file = data.join("data.txt");
+    let backed_up = std::fs::read(&file).expect("the backed-up file");
+    let before = deployments.get(DEPLOY).await.unwrap();
+
+    // $ kubectl exec … -- rm /source/data/data.txt
+    std::fs::remove_file(&file).unwrap();
+    // $ kubectl apply -f manifests/restore/restoresession.yaml (its path in the temp dir)
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests/restore/restoresession.yaml");
+    let mut rs = e2e::yaml_docs(&std::fs::read_to_string(&path).unwrap()).remove(0);
+    assert_eq!(rs["metadata"]["name"], RESTORE);
+    rs["metadata"]["namespace"] = json!(ns);
+    assert_eq!(
+        rs["spec"]["target"]["rules"][0]["paths"],
+        json!(["/source/data"])
+    );
+    rs["spec"]["target"]["rules"][0]["paths"] = json!([data_path]);
+    rs["spec"]["target"]["volumeMounts"][0]["mountPath"] = json!(data_path);
+    let rs: RestoreSession = serde_json::from_value(rs).unwrap();
+    restores
+        .create(&PostParams::default(), &rs)
+        .await
+        .expect("restoresession.stash.appscode.com/restore-stash-demo created");
+
+    // The controller back-fills stash-init and marks the session Running.
+    let injected = c
+        .wait_for(
+            "the stash-init container in Deployment stash-demo",
+            SHORT,
+            async || {
+                let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
+                if init_container_names(&d) == ["stash-init"] {
+                    Ok(d)
+                } else {
+                    Err(format!("initContainers {:?}", init_container_names(&d)))
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        injected
+            .annotations()
+            .get("stash.appscode.com/last-applied-restoresession"),
+        Some(&RESTORE.to_string())
+    );
+    assert_eq!(
+        container_names(&injected),
+        container_names(&before),
+        "the containers stay"
+    );
+    templates.push(template(&injected));
+    let sets = settled_replica_sets(c, uid, templates, "after stash-init").await;
+    c.step(&format!(
+        "stash-init back-filled; ReplicaSets settled: {}",
+        names(&sets).join(", ")
+    ));
+    c.wait_for("RestoreSession Running", SHORT, async || {
+        let rs = c.raw::<RestoreSession>(RESTORE).await.ok_or("gone")?;
+        if rs["status"]["phase"] == "Running" && rs["status"]["totalHosts"] == 1 {
+            Ok(())
+        } else {
+            Err(format!("status {}", rs["status"]))
+        }
+    })
+    .await;
+    assert_eq!(
+        columns::<RestoreSession>(c, &c.raw::<RestoreSession>(RESTORE).await.unwrap()).await,
+        cols(&[("REPOSITORY", REPO), ("PHASE", "Running")]),
+    );
+
+    // The init container of a pod of the new ReplicaSet, run here.
+    let rs_init = sets
+        .iter()
+        .find(|rs| rs_template(rs) == template(&injected))
+        .expect("the ReplicaSet with stash-init");
+    let first_pod = format!("{}-e2e00", rs_init.name_any());
+    run_init(c, &injected, &first_pod).await;
+    assert_eq!(
+        std::fs::read(&file).expect("data.txt is back"),
+        backed_up,
+        "restored byte for byte"
+    );
+    let done = c
+        .wait_for("RestoreSession Succeeded", SHORT, async || {
+            let rs = c.raw::<RestoreSession>(RESTORE).await.ok_or("gone")?;
+            if rs["status"]["phase"] == "Succeeded" {
+                Ok(rs)
+            } else {
+                Err(format!("status {}", rs["status"]))
+            }
+        })
+        .await;
+    let stats = done["status"]["stats"]
+        .as_array()
+        .expect("the host's stats");
+    assert_eq!(stats.len(), 1, "{}", done["status"]);
+    assert_eq!(stats[0]["hostname"], HOST);
+    assert_eq!(stats[0]["phase"], "Succeeded");
+    assert!(done["status"]["sessionDuration"].is_string());
+    assert_eq!(
+        columns::<RestoreSession>(c, &done).await,
+        cols(&[("REPOSITORY", REPO), ("PHASE", "Succeeded")]),
+    );
+    // $ kubectl describe restoresession -n demo restore-stash-demo
+    let mut want: Vec<(String, String, String, String)> = [
+        (
+            "RestoreSession Running",
+            "RestoreSession Controller",
+            "Restore session started for 1 host(s)".to_string(),
+        ),
+        (
+            "Host Restore Succeeded",
+            "Restore Init Container",
+            format!("restore succeeded for host {HOST}"),
+        ),
+        (
+            "RestoreSession Succeeded",
+            "RestoreSession Controller",
+            "Restore session completed successfully".to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(r, f, m)| ("Normal".to_string(), r.to_string(), f.to_string(), m))
+    .collect();
+    want.sort();
+    let events = async || {
+        let mut seen = c.events("RestoreSession", RESTORE).await;
+        seen.sort();
+        if seen == want {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    };
+    c.wait_for("the RestoreSession's events", SHORT, events)
+        .await;
+    c.step("restored: data.txt byte-identical; RestoreSession Succeeded with its events");
+
+    // A second replica (same host-0) finds its host done: exit 0, no restore.
+    std::fs::write(&file, "changed after the restore\n").unwrap();
+    run_init(c, &injected, &format!("{}-e2e01", rs_init.name_any())).await;
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "changed after the restore\n",
+        "not restored twice"
+    );
+    let again = c.raw::<RestoreSession>(RESTORE).await.unwrap();
+    assert_eq!(again["status"]["stats"], done["status"]["stats"]);
+    std::fs::write(&file, &backed_up).unwrap();
+
+    // $ kubectl delete restoresession -n demo restore-stash-demo
+    restores
+        .delete(RESTORE, &DeleteParams::default())
+        .await
+        .expect("restoresession.stash.appscode.com \"restore-stash-demo\" deleted");
+    c.wait_for(
+        "the RestoreSession to go (finalizer released)",
+        SHORT,
+        async || match c.raw::<RestoreSession>(RESTORE).await {
+            None => Ok(()),
+            Some(rs) => Err(format!(
+                "deletionTimestamp {} finalizers {}",
+                rs["metadata"]["deletionTimestamp"], rs["metadata"]["finalizers"]
+            )),
+        },
+    )
+    .await;
+    let removed = c
+        .wait_for(
+            "the stash-init container's removal from Deployment stash-demo",
+            SHORT,
+            async || {
+                let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
+                if init_container_names(&d).is_empty() {
+                    Ok(d)
+                } else {
+                    Err(format!("initContainers {:?}", init_container_names(&d)))
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        template(&removed),
+        template(&before),
+        "the pod template is the backup's again"
+    );
+    // Back to the sidecar's ReplicaSet: no new one.
+    let sets = settled_replica_sets(c, uid, templates, "after removing stash-init").await;
+    c.step(&format!(
+        "RestoreSession deleted, stash-init removed; ReplicaSets settled: {}",
+        names(&sets).join(", ")
+    ));
+}
+
+/// Runs `stash restore` here to completion as the kubelet would start the
+/// Deployment's `stash-init` container in pod `pod`: its args, its env from
+/// the downward API, the Secret volume's keys as files, `tmp-dir` a temp dir;
+/// the data volume and the local backend are this machine's paths already.
+/// Exit 0 or the test fails.
+async fn run_init(c: &Cluster, deploy: &Deployment, pod: &str) {
+    let deploy_json = serde_json::to_value(deploy).unwrap();
+    let pod_spec = &deploy_json["spec"]["template"]["spec"];
+    let init = pod_spec["initContainers"][0].clone();
+    assert_eq!(init["name"], "stash-init");
+    assert_eq!(init["image"], IMAGE);
+    let mounts: BTreeMap<String, String> = init["volumeMounts"]
+        .as_array()
+        .expect("stash-init mounts volumes")
+        .iter()
+        .map(|m| {
+            (
+                m["mountPath"].as_str().unwrap().to_string(),
+                m["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let data_path = c.p("source/data").display().to_string();
+    let repo_path = c.p("repo").display().to_string();
+    for path in [SECRET_MOUNT, SCRATCH_MOUNT, &data_path, &repo_path] {
+        assert!(
+            mounts.contains_key(path),
+            "stash-init mounts {path}: {mounts:?}"
+        );
+    }
+    let volume_of = |mount: &str| -> Value {
+        pod_spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mounts[mount].as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("the volume mounted at {mount}"))
+    };
+    assert_eq!(volume_of(SECRET_MOUNT)["secret"]["secretName"], SECRET);
+    assert!(volume_of(SCRATCH_MOUNT)["emptyDir"].is_object());
+    let secret = Api::<Secret>::namespaced(c.client.clone(), &c.ns)
+        .get(SECRET)
+        .await
+        .expect("the storage Secret");
+    let secret_dir = c.p(&format!("{pod}/secret"));
+    let scratch = c.p(&format!("{pod}/tmp"));
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    for (key, value) in secret.data.unwrap_or_default() {
+        std::fs::write(secret_dir.join(key), value.0).unwrap();
+    }
+    let mut args: Vec<String> = init["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(args[0], "restore");
+    assert!(
+        args.contains(&format!("--restoresession={RESTORE}")),
+        "{args:?}"
+    );
+    set_flag(&mut args, "--secret-dir", &secret_dir.display().to_string());
+    set_flag(&mut args, "--scratch-dir", &scratch.display().to_string());
+    let env = downward_env(&init["env"], &c.ns, pod, "");
+    c.step(&format!(
+        "stash-init of pod {pod}: stash {}",
+        args.join(" ")
+    ));
+    let out = e2e::run_stash(Some(&c.settings.kubeconfig), &args, &env).await;
+    if !out.trim().is_empty() {
+        c.step(out.trim());
+    }
+}
 
 /// `kubectl patch backupconfiguration … --type=merge --patch='{"spec": {"paused": …}}'`,
 /// then waits for the reconciler to have seen the new generation.
@@ -1233,6 +1520,15 @@ fn cols(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+fn init_container_names(d: &Deployment) -> Vec<String> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.init_containers.as_ref())
+        .map(|cs| cs.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default()
 }
 
 fn container_names(d: &Deployment) -> Vec<String> {

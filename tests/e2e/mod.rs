@@ -24,7 +24,7 @@ use kube::core::{ApiResource, DynamicObject};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use stash::api::BackupConfiguration;
+use stash::api::{BackupConfiguration, RestoreSession};
 use stash::reconcile::apply::is_not_found;
 
 /// What a test prints, and does, when no cluster is configured.
@@ -526,29 +526,17 @@ async fn cleanup(kubeconfig: &Path, ns: &str, keep: bool) -> Vec<String> {
     {
         problems.push(format!("delete ValidatingWebhookConfiguration {ns}: {e}"));
     }
-    // Nobody is left to honour stash's finalizer. For a moment after its
-    // configuration went, the API server may still call the (gone)
-    // validating webhook on this update: retry for a while.
-    let configs: Api<BackupConfiguration> = Api::namespaced(client.clone(), ns);
-    if let Ok(list) = configs.list(&ListParams::default()).await {
-        for bc in list.items {
-            let name = bc.name_any();
-            let patch = json!({"metadata": {"finalizers": null}});
-            for attempt in 1..=20 {
-                match configs
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => break,
-                    Err(e) if is_not_found(&e) => break,
-                    Err(e) if attempt == 20 => {
-                        problems.push(format!("release finalizers of {name}: {e}"))
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-                }
-            }
-        }
-    }
+    // Nobody is left to honour stash's finalizer.
+    release_finalizers(
+        &Api::<BackupConfiguration>::namespaced(client.clone(), ns),
+        &mut problems,
+    )
+    .await;
+    release_finalizers(
+        &Api::<RestoreSession>::namespaced(client.clone(), ns),
+        &mut problems,
+    )
+    .await;
     if keep {
         eprintln!("e2e: STASH_E2E_KEEP is set; namespace {ns} left in place");
         return problems;
@@ -584,6 +572,35 @@ async fn cleanup(kubeconfig: &Path, ns: &str, keep: bool) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Drops every finalizer of the objects in `api`. For a moment after its
+/// configuration went, the API server may still call the (gone) validating
+/// webhook on this update: retry for a while.
+async fn release_finalizers<K>(api: &Api<K>, problems: &mut Vec<String>)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return;
+    };
+    for object in list.items {
+        let name = object.name_any();
+        let patch = json!({"metadata": {"finalizers": null}});
+        for attempt in 1..=20 {
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if is_not_found(&e) => break,
+                Err(e) if attempt == 20 => {
+                    problems.push(format!("release finalizers of {name}: {e}"))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    }
 }
 
 /// `GET http://<addr><path>` over a plain socket: (status, body).
