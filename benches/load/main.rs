@@ -11,6 +11,7 @@
 //!
 //! `STASH_BENCH_SECONDS` (default 5) sets the length of each run.
 
+mod big;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod floor;
@@ -233,6 +234,120 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// Resets a process's peak RSS (VmHWM) to its current RSS.
+fn reset_hwm(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Sends `bodies` at once on one HTTP/2 connection (as the API server
+/// does): the statuses, and how long until the last answer.
+async fn burst(addr: SocketAddr, ca: &str, bodies: Vec<Bytes>) -> (Vec<u16>, Duration) {
+    let conn = Conn::open(addr, client_config(ca, &[b"h2"], None))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let mut conn = conn.share().unwrap();
+            tokio::spawn(async move {
+                let req = request(
+                    Method::POST,
+                    "/mutate/workloads?timeout=30s",
+                    Some("application/json"),
+                    body,
+                );
+                conn.send(req).await.map_or(0, |r| r.status.as_u16())
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    (codes, start.elapsed())
+}
+
+/// Peak and idle resident memory of `stash serve` around large reviews.
+fn memory(rt: &tokio::runtime::Runtime, dir: &Path, ca: &str, cert: &Path, key: &Path) {
+    let deployment = common::example_deployment();
+    let update = Bytes::from(big::large_update(&deployment));
+    let junk = Bytes::from(big::junk_create(&deployment, 7 * 1024 * 1024 - 1024));
+    let small = Bytes::from(deployment_review("small").to_string());
+    let stash = spawn_stash(dir, &common::examples(), cert, key, "stash-memory");
+    let pid = stash.child.id();
+    // Warm: connections, the runtime's threads, the first decision.
+    rt.block_on(burst(stash.addr, ca, vec![small.clone(); 16]));
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = vm_rss_kib(pid);
+
+    reset_hwm(pid);
+    let before = vm_rss_kib(pid);
+    let (codes, took) = rt.block_on(burst(stash.addr, ca, vec![update.clone()]));
+    assert_eq!(codes, [200], "the 3 MB UPDATE was not answered 200");
+    let update_peak = vm_hwm_kib(pid);
+
+    std::thread::sleep(Duration::from_millis(500));
+    reset_hwm(pid);
+    let before_burst = vm_rss_kib(pid);
+    let (codes, burst_took) = rt.block_on(burst(stash.addr, ca, vec![junk.clone(); 16]));
+    let burst_peak = vm_hwm_kib(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = vm_rss_kib(pid);
+    let ok = codes.iter().filter(|c| **c == 200).count();
+    let busy = codes.iter().filter(|c| **c == 429).count();
+    drop(stash);
+
+    println!("\n## Memory (VmRSS / VmHWM of `stash serve --offline manifests/examples`)\n");
+    println!("| case | body | RSS before | peak RSS | rise | rise / body | answered | time |");
+    println!("|---|---:|---:|---:|---:|---:|---|---:|");
+    println!(
+        "| idle, after 16 small reviews | | {:.1} MiB | | | | | |",
+        mib(idle)
+    );
+    let rise = update_peak.saturating_sub(before);
+    println!(
+        "| one Deployment UPDATE (object + oldObject each < 1.5 MiB) | {:.2} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} | 1/1 × 200 | {:.0} ms |",
+        update.len() as f64 / 1048576.0,
+        mib(before),
+        mib(update_peak),
+        mib(rise),
+        rise as f64 * 1024.0 / update.len() as f64,
+        took.as_secs_f64() * 1000.0
+    );
+    let rise = burst_peak.saturating_sub(before_burst);
+    println!(
+        "| 16 parallel 7 MiB `[{{\"a\":0}}, …]` in spec, one HTTP/2 connection | 16 × {:.2} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} | {ok} × 200, {busy} × 429 | {:.0} ms |",
+        junk.len() as f64 / 1048576.0,
+        mib(before_burst),
+        mib(burst_peak),
+        mib(rise),
+        rise as f64 * 1024.0 / (16 * junk.len()) as f64,
+        burst_took.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| idle, 2 s after the burst | | {:.1} MiB | | | | | |",
+        mib(after)
+    );
+    if ok + busy != 16 {
+        println!("\nstatuses of the burst: {codes:?}");
+    }
+}
+
 /// A directory with the guide's examples plus `n` more BackupConfigurations
 /// (each targeting its own Deployment, 100 namespaces, 100 Repositories).
 fn store_dir(root: &Path, n: usize) -> PathBuf {
@@ -300,6 +415,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::var("STASH_BENCH_ONLY").as_deref() == Ok("memory") {
+        memory(&rt, dir, &bundle.ca_pem, &cert, &key);
+        return;
+    }
 
     let stash = spawn_stash(dir, &common::examples(), &cert, &key, "stash");
     let floor = spawn_floor(dir, &cert, &key);
@@ -387,6 +506,7 @@ fn main() {
     ));
     let big_rss = vm_rss_kib(loaded.child.id());
     drop(loaded);
+    memory(&rt, dir, &bundle.ca_pem, &cert, &key);
     println!("\n## Resident memory (VmRSS after load)\n");
     println!("| store | VmRSS |");
     println!("|---|---:|");

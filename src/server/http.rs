@@ -9,9 +9,10 @@
 //!
 //! Memory is bounded by the bodies in flight: each request reserves its
 //! body's bytes from one budget (`--body-budget`, default 64 MiB) before
-//! reading it, and holds them until its decision is done; a request that
-//! cannot get its bytes within half its deadline is answered 429 with
-//! `Retry-After`. The decision itself reads only a view of the object
+//! reading it, and holds them until its decision is done; a request whose
+//! bytes do not fit is answered 429 with `Retry-After` at once. (Waiting
+//! instead would stall HTTP/2: the unread bodies of waiting streams fill the
+//! connection's flow-control window, and the streams being served starve.) The decision itself reads only a view of the object
 //! (`admission::view`), so a request's working memory is about its body.
 
 use std::convert::Infallible;
@@ -140,18 +141,18 @@ impl Budget {
         self.bytes.available_permits()
     }
 
-    /// Reserves `n` bytes, waiting until `until` at the latest. A body larger
-    /// than the whole budget takes all of it, so it is still served (alone).
-    pub async fn reserve(&self, n: usize, until: Instant) -> Option<Reserved> {
+    /// Reserves `n` bytes if they are free now. A body larger than the
+    /// whole budget takes all of it, so it is still served (alone).
+    pub fn reserve(&self, n: usize) -> Option<Reserved> {
         let n = n.min(self.total) as u32;
         if n == 0 {
             return Some(Reserved(None));
         }
-        let acquire = self.bytes.clone().acquire_many_owned(n);
-        match tokio::time::timeout_at(until.into(), acquire).await {
-            Ok(Ok(permit)) => Some(Reserved(Some(permit))),
-            _ => None,
-        }
+        self.bytes
+            .clone()
+            .try_acquire_many_owned(n)
+            .ok()
+            .map(|p| Reserved(Some(p)))
     }
 }
 
@@ -308,20 +309,8 @@ where
             t.min(state.limits.max_request_time)
         });
     let body = req.into_body();
-    // Bytes are reserved before the body is read (flow control holds the
-    // rest back), waiting at most half the deadline so the client hears
-    // "later" rather than a timeout.
-    let budget_until = started + deadline / 2;
     let declared = declared.map(|n| n as usize);
-    let work = answer(
-        state,
-        budget,
-        endpoint,
-        body,
-        declared,
-        budget_until,
-        started,
-    );
+    let work = answer(state, budget, endpoint, body, declared, started);
     match tokio::time::timeout(deadline, work).await {
         Ok(response) => response,
         Err(_) => plain(
@@ -358,15 +347,13 @@ async fn read_body<B>(
     body: B,
     declared: Option<usize>,
     max: usize,
-    until: Instant,
 ) -> Result<(Bytes, Reserved), Answered>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let mut reserved = budget
-        .reserve(declared.unwrap_or(0), until)
-        .await
+        .reserve(declared.unwrap_or(0))
         .ok_or_else(|| over_budget(budget))?;
     let mut held = declared.unwrap_or(0);
     let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
@@ -386,10 +373,7 @@ where
         }
         if buf.len() + data.len() > held {
             let more = buf.len() + data.len() - held;
-            let got = budget
-                .reserve(more, until)
-                .await
-                .ok_or_else(|| over_budget(budget))?;
+            let got = budget.reserve(more).ok_or_else(|| over_budget(budget))?;
             reserved.add(got);
             held += more;
         }
@@ -404,7 +388,6 @@ async fn answer<B>(
     endpoint: Endpoint,
     body: B,
     declared: Option<usize>,
-    budget_until: Instant,
     started: Instant,
 ) -> Answered
 where
@@ -412,7 +395,7 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let max = state.limits.max_body;
-    let (body, reserved) = match read_body(budget, body, declared, max, budget_until).await {
+    let (body, reserved) = match read_body(budget, body, declared, max).await {
         Ok(read) => read,
         Err(refused) => return refused,
     };
@@ -522,32 +505,23 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_budget_bounds_bytes_in_flight_and_gives_them_back() {
+    #[test]
+    fn the_budget_bounds_bytes_in_flight_and_gives_them_back() {
         let budget = Budget::new(10);
-        let soon = || Instant::now() + Duration::from_millis(50);
-        let a = budget.reserve(6, soon()).await.expect("fits");
+        let a = budget.reserve(6).expect("fits");
         assert_eq!(budget.available(), 4);
-        // Does not fit while `a` is held: refused at the deadline.
-        assert!(budget.reserve(6, soon()).await.is_none());
+        // Does not fit while `a` is held: refused at once, nothing taken.
+        assert!(budget.reserve(6).is_none());
+        assert!(budget.reserve(100).is_none());
         assert_eq!(budget.available(), 4);
-        // Larger than the whole budget: takes all of it, once the rest is free.
-        let waiting = tokio::spawn({
-            let budget = Arc::new(budget);
-            async move {
-                let got = budget
-                    .reserve(100, Instant::now() + Duration::from_secs(5))
-                    .await;
-                (got.is_some(), budget)
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
         drop(a);
-        let (got, budget) = waiting.await.unwrap();
-        assert!(got);
-        assert_eq!(budget.available(), 10);
-        let mut r = budget.reserve(3, soon()).await.unwrap();
-        r.add(budget.reserve(4, soon()).await.unwrap());
+        // Larger than the whole budget: takes all of it.
+        let all = budget.reserve(100).expect("alone, it fits");
+        assert_eq!(budget.available(), 0);
+        drop(all);
+        let mut r = budget.reserve(3).unwrap();
+        r.add(budget.reserve(4).unwrap());
+        r.add(budget.reserve(0).unwrap());
         assert_eq!(budget.available(), 3);
         drop(r);
         assert_eq!(budget.available(), 10);

@@ -93,7 +93,7 @@ pub struct Args {
     #[arg(long, env = "STASH_MAX_REQUEST_TIME", default_value = "30s", value_parser = duration::parse_flag)]
     pub max_request_time: Duration,
     /// Total bytes of request bodies in flight (read or being decided); a
-    /// request waits for its bytes up to half its deadline, then gets 429.
+    /// request whose body does not fit gets 429 with Retry-After.
     #[arg(long, env = "STASH_BODY_BUDGET", default_value = "64Mi", value_parser = http::parse_bytes)]
     pub body_budget: usize,
     /// How often the certificate files are re-read when no file event arrives.
