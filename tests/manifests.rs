@@ -127,9 +127,11 @@ fn every_document_reads_back_as_the_object_that_was_rendered() {
             "Namespace/stash-system",
             "ServiceAccount/stash-webhook",
             "ClusterRole/stash-webhook",
+            "ClusterRole/stash-webhook-writer",
             "ClusterRole/stash-cron-job",
             "ClusterRole/stash-sidecar",
             "ClusterRoleBinding/stash-webhook",
+            "ClusterRoleBinding/stash-webhook-writer",
             "Role/stash-webhook",
             "RoleBinding/stash-webhook",
             "Deployment/stash-webhook",
@@ -137,6 +139,10 @@ fn every_document_reads_back_as_the_object_that_was_rendered() {
             "Service/stash-webhook",
             "MutatingWebhookConfiguration/stash-webhook",
             "ValidatingWebhookConfiguration/stash-webhook",
+            "ValidatingAdmissionPolicy/stash-webhook-workloads",
+            "ValidatingAdmissionPolicyBinding/stash-webhook-workloads",
+            "ValidatingAdmissionPolicy/stash-webhook-owned",
+            "ValidatingAdmissionPolicyBinding/stash-webhook-owned",
         ],
         "the namespace and RBAC come first, the webhooks last (after their Service)"
     );
@@ -471,7 +477,25 @@ fn flags_reach_every_object_they_concern() {
                 | Object::ClusterRoleBinding(_)
                 | Object::MutatingWebhookConfiguration(_)
                 | Object::ValidatingWebhookConfiguration(_)
+                | Object::ValidatingAdmissionPolicy(_)
+                | Object::ValidatingAdmissionPolicyBinding(_)
         );
+        if let Object::ValidatingAdmissionPolicy(p) = o {
+            let spec = p.spec.as_ref().expect("spec");
+            let condition = &spec.match_conditions.as_ref().expect("matchConditions")[0];
+            assert!(
+                condition
+                    .expression
+                    .contains("'system:serviceaccount:backup-system:stash-webhook'"),
+                "the policies follow --namespace"
+            );
+            let image_checked = spec
+                .validations
+                .iter()
+                .flatten()
+                .any(|v| v.expression.contains(&format!("'{image}'")));
+            assert!(image_checked, "{}: the policies follow --image", o.id());
+        }
         let ns = v["metadata"]["namespace"].as_str();
         if cluster_scoped {
             assert_eq!(ns, None, "{}", o.id());
@@ -839,18 +863,40 @@ fn no_role_uses_wildcards_or_reads_secrets() {
 #[test]
 fn the_server_can_do_its_job_and_nothing_more() {
     let objs = default_objects();
-    let rules = cluster_role(&objs, "stash-webhook");
+    let mut rules = cluster_role(&objs, "stash-webhook");
+    // Its writes to users' objects: a separate role, bound cluster-wide by
+    // default (per namespace with --namespaces).
+    let writes = cluster_role(&objs, "stash-webhook-writer");
+    for (verb, resource) in [
+        ("patch", "deployments"),
+        ("create", "cronjobs"),
+        ("bind", "clusterroles"),
+    ] {
+        assert!(
+            !rules.iter().any(|r| r.verbs.iter().any(|v| v == verb)
+                && r.resources.iter().flatten().any(|x| x == resource)),
+            "{verb} {resource} is the writer's"
+        );
+    }
+    rules.extend(writes);
     let can = |g: &str, r: &str, v: &str| allows(&rules, g, r, v, None);
     // What the store, the controllers and the back-fill need.
     for kind in ["backupconfigurations", "backupsessions", "repositories"] {
         for verb in ["get", "list", "watch"] {
             assert!(can(STASH, kind, verb), "{verb} {kind}");
         }
+    }
+    // The controllers merge-patch the statuses they own; the Repository's
+    // is the sidecar's, and nothing GETs or PUTs a status.
+    for kind in ["backupconfigurations", "backupsessions", "restoresessions"] {
+        let status = format!("{kind}/status");
+        assert!(can(STASH, &status, "patch"), "{status}");
         assert!(
-            can(STASH, &format!("{kind}/status"), "patch"),
-            "{kind}/status"
+            !can(STASH, &status, "update") && !can(STASH, &status, "get"),
+            "{status}"
         );
     }
+    assert!(!can(STASH, "repositories/status", "patch"));
     assert!(can(STASH, "backupconfigurations", "patch"), "finalizer");
     for kind in ["deployments", "statefulsets", "daemonsets", "replicasets"] {
         assert!(
@@ -865,7 +911,9 @@ fn the_server_can_do_its_job_and_nothing_more() {
     assert!(can("batch", "cronjobs", "create") && can("batch", "cronjobs", "patch"));
     assert!(can("", "serviceaccounts", "create"));
     assert!(can("rbac.authorization.k8s.io", "rolebindings", "create"));
-    assert!(can("events.k8s.io", "events", "create") && can("", "events", "create"));
+    // `recorder::Recorder` creates core/v1 Events only.
+    assert!(can("", "events", "create"));
+    assert!(!can("events.k8s.io", "events", "create") && !can("", "events", "patch"));
     // Binds exactly the two roles it hands out, nothing else.
     for role in ["stash-cron-job", "stash-sidecar"] {
         assert!(allows(
@@ -994,7 +1042,11 @@ fn the_bindings_name_the_servers_service_account() {
             _ => continue,
         };
         bound += 1;
-        assert_eq!(role_ref.name, "stash-webhook");
+        assert!(
+            ["stash-webhook", "stash-webhook-writer"].contains(&role_ref.name.as_str()),
+            "{}",
+            o.id()
+        );
         let subjects = subjects.as_ref().expect("subjects");
         assert_eq!(subjects.len(), 1);
         assert_eq!(subjects[0].kind, "ServiceAccount");
@@ -1002,7 +1054,71 @@ fn the_bindings_name_the_servers_service_account() {
         assert_eq!(subjects[0].namespace.as_deref(), Some("backup-system"));
     }
     assert_eq!(
-        bound, 2,
-        "a ClusterRoleBinding and a RoleBinding; the other two roles are bound per namespace by the reconciler"
+        bound, 3,
+        "two ClusterRoleBindings and a RoleBinding; the other two roles are bound per namespace by the reconciler"
     );
+}
+
+#[test]
+fn namespaces_scope_the_webhooks_and_bind_the_writes_there_only() {
+    let options = Options {
+        namespaces: vec!["team-a".into(), "team-b".into()],
+        ..Options::default()
+    };
+    let objs = objects(&options).expect("render");
+    let mut writer_bindings = Vec::new();
+    for o in &objs {
+        match o {
+            Object::ClusterRoleBinding(b) => {
+                assert_eq!(b.role_ref.name, "stash-webhook", "no cluster-wide writes")
+            }
+            Object::RoleBinding(b) if b.role_ref.name == "stash-webhook-writer" => {
+                assert_eq!(b.role_ref.kind, "ClusterRole");
+                writer_bindings.push(b.metadata.namespace.clone().expect("namespaced"));
+            }
+            Object::MutatingWebhookConfiguration(c) => {
+                for w in c.webhooks.iter().flatten() {
+                    let sel = w.namespace_selector.as_ref().expect("selector");
+                    let e = &sel.match_expressions.as_ref().expect("expressions")[0];
+                    assert_eq!(
+                        (e.operator.as_str(), e.values.clone()),
+                        ("In", Some(options.namespaces.clone()))
+                    );
+                }
+            }
+            Object::ValidatingWebhookConfiguration(c) => {
+                for w in c.webhooks.iter().flatten() {
+                    let sel = w.namespace_selector.as_ref().expect("selector");
+                    let e = &sel.match_expressions.as_ref().expect("expressions")[0];
+                    assert_eq!(
+                        (e.operator.as_str(), e.values.clone()),
+                        ("In", Some(options.namespaces.clone()))
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(writer_bindings, ["team-a", "team-b"]);
+    let header = render(&options).expect("render");
+    assert!(
+        header
+            .lines()
+            .nth(1)
+            .expect("line")
+            .ends_with(" --namespaces team-a,team-b")
+    );
+    for bad in [
+        vec!["kube-system"],
+        vec!["stash-system"],
+        vec!["a", "a"],
+        vec!["A"],
+    ] {
+        let options = Options {
+            namespaces: bad.iter().map(|s| s.to_string()).collect(),
+            ..Options::default()
+        };
+        let err = render(&options).expect_err("refused").to_string();
+        assert!(err.starts_with("--namespaces"), "{err}");
+    }
 }

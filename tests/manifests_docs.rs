@@ -39,6 +39,12 @@ fn kubectl_name(o: &Object) -> String {
         Object::ValidatingWebhookConfiguration(_) => {
             "validatingwebhookconfiguration.admissionregistration.k8s.io"
         }
+        Object::ValidatingAdmissionPolicy(_) => {
+            "validatingadmissionpolicy.admissionregistration.k8s.io"
+        }
+        Object::ValidatingAdmissionPolicyBinding(_) => {
+            "validatingadmissionpolicybinding.admissionregistration.k8s.io"
+        }
     };
     let id = o.id();
     let name = id.split_once('/').map(|(_, n)| n).unwrap_or_default();

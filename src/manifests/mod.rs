@@ -12,6 +12,7 @@
 //! admission configurations, and [`stream`] the YAML writer.
 
 pub mod names;
+pub mod policy;
 pub mod rbac;
 pub mod server;
 pub mod stream;
@@ -43,6 +44,12 @@ pub struct Args {
     /// Replicas of the webhook server Deployment.
     #[arg(long, default_value_t = names::DEFAULT_REPLICAS, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub replicas: i32,
+    /// Limit stash to these namespaces (comma-separated): the webhooks match
+    /// only them and the server's writes to workloads, CronJobs,
+    /// ServiceAccounts and RoleBindings are bound there only. Default: every
+    /// namespace but kube-system and the install namespace.
+    #[arg(long, value_delimiter = ',')]
+    pub namespaces: Vec<String>,
 }
 
 /// Runs the subcommand: renders the install to standard output.
@@ -69,6 +76,7 @@ pub fn render_args(args: &Args) -> Result<String, Error> {
         image: args.image.clone(),
         replicas: args.replicas,
         ca,
+        namespaces: args.namespaces.clone(),
     };
     render(&options)
 }
@@ -80,6 +88,8 @@ pub struct Options {
     pub image: String,
     pub replicas: i32,
     pub ca: CaBundle,
+    /// `--namespaces`: empty for every namespace.
+    pub namespaces: Vec<String>,
 }
 
 impl Default for Options {
@@ -89,6 +99,7 @@ impl Default for Options {
             image: crate::admission::DEFAULT_IMAGE.to_string(),
             replicas: names::DEFAULT_REPLICAS,
             ca: CaBundle::Missing(PathBuf::from(names::DEFAULT_CA_BUNDLE_FILE)),
+            namespaces: Vec::new(),
         }
     }
 }
@@ -174,6 +185,10 @@ pub enum Error {
     Namespace(String),
     #[error("--image {0:?} is not an image reference (empty or contains whitespace)")]
     Image(String),
+    #[error(
+        "--namespaces {0:?}: each must be a namespace name, listed once, and neither kube-system nor the install namespace"
+    )]
+    Namespaces(String),
     #[error("--replicas {0} is out of range (1 to 100)")]
     Replicas(i32),
     #[error("--ca-bundle-file {}: {reason}", path.display())]
@@ -193,6 +208,15 @@ impl Options {
         }
         if !(1..=100).contains(&self.replicas) {
             return Err(Error::Replicas(self.replicas));
+        }
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            if !is_dns1123_label(ns)
+                || ns == "kube-system"
+                || *ns == self.namespace
+                || self.namespaces[..i].contains(ns)
+            {
+                return Err(Error::Namespaces(self.namespaces.join(",")));
+            }
         }
         Ok(())
     }
@@ -228,6 +252,7 @@ pub fn objects(options: &Options) -> Result<Vec<Object>, Error> {
         Object::MutatingWebhookConfiguration(webhooks::mutating(options)),
         Object::ValidatingWebhookConfiguration(webhooks::validating(options)),
     ]);
+    objects.extend(policy::objects(options));
     Ok(objects)
 }
 
@@ -248,8 +273,16 @@ fn header(options: &Options) -> String {
     let mut lines = vec![
         "# stash: the webhook server, its RBAC and its admission webhooks.".to_string(),
         format!(
-            "# Rendered by: stash manifests --namespace {} --image {} --replicas {} --ca-bundle-file {}",
-            options.namespace, options.image, options.replicas, ca_path
+            "# Rendered by: stash manifests --namespace {} --image {} --replicas {} --ca-bundle-file {}{}",
+            options.namespace,
+            options.image,
+            options.replicas,
+            ca_path,
+            if options.namespaces.is_empty() {
+                String::new()
+            } else {
+                format!(" --namespaces {}", options.namespaces.join(","))
+            }
         ),
         "# Apply the CRDs first: kubectl apply -f manifests/crds/".to_string(),
         format!(
@@ -353,6 +386,22 @@ mod tests {
             },
             Options {
                 replicas: 0,
+                ..Options::default()
+            },
+            Options {
+                namespaces: vec!["kube-system".into()],
+                ..Options::default()
+            },
+            Options {
+                namespaces: vec!["stash-system".into()],
+                ..Options::default()
+            },
+            Options {
+                namespaces: vec!["a".into(), "a".into()],
+                ..Options::default()
+            },
+            Options {
+                namespaces: vec!["".into()],
                 ..Options::default()
             },
         ];

@@ -12,6 +12,9 @@ pub const DEFAULT_CA_BUNDLE_FILE: &str = "certs/ca.crt";
 /// Name of the Deployment, Service, ServiceAccount, PDB, the server's
 /// ClusterRole/Role and their bindings, and both webhook configurations.
 pub const SERVICE: &str = "stash-webhook";
+/// ClusterRole (and its binding) of the server's writes to workloads, CronJobs,
+/// ServiceAccounts and RoleBindings.
+pub const WRITER_ROLE: &str = "stash-webhook-writer";
 /// Secret of type kubernetes.io/tls holding the serving certificate.
 pub const TLS_SECRET: &str = "stash-webhook-tls";
 /// Where that Secret is mounted in the server container.

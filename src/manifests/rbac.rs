@@ -1,10 +1,13 @@
 //! Least-privilege RBAC for the three identities that call the API server.
 //!
 //! - `stash-webhook` (the server and its leader-elected reconciler): reads the
-//!   stash kinds and the four workload kinds; writes only what the reconciler
-//!   owns (CronJobs, their ServiceAccounts, RoleBindings, workload patches,
-//!   stash statuses and finalizers, events); its Lease lives in a namespaced
-//!   Role. It can create RoleBindings to exactly `stash-cron-job` and
+//!   stash kinds, the four workload kinds and what it owns, and writes stash
+//!   statuses, finalizers and events (ClusterRole `stash-webhook`, bound
+//!   cluster-wide); writes what reaches users' pods and RBAC (workload
+//!   patches, CronJobs, their ServiceAccounts, RoleBindings) through
+//!   ClusterRole `stash-webhook-writer`, bound cluster-wide or per namespace
+//!   (`--namespaces`) and fenced by [`super::policy`]; its Lease lives in a
+//!   namespaced Role. It can create RoleBindings to exactly `stash-cron-job` and
 //!   `stash-sidecar` (the `bind` verb, by name) without holding their
 //!   permissions, and it never reads Secrets: the TLS pair is a volume.
 //! - `stash-cron-job` (each backup CronJob's pod, bound per namespace by the
@@ -26,7 +29,6 @@ use crate::api::GROUP;
 const READ: &[&str] = &["get", "list", "watch"];
 const STATUS_WRITE: &[&str] = &["get", "patch", "update"];
 const EVENT_WRITE: &[&str] = &["create", "patch"];
-const OWNED_WRITE: &[&str] = &["get", "list", "watch", "create", "patch"];
 /// kube-lease-manager reads, creates and (strategic-merge) patches its Lease;
 /// `update` covers clients that replace it instead.
 const LEASE_WRITE: &[&str] = &["get", "create", "update", "patch"];
@@ -63,29 +65,62 @@ fn event_rules(verbs: &[&str]) -> [PolicyRule; 2] {
     ]
 }
 
-/// Rules of ClusterRole `stash-webhook`.
-pub fn webhook_rules() -> Vec<PolicyRule> {
-    let mut rules = vec![
-        // The store, the controllers and the webhooks' view of the world.
+/// Rules of ClusterRole `stash-webhook`, bound cluster-wide: what the store,
+/// the webhooks and the reconciler's watches read everywhere, and the writes
+/// that only touch stash's own kinds (each line names the code path in
+/// docs/install.md's table).
+pub fn webhook_read_rules() -> Vec<PolicyRule> {
+    vec![
+        // The store (`server::feed`) and every controller's watch.
         rule(&[GROUP], STASH_KINDS, READ),
         // Finalizers on BackupConfigurations and RestoreSessions (remove the
         // sidecar / the stash-init container on delete), JSON patches.
-        rule(&[GROUP], &["backupconfigurations", "restoresessions"], &["patch"]),
-        // BackupSession history cleanup.
+        rule(
+            &[GROUP],
+            &["backupconfigurations", "restoresessions"],
+            &["patch"],
+        ),
+        // BackupSession history cleanup (`backup_session::cleanup`).
         rule(&[GROUP], &["backupsessions"], &["delete"]),
-        rule(&[GROUP], STASH_STATUSES, STATUS_WRITE),
-        // Sidecar injection and removal by the reconciler: patches only.
-        rule(&["apps"], WORKLOADS, &["get", "list", "watch", "patch"]),
-        // What the reconciler owns and server-side applies (an apply that
-        // creates also needs `create`): the CronJobs, their ServiceAccounts, and
-        // the RoleBindings for the CronJobs and the sidecars. Their owner
-        // references let the garbage collector delete them.
-        rule(&["batch"], &["cronjobs"], OWNED_WRITE),
-        rule(&[""], &["serviceaccounts"], OWNED_WRITE),
+        // Merge patches of the statuses the three controllers own (never a
+        // GET or PUT of `/status`; Repository status is the sidecar's).
+        rule(
+            &[GROUP],
+            &[
+                "backupconfigurations/status",
+                "backupsessions/status",
+                "restoresessions/status",
+            ],
+            &["patch"],
+        ),
+        // The targets: watched cluster-wide, GET before a patch.
+        rule(&["apps"], WORKLOADS, READ),
+        // `Controller::owns` watches these cluster-wide; `apply::ensure` GETs.
+        rule(&["batch"], &["cronjobs"], READ),
+        rule(&[""], &["serviceaccounts"], READ),
+        rule(&["rbac.authorization.k8s.io"], &["rolebindings"], READ),
+        // `recorder::Recorder` posts core/v1 Events, nothing else.
+        rule(&[""], &["events"], &["create"]),
+    ]
+}
+
+/// Rules of ClusterRole `stash-webhook-writer`: the writes that reach user
+/// workloads and RBAC. Bound cluster-wide by default, or by a RoleBinding in
+/// each namespace of `stash manifests --namespaces`. The
+/// ValidatingAdmissionPolicies of [`super::policy`] fence what these writes
+/// may change.
+pub fn webhook_write_rules() -> Vec<PolicyRule> {
+    vec![
+        // Sidecar / stash-init injection and removal: JSON patches only.
+        rule(&["apps"], WORKLOADS, &["patch"]),
+        // Server-side apply by `apply::ensure` (an apply that creates needs
+        // `create`): the CronJobs, their ServiceAccounts, the RoleBindings.
+        rule(&["batch"], &["cronjobs"], &["create", "patch"]),
+        rule(&[""], &["serviceaccounts"], &["create", "patch"]),
         rule(
             &["rbac.authorization.k8s.io"],
             &["rolebindings"],
-            OWNED_WRITE,
+            &["create", "patch"],
         ),
         // Bind exactly these two ClusterRoles, without holding their rules.
         PolicyRule {
@@ -95,8 +130,14 @@ pub fn webhook_rules() -> Vec<PolicyRule> {
             verbs: strings(&["bind"]),
             ..PolicyRule::default()
         },
-    ];
-    rules.extend(event_rules(EVENT_WRITE));
+    ]
+}
+
+/// Every rule the server's identity holds in a namespace the install covers
+/// (both ClusterRoles; the Lease's Role aside).
+pub fn webhook_rules() -> Vec<PolicyRule> {
+    let mut rules = webhook_read_rules();
+    rules.extend(webhook_write_rules());
     rules
 }
 
@@ -158,8 +199,9 @@ fn role_ref(kind: &str, name: &str) -> RoleRef {
 
 /// The RBAC objects of the install, roles before their bindings.
 pub fn objects(options: &Options) -> Vec<Object> {
-    vec![
-        Object::ClusterRole(cluster_role(SERVICE, webhook_rules())),
+    let mut objects = vec![
+        Object::ClusterRole(cluster_role(SERVICE, webhook_read_rules())),
+        Object::ClusterRole(cluster_role(WRITER_ROLE, webhook_write_rules())),
         Object::ClusterRole(cluster_role(CRON_JOB_ROLE, cron_job_rules())),
         Object::ClusterRole(cluster_role(SIDECAR_ROLE, sidecar_rules())),
         Object::ClusterRoleBinding(ClusterRoleBinding {
@@ -167,6 +209,24 @@ pub fn objects(options: &Options) -> Vec<Object> {
             role_ref: role_ref("ClusterRole", SERVICE),
             subjects: Some(vec![server_subject(options)]),
         }),
+    ];
+    if options.namespaces.is_empty() {
+        objects.push(Object::ClusterRoleBinding(ClusterRoleBinding {
+            metadata: metadata(WRITER_ROLE, None),
+            role_ref: role_ref("ClusterRole", WRITER_ROLE),
+            subjects: Some(vec![server_subject(options)]),
+        }));
+    } else {
+        // `--namespaces`: the writes only where stash is allowed to act.
+        objects.extend(options.namespaces.iter().map(|ns| {
+            Object::RoleBinding(RoleBinding {
+                metadata: metadata(WRITER_ROLE, Some(ns)),
+                role_ref: role_ref("ClusterRole", WRITER_ROLE),
+                subjects: Some(vec![server_subject(options)]),
+            })
+        }));
+    }
+    objects.extend([
         Object::Role(Role {
             metadata: metadata(SERVICE, Some(&options.namespace)),
             rules: Some(webhook_namespaced_rules()),
@@ -176,5 +236,6 @@ pub fn objects(options: &Options) -> Vec<Object> {
             role_ref: role_ref("Role", SERVICE),
             subjects: Some(vec![server_subject(options)]),
         }),
-    ]
+    ]);
+    objects
 }

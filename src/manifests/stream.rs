@@ -3,7 +3,8 @@
 //! reads.
 
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
@@ -31,6 +32,8 @@ pub enum Object {
     Service(Service),
     MutatingWebhookConfiguration(MutatingWebhookConfiguration),
     ValidatingWebhookConfiguration(ValidatingWebhookConfiguration),
+    ValidatingAdmissionPolicy(ValidatingAdmissionPolicy),
+    ValidatingAdmissionPolicyBinding(ValidatingAdmissionPolicyBinding),
 }
 
 impl Object {
@@ -51,6 +54,10 @@ impl Object {
             }
             Object::ValidatingWebhookConfiguration(o) => {
                 ("ValidatingWebhookConfiguration", &o.metadata)
+            }
+            Object::ValidatingAdmissionPolicy(o) => ("ValidatingAdmissionPolicy", &o.metadata),
+            Object::ValidatingAdmissionPolicyBinding(o) => {
+                ("ValidatingAdmissionPolicyBinding", &o.metadata)
             }
         };
         format!("{kind}/{}", meta.name.as_deref().unwrap_or_default())

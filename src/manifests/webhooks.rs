@@ -155,8 +155,19 @@ fn rules(spec: &Spec) -> Vec<RuleWithOperations> {
     }]
 }
 
-/// Every namespace but kube-system and the install namespace.
+/// Every namespace but kube-system and the install namespace; with
+/// `--namespaces`, only those.
 pub fn namespace_selector(options: &Options) -> LabelSelector {
+    if !options.namespaces.is_empty() {
+        return LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: NAMESPACE_NAME_LABEL.to_string(),
+                operator: "In".to_string(),
+                values: Some(options.namespaces.clone()),
+            }]),
+            ..LabelSelector::default()
+        };
+    }
     LabelSelector {
         match_expressions: Some(vec![LabelSelectorRequirement {
             key: NAMESPACE_NAME_LABEL.to_string(),

