@@ -198,11 +198,14 @@ fn the_reconcilers_injection_and_removal_are_admitted() {
     accepted(workloads(SERVER, &removed, &scaled));
 }
 
+/// An edit of the injected workload.
+type Change = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn anything_else_on_a_workload_is_refused() {
     let old = deployment();
     let injected = planned(&old, true);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<(&str, Change, &str)> = vec![
         (
             "a user container's image",
             Box::new(|w| w["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:1")),
