@@ -8,8 +8,9 @@
 //!
 //! The module is split by concern: [`names`] holds every name two objects (or
 //! another module) must agree on, [`server`] the webhook server's own objects,
-//! [`rbac`] the three ClusterRoles and their bindings, [`webhooks`] the two
-//! admission configurations, and [`stream`] the YAML writer.
+//! [`rbac`] the ClusterRoles and their bindings, [`webhooks`] the two
+//! admission configurations, [`policy`] the ValidatingAdmissionPolicies that
+//! fence the server's own writes, and [`stream`] the YAML writer.
 
 pub mod names;
 pub mod policy;
