@@ -117,10 +117,12 @@ if make_ca \
         --image registry.example/stash@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \
         --ca-bundle-file "$TMP/ca.crt" > "$TMP/variant.yaml"; then
   bundles=$(grep -cE '^ +caBundle: [A-Za-z0-9+/]+=*$' "$TMP/variant.yaml")
-  if [ "$bundles" -eq 5 ] && ! grep -q 'caBundle: NOT SET' "$TMP/variant.yaml"; then
-    pass "stash manifests --ca-bundle-file: caBundle on all 5 webhooks"
+  # Every webhook has one clientConfig: each must carry the bundle.
+  hooks=$(grep -cE '^ +clientConfig:$' "$TMP/variant.yaml")
+  if [ "$hooks" -gt 0 ] && [ "$bundles" -eq "$hooks" ] && ! grep -q 'caBundle: NOT SET' "$TMP/variant.yaml"; then
+    pass "stash manifests --ca-bundle-file: caBundle on all $hooks webhooks"
   else
-    fail "stash manifests --ca-bundle-file: expected caBundle on 5 webhooks, found $bundles"
+    fail "stash manifests --ca-bundle-file: expected caBundle on $hooks webhooks, found $bundles"
   fi
 else
   fail "could not render the variant install (no CA from stash certs or openssl, or stash manifests failed)"
