@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use stash::admission::{Endpoint, Settings, handle};
+use stash::admission::{Endpoint, handle};
 use stash::api::{BackupConfiguration, BackupConfigurationSpec, BackupTarget, TargetRef};
+use stash::settings::Settings;
 use stash::store::offline;
 
 fn bench(c: &mut Criterion) {

@@ -29,7 +29,8 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::admission::{self, Answer, Decision, Endpoint, PausedSessionPolicy, Settings, wire};
+use crate::admission::{self, Answer, Decision, Endpoint, wire};
+use crate::settings::{DEFAULT_IMAGE, PausedSessionPolicy, Settings};
 use crate::store::{Snapshot, offline};
 
 /// Command-line arguments.
@@ -43,7 +44,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t)]
     pub paused_session_policy: PausedSessionPolicy,
     /// Image of the injected sidecar.
-    #[arg(long, default_value = admission::DEFAULT_IMAGE)]
+    #[arg(long, default_value = DEFAULT_IMAGE)]
     pub image: String,
     /// Ask this endpoint alone (e.g. /validate/backupsessions) and print its
     /// answer byte for byte.

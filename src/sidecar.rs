@@ -20,12 +20,12 @@ use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::admission::Settings;
 use crate::api::{
     ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED, BackupConfiguration,
     INVOKER_KIND_BACKUP_CONFIGURATION, LocalSpec, Repository, SIDECAR_CONTAINER,
     WORKLOAD_API_VERSION, WORKLOAD_KINDS,
 };
+use crate::settings::Settings;
 use crate::store::Snapshot;
 
 /// Downward-API volume with the pod's labels, mounted at [`PODINFO_DIR`].

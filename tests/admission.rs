@@ -6,8 +6,9 @@ mod admission_support;
 
 use admission_support::*;
 use serde_json::{Value, json};
-use stash::admission::{Endpoint, PausedSessionPolicy};
+use stash::admission::Endpoint;
 use stash::api::{ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED};
+use stash::settings::PausedSessionPolicy;
 
 const HASH_PTR: &str =
     "/spec/template/metadata/annotations/stash.appscode.com~1last-applied-backupconfiguration-hash";
@@ -98,7 +99,7 @@ fn without_stash(obj: &Value) -> Value {
 fn guide_deployment_gets_the_sidecar_design_md_specifies() {
     let obj = inject_and_recheck("deployment-create");
     let c = container(&obj, "stash").expect("stash container");
-    assert_eq!(c["image"], stash::admission::DEFAULT_IMAGE);
+    assert_eq!(c["image"], stash::settings::DEFAULT_IMAGE);
     assert_eq!(
         args(c),
         [

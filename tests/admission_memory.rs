@@ -9,7 +9,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
-use stash::admission::{self, Endpoint, Settings};
+use stash::admission::{self, Endpoint};
+use stash::settings::Settings;
 use stash::store::Snapshot;
 
 struct Counting;

@@ -41,7 +41,6 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-use stash::admission::Settings;
 use stash::api::events::COMPONENT_CRONJOB;
 use stash::api::{BackupConfiguration, BackupSession, BackupSessionPhase, Repository};
 use stash::backup::LockHolders;
@@ -51,6 +50,7 @@ use stash::backup::metrics::Metrics;
 use stash::reconcile::apply::Backoff;
 use stash::reconcile::{backup_configuration, backup_session};
 use stash::recorder::Recorder;
+use stash::settings::Settings;
 use stash::trigger::{Outcome, trigger};
 use support::{Identity, PatchBody};
 

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use serde_json::{Map, Value, json};
-use stash::admission::Settings;
 use stash::api::{BackupConfiguration, Repository};
 use stash::manifests::{Object, Options, objects};
 use stash::reconcile::desired;
+use stash::settings::Settings;
 use stash::sidecar::plan;
 use stash::store::Snapshot;
 
@@ -253,7 +253,7 @@ fn anything_else_on_a_workload_is_refused() {
             "a stash init container running a shell",
             Box::new(|w| {
                 w["spec"]["template"]["spec"]["initContainers"] = json!([{
-                    "name": "stash-init", "image": stash::admission::DEFAULT_IMAGE, "command": ["sh", "-c", "id"]}])
+                    "name": "stash-init", "image": stash::settings::DEFAULT_IMAGE, "command": ["sh", "-c", "id"]}])
             }),
             "entrypoint",
         ),
@@ -344,7 +344,7 @@ fn owned(resource: &str, object: &Value) -> Option<Vec<String>> {
 #[test]
 fn the_reconcilers_own_objects_are_admitted() {
     let bc = config();
-    let image = stash::admission::DEFAULT_IMAGE;
+    let image = stash::settings::DEFAULT_IMAGE;
     let mut cj = serde_json::to_value(desired::cronjob(&bc, image).expect("CronJob")).unwrap();
     // API server defaults.
     let pod = &mut cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
@@ -378,7 +378,7 @@ fn the_reconcilers_own_objects_are_admitted() {
 #[test]
 fn other_cron_jobs_service_accounts_and_role_bindings_are_refused() {
     let bc = config();
-    let image = stash::admission::DEFAULT_IMAGE;
+    let image = stash::settings::DEFAULT_IMAGE;
     let cj = serde_json::to_value(desired::cronjob(&bc, image).expect("CronJob")).unwrap();
     let pod = "/spec/jobTemplate/spec/template/spec";
     let container = format!("{pod}/containers/0");

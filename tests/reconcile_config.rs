@@ -8,10 +8,10 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use stash::admission::Settings;
 use stash::api::BackupConfiguration;
 use stash::reconcile::apply::Backoff;
 use stash::reconcile::backup_configuration::{Context, reconcile_at};
+use stash::settings::Settings;
 use support::{Cluster, Identity, PatchBody, Recorded, Status};
 
 const BC: &str =

@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use stash::reconcile::leader::{LEASE_NAME, run_while_leader};
+use stash::lease::run_while_leader;
+use stash::reconcile::LEASE_NAME;
 use support::{Cluster, Identity};
 use tokio::sync::mpsc;
 
@@ -30,14 +31,18 @@ async fn takes_a_free_lease_reconciles_and_stops_when_it_is_taken_away() {
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let elector = tokio::spawn(async move {
-        run_while_leader(client, "stash-system", "stash-webhook-a", move || {
-            let tx = tx.clone();
-            async move {
-                let _guard = Stopped(tx.clone());
-                let _ = tx.send("started");
-                std::future::pending::<()>().await;
-            }
-        })
+        run_while_leader(
+            stash::reconcile::candidate(client, "stash-system", "stash-webhook-a"),
+            move || {
+                let tx = tx.clone();
+                async move {
+                    let _guard = Stopped(tx.clone());
+                    let _ = tx.send("started");
+                    std::future::pending::<()>().await;
+                }
+            },
+            std::future::pending(),
+        )
         .await
     });
 

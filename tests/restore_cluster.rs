@@ -28,7 +28,6 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-use stash::admission::Settings;
 use stash::api::{
     BackupConfiguration, BackupSession, BackupSessionPhase, HostRestorePhase, RestoreSession,
     RestoreSessionPhase,
@@ -37,6 +36,7 @@ use stash::backup::controller::Handled;
 use stash::backup::restic::resolve_binary;
 use stash::reconcile::apply::Backoff;
 use stash::reconcile::{backup_configuration, backup_session, restore_session};
+use stash::settings::Settings;
 use support::restic::{Env, NS, PASSWORD};
 use support::{Cluster, Identity, PatchBody};
 

@@ -6,9 +6,9 @@
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use stash::admission::Settings;
 use stash::api::{BackupConfiguration, Repository, RestoreSession};
 use stash::restore::init::{InitPlan, has_init_container, plan};
+use stash::settings::Settings;
 use stash::sidecar;
 use stash::store::Snapshot;
 

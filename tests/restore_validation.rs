@@ -3,7 +3,8 @@
 //! Repository warning, and the immutable spec.
 
 use serde_json::{Value, json};
-use stash::admission::{Endpoint, Settings, handle};
+use stash::admission::{Endpoint, handle};
+use stash::settings::Settings;
 use stash::store::Snapshot;
 
 fn session(target: Value, rules: Value) -> Value {

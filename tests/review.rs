@@ -8,7 +8,8 @@ use std::process::{Command, Output, Stdio};
 use admission_support::*;
 use base64::Engine;
 use serde_json::Value;
-use stash::admission::{self, Endpoint, PausedSessionPolicy};
+use stash::admission::{self, Endpoint};
+use stash::settings::PausedSessionPolicy;
 
 fn stash(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stash"))

@@ -21,10 +21,11 @@ use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-use stash::admission::{Endpoint, Settings, handle};
+use stash::admission::{Endpoint, handle};
 use stash::api::BackupConfiguration;
 use stash::reconcile::apply::Backoff;
 use stash::reconcile::backup_configuration;
+use stash::settings::Settings;
 use support::deployment_controller::{POD_TEMPLATE_HASH, equal_ignore_hash};
 use support::{Cluster, Identity, PatchBody};
 
@@ -98,7 +99,7 @@ async fn reconcile(c: &Cluster) {
     writer.apply_watcher_event(&watcher::Event::Apply(bc.clone()));
     let ctx = backup_configuration::Context {
         client: c.client(Identity::reconciler()),
-        image: stash::admission::DEFAULT_IMAGE.into(),
+        image: stash::settings::DEFAULT_IMAGE.into(),
         settings: Settings::default(),
         configs,
         backoff: Backoff::default(),

@@ -5,8 +5,8 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use stash::admission::Settings;
 use stash::api::{BackupConfiguration, Repository};
+use stash::settings::Settings;
 use stash::sidecar::{SidecarPlan, plan};
 use stash::store::Snapshot;
 

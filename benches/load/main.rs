@@ -524,7 +524,7 @@ fn main() {
     println!("| configurations | configs_for_target | admission::handle (Deployment CREATE) |");
     println!("|---:|---:|---:|");
     let review = deployment_review("bench").to_string().into_bytes();
-    let settings = stash::admission::Settings::default();
+    let settings = stash::settings::Settings::default();
     for n in [10, 10_000] {
         let snap = stash::store::offline::load(&store_dir(dir, n))
             .unwrap()

@@ -10,9 +10,10 @@
 use kube::core::admission::Operation;
 
 use super::read::{self, Read};
-use super::{Decision, Request, Settings, cron};
+use super::{Decision, Request, cron};
 use crate::api::unknown::unknown_fields;
 use crate::api::{BackupConfiguration, WORKLOAD_API_VERSION, WORKLOAD_KINDS};
+use crate::settings::Settings;
 use crate::store::Snapshot;
 
 /// Validates a BackupConfiguration on CREATE and UPDATE.

@@ -9,12 +9,13 @@ use kube::core::admission::Operation;
 use serde_json::{Value, json};
 
 use super::read::{self, Read};
-use super::{Decision, PausedSessionPolicy, Request, Settings};
+use super::{Decision, Request};
 use crate::api::unknown::unknown_fields;
 use crate::api::{
     BackupSession, GROUP, INVOKER_KIND_BACKUP_CONFIGURATION, LABEL_BACKUP_CONFIGURATION,
     LABEL_INVOKER_NAME, LABEL_INVOKER_TYPE,
 };
+use crate::settings::{PausedSessionPolicy, Settings};
 use crate::store::Snapshot;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};

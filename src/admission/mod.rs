@@ -19,10 +19,10 @@ pub mod wire;
 pub mod workloads;
 
 use std::fmt;
-use std::str::FromStr;
 
 pub use wire::{Answer, Decision, Object, Request, ReviewError};
 
+use crate::settings::Settings;
 use crate::store::Snapshot;
 
 /// One webhook endpoint of docs/design.md.
@@ -103,49 +103,6 @@ impl Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.path())
-    }
-}
-
-/// What to do with a BackupSession whose invoker is paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum PausedSessionPolicy {
-    /// Admit it with a warning; the reconciler marks it Skipped.
-    #[default]
-    Skip,
-    /// Deny it.
-    Reject,
-}
-
-impl FromStr for PausedSessionPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "skip" => Ok(Self::Skip),
-            "reject" => Ok(Self::Reject),
-            other => Err(format!(
-                "unknown paused-session policy {other:?}: use skip or reject"
-            )),
-        }
-    }
-}
-
-/// Settings the decisions depend on besides the store.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub paused_session_policy: PausedSessionPolicy,
-    /// Image of the injected sidecar.
-    pub image: String,
-}
-
-/// Default image of the sidecar and the CronJob.
-pub const DEFAULT_IMAGE: &str = "ghcr.io/stashed/stash-rs:0.1.0";
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            paused_session_policy: PausedSessionPolicy::Skip,
-            image: DEFAULT_IMAGE.to_string(),
-        }
     }
 }
 

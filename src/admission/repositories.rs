@@ -2,9 +2,10 @@
 //! and `wipeOut` only where stash can honour it.
 
 use super::read::{self, Read};
-use super::{Decision, Request, Settings};
+use super::{Decision, Request};
 use crate::api::Repository;
 use crate::api::unknown::unknown_fields;
+use crate::settings::Settings;
 use crate::store::Snapshot;
 
 /// Backends whose data stash cannot delete on `wipeOut` (as in Stash).

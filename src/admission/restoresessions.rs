@@ -14,9 +14,10 @@ use std::collections::BTreeMap;
 use kube::core::admission::Operation;
 
 use super::read::{self, Read};
-use super::{Decision, Request, Settings};
+use super::{Decision, Request};
 use crate::api::unknown::unknown_fields;
 use crate::api::{RestoreSession, WORKLOAD_API_VERSION, WORKLOAD_KINDS};
+use crate::settings::Settings;
 use crate::store::Snapshot;
 
 /// Validates a RestoreSession on CREATE and UPDATE.

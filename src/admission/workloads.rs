@@ -9,9 +9,10 @@
 use kube::core::admission::Operation;
 use serde_json::Value;
 
-use super::{Decision, Request, Settings};
+use super::{Decision, Request};
 use crate::api::WORKLOAD_KINDS;
 use crate::restore::init as restore_init;
+use crate::settings::Settings;
 use crate::sidecar;
 use crate::store::Snapshot;
 

@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, default_value = names::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Image of the webhook server, the injected sidecar and the backup CronJobs.
-    #[arg(long, default_value = crate::admission::DEFAULT_IMAGE)]
+    #[arg(long, default_value = crate::settings::DEFAULT_IMAGE)]
     pub image: String,
     /// PEM file with the CA certificate(s) that signed the webhook's serving
     /// certificate; copied into every webhook's caBundle. Left out, with a
@@ -97,7 +97,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             namespace: names::DEFAULT_NAMESPACE.to_string(),
-            image: crate::admission::DEFAULT_IMAGE.to_string(),
+            image: crate::settings::DEFAULT_IMAGE.to_string(),
             replicas: names::DEFAULT_REPLICAS,
             ca: CaBundle::Missing(PathBuf::from(names::DEFAULT_CA_BUNDLE_FILE)),
             namespaces: Vec::new(),

@@ -34,8 +34,8 @@ use super::desired::{
     LABEL_MANAGED_BY, Observations, TargetState, cron_role_binding, cron_service_account, cronjob,
     desired_status, guarded_patch, sidecar_role_binding, workload_service_account,
 };
-use crate::admission::Settings;
 use crate::api::{BackupConfiguration, FINALIZER, Repository, WORKLOAD_API_VERSION};
+use crate::settings::Settings;
 use crate::sidecar;
 use crate::store::Snapshot;
 

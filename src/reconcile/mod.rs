@@ -3,17 +3,22 @@
 //! Thin by design (docs/design.md "The reconciler"): three kube-runtime controllers,
 //! [`backup_configuration`], [`backup_session`] and [`restore_session`], that read what exists,
 //! compare it with what [`desired`] computes, and write only the difference.
-//! [`leader`] makes sure one replica at a time runs them; [`crate::recorder`] writes
+//! [`crate::lease`] makes sure one replica at a time runs them (Lease [`LEASE_NAME`]); [`crate::recorder`] writes
 //! the guide's events; [`apply`] holds the shared write patterns.
 
 pub mod apply;
 pub mod backup_configuration;
 pub mod backup_session;
 pub mod desired;
-pub mod leader;
 pub mod restore_session;
 
+use std::future::Future;
 use std::sync::Arc;
+
+use crate::lease::{Candidate, LeaseTiming};
+
+/// Name of the reconciler's Lease, in the server's namespace.
+pub const LEASE_NAME: &str = "stash-reconciler";
 
 /// What the reconciler needs from `stash serve`'s flags.
 #[derive(Debug, Clone)]
@@ -25,21 +30,39 @@ pub struct ReconcilerConfig {
     /// Identity in the Lease (the pod name).
     pub identity: String,
     /// Settings shared with the webhooks.
-    pub settings: crate::admission::Settings,
+    pub settings: crate::settings::Settings,
 }
 
-/// Runs the reconciler until the future is dropped: competes for the Lease and
-/// reconciles only while holding it.
-pub async fn run(client: kube::Client, config: ReconcilerConfig) -> anyhow::Result<()> {
+/// Runs the reconciler until `drain` resolves: competes for the Lease and
+/// reconciles only while holding it; on drain stops reconciling and releases
+/// the Lease.
+pub async fn run(
+    client: kube::Client,
+    config: ReconcilerConfig,
+    drain: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     if config.identity.is_empty() {
         anyhow::bail!("the reconciler needs an identity for the Lease (the pod name)");
     }
-    let namespace = config.namespace.clone();
-    let identity = config.identity.clone();
-    leader::run_while_leader(client.clone(), &namespace, &identity, move || {
-        controllers(client.clone(), config.clone())
-    })
+    crate::lease::run_while_leader(
+        candidate(client.clone(), &config.namespace, &config.identity),
+        move || controllers(client.clone(), config.clone()),
+        drain,
+    )
     .await
+}
+
+/// The reconciler's side of Lease [`LEASE_NAME`]: default timing (15 s,
+/// renewed 5 s before expiry), kube-lease-manager's own field manager.
+pub fn candidate(client: kube::Client, namespace: &str, identity: &str) -> Candidate {
+    Candidate {
+        client,
+        namespace: namespace.to_string(),
+        lease: LEASE_NAME.to_string(),
+        identity: identity.to_string(),
+        timing: LeaseTiming::default(),
+        field_manager: None,
+    }
 }
 
 /// The three controllers, until dropped.

@@ -31,7 +31,6 @@ use super::apply::{
     ApiError, Backoff, ensure, get_workload, is_not_found, patch_params, workload_api,
 };
 use super::desired::{LABEL_MANAGED_BY, go_duration, guarded_patch, workload_service_account};
-use crate::admission::Settings;
 use crate::api::events::{
     COMPONENT_RESTORESESSION_CONTROLLER, REASON_RESTORESESSION_FAILED,
     REASON_RESTORESESSION_RUNNING, REASON_RESTORESESSION_SUCCEEDED,
@@ -44,6 +43,7 @@ use crate::api::{
 };
 use crate::recorder::{EventType, Recorder};
 use crate::restore::init;
+use crate::settings::Settings;
 use crate::store::Snapshot;
 
 /// ClusterRole the init container's ServiceAccount is bound to (the sidecar's).

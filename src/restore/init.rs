@@ -34,11 +34,11 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
-use crate::admission::Settings;
 use crate::api::{
     ANNOTATION_LAST_APPLIED_RESTORE, RESTORE_INIT_CONTAINER, Repository, RestoreSession,
     SIDECAR_CONTAINER, WORKLOAD_API_VERSION, WORKLOAD_KINDS,
 };
+use crate::settings::Settings;
 use crate::sidecar::{
     OWNED_VOLUMES, PODINFO_DIR, SECRET_DIR, TMP_DIR, VOLUME_LOCAL_BACKEND, VOLUME_PODINFO,
     VOLUME_SECRET, VOLUME_TMP, covers, template_controller,

@@ -31,7 +31,8 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::metrics::Metrics;
-use crate::admission::{self, Answer, Endpoint, ReviewError, Settings};
+use crate::admission::{self, Answer, Endpoint, ReviewError};
+use crate::settings::Settings;
 use crate::store::{Snapshot, Store};
 
 /// Largest body accepted: the API server's own request limit is 3 MiB for

@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admission::{DEFAULT_IMAGE, PausedSessionPolicy, Settings};
+use crate::settings::{DEFAULT_IMAGE, PausedSessionPolicy, Settings};
 use crate::store::Store;
 use conn::PortLimits;
 use http::{AppState, Decider, Limits};
@@ -572,7 +572,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 settings,
             };
             background.push(tokio::spawn(async move {
-                if let Err(e) = crate::reconcile::run(client, rc).await {
+                if let Err(e) = crate::reconcile::run(client, rc, std::future::pending()).await {
                     tracing::error!(
                         error = format!("{e:#}"),
                         "reconciler stopped; webhooks keep serving"

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use serde_json::Value;
-use stash::admission::{self, Endpoint, PausedSessionPolicy, Settings};
+use stash::admission::{self, Endpoint};
+use stash::settings::{PausedSessionPolicy, Settings};
 use stash::store::{Snapshot, offline};
 
 pub fn fixtures() -> PathBuf {

@@ -18,9 +18,10 @@ use k8s_openapi::api::admissionregistration::v1::RuleWithOperations;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
 
-use stash::admission::{Endpoint, Settings, handle};
+use stash::admission::{Endpoint, handle};
 use stash::manifests::Options;
 use stash::manifests::webhooks;
+use stash::settings::Settings;
 use stash::store::Snapshot;
 
 use super::Identity;

@@ -31,7 +31,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
-use stash::admission::Settings;
+use stash::settings::Settings;
 
 use super::Identity;
 use super::admission::{self, Admitted, Status};

@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use stash::admission::Settings;
+use stash::settings::Settings;
 
 pub use admission::{Admitted, Status};
 pub use api_server::{ApiRequest, ApiResponse, Recorded};

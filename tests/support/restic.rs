@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use stash::backup::ResticSettings;
 use stash::backup::controller::Sidecar;
-use stash::backup::leader::Turns;
 use stash::backup::metrics::Metrics;
 use stash::backup::restic::resolve_binary;
+use stash::lease::Turns;
 use stash::recorder::Recorder;
 
 /// The namespace of the guide's objects.
