@@ -30,7 +30,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::admission::{self, Answer, Decision, Endpoint, wire};
-use crate::settings::{DEFAULT_IMAGE, PausedSessionPolicy, Settings};
+use crate::server::PausedSessionPolicyArg;
+use crate::settings::{DEFAULT_IMAGE, Settings};
 use crate::store::{Snapshot, offline};
 
 /// Command-line arguments.
@@ -42,7 +43,7 @@ pub struct Args {
     pub offline: PathBuf,
     /// What to do with a BackupSession whose invoker is paused.
     #[arg(long, value_enum, default_value_t)]
-    pub paused_session_policy: PausedSessionPolicy,
+    pub paused_session_policy: PausedSessionPolicyArg,
     /// Image of the injected sidecar.
     #[arg(long, default_value = DEFAULT_IMAGE)]
     pub image: String,
@@ -129,7 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("warning: {problem}");
     }
     let settings = Settings {
-        paused_session_policy: args.paused_session_policy,
+        paused_session_policy: args.paused_session_policy.into(),
         image: args.image.clone(),
     };
     let snap = loaded.snapshot;

@@ -12,26 +12,13 @@
 pub const DEFAULT_IMAGE: &str = "ghcr.io/stashed/stash-rs:0.1.0";
 
 /// What to do with a BackupSession whose invoker is paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PausedSessionPolicy {
     /// Admit it with a warning; the reconciler marks it Skipped.
     #[default]
     Skip,
     /// Deny it.
     Reject,
-}
-
-impl std::str::FromStr for PausedSessionPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "skip" => Ok(Self::Skip),
-            "reject" => Ok(Self::Reject),
-            other => Err(format!(
-                "unknown paused-session policy {other:?}: use skip or reject"
-            )),
-        }
-    }
 }
 
 /// Settings the decisions depend on besides the store.

@@ -65,7 +65,7 @@ pub struct Args {
     pub offline: Option<PathBuf>,
     /// What to do with a BackupSession whose invoker is paused.
     #[arg(long, env = "STASH_PAUSED_SESSION_POLICY", value_enum, default_value_t)]
-    pub paused_session_policy: PausedSessionPolicy,
+    pub paused_session_policy: PausedSessionPolicyArg,
     /// Image of the injected sidecar and the backup CronJob.
     #[arg(long, env = "STASH_IMAGE", default_value = DEFAULT_IMAGE)]
     pub image: String,
@@ -115,6 +115,26 @@ pub struct Args {
     /// default paths).
     #[arg(long, env = "STASH_DEV_CERTIFICATE")]
     pub dev_certificate: bool,
+}
+
+/// `--paused-session-policy`: the command line's spelling of
+/// [`PausedSessionPolicy`], which stays free of clap (`serve` and `review`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PausedSessionPolicyArg {
+    /// Admit it with a warning; the reconciler marks it Skipped.
+    #[default]
+    Skip,
+    /// Deny it.
+    Reject,
+}
+
+impl From<PausedSessionPolicyArg> for PausedSessionPolicy {
+    fn from(arg: PausedSessionPolicyArg) -> Self {
+        match arg {
+            PausedSessionPolicyArg::Skip => PausedSessionPolicy::Skip,
+            PausedSessionPolicyArg::Reject => PausedSessionPolicy::Reject,
+        }
+    }
 }
 
 /// A connection cap: a whole number of at least 1.
@@ -487,7 +507,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // guard on return writes out what is queued.
     let _logs = crate::telemetry::background();
     let settings = Settings {
-        paused_session_policy: args.paused_session_policy,
+        paused_session_policy: args.paused_session_policy.into(),
         image: args.image.clone(),
     };
     let (store, client) = match &args.offline {
