@@ -7,14 +7,16 @@
 //! - [`engine::backup_host`]: one host's backup for one session, no cluster;
 //! - [`session`], [`status`], [`host`]: pure decisions (act on which session,
 //!   what to write, who am I);
-//! - [`controller`], [`cluster`], [`crate::recorder`], [`leader`], [`metrics`]: the
+//! - [`controller`], [`cluster`], [`crate::recorder`], [`crate::lease`], [`metrics`]: the
 //!   thin Kubernetes layer (watch, status writes, events, Lease, /metrics).
 
 pub mod cluster;
 pub mod controller;
 pub mod engine;
 pub mod host;
-pub mod leader;
+/// The Lease helpers under their old path (`backup::leader::Turns`), for
+/// callers not yet moved to [`crate::lease`].
+pub use crate::lease as leader;
 pub mod locks;
 pub mod metrics;
 
@@ -112,7 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let lease = host::lease_name(&args.target_kind, &args.target_name);
-    let timing = leader::LeaseTiming {
+    let timing = crate::lease::LeaseTiming {
         duration: args.lease_duration.max(3),
         grace: (args.lease_duration / 3).max(1),
     };
@@ -125,7 +127,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match election {
         host::Election::Leader => {
             let sidecar = std::sync::Arc::new(first);
-            leader::while_leader(
+            crate::lease::while_leader(
                 client.clone(),
                 &args.namespace,
                 &lease,
@@ -136,7 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
         }
         host::Election::TakeTurns => {
-            let turns = leader::Turns::new(
+            let turns = crate::lease::Turns::new(
                 client.clone(),
                 &args.namespace,
                 &lease,
@@ -159,7 +161,7 @@ pub fn sidecar(
     args: &Args,
     client: kube::Client,
     metrics: metrics::Metrics,
-    turns: Option<leader::Turns>,
+    turns: Option<crate::lease::Turns>,
 ) -> anyhow::Result<controller::Sidecar> {
     let node = args.node_name.as_deref().filter(|n| !n.is_empty());
     // The configuration's alias (if any) is read per session; the default identity is fixed.

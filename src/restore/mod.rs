@@ -37,8 +37,8 @@ use crate::api::events::{
     host_restore_failed_message, host_restore_succeeded_message,
 };
 use crate::api::{HostRestorePhase, HostRestoreStats, Repository, RestoreSession};
-use crate::backup::leader::{LeaseTiming, Turns};
 use crate::backup::{ResticSettings, host, restic};
+use crate::lease::{LeaseTiming, Turns};
 use crate::recorder::{EventType, Recorder};
 
 use decide::{Decision, INTERRUPTED, decide, upsert_host};

@@ -1,0 +1,524 @@
+//! Leader election on coordination.k8s.io/v1 Leases, in one place.
+//!
+//! Three roles take a Lease, and all of them go through this module so that
+//! the Lease is built, held, lost and released the same way everywhere
+//! (kube-runtime 5 has no leader election of its own; the Lease is run by
+//! kube-lease-manager):
+//!
+//! - `stash serve`'s reconciler: [`run_while_leader`] on Lease
+//!   [`crate::reconcile::LEASE_NAME`]. Every replica serves webhooks; only the
+//!   holder reconciles. It competes forever, and a [`Watchdog`] re-reads the
+//!   Lease so that a replica cut off from the API server (whose kube-lease-manager
+//!   channel never reports the loss, since it never *sees* another holder)
+//!   stops reconciling a margin before another replica may take over. On drain
+//!   it stops the work and releases the Lease.
+//! - `run-backup` in a Deployment/ReplicaSet: [`while_leader`] on
+//!   `lock-<kind>-<name>-backup`; the holder runs the session loop and stops
+//!   it when the Lease is lost.
+//! - `run-backup` in a StatefulSet/DaemonSet and `stash restore`: [`Turns::hold`],
+//!   the Lease taken around each run and released after, so restic runs one
+//!   pod at a time.
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
+use tokio::sync::watch;
+
+/// Lease timing: a dead holder is replaced after `duration` seconds; the
+/// holder renews `grace` seconds before that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    pub duration: u64,
+    pub grace: u64,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        Self {
+            duration: LEASE_DURATION_SECONDS,
+            grace: LEASE_GRACE_SECONDS,
+        }
+    }
+}
+
+/// Seconds a renewal is valid for, by default.
+pub const LEASE_DURATION_SECONDS: u64 = 15;
+/// Seconds before expiry the holder renews, by default.
+pub const LEASE_GRACE_SECONDS: u64 = 5;
+/// The watched work stops this long before the confirmed Lease expires.
+pub const STOP_MARGIN: Duration = Duration::from_secs(3);
+/// How often the watchdog re-reads the Lease.
+pub const WATCHDOG_PERIOD: Duration = Duration::from_secs(2);
+/// Longest wait for one read of the Lease.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause before competing again after an error or a loss (reconciler).
+const RETRY: Duration = Duration::from_secs(5);
+
+/// One Lease and who competes for it.
+#[derive(Clone)]
+pub struct Candidate {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub lease: String,
+    pub identity: String,
+    pub timing: LeaseTiming,
+    /// Server-side-apply field manager; `None` is kube-lease-manager's own
+    /// (`kube-lease-manager-<identity>`).
+    pub field_manager: Option<String>,
+}
+
+impl Candidate {
+    /// Builds the manager (creating the Lease if needed).
+    async fn manager(&self) -> anyhow::Result<LeaseManager> {
+        let mut builder = LeaseManagerBuilder::new(self.client.clone(), &self.lease)
+            .with_namespace(&self.namespace)
+            .with_identity(&self.identity)
+            .with_duration(self.timing.duration)
+            .with_grace(self.timing.grace);
+        if let Some(fm) = &self.field_manager {
+            builder = builder.with_field_manager(fm);
+        }
+        builder
+            .build()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot use Lease {}/{}: {e}", self.namespace, self.lease))
+    }
+
+    /// The candidate `run-backup` and `stash restore` use.
+    fn backup(
+        client: kube::Client,
+        namespace: &str,
+        lease: &str,
+        identity: &str,
+        timing: LeaseTiming,
+    ) -> Self {
+        Self {
+            client,
+            namespace: namespace.to_string(),
+            lease: lease.to_string(),
+            identity: identity.to_string(),
+            timing,
+            field_manager: Some(format!("stash-backup-{identity}")),
+        }
+    }
+}
+
+/// Waits until the channel says we hold the Lease; `false` if the manager
+/// went away first.
+async fn until_leading(leading: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        if *leading.borrow_and_update() {
+            return true;
+        }
+        if leading.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Why holding ended.
+enum Stop<T> {
+    /// The work returned.
+    Done(T),
+    /// The channel said the Lease is someone else's.
+    Lost,
+    /// The manager's channel closed.
+    ManagerGone,
+    /// The watchdog could not confirm the Lease in time.
+    Unconfirmed,
+    /// The drain signal came.
+    Drained,
+}
+
+/// Runs `work` while the channel says we hold the Lease (and, with a
+/// watchdog, while the Lease can be confirmed), until `drain` resolves.
+async fn hold<T>(
+    leading: &mut watch::Receiver<bool>,
+    work: impl Future<Output = T>,
+    watchdog: Option<Watchdog>,
+    drain: impl Future<Output = ()>,
+) -> Stop<T> {
+    let lost = async {
+        loop {
+            if leading.changed().await.is_err() {
+                return Stop::ManagerGone;
+            }
+            if !*leading.borrow_and_update() {
+                return Stop::Lost;
+            }
+        }
+    };
+    let unconfirmed = async {
+        match watchdog {
+            Some(w) => w.run().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        value = work => Stop::Done(value),
+        stop = lost => stop,
+        () = unconfirmed => Stop::Unconfirmed,
+        () = drain => Stop::Drained,
+    }
+}
+
+/// What the watchdog concludes from one read of the Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Still ours: the work may go on until this instant.
+    HoldUntil(jiff::Timestamp),
+    /// Someone else holds it, or our last confirmed renewal is about to run out.
+    Lost,
+}
+
+/// Judges one read of the Lease (`None` when the read failed) against the
+/// deadline confirmed so far.
+pub fn verdict(
+    lease: Option<&Lease>,
+    identity: &str,
+    confirmed_until: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> Verdict {
+    let mut until = confirmed_until;
+    if let Some(spec) = lease.and_then(|l| l.spec.as_ref()) {
+        if spec.holder_identity.as_deref() != Some(identity) {
+            return Verdict::Lost;
+        }
+        if let Some(renewed) = spec.renew_time.as_ref() {
+            let secs = spec
+                .lease_duration_seconds
+                .map_or(LEASE_DURATION_SECONDS as i64, i64::from);
+            let valid = renewed.0 + jiff::SignedDuration::from_secs(secs);
+            let margin = jiff::SignedDuration::try_from(STOP_MARGIN).unwrap_or_default();
+            until = valid - margin;
+        }
+    }
+    if now >= until {
+        Verdict::Lost
+    } else {
+        Verdict::HoldUntil(until)
+    }
+}
+
+/// How long to sleep before the next look: the watchdog period, or less if
+/// the confirmed deadline comes sooner.
+pub fn next_check(confirmed_until: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
+    let left = Duration::try_from(confirmed_until.duration_since(now)).unwrap_or(Duration::ZERO);
+    left.min(WATCHDOG_PERIOD)
+}
+
+/// Re-reads the Lease while it is held, independently of kube-lease-manager.
+pub struct Watchdog {
+    leases: Api<Lease>,
+    lease: String,
+    identity: String,
+    confirmed_until: jiff::Timestamp,
+}
+
+impl Watchdog {
+    /// A watchdog for a Lease just acquired with `timing`.
+    fn new(candidate: &Candidate) -> Self {
+        Self {
+            leases: Api::namespaced(candidate.client.clone(), &candidate.namespace),
+            lease: candidate.lease.clone(),
+            identity: candidate.identity.clone(),
+            confirmed_until: jiff::Timestamp::now()
+                + jiff::SignedDuration::from_secs(candidate.timing.duration as i64)
+                - jiff::SignedDuration::try_from(STOP_MARGIN).unwrap_or_default(),
+        }
+    }
+
+    /// Resolves when the Lease can no longer be confirmed as ours.
+    async fn run(mut self) {
+        loop {
+            tokio::time::sleep(next_check(self.confirmed_until, jiff::Timestamp::now())).await;
+            // Bounded, so a hung read cannot carry us past the deadline.
+            let lease =
+                match tokio::time::timeout(READ_TIMEOUT, self.leases.get_opt(&self.lease)).await {
+                    Ok(Ok(l)) => l,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot read the Lease");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!("reading the Lease timed out");
+                        None
+                    }
+                };
+            match verdict(
+                lease.as_ref(),
+                &self.identity,
+                self.confirmed_until,
+                jiff::Timestamp::now(),
+            ) {
+                Verdict::HoldUntil(t) => self.confirmed_until = t,
+                Verdict::Lost => return,
+            }
+        }
+    }
+}
+
+/// The reconciler's election: competes for `candidate`'s Lease until `drain`
+/// resolves; while holding it, runs `work()` on its own task and aborts it on
+/// loss (the channel or the [`Watchdog`]), then competes again. On drain,
+/// stops the work, releases the Lease and returns `Ok(())`.
+pub async fn run_while_leader<F, Fut>(
+    candidate: Candidate,
+    work: F,
+    drain: impl Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (lease, identity) = (candidate.lease.as_str(), candidate.identity.as_str());
+    let namespace = candidate.namespace.as_str();
+    let mut drain = std::pin::pin!(drain);
+    let mut drained = false;
+    while !drained {
+        let manager = tokio::select! {
+            m = candidate.manager() => m,
+            () = &mut drain => return Ok(()),
+        };
+        let manager = match manager {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, %lease, %namespace, "cannot set up leader election; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY) => continue,
+                    () = &mut drain => return Ok(()),
+                }
+            }
+        };
+        let (mut leading, task) = manager.watch().await;
+        let became_leader = tokio::select! {
+            l = until_leading(&mut leading) => l,
+            () = &mut drain => {
+                drained = true;
+                false
+            }
+        };
+        if !became_leader {
+            if !drained {
+                tracing::warn!("leader election stopped; restarting it");
+            }
+            drop(leading);
+            let _ = tokio::time::timeout(RETRY, task).await;
+            if !drained {
+                tokio::time::sleep(RETRY).await;
+            }
+            continue;
+        }
+        tracing::info!(%identity, %lease, "acquired the Lease: reconciling");
+        let mut worker = tokio::spawn(work());
+        let watched = async {
+            if let Err(e) = (&mut worker).await {
+                tracing::error!(error = %e, "the reconciler task ended");
+            }
+        };
+        let reason = match hold(
+            &mut leading,
+            watched,
+            Some(Watchdog::new(&candidate)),
+            &mut drain,
+        )
+        .await
+        {
+            Stop::Done(()) => "the reconciler stopped",
+            Stop::Lost | Stop::ManagerGone => "the Lease was lost",
+            Stop::Unconfirmed => "the Lease renewal could not be confirmed in time",
+            Stop::Drained => {
+                drained = true;
+                "shutting down"
+            }
+        };
+        worker.abort();
+        let _ = worker.await;
+        tracing::warn!(%identity, %reason, "stopped reconciling");
+        // Closing the channel makes the manager release the Lease and end.
+        drop(leading);
+        let _ = tokio::time::timeout(RETRY, task).await;
+        if !drained {
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+    tracing::info!(%identity, %lease, "left the leader election");
+    Ok(())
+}
+
+/// Runs `work` whenever this pod holds the Lease; stops it when the Lease is
+/// lost and waits to win it again. Returns only if `work` returns.
+pub async fn while_leader<F, Fut>(
+    client: kube::Client,
+    namespace: &str,
+    lease: &str,
+    identity: &str,
+    timing: LeaseTiming,
+    mut work: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let candidate = Candidate::backup(client, namespace, lease, identity, timing);
+    let manager = candidate.manager().await?;
+    let (mut leading, task) = manager.watch().await;
+    tracing::info!(lease, identity, "waiting for the backup Lease");
+    loop {
+        if !until_leading(&mut leading).await {
+            return Err(lease_task_error(task).await);
+        }
+        tracing::info!(
+            lease,
+            identity,
+            "holding the backup Lease; watching BackupSessions"
+        );
+        match hold(&mut leading, work(), None, std::future::pending()).await {
+            Stop::Done(result) => {
+                drop(leading);
+                let _ = task.await;
+                return result;
+            }
+            Stop::ManagerGone => return Err(lease_task_error(task).await),
+            Stop::Lost | Stop::Unconfirmed | Stop::Drained => {
+                tracing::warn!(lease, identity, "lost the backup Lease; stopped watching");
+            }
+        }
+    }
+}
+
+async fn lease_task_error(
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<LeaseManager>>,
+) -> anyhow::Error {
+    match task.await {
+        Ok(Err(e)) => anyhow::anyhow!("Lease manager stopped: {e}"),
+        Ok(Ok(_)) => anyhow::anyhow!("Lease manager stopped"),
+        Err(e) => anyhow::anyhow!("Lease manager task failed: {e}"),
+    }
+}
+
+/// A Lease held only around each backup or restore.
+pub struct Turns {
+    manager: LeaseManager,
+    lease: String,
+}
+
+impl Turns {
+    /// Prepares the Lease (creating it if needed).
+    pub async fn new(
+        client: kube::Client,
+        namespace: &str,
+        lease: &str,
+        identity: &str,
+        timing: LeaseTiming,
+    ) -> anyhow::Result<Self> {
+        let candidate = Candidate::backup(client, namespace, lease, identity, timing);
+        Ok(Self {
+            manager: candidate.manager().await?,
+            lease: lease.to_string(),
+        })
+    }
+
+    /// Waits for the Lease, runs `work` while renewing it, then releases it.
+    /// If the Lease is lost mid-way, `work` is dropped (restic is killed) and
+    /// an error returned.
+    pub async fn hold<T>(&self, work: impl Future<Output = T>) -> anyhow::Result<T> {
+        while !self
+            .manager
+            .changed()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot take Lease {}: {e}", self.lease))?
+        {}
+        let result = tokio::select! {
+            value = work => Ok(value),
+            lost = async {
+                loop {
+                    match self.manager.changed().await {
+                        Ok(true) => continue,
+                        Ok(false) => return anyhow::anyhow!("lost Lease {} during the backup", self.lease),
+                        Err(e) => return anyhow::anyhow!("cannot renew Lease {}: {e}", self.lease),
+                    }
+                }
+            } => Err(lost),
+        };
+        if let Err(e) = self.manager.release().await {
+            tracing::warn!(lease = %self.lease, error = %e, "cannot release the Lease");
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    fn ts(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(s).unwrap()
+    }
+
+    fn lease(holder: &str, renewed: i64) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(MicroTime(ts(renewed))),
+                lease_duration_seconds: Some(15),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        // renewed at 100, valid to 115, stop at 112
+        assert_eq!(
+            verdict(Some(&lease("me", 100)), "me", ts(0), ts(105)),
+            Verdict::HoldUntil(ts(112))
+        );
+        assert_eq!(
+            verdict(Some(&lease("me", 100)), "me", ts(0), ts(112)),
+            Verdict::Lost
+        );
+        assert_eq!(
+            verdict(Some(&lease("other", 100)), "me", ts(200), ts(105)),
+            Verdict::Lost
+        );
+        // the read failed: the deadline confirmed earlier still holds, then runs out
+        assert_eq!(
+            verdict(None, "me", ts(112), ts(110)),
+            Verdict::HoldUntil(ts(112))
+        );
+        assert_eq!(verdict(None, "me", ts(112), ts(112)), Verdict::Lost);
+    }
+
+    #[test]
+    fn checks_come_no_later_than_the_deadline() {
+        assert_eq!(next_check(ts(110), ts(100)), WATCHDOG_PERIOD);
+        assert_eq!(next_check(ts(110), ts(109)), Duration::from_secs(1));
+        assert_eq!(next_check(ts(110), ts(111)), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_reconciler_stops_before_another_replica_may_take_over() {
+        // The holder renews `grace` seconds before expiry; the watchdog must
+        // not fire in normal operation, and must fire before expiry otherwise.
+        assert!(STOP_MARGIN < Duration::from_secs(LEASE_GRACE_SECONDS));
+        assert!(STOP_MARGIN > READ_TIMEOUT);
+    }
+
+    #[test]
+    fn default_timing_is_fifteen_seconds_renewed_five_before() {
+        assert_eq!(
+            LeaseTiming::default(),
+            LeaseTiming {
+                duration: 15,
+                grace: 5
+            }
+        );
+    }
+}
