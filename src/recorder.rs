@@ -16,6 +16,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
+use crate::api::DEFAULT_NAMESPACE;
+
 /// Severity of an event (`Type` in `kubectl describe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -75,11 +77,7 @@ impl Recorder {
         if let Some(source) = event.source.as_mut() {
             source.host.clone_from(&self.host);
         }
-        let namespace = event
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let namespace = crate::api::namespace_of(&event).to_owned();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         api.create(&PostParams::default(), &event).await.map(|_| ())
     }
@@ -113,7 +111,7 @@ pub fn build_event(
     let namespace = regarding
         .namespace
         .clone()
-        .unwrap_or_else(|| "default".into());
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
     let object = regarding.name.as_deref().unwrap_or("object");
     Event {
         metadata: ObjectMeta {

@@ -282,10 +282,7 @@ pub fn request_for_owned(object: Value, operation: ReviewOperation, uid: &str) -
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let namespace = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let namespace = crate::api::namespace_in(&object);
     let gvk = json!({"group": group, "version": version, "kind": kind});
     let gvr = json!({"group": group, "version": version, "resource": plural(kind)});
     let mut request = json!({

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::api::{
     ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED, BackupConfiguration,
     INVOKER_KIND_BACKUP_CONFIGURATION, LocalSpec, Repository, SIDECAR_CONTAINER,
-    WORKLOAD_API_VERSION, WORKLOAD_KINDS,
+    WORKLOAD_API_VERSION, WORKLOAD_KINDS, namespace_in,
 };
 use crate::settings::Settings;
 use crate::store::Snapshot;
@@ -187,10 +187,7 @@ impl<'a> Workload<'a> {
             return Ok(None);
         }
         let meta = obj.get("metadata").and_then(Value::as_object);
-        let namespace = meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        let namespace = namespace_in(obj);
         let name = meta
             .and_then(|m| m.get("name"))
             .and_then(Value::as_str)
@@ -356,10 +353,7 @@ fn container_name(c: &Value) -> Option<&str> {
 
 fn describe(obj: &Value) -> String {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
-    let ns = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let ns = namespace_in(obj);
     let name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -610,9 +604,16 @@ fn local_source(local: &LocalSpec) -> Option<(&'static str, Value)> {
 }
 
 /// Whether `have` holds every field of `want` with the same value (extra
-/// fields, such as API-server defaults, are allowed). Resource quantities
-/// (`resources.limits/requests`, `sizeLimit`) compare by value, since the API
-/// server stores them in canonical form (`0.5` CPU comes back as `500m`).
+/// fields, such as API-server defaults or other managers' fields, are
+/// allowed; lists compare element by element and must have the same length).
+/// A field `want` sets to `null` is covered by its absence. Resource
+/// quantities (`resources.limits/requests`, `sizeLimit`) compare by value,
+/// since the API server stores them in canonical form (`0.5` CPU comes back
+/// as `500m`).
+///
+/// The one coverage check: the sidecar and `stash-init` planners use it on a
+/// stored container or volume, the reconciler (`reconcile::apply::ensure`) on
+/// a live object, to skip a write that would change nothing.
 pub fn covers(have: &Value, want: &Value) -> bool {
     covers_at(have, want, false)
 }
@@ -621,7 +622,10 @@ fn covers_at(have: &Value, want: &Value, quantities: bool) -> bool {
     match (have, want) {
         (Value::Object(h), Value::Object(w)) => w.iter().all(|(k, wv)| {
             let q = quantities || matches!(k.as_str(), "limits" | "requests" | "sizeLimit");
-            h.get(k).is_some_and(|hv| covers_at(hv, wv, q))
+            match h.get(k) {
+                Some(hv) => covers_at(hv, wv, q),
+                None => wv.is_null(),
+            }
         }),
         (Value::Array(h), Value::Array(w)) => {
             h.len() == w.len()

@@ -16,8 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 use crate::api::events::{COMPONENT_CRONJOB, REASON_BACKUP_SKIPPED, cronjob_skipped_message};
 use crate::api::{
     BackupConfiguration, BackupInvokerRef, BackupSession, BackupSessionSpec, GROUP,
-    INVOKER_KIND_BACKUP_CONFIGURATION, LABEL_BACKUP_CONFIGURATION, LABEL_INVOKER_NAME,
-    LABEL_INVOKER_TYPE,
+    INVOKER_KIND_BACKUP_CONFIGURATION, invoker_labels,
 };
 use crate::recorder::{EventType, Recorder};
 
@@ -157,14 +156,11 @@ pub async fn trigger(
 /// The BackupSession a scheduled run of `bc` creates at `now` (pure).
 pub fn session_for(bc: &BackupConfiguration, now: jiff::Timestamp) -> BackupSession {
     let bc_name = bc.name_any();
-    let labels = BTreeMap::from([
-        (LABEL_BACKUP_CONFIGURATION.to_string(), bc_name.clone()),
-        (
-            LABEL_INVOKER_TYPE.to_string(),
-            INVOKER_KIND_BACKUP_CONFIGURATION.to_string(),
-        ),
-        (LABEL_INVOKER_NAME.to_string(), bc_name.clone()),
-    ]);
+    let labels: BTreeMap<String, String> =
+        invoker_labels(INVOKER_KIND_BACKUP_CONFIGURATION, &bc_name)
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value))
+            .collect();
     BackupSession {
         metadata: ObjectMeta {
             name: Some(format!("{bc_name}-{}", now.as_second())),
@@ -200,7 +196,9 @@ fn owner_reference(bc: &BackupConfiguration) -> OwnerReference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::BackupConfigurationSpec;
+    use crate::api::{
+        BackupConfigurationSpec, LABEL_BACKUP_CONFIGURATION, LABEL_INVOKER_NAME, LABEL_INVOKER_TYPE,
+    };
 
     #[tokio::test]
     async fn no_namespace_is_a_one_line_error_before_any_client() {

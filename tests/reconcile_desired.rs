@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 use stash::api::{BackupConfiguration, BackupSession, BackupSessionPhase};
 use stash::reconcile::desired::*;
+use stash::sidecar::covers;
 
 fn bc(extra_spec: Value) -> BackupConfiguration {
     let mut spec = json!({
@@ -195,7 +196,7 @@ fn subset_comparison() {
         (json!({"a": 1}), json!({}), false),
     ];
     for (d, a, want) in cases {
-        assert_eq!(is_subset(&d, &a), want, "{d} ⊆ {a}");
+        assert_eq!(covers(&a, &d), want, "{d} ⊆ {a}");
     }
 }
 
@@ -208,9 +209,9 @@ fn desired_cronjob_against_a_defaulted_live_one_needs_no_write() {
     live["spec"]["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"] = json!("ClusterFirst");
     live["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
         json!("/dev/termination-log");
-    assert!(is_subset(&want, &live));
+    assert!(covers(&live, &want));
     live["spec"]["schedule"] = json!("0 * * * *");
-    assert!(!is_subset(&want, &live));
+    assert!(!covers(&live, &want));
 }
 
 #[test]

@@ -11,25 +11,11 @@ use serde_json::{Value, json};
 use super::read::{self, Read};
 use super::{Decision, Request};
 use crate::api::unknown::unknown_fields;
-use crate::api::{
-    BackupSession, GROUP, INVOKER_KIND_BACKUP_CONFIGURATION, LABEL_BACKUP_CONFIGURATION,
-    LABEL_INVOKER_NAME, LABEL_INVOKER_TYPE,
-};
+use crate::api::{BackupSession, GROUP, INVOKER_KIND_BACKUP_CONFIGURATION, invoker_labels};
 use crate::settings::{PausedSessionPolicy, Settings};
 use crate::store::Snapshot;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
-
-/// The labels a BackupSession of `invoker kind/name` must carry.
-pub fn invoker_labels(kind: &str, name: &str) -> Vec<(&'static str, String)> {
-    let mut labels = Vec::new();
-    if kind == INVOKER_KIND_BACKUP_CONFIGURATION {
-        labels.push((LABEL_BACKUP_CONFIGURATION, name.to_string()));
-    }
-    labels.push((LABEL_INVOKER_TYPE, kind.to_string()));
-    labels.push((LABEL_INVOKER_NAME, name.to_string()));
-    labels
-}
 
 /// Adds missing invoker labels.
 pub fn mutate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{Object, Request, wire::one_line};
-use crate::api::GROUP;
+use crate::api::{DEFAULT_NAMESPACE, GROUP};
 
 /// An object of the request read into `K`, with its raw JSON kept for
 /// unknown-field checks.
@@ -59,7 +59,7 @@ pub fn namespace(req: &Request) -> String {
         .clone()
         .filter(|n| !n.is_empty())
         .or_else(|| req.object.as_ref().and_then(|o| o.namespace.clone()))
-        .unwrap_or_else(|| "default".into())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.into())
 }
 
 /// The object's name (or the request's, for generateName-created objects).

@@ -31,6 +31,41 @@ pub const LABEL_INVOKER_TYPE: &str = "stash.appscode.com/invoker-type";
 /// Label on a BackupSession naming its invoker (rc.3+ selector).
 pub const LABEL_INVOKER_NAME: &str = "stash.appscode.com/invoker-name";
 
+/// The labels a BackupSession of invoker `kind/name` carries: the one place
+/// both the CronJob's BackupSession (`trigger`) and the mutating webhook's
+/// labels of a hand-made one (`admission::backupsessions`) come from.
+pub fn invoker_labels(kind: &str, name: &str) -> Vec<(&'static str, String)> {
+    let mut labels = Vec::new();
+    if kind == INVOKER_KIND_BACKUP_CONFIGURATION {
+        labels.push((LABEL_BACKUP_CONFIGURATION, name.to_string()));
+    }
+    labels.push((LABEL_INVOKER_TYPE, kind.to_string()));
+    labels.push((LABEL_INVOKER_NAME, name.to_string()));
+    labels
+}
+
+/// The namespace Kubernetes puts a namespaced object in when it names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The namespace of a namespaced object, [`DEFAULT_NAMESPACE`] when it names
+/// none.
+///
+/// An object read from the API server (a watch, a get, an AdmissionReview's
+/// object) always carries its namespace, so the fallback only ever applies to
+/// an object built by hand or read from YAML offline, which `kubectl apply`
+/// would put in `default` too. It is never the empty string.
+pub fn namespace_of<K: kube::Resource>(obj: &K) -> &str {
+    obj.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+}
+
+/// [`namespace_of`] for an object as JSON: its `metadata.namespace` when that
+/// is a string, else [`DEFAULT_NAMESPACE`].
+pub fn namespace_in(obj: &serde_json::Value) -> &str {
+    obj.pointer("/metadata/namespace")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(DEFAULT_NAMESPACE)
+}
+
 /// Pod-template annotation: hash of the parts of the configuration that shape the sidecar.
 pub const ANNOTATION_CONFIG_HASH: &str = "stash.appscode.com/last-applied-backupconfiguration-hash";
 /// Workload annotation: the name of the BackupConfiguration whose sidecar it carries.

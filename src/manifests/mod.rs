@@ -322,7 +322,7 @@ fn header(options: &Options) -> String {
 
 /// The labels that select the webhook server's pods.
 pub(crate) fn selector_labels() -> BTreeMap<String, String> {
-    [names::LABEL_NAME, names::LABEL_COMPONENT]
+    [names::LABEL_NAME, names::LABEL_COMPONENT_WEBHOOK]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()

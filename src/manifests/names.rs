@@ -22,7 +22,8 @@ pub const TLS_DIR: &str = "/var/run/stash/tls";
 
 /// ClusterRole bound (by the reconciler) to each backup CronJob's ServiceAccount.
 pub const CRON_JOB_ROLE: &str = "stash-cron-job";
-/// ClusterRole bound (by the reconciler) to each target workload's ServiceAccount.
+/// ClusterRole bound (by the reconciler) to each target workload's ServiceAccount,
+/// for the `stash` sidecar and the `stash-init` init container alike.
 pub const SIDECAR_ROLE: &str = "stash-sidecar";
 
 /// Container port of the HTTPS webhook listener.
@@ -54,8 +55,14 @@ pub const WEBHOOK_TIMEOUT_SECONDS: i32 = 5;
 
 /// Label on every object of the install.
 pub const LABEL_NAME: (&str, &str) = ("app.kubernetes.io/name", "stash");
+/// Key of the component label, whose value says which part of stash an object
+/// belongs to.
+pub const LABEL_COMPONENT_KEY: &str = "app.kubernetes.io/component";
 /// Label, with [`LABEL_NAME`], on the server's objects; the two select its pods.
-pub const LABEL_COMPONENT: (&str, &str) = ("app.kubernetes.io/component", "webhook");
+pub const LABEL_COMPONENT_WEBHOOK: (&str, &str) = (LABEL_COMPONENT_KEY, "webhook");
+/// Label on what the reconciler creates for a BackupConfiguration (its
+/// CronJob, ServiceAccount and RoleBindings).
+pub const LABEL_COMPONENT_BACKUP: (&str, &str) = (LABEL_COMPONENT_KEY, "stash-backup");
 
 /// Label every namespace carries with its own name (Kubernetes 1.21+), used to
 /// keep the webhooks off kube-system and the install namespace.

@@ -14,7 +14,8 @@ use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::desired::{FIELD_MANAGER, is_subset};
+use super::desired::FIELD_MANAGER;
+use crate::sidecar::covers;
 
 /// An API call that failed, with what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +68,7 @@ where
     {
         let live = serde_json::to_value(&live)
             .map_err(|e| ApiError::new(what("serialize"), kube::Error::SerdeError(e)))?;
-        if is_subset(&want, &live) {
+        if covers(&live, &want) {
             return Ok(Ensured::Unchanged);
         }
     }

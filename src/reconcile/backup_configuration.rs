@@ -34,7 +34,7 @@ use super::desired::{
     LABEL_MANAGED_BY, Observations, TargetState, cron_role_binding, cron_service_account, cronjob,
     desired_status, guarded_patch, sidecar_role_binding, workload_service_account,
 };
-use crate::api::{BackupConfiguration, FINALIZER, Repository, WORKLOAD_API_VERSION};
+use crate::api::{BackupConfiguration, FINALIZER, Repository, WORKLOAD_API_VERSION, namespace_of};
 use crate::settings::Settings;
 use crate::sidecar;
 use crate::store::Snapshot;
@@ -140,7 +140,7 @@ where
 }
 
 fn key(bc: &BackupConfiguration) -> String {
-    format!("{}/{}", bc.namespace().unwrap_or_default(), bc.name_any())
+    crate::store::display_name(bc)
 }
 
 /// Retries a failed reconcile with per-configuration exponential backoff.
@@ -186,7 +186,7 @@ async fn ensure_finalizer(
     if bc.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(bc.clone());
     }
-    let ns = bc.namespace().unwrap_or_default();
+    let ns = namespace_of(bc).to_owned();
     let op = if bc.metadata.finalizers.is_none() {
         json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
     } else {
@@ -216,7 +216,7 @@ async fn finalize(bc: &BackupConfiguration, ctx: &Context) -> Result<Action, Api
     let Some(index) = bc.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(Action::await_change());
     };
-    let ns = bc.namespace().unwrap_or_default();
+    let ns = namespace_of(bc).to_owned();
     if let Some(t) = bc.target_ref()
         && t.api_version == WORKLOAD_API_VERSION
     {
@@ -253,7 +253,7 @@ async fn get_repository(
     bc: &BackupConfiguration,
     ctx: &Context,
 ) -> Result<Option<Repository>, ApiError> {
-    let ns = bc.namespace().unwrap_or_default();
+    let ns = namespace_of(bc).to_owned();
     let Some(name) = bc.repository_name() else {
         return Ok(None);
     };
@@ -332,7 +332,7 @@ async fn apply(
     ctx: &Context,
     now: jiff::Timestamp,
 ) -> Result<Action, ApiError> {
-    let ns = bc.namespace().unwrap_or_default();
+    let ns = namespace_of(bc).to_owned();
     let bc_name = bc.name_any();
     let mut first_error: Option<ApiError> = None;
     let mut note = |e: ApiError| -> String {

@@ -93,7 +93,7 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 fn key(s: &BackupSession) -> String {
-    format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())
+    crate::store::display_name(s)
 }
 
 /// Retries a failed reconcile with per-session exponential backoff.

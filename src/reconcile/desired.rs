@@ -22,17 +22,12 @@ use crate::api::{
     BackupConfiguration, BackupConfigurationStatus, BackupSession, BackupSessionPhase, Condition,
     DEFAULT_BACKUP_HISTORY_LIMIT, HostBackupPhase, INVOKER_KIND_BACKUP_CONFIGURATION,
 };
+use crate::manifests::names::{CRON_JOB_ROLE, LABEL_COMPONENT_BACKUP, SIDECAR_ROLE};
 
 /// The one field manager of every write the reconciler makes.
 pub const FIELD_MANAGER: &str = "stash";
-/// ClusterRole the backup CronJob's ServiceAccount is bound to (created by the install).
-pub const CLUSTER_ROLE_CRON_JOB: &str = "stash-cron-job";
-/// ClusterRole the workload's ServiceAccount is bound to for the sidecar (created by the install).
-pub const CLUSTER_ROLE_SIDECAR: &str = "stash-sidecar";
 /// Label marking what the reconciler manages.
 pub const LABEL_MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "stash.appscode.com");
-/// Label naming the role of what the reconciler manages.
-pub const LABEL_COMPONENT: (&str, &str) = ("app.kubernetes.io/component", "stash-backup");
 /// Longest CronJob name Kubernetes accepts (its Jobs append 11 characters).
 pub const MAX_CRONJOB_NAME: usize = 52;
 
@@ -62,7 +57,10 @@ fn labels() -> BTreeMap<String, String> {
             LABEL_MANAGED_BY.0.to_string(),
             LABEL_MANAGED_BY.1.to_string(),
         ),
-        (LABEL_COMPONENT.0.to_string(), LABEL_COMPONENT.1.to_string()),
+        (
+            LABEL_COMPONENT_BACKUP.0.to_string(),
+            LABEL_COMPONENT_BACKUP.1.to_string(),
+        ),
     ])
 }
 
@@ -103,7 +101,7 @@ pub fn cron_role_binding(bc: &BackupConfiguration) -> RoleBinding {
     let name = cronjob_name(&bc.name_any());
     RoleBinding {
         metadata: owned_meta(bc, name.clone()),
-        role_ref: cluster_role(CLUSTER_ROLE_CRON_JOB),
+        role_ref: cluster_role(CRON_JOB_ROLE),
         subjects: Some(vec![service_account_subject(&name, bc.namespace())]),
     }
 }
@@ -117,7 +115,7 @@ pub fn sidecar_role_binding(
 ) -> RoleBinding {
     RoleBinding {
         metadata: owned_meta(bc, sidecar_role_binding_name(kind, workload)),
-        role_ref: cluster_role(CLUSTER_ROLE_SIDECAR),
+        role_ref: cluster_role(SIDECAR_ROLE),
         subjects: Some(vec![service_account_subject(
             service_account,
             bc.namespace(),
@@ -241,23 +239,6 @@ pub fn cronjob(bc: &BackupConfiguration, image: &str) -> Result<CronJob, CronJob
 
 fn non_empty<T: Clone>(v: &[T]) -> Option<Vec<T>> {
     (!v.is_empty()).then(|| v.to_vec())
-}
-
-/// Whether `actual` already holds everything `desired` says: every field of
-/// `desired` is present in `actual` with the same value (lists element by
-/// element, same length). Fields only in `actual` (server defaults, other
-/// managers) are ignored. `true` means the write can be skipped.
-pub fn is_subset(desired: &Value, actual: &Value) -> bool {
-    match (desired, actual) {
-        (Value::Object(d), Value::Object(a)) => d.iter().all(|(k, dv)| match a.get(k) {
-            Some(av) => is_subset(dv, av),
-            None => dv.is_null(),
-        }),
-        (Value::Array(d), Value::Array(a)) => {
-            d.len() == a.len() && d.iter().zip(a).all(|(dv, av)| is_subset(dv, av))
-        }
-        (d, a) => d == a,
-    }
 }
 
 /// Prepends a `test` of `/metadata/resourceVersion` to a patch, so that a

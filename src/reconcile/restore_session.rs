@@ -39,7 +39,7 @@ use crate::api::events::{
 };
 use crate::api::{
     FINALIZER, HostRestorePhase, Repository, RestoreSession, RestoreSessionPhase,
-    WORKLOAD_API_VERSION,
+    WORKLOAD_API_VERSION, namespace_of,
 };
 use crate::recorder::{EventType, Recorder};
 use crate::restore::init;
@@ -47,7 +47,7 @@ use crate::settings::Settings;
 use crate::store::Snapshot;
 
 /// ClusterRole the init container's ServiceAccount is bound to (the sidecar's).
-const INIT_ROLE: &str = "stash-sidecar";
+const INIT_ROLE: &str = crate::manifests::names::SIDECAR_ROLE;
 
 /// What the controller shares between reconciles.
 pub struct Context {
@@ -167,7 +167,7 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 fn key(rs: &RestoreSession) -> String {
-    format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any())
+    crate::store::display_name(rs)
 }
 
 /// Retries a failed reconcile with per-session exponential backoff.
@@ -218,7 +218,7 @@ async fn ensure_finalizer(rs: &RestoreSession, ctx: &Context) -> Result<RestoreS
         json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
     };
     let patch = json_patch(vec![op], &rs.resource_version().unwrap_or_default())?;
-    api(ctx, &rs.namespace().unwrap_or_default())
+    api(ctx, namespace_of(rs))
         .patch(&rs.name_any(), &patch_params(), &Patch::Json::<()>(patch))
         .await
         .map_err(|e| ApiError::new(format!("add finalizer to RestoreSession {}", key(rs)), e))
@@ -237,7 +237,7 @@ async fn finalize(rs: &RestoreSession, ctx: &Context) -> Result<Action, ApiError
         ],
         &rs.resource_version().unwrap_or_default(),
     )?;
-    match api(ctx, &rs.namespace().unwrap_or_default())
+    match api(ctx, namespace_of(rs))
         .patch(&rs.name_any(), &patch_params(), &Patch::Json::<()>(patch))
         .await
     {
@@ -257,7 +257,7 @@ async fn finalize(rs: &RestoreSession, ctx: &Context) -> Result<Action, ApiError
 /// Brings the target's `stash-init` container in line with the planner;
 /// returns the workload as read (None: no such workload or kind).
 async fn sync_init(rs: &RestoreSession, ctx: &Context) -> Result<Option<Value>, ApiError> {
-    let ns = rs.namespace().unwrap_or_default();
+    let ns = namespace_of(rs).to_owned();
     let Some(t) = rs
         .target_ref()
         .filter(|t| t.api_version == WORKLOAD_API_VERSION)
@@ -362,7 +362,7 @@ async fn apply(
     ctx: &Context,
     now: jiff::Timestamp,
 ) -> Result<Action, ApiError> {
-    let ns = rs.namespace().unwrap_or_default();
+    let ns = namespace_of(rs).to_owned();
     let name = rs.name_any();
     if rs.phase().is_finished() {
         // The init container stays until the session is deleted (a restarted

@@ -36,7 +36,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::{
     ANNOTATION_LAST_APPLIED_RESTORE, RESTORE_INIT_CONTAINER, Repository, RestoreSession,
-    SIDECAR_CONTAINER, WORKLOAD_API_VERSION, WORKLOAD_KINDS,
+    SIDECAR_CONTAINER, WORKLOAD_API_VERSION, WORKLOAD_KINDS, namespace_in,
 };
 use crate::settings::Settings;
 use crate::sidecar::{
@@ -171,10 +171,7 @@ impl<'a> View<'a> {
         {
             return Err("metadata.annotations is not an object".into());
         }
-        let namespace = meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        let namespace = namespace_in(obj);
         let name = meta
             .and_then(|m| m.get("name"))
             .and_then(Value::as_str)
@@ -278,10 +275,7 @@ fn name_of(v: &Value) -> Option<&str> {
 
 fn describe(obj: &Value) -> String {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
-    let ns = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let ns = namespace_in(obj);
     let name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)

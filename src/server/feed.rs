@@ -92,7 +92,7 @@ async fn feed<K: Fed>(api: Api<K>, store: Arc<Store>, listed: Arc<AtomicU8>) {
         match event {
             Ok(Event::Apply(obj)) => store.update(|s| K::upsert(s, obj)),
             Ok(Event::Delete(obj)) => {
-                let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+                let (ns, name) = (crate::api::namespace_of(&obj).to_owned(), obj.name_any());
                 store.update(|s| K::remove(s, &ns, &name));
             }
             Ok(Event::Init) => buffer.clear(),

@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use imbl::HashMap;
 use kube::ResourceExt;
 
-use crate::api::{BackupConfiguration, Repository, RestoreSession};
+use crate::api::{BackupConfiguration, Repository, RestoreSession, namespace_of};
 
 /// Namespace and name of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,10 +38,7 @@ impl ObjectKey {
     /// Key of a namespaced object; objects without a namespace land in `default`.
     pub fn of<K: kube::Resource>(obj: &K) -> Self {
         Self::new(
-            obj.meta()
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
+            namespace_of(obj),
             obj.meta().name.clone().unwrap_or_default(),
         )
     }
@@ -72,11 +69,7 @@ impl TargetKey {
 
     fn of_config(bc: &BackupConfiguration) -> Option<Self> {
         let r = bc.target_ref()?;
-        Some(Self::new(
-            bc.metadata.namespace.as_deref().unwrap_or("default"),
-            &r.kind,
-            &r.name,
-        ))
+        Some(Self::new(namespace_of(bc), &r.kind, &r.name))
     }
 }
 
@@ -328,11 +321,7 @@ impl Store {
 
 /// Name of an object for messages: `namespace/name`.
 pub fn display_name<K: kube::Resource>(obj: &K) -> String {
-    format!(
-        "{}/{}",
-        obj.namespace().unwrap_or_else(|| "default".into()),
-        obj.name_any()
-    )
+    format!("{}/{}", namespace_of(obj), obj.name_any())
 }
 
 #[cfg(test)]
