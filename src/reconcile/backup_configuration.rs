@@ -27,14 +27,13 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::apply::{
-    ApiError, Backoff, ensure, get_workload, is_not_found, patch_params, workload_api,
-};
+use super::apply::{ApiError, Backoff, ensure, get_workload, patch_params, workload_api};
 use super::desired::{
     LABEL_MANAGED_BY, Observations, TargetState, cron_role_binding, cron_service_account, cronjob,
     desired_status, guarded_patch, sidecar_role_binding, workload_service_account,
 };
-use crate::api::{BackupConfiguration, FINALIZER, Repository, WORKLOAD_API_VERSION, namespace_of};
+use super::finalizer::{Event, finalizer};
+use crate::api::{BackupConfiguration, Repository, WORKLOAD_API_VERSION, namespace_of};
 use crate::settings::Settings;
 use crate::sidecar;
 use crate::store::Snapshot;
@@ -164,12 +163,14 @@ pub async fn reconcile_at(
     ctx: &Context,
     now: jiff::Timestamp,
 ) -> Result<Action, ApiError> {
-    let action = if bc.is_deleting() {
-        finalize(bc, ctx).await?
-    } else {
-        let bc = ensure_finalizer(bc, ctx).await?;
-        apply(&bc, ctx, now).await?
-    };
+    let api = configs_api(ctx, namespace_of(bc));
+    let action = finalizer(&api, bc, &key(bc), |event| async move {
+        match event {
+            Event::Apply(bc) => apply(&bc, ctx, now).await,
+            Event::Cleanup(bc) => cleanup(&bc, ctx).await,
+        }
+    })
+    .await?;
     ctx.backoff.succeeded(&key(bc));
     Ok(action)
 }
@@ -178,44 +179,9 @@ fn configs_api(ctx: &Context, ns: &str) -> Api<BackupConfiguration> {
     Api::namespaced(ctx.client.clone(), ns)
 }
 
-/// Adds the finalizer if missing; returns the configuration as it now is.
-async fn ensure_finalizer(
-    bc: &BackupConfiguration,
-    ctx: &Context,
-) -> Result<BackupConfiguration, ApiError> {
-    if bc.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(bc.clone());
-    }
-    let ns = namespace_of(bc).to_owned();
-    let op = if bc.metadata.finalizers.is_none() {
-        json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
-    } else {
-        json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
-    };
-    let patch = patch_from(vec![op], &bc.resource_version().unwrap_or_default())?;
-    configs_api(ctx, &ns)
-        .patch(&bc.name_any(), &patch_params(), &Patch::Json::<()>(patch))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                format!("add finalizer to BackupConfiguration {}", key(bc)),
-                e,
-            )
-        })
-}
-
-fn patch_from(ops: Vec<serde_json::Value>, rv: &str) -> Result<json_patch::Patch, ApiError> {
-    let ops: Vec<json_patch::PatchOperation> =
-        serde_json::from_value(serde_json::Value::Array(ops))
-            .map_err(|e| ApiError::new("build JSON patch", kube::Error::SerdeError(e)))?;
-    Ok(guarded_patch(ops, rv))
-}
-
-/// On deletion: take the sidecar out of the workload, then release the finalizer.
-async fn finalize(bc: &BackupConfiguration, ctx: &Context) -> Result<Action, ApiError> {
-    let Some(index) = bc.finalizers().iter().position(|f| f == FINALIZER) else {
-        return Ok(Action::await_change());
-    };
+/// On deletion, before the finalizer is released: take the sidecar out of
+/// the workload.
+async fn cleanup(bc: &BackupConfiguration, ctx: &Context) -> Result<Action, ApiError> {
     let ns = namespace_of(bc).to_owned();
     if let Some(t) = bc.target_ref()
         && t.api_version == WORKLOAD_API_VERSION
@@ -225,27 +191,7 @@ async fn finalize(bc: &BackupConfiguration, ctx: &Context) -> Result<Action, Api
         let repo = get_repository(bc, ctx).await?;
         sync_sidecar(bc, ctx, &ns, &t.kind, &t.name, repo).await?;
     }
-    let patch = patch_from(
-        vec![
-            json!({"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER}),
-            json!({"op": "remove", "path": format!("/metadata/finalizers/{index}")}),
-        ],
-        &bc.resource_version().unwrap_or_default(),
-    )?;
-    match configs_api(ctx, &ns)
-        .patch(&bc.name_any(), &patch_params(), &Patch::Json::<()>(patch))
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => {
-            return Err(ApiError::new(
-                format!("remove finalizer from BackupConfiguration {}", key(bc)),
-                e,
-            ));
-        }
-    }
-    tracing::info!(config = %key(bc), "removed the sidecar and released the finalizer");
+    tracing::info!(config = %key(bc), "removed the sidecar");
     Ok(Action::await_change())
 }
 

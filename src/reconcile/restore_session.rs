@@ -27,10 +27,9 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::apply::{
-    ApiError, Backoff, ensure, get_workload, is_not_found, patch_params, workload_api,
-};
+use super::apply::{ApiError, Backoff, ensure, get_workload, patch_params, workload_api};
 use super::desired::{LABEL_MANAGED_BY, go_duration, guarded_patch, workload_service_account};
+use super::finalizer::{Event, finalizer};
 use crate::api::events::{
     COMPONENT_RESTORESESSION_CONTROLLER, REASON_RESTORESESSION_FAILED,
     REASON_RESTORESESSION_RUNNING, REASON_RESTORESESSION_SUCCEEDED,
@@ -38,8 +37,8 @@ use crate::api::events::{
     restoresession_running_message,
 };
 use crate::api::{
-    FINALIZER, HostRestorePhase, Repository, RestoreSession, RestoreSessionPhase,
-    WORKLOAD_API_VERSION, namespace_of,
+    HostRestorePhase, Repository, RestoreSession, RestoreSessionPhase, WORKLOAD_API_VERSION,
+    namespace_of,
 };
 use crate::recorder::{EventType, Recorder};
 use crate::restore::init;
@@ -188,12 +187,18 @@ pub async fn reconcile_at(
     ctx: &Context,
     now: jiff::Timestamp,
 ) -> Result<Action, ApiError> {
-    let action = if rs.is_deleting() {
-        finalize(rs, ctx).await?
-    } else {
-        let rs = ensure_finalizer(rs, ctx).await?;
-        apply(&rs, ctx, now).await?
-    };
+    let action = finalizer(
+        &api(ctx, namespace_of(rs)),
+        rs,
+        &key(rs),
+        |event| async move {
+            match event {
+                Event::Apply(rs) => apply(&rs, ctx, now).await,
+                Event::Cleanup(rs) => cleanup(&rs, ctx).await,
+            }
+        },
+    )
+    .await?;
     ctx.backoff.succeeded(&key(rs));
     Ok(action)
 }
@@ -202,55 +207,11 @@ fn api(ctx: &Context, ns: &str) -> Api<RestoreSession> {
     Api::namespaced(ctx.client.clone(), ns)
 }
 
-fn json_patch(ops: Vec<Value>, rv: &str) -> Result<json_patch::Patch, ApiError> {
-    let ops: Vec<json_patch::PatchOperation> = serde_json::from_value(Value::Array(ops))
-        .map_err(|e| ApiError::new("build JSON patch", kube::Error::SerdeError(e)))?;
-    Ok(guarded_patch(ops, rv))
-}
-
-async fn ensure_finalizer(rs: &RestoreSession, ctx: &Context) -> Result<RestoreSession, ApiError> {
-    if rs.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(rs.clone());
-    }
-    let op = if rs.metadata.finalizers.is_none() {
-        json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
-    } else {
-        json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
-    };
-    let patch = json_patch(vec![op], &rs.resource_version().unwrap_or_default())?;
-    api(ctx, namespace_of(rs))
-        .patch(&rs.name_any(), &patch_params(), &Patch::Json::<()>(patch))
-        .await
-        .map_err(|e| ApiError::new(format!("add finalizer to RestoreSession {}", key(rs)), e))
-}
-
-async fn finalize(rs: &RestoreSession, ctx: &Context) -> Result<Action, ApiError> {
-    let Some(index) = rs.finalizers().iter().position(|f| f == FINALIZER) else {
-        return Ok(Action::await_change());
-    };
-    // The session carries a deletionTimestamp: the planner removes the init container.
+/// On deletion, before the finalizer is released: the session carries a
+/// deletionTimestamp, so the planner removes the init container.
+async fn cleanup(rs: &RestoreSession, ctx: &Context) -> Result<Action, ApiError> {
     sync_init(rs, ctx).await?;
-    let patch = json_patch(
-        vec![
-            json!({"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER}),
-            json!({"op": "remove", "path": format!("/metadata/finalizers/{index}")}),
-        ],
-        &rs.resource_version().unwrap_or_default(),
-    )?;
-    match api(ctx, namespace_of(rs))
-        .patch(&rs.name_any(), &patch_params(), &Patch::Json::<()>(patch))
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => {
-            return Err(ApiError::new(
-                format!("remove finalizer from RestoreSession {}", key(rs)),
-                e,
-            ));
-        }
-    }
-    tracing::info!(restoresession = %key(rs), "removed the stash-init container and released the finalizer");
+    tracing::info!(restoresession = %key(rs), "removed the stash-init container");
     Ok(Action::await_change())
 }
 
