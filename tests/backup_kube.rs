@@ -104,6 +104,8 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
             ("GET", REPO_PATH.to_string()),
             ("GET", format!("{s1}/status")),
             ("PUT", format!("{s1}/status")),
+            // The only host, so the last to finish: it runs `restic check`.
+            ("GET", REPO_PATH.to_string()),
             ("GET", format!("{REPO_PATH}/status")),
             ("PATCH", format!("{REPO_PATH}/status")),
             ("POST", EVENTS.to_string()),
@@ -141,6 +143,8 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
         patch["status"]["lastBackupTime"]
     );
     assert!(patch["metadata"]["resourceVersion"].is_string());
+    // INTEGRITY: `restic check` found no errors.
+    assert_eq!(patch["status"]["integrity"], true);
 
     // Each status write sends the whole status back with the resourceVersion
     // it decided on: the claim (refused once, then made), then the result.
@@ -188,10 +192,40 @@ async fn a_session_ends_with_restic_snapshot_ids_and_repository_totals() {
     assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
     let repo = cluster.object(REPO_PATH);
     assert_eq!(repo["status"]["snapshotCount"], 2);
+    assert_eq!(repo["status"]["integrity"], true);
     assert_ne!(
         repo["status"]["firstBackupTime"],
         repo["status"]["lastBackupTime"]
     );
+
+    // A damaged pack file: the next session still backs up (restic writes new
+    // packs and reads only the index), and `restic check` turns INTEGRITY false.
+    let pack = first_pack(&env.p("repo/data"));
+    std::fs::write(&pack, b"damaged").unwrap();
+    let s3 = format!("{SESSIONS}/pause-backup-3");
+    cluster.seed_at(&s3, session("pause-backup-3"));
+    let Handled::BackedUp(third) = sidecar
+        .handle(&typed_session(&cluster, "pause-backup-3"))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a backup")
+    };
+    assert!(third.succeeded(), "{:?}", third.stats.error);
+    let repo = cluster.object(REPO_PATH);
+    assert_eq!(repo["status"]["integrity"], false);
+    assert_eq!(repo["status"]["snapshotCount"], 3);
+}
+
+/// The first pack file under a local repository's `data/`.
+fn first_pack(data: &std::path::Path) -> std::path::PathBuf {
+    let mut packs: Vec<_> = std::fs::read_dir(data)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .collect();
+    packs.sort();
+    packs.into_iter().next().expect("a pack file")
 }
 
 #[tokio::test]

@@ -1400,11 +1400,11 @@ async fn backup_succeeds(c: &Cluster, name: &str, before: &[Value], total: usize
         "the session names restic's snapshot"
     );
     c.wait_for(
-        &format!("Repository gcs-repo status.snapshotCount = {total}"),
+        &format!("Repository gcs-repo status.snapshotCount = {total}, integrity = true"),
         SHORT,
         async || {
             let repo = c.raw::<Repository>(REPO).await.ok_or("gone")?;
-            if repo["status"]["snapshotCount"] == total {
+            if repo["status"]["snapshotCount"] == total && repo["status"]["integrity"] == true {
                 Ok(())
             } else {
                 Err(format!("status {}", repo["status"]))

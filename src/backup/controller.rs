@@ -33,12 +33,14 @@ use crate::api::{
 };
 
 use super::cluster::{WRITE_ATTEMPTS, report_over_claim, write_entry, write_repository_totals};
-use super::engine::{HostBackupOutcome, LockHolders, NoLockHolders, backup_host_with};
+use super::engine::{
+    HostBackupOutcome, LockHolders, NoLockHolders, backup_host_with, check_integrity,
+};
 use super::leader::Turns;
 use super::locks::PodLockHolders;
 use super::metrics::{Labels, Metrics};
 use super::repository::ResticSettings;
-use super::session::{Decision, INTERRUPTED, decide, settled};
+use super::session::{Decision, INTERRUPTED, decide, runs_integrity_check, settled};
 use crate::recorder::{EventType, Recorder};
 
 /// What happened to one session.
@@ -323,13 +325,42 @@ impl Sidecar {
             return Ok(());
         };
         if let (Some(totals), Some(repo)) = (&outcome.totals, &config.spec.repository) {
+            let mut totals = *totals;
+            if runs_integrity_check(&reported) {
+                totals.integrity = self.check_integrity(&repo.name, host).await;
+            }
             let repos: Api<Repository> = Api::namespaced(self.client.clone(), &self.namespace);
-            if let Err(e) = write_repository_totals(&repos, &repo.name, totals).await {
+            if let Err(e) = write_repository_totals(&repos, &repo.name, &totals).await {
                 tracing::error!(repository = %repo.name, error = %e, "cannot write the Repository status");
             }
         }
         self.publish(&reported, host, &outcome.stats).await;
         Ok(())
+    }
+
+    /// `restic check` for the Repository's INTEGRITY column, run by the
+    /// session's last host to finish (see [`runs_integrity_check`]), in this
+    /// process's turn like the backup itself.
+    async fn check_integrity(&self, repo_name: &str, host: &str) -> Option<bool> {
+        let repos: Api<Repository> = Api::namespaced(self.client.clone(), &self.namespace);
+        let repository = match repos.get_opt(repo_name).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(repository = repo_name, error = %e, "integrity check not run: cannot read the Repository");
+                return None;
+            }
+        };
+        let check = check_integrity(&repository, &self.secret_dir, &self.settings);
+        let intact = match &self.turns {
+            Some(turns) => turns.hold(check).await.ok().flatten(),
+            None => check.await,
+        };
+        if let Some(intact) = intact {
+            self.metrics
+                .record_integrity(&self.labels(host, repo_name), intact);
+        }
+        intact
     }
 
     /// The sidecar's event for this host's result.

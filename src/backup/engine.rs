@@ -27,7 +27,7 @@ use crate::api::{
 };
 
 use super::repository::{ResticSettings, prepare};
-use super::restic::{BackupSummary, Restic, ResticError, format_bytes, format_duration};
+use super::restic::{BackupSummary, Integrity, Restic, ResticError, format_bytes, format_duration};
 
 /// Repository figures after a successful run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,6 +38,9 @@ pub struct RepositoryTotals {
     pub snapshot_count: u64,
     /// Snapshots `forget` removed (or would remove, with `dryRun`); `None` without a policy.
     pub snapshots_removed: Option<u64>,
+    /// What `restic check` found; `None` when this host did not check (see
+    /// [`check_integrity`]) or the check could not run.
+    pub integrity: Option<bool>,
 }
 
 /// The result of [`backup_host`].
@@ -138,6 +141,40 @@ async fn clear_abandoned_locks(restic: &Restic, holders: &dyn LockHolders) -> bo
         Err(e) => {
             tracing::warn!(error = %e, "cannot remove abandoned restic locks");
             false
+        }
+    }
+}
+
+/// `restic check` of `repository` for its INTEGRITY column: `Some(true)` when
+/// no errors were found, `Some(false)` when restic found errors (logged with
+/// restic's report), `None` when the check could not run at all (a lock held
+/// by someone else, an unreachable backend: logged; the column keeps its
+/// previous value, since such a failure says nothing about the data).
+pub async fn check_integrity(
+    repository: &Repository,
+    secret_dir: &Path,
+    settings: &ResticSettings,
+) -> Option<bool> {
+    let name = repository.metadata.name.as_deref().unwrap_or_default();
+    let restic = match prepare(&repository.spec.backend, secret_dir, settings) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(repository = name, error = %e, "integrity check not run: cannot set up restic");
+            return None;
+        }
+    };
+    match restic.check().await {
+        Ok(Integrity::Intact) => {
+            tracing::info!(repository = name, "integrity check: no errors were found");
+            Some(true)
+        }
+        Ok(Integrity::Damaged(report)) => {
+            tracing::error!(repository = name, report = %report, "integrity check: the repository contains errors");
+            Some(false)
+        }
+        Err(e) => {
+            tracing::warn!(repository = name, error = %e, "integrity check could not run; INTEGRITY left as it was");
+            None
         }
     }
 }

@@ -41,6 +41,7 @@ pub struct Metrics {
     repo_size: Family<Labels, Gauge>,
     repo_snapshots: Family<Labels, Gauge>,
     repo_removed: Family<Labels, Gauge>,
+    repo_integrity: Family<Labels, Gauge>,
     skipped: Family<Labels, Gauge>,
 }
 
@@ -107,6 +108,10 @@ impl Metrics {
             "stash_repository_snapshots_removed",
             "Snapshots removed by the last retention run",
         );
+        let repo_integrity = g(
+            "stash_repository_integrity",
+            "1 if the last restic check found no errors, 0 if it found errors",
+        );
         let skipped = g(
             "stash_backup_sessions_skipped",
             "BackupSessions skipped because the configuration is paused",
@@ -131,6 +136,7 @@ impl Metrics {
             repo_size,
             repo_snapshots,
             repo_removed,
+            repo_integrity,
             skipped,
         }
     }
@@ -176,6 +182,13 @@ impl Metrics {
                 self.repo_removed.get_or_create(labels).set(clamp(removed));
             }
         }
+    }
+
+    /// Records what `restic check` found.
+    pub fn record_integrity(&self, labels: &Labels, intact: bool) {
+        self.repo_integrity
+            .get_or_create(labels)
+            .set(i64::from(intact));
     }
 
     /// Counts a skipped session.
@@ -246,6 +259,7 @@ mod tests {
                 size_bytes: 4096,
                 snapshot_count: 5,
                 snapshots_removed: Some(1),
+                integrity: Some(true),
             }),
             initialized: false,
             summaries: vec![BackupSummary {

@@ -143,6 +143,33 @@ pub fn classify(command: &str, code: Option<i32>, stderr: &str) -> ResticError {
     }
 }
 
+/// What `restic check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integrity {
+    /// `no errors were found`.
+    Intact,
+    /// The repository contains errors; restic's report on one line.
+    Damaged(String),
+}
+
+/// restic's last line when `check` found errors (restic ≥ 0.9).
+const CHECK_FOUND_ERRORS: &str = "Fatal: repository contains errors";
+
+/// `restic check`'s result: exit 0 is intact; a non-zero exit whose report
+/// ends in [`CHECK_FOUND_ERRORS`] is damaged; any other failure (a lock held
+/// by someone else, an unreachable backend, a wrong password) says nothing
+/// about the data and stays an error.
+pub fn integrity(result: Result<String, ResticError>) -> Result<Integrity, ResticError> {
+    match result {
+        Ok(_) => Ok(Integrity::Intact),
+        Err(ResticError::Failed { message, .. }) if message.contains(CHECK_FOUND_ERRORS) => {
+            let report = message.replace(CHECK_FOUND_ERRORS, "");
+            Ok(Integrity::Damaged(report.trim().to_string()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Arguments of `restic backup` for one path.
 pub fn backup_args(path: &str, host: &str, excludes: &[String], with_cache: bool) -> Vec<String> {
     let mut args = vec![
@@ -471,6 +498,12 @@ impl Restic {
     }
 
     /// `restic stats --mode raw-data`: the repository's stored size and snapshot count.
+    /// `restic check` (structure only: indexes, packs' headers, trees; no
+    /// data read). Takes restic's exclusive lock.
+    pub async fn check(&self) -> Result<Integrity, ResticError> {
+        integrity(self.run(&["check".to_string()]).await)
+    }
+
     pub async fn stats(&self) -> Result<RepoStats, ResticError> {
         let args = ["stats", "--json", "--quiet", "--mode", "raw-data"].map(String::from);
         let out = self.run(&args).await?;
@@ -481,6 +514,33 @@ impl Restic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_tells_damage_from_a_failure_to_check() {
+        assert_eq!(
+            integrity(Ok("no errors were found\n".into())).unwrap(),
+            Integrity::Intact
+        );
+        // restic 0.14's report for a truncated pack file.
+        let damaged = classify(
+            "check",
+            Some(1),
+            "pack 16fcf619: unexpected file size: got 8, expected 121\nFatal: repository contains errors\n",
+        );
+        assert_eq!(
+            integrity(Err(damaged)).unwrap(),
+            Integrity::Damaged("pack 16fcf619: unexpected file size: got 8, expected 121".into())
+        );
+        let locked = classify(
+            "check",
+            Some(1),
+            "unable to create lock in backend: repository is already locked exclusively by PID 1 on vm\n",
+        );
+        assert!(matches!(
+            integrity(Err(locked)),
+            Err(ResticError::Failed { .. })
+        ));
+    }
 
     #[test]
     fn backup_summary_is_read_from_the_last_summary_line() {

@@ -82,6 +82,34 @@ pub fn decide(session: &BackupSession, config: &BackupConfiguration, host: &str)
     Decision::Backup
 }
 
+/// Whether the host that has just written its result into `session` runs
+/// `restic check` for the Repository's INTEGRITY column: the session's last
+/// host to finish does. `restic check` takes restic's exclusive lock, so it
+/// must not meet another host's `backup` of the same session; every result
+/// write carries the resourceVersion it was based on, so exactly one host's
+/// write sees every other host final. With `totalHosts` not yet set (the
+/// BackupSession controller sets it when the session starts Running) every
+/// entry present must be final.
+pub fn runs_integrity_check(session: &BackupSession) -> bool {
+    let Some(status) = session.status.as_ref() else {
+        return false;
+    };
+    let finished = |h: &&crate::api::HostBackupStats| {
+        matches!(
+            h.phase,
+            Some(HostBackupPhase::Succeeded | HostBackupPhase::Failed)
+        )
+    };
+    let done = status.stats.iter().filter(finished).count();
+    if done == 0 || done < status.stats.len() {
+        return false;
+    }
+    match status.total_hosts {
+        Some(total) => i64::try_from(done).unwrap_or(i64::MAX) >= i64::from(total),
+        None => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +269,55 @@ mod tests {
                 Decision::Ignore(_)
             ));
         }
+    }
+
+    #[test]
+    fn the_last_host_to_finish_runs_the_integrity_check() {
+        let with_total = |hosts: &[(&str, Option<HostBackupPhase>)], total: Option<i32>| {
+            let mut s = session(Some(BackupSessionPhase::Running), &[]);
+            let status = s.status.as_mut().unwrap();
+            status.total_hosts = total;
+            status.stats = hosts
+                .iter()
+                .map(|(h, p)| HostBackupStats {
+                    hostname: h.to_string(),
+                    phase: *p,
+                    ..Default::default()
+                })
+                .collect();
+            s
+        };
+        let ok = Some(HostBackupPhase::Succeeded);
+        let failed = Some(HostBackupPhase::Failed);
+        let running = Some(HostBackupPhase::Running);
+        // One host (a Deployment): it is the last.
+        assert!(runs_integrity_check(&with_total(
+            &[("host-0", ok)],
+            Some(1)
+        )));
+        assert!(runs_integrity_check(&with_total(&[("host-0", ok)], None)));
+        // A StatefulSet of three: only the write that completes the set.
+        assert!(!runs_integrity_check(&with_total(
+            &[("host-0", ok)],
+            Some(3)
+        )));
+        assert!(!runs_integrity_check(&with_total(
+            &[("host-0", ok), ("host-1", running), ("host-2", ok)],
+            Some(3)
+        )));
+        assert!(runs_integrity_check(&with_total(
+            &[("host-0", ok), ("host-1", failed), ("host-2", ok)],
+            Some(3)
+        )));
+        // totalHosts not known yet: every entry present must be final.
+        assert!(!runs_integrity_check(&with_total(
+            &[("host-0", ok), ("host-1", running)],
+            None
+        )));
+        assert!(!runs_integrity_check(&with_total(&[], Some(1))));
+        assert!(!runs_integrity_check(&BackupSession::new(
+            "s",
+            Default::default()
+        )));
     }
 }

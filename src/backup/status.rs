@@ -47,6 +47,9 @@ pub fn repository_patch(
     if let Some(removed) = totals.snapshots_removed {
         status["snapshotsRemovedOnLastCleanup"] = json!(removed);
     }
+    if let Some(intact) = totals.integrity {
+        status["integrity"] = json!(intact);
+    }
     if current.and_then(|s| s.first_backup_time.as_ref()).is_none() {
         status["firstBackupTime"] = json!(now);
     }
@@ -98,6 +101,7 @@ mod tests {
             size_bytes: 1536,
             snapshot_count: 5,
             snapshots_removed: Some(1),
+            integrity: None,
         };
         let p = repository_patch(None, &totals, &now, Some("42"));
         assert_eq!(
@@ -113,5 +117,15 @@ mod tests {
         let p = repository_patch(Some(&earlier), &totals, &now, None);
         assert!(p["status"].get("firstBackupTime").is_none());
         assert!(p.get("metadata").is_none());
+        // No check this run: INTEGRITY keeps its value; a check writes it.
+        assert!(p["status"].get("integrity").is_none());
+        for intact in [true, false] {
+            let checked = RepositoryTotals {
+                integrity: Some(intact),
+                ..totals
+            };
+            let p = repository_patch(None, &checked, &now, None);
+            assert_eq!(p["status"]["integrity"], json!(intact));
+        }
     }
 }
