@@ -59,11 +59,6 @@ impl Recorder {
         self
     }
 
-    /// The reporting component this recorder writes into `source.component`.
-    pub fn component(&self) -> &'static str {
-        self.component
-    }
-
     /// Creates one Event about `regarding` in its namespace.
     pub async fn publish(
         &self,

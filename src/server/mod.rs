@@ -249,7 +249,6 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
     let health = Arc::new(Health {
         store: store.clone(),
         metrics: metrics.clone(),
-        cert_loaded: AtomicBool::new(true),
         shutting_down: AtomicBool::new(false),
     });
     let app = Arc::new(AppState {

@@ -15,12 +15,12 @@ use http::{StatusCode, header};
 use super::metrics::Metrics;
 use crate::store::Store;
 
-/// What readiness depends on.
+/// What readiness depends on. There is no certificate condition: the server
+/// does not start without a serving certificate (`server::start` loads it
+/// before the probe port opens), and a failed reload keeps the last good one.
 pub struct Health {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
-    /// Set once a serving certificate is loaded.
-    pub cert_loaded: AtomicBool,
     /// Set when shutdown begins: the Service stops sending us requests.
     pub shutting_down: AtomicBool,
 }
@@ -30,8 +30,6 @@ impl Health {
     pub fn not_ready_reason(&self) -> Option<&'static str> {
         if self.shutting_down.load(Ordering::Acquire) {
             Some("shutting down")
-        } else if !self.cert_loaded.load(Ordering::Acquire) {
-            Some("no serving certificate loaded")
         } else if !self.store.is_synced() {
             Some("store has not synced with the API server yet")
         } else {

@@ -102,7 +102,8 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-/// A loaded configuration and the digest of the files it came from.
+/// A loaded configuration and what it serves (the digest of the files it
+/// came from is kept apart, in `TlsState::last_seen`).
 struct Loaded {
     config: Arc<ServerConfig>,
     served: Served,
