@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::shutdown::Drain;
 use tokio::task::JoinSet;
 
 /// Default cap on open connections of the webhook port.
@@ -175,8 +177,8 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// Wraps the connection's service so its requests count as activity.
     pub activity: Arc<Activity>,
-    /// Turns true when the server stops.
-    pub stop: watch::Receiver<bool>,
+    /// The server's drain signal.
+    pub stop: Drain,
 }
 
 impl Accepted {
@@ -198,7 +200,7 @@ pub async fn serve<H, F>(
     limits: PortLimits,
     drain: Duration,
     open: prometheus_client::metrics::gauge::Gauge,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Drain,
     handle: H,
 ) where
     H: Fn(Accepted) -> F,
@@ -223,7 +225,7 @@ pub async fn serve<H, F>(
                     at_cap_logged = true;
                 }
                 tokio::select! {
-                    _ = stop.changed() => break,
+                    () = stop.signaled() => break,
                     p = permits.clone().acquire_owned() => match p {
                         Ok(p) => p,
                         Err(_) => break,
@@ -233,7 +235,7 @@ pub async fn serve<H, F>(
             }
         };
         let (tcp, peer) = tokio::select! {
-            _ = stop.changed() => break,
+            () = stop.signaled() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -243,7 +245,7 @@ pub async fn serve<H, F>(
                     tracing::warn!(port, error = %e, "accept failed; retrying shortly");
                     drop(permit);
                     tokio::select! {
-                        _ = stop.changed() => break,
+                        () = stop.signaled() => break,
                         _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
                     }
                     continue;
@@ -291,7 +293,7 @@ pub async fn drive<C>(
     conn: C,
     activity: Arc<Activity>,
     limits: PortLimits,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Drain,
 ) -> Result<(), C::Error>
 where
     C: GracefulConnection,
@@ -314,7 +316,7 @@ where
         };
         tokio::select! {
             r = conn.as_mut() => return r,
-            _ = stop.wait_for(|s| *s), if closing.is_none() => {
+            () = stop.signaled(), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 // The drain timeout of `serve` bounds what follows.
                 closing = Some(Instant::now() + Duration::from_secs(24 * 3600));

@@ -14,6 +14,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 
+use super::shutdown::Drain;
 use crate::api::{BackupConfiguration, Repository, RestoreSession};
 use crate::store::{Snapshot, Store};
 
@@ -72,14 +73,20 @@ impl Fed for RestoreSession {
     }
 }
 
-/// Feeds `store` until the future is dropped.
-pub async fn run(client: Client, store: Arc<Store>) {
+/// Feeds `store` until `drain` fires.
+pub async fn run(client: Client, store: Arc<Store>, mut drain: Drain) {
     let listed = Arc::new(AtomicU8::new(0));
-    tokio::join!(
-        feed::<BackupConfiguration>(Api::all(client.clone()), store.clone(), listed.clone()),
-        feed::<Repository>(Api::all(client.clone()), store.clone(), listed.clone()),
-        feed::<RestoreSession>(Api::all(client), store, listed),
-    );
+    let feeds = async {
+        tokio::join!(
+            feed::<BackupConfiguration>(Api::all(client.clone()), store.clone(), listed.clone()),
+            feed::<Repository>(Api::all(client.clone()), store.clone(), listed.clone()),
+            feed::<RestoreSession>(Api::all(client), store, listed),
+        )
+    };
+    tokio::select! {
+        _ = feeds => {}
+        () = drain.signaled() => tracing::debug!("store feed stopped"),
+    }
 }
 
 async fn feed<K: Fed>(api: Api<K>, store: Arc<Store>, listed: Arc<AtomicU8>) {

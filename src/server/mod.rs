@@ -25,7 +25,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::settings::{DEFAULT_IMAGE, PausedSessionPolicy, Settings};
@@ -34,7 +33,12 @@ use conn::PortLimits;
 use http::{AppState, Decider, Limits};
 use metrics::Metrics;
 use probes::Health;
+use shutdown::{Drain, Signal};
 use tls::{TlsFiles, TlsState};
+
+/// Longest wait, after the webhook port has drained, for the feed, the
+/// reconciler (releasing its Lease) and the SIGHUP handler to drain.
+const BACKGROUND_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Default serving certificate and key: the embedded default's paths.
 pub const DEFAULT_CERT_FILE: &str = "certs/tls.crt";
@@ -212,7 +216,10 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub tls: Arc<TlsState>,
     health: Arc<Health>,
-    stop: watch::Sender<bool>,
+    /// The one drain signal of the server.
+    signal: Signal,
+    /// The drain as seen by what must outlive the webhook port's drain.
+    after_webhooks: Drain,
     task: JoinHandle<()>,
 }
 
@@ -221,8 +228,20 @@ impl Running {
     /// requests (up to the drain timeout), then stop the probe port.
     pub async fn shutdown(self) {
         self.health.shutting_down.store(true, Ordering::Release);
-        let _ = self.stop.send(true);
+        self.signal.drain();
         let _ = self.task.await;
+    }
+
+    /// A handle on the server's drain signal, for a task that drains with it
+    /// (the reconciler, the SIGHUP handler).
+    pub fn drain(&self) -> Drain {
+        self.signal.handle()
+    }
+
+    /// A handle that fires once the webhook port has drained, for a task
+    /// in-flight requests still depend on (the store feed).
+    pub fn after_webhooks(&self) -> Drain {
+        self.after_webhooks.clone()
     }
 
     /// Marks the server as shutting down (readyz false) without stopping it.
@@ -258,24 +277,24 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
         limits: config.limits,
         decider: config.decider.clone(),
     });
-    let (stop, stop_rx) = watch::channel(false);
+    let (signal, drain) = shutdown::channel();
+    // The second stage of the same drain: the probe port outlives the
+    // webhook port's drain, so readiness stays observable until the end.
+    let (webhooks_drained, after_webhooks) = shutdown::channel();
 
     let watcher = tokio::spawn(tls::watch(
         tls.clone(),
         metrics.clone(),
         config.cert_poll_interval,
         config.cert_file_events,
-        stop_rx.clone(),
+        drain.receiver(),
     ));
-    // The probe port outlives the webhook port's drain, so readiness stays
-    // observable until the end.
-    let (probe_stop, probe_stop_rx) = watch::channel(false);
     let probes = tokio::spawn(serve_probes(
         probe_listener,
         probes::router(health.clone()),
         config.clone(),
         metrics.clone(),
-        probe_stop_rx,
+        after_webhooks.clone(),
     ));
     let webhook = serve_webhooks(
         listener,
@@ -283,11 +302,11 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
         http::router(app),
         config.clone(),
         metrics.clone(),
-        stop_rx,
+        drain,
     );
     let task = tokio::spawn(async move {
         webhook.await;
-        let _ = probe_stop.send(true);
+        webhooks_drained.drain();
         let _ = probes.await;
         let _ = watcher.await;
     });
@@ -298,7 +317,8 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
         metrics,
         tls,
         health,
-        stop,
+        signal,
+        after_webhooks,
         task,
     })
 }
@@ -312,7 +332,7 @@ async fn serve_webhooks(
     router: http::Webhooks,
     config: Config,
     metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
+    stop: Drain,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -353,7 +373,7 @@ async fn serve_webhooks(
                 // flight: shutdown drops it instead of waiting for it.
                 let stream = tokio::select! {
                     s = handshake(acceptor, accepted.tcp, peer, handshake_timeout) => s,
-                    _ = stopping.wait_for(|stop| *stop) => None,
+                    () = stopping.signaled() => None,
                 };
                 let Some(stream) = stream else {
                     return;
@@ -377,7 +397,7 @@ async fn serve_probes(
     router: axum::Router,
     config: Config,
     metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
+    stop: Drain,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -565,16 +585,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.probe_max_connections = probe_cap;
 
     let running = start(config, store.clone()).await?;
+    // Every task drains itself on the server's one drain signal; none is aborted.
     let mut background = Vec::new();
     if let Some(hup) = hup {
         background.push(shutdown::reload_on_hangup(
             hup,
             running.tls.clone(),
             running.metrics.clone(),
+            running.drain(),
         ));
     }
     if let Some(client) = client {
-        background.push(tokio::spawn(feed::run(client.clone(), store)));
+        background.push(tokio::spawn(feed::run(
+            client.clone(),
+            store,
+            running.after_webhooks(),
+        )));
         if args.reconcile {
             let namespace = args
                 .namespace
@@ -590,8 +616,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 identity: pod_identity(),
                 settings,
             };
+            let drain = running.drain().into_signaled();
             background.push(tokio::spawn(async move {
-                if let Err(e) = crate::reconcile::run(client, rc, std::future::pending()).await {
+                if let Err(e) = crate::reconcile::run(client, rc, drain).await {
                     tracing::error!(
                         error = format!("{e:#}"),
                         "reconciler stopped; webhooks keep serving"
@@ -610,8 +637,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     running.shutdown().await;
-    for task in background {
-        task.abort();
+    // The reconciler releases its Lease here (bounded by the Lease code's own
+    // timeouts); the limit only guards against a task that never drains.
+    let drained = tokio::time::timeout(BACKGROUND_DRAIN_LIMIT, async {
+        for task in background {
+            let _ = task.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(limit = ?BACKGROUND_DRAIN_LIMIT, "background tasks did not drain in time; exiting anyway");
     }
     tracing::info!("stopped");
     Ok(())

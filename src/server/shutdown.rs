@@ -1,7 +1,20 @@
 //! Signals: SIGTERM (kubelet) and SIGINT (a terminal) stop the server with
 //! a drain; SIGHUP re-reads the certificate files and never stops it.
+//!
+//! One drain signal for the whole server (kubert's model): [`channel`] makes a
+//! [`Signal`] and every task gets a clone of its [`Drain`] handle and drains
+//! itself when it fires: the webhook port stops accepting and finishes its
+//! in-flight requests, the certificate watcher and the SIGHUP handler stop,
+//! the reconciler stops reconciling and releases its Lease. The probe port
+//! and the store feed drain in a second stage of the same drain, once the
+//! webhook port has drained (`Running::after_webhooks`), so readiness stays
+//! observable and the store stays current while requests are still being
+//! decided. Nothing is aborted.
 
+use std::future::Future;
 use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use super::metrics::Metrics;
 use super::tls::TlsState;
@@ -18,15 +31,70 @@ pub fn hangup() -> Option<tokio::signal::unix::Signal> {
     }
 }
 
+/// The sending side of the drain signal.
+pub struct Signal(watch::Sender<bool>);
+
+/// A task's handle on the drain signal; cheap to clone.
+#[derive(Clone)]
+pub struct Drain(watch::Receiver<bool>);
+
+/// A drain signal and the first handle on it.
+pub fn channel() -> (Signal, Drain) {
+    let (tx, rx) = watch::channel(false);
+    (Signal(tx), Drain(rx))
+}
+
+impl Signal {
+    /// Tells every [`Drain`] to drain (idempotent).
+    pub fn drain(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Another handle on this signal.
+    pub fn handle(&self) -> Drain {
+        Drain(self.0.subscribe())
+    }
+}
+
+impl Drain {
+    /// Whether the drain has been signaled.
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the drain is signaled (at once if it already was).
+    pub async fn signaled(&mut self) {
+        // An error means every Signal is gone: nobody can drain us any more,
+        // which is as good as a drain for a task waiting on it.
+        let _ = self.0.wait_for(|draining| *draining).await;
+    }
+
+    /// [`Drain::signaled`] on a handle of its own, as an owned future.
+    pub fn into_signaled(mut self) -> impl Future<Output = ()> + Send + 'static {
+        async move { self.signaled().await }
+    }
+
+    /// The handle as a watch receiver that turns `true` on drain, for APIs
+    /// that take one.
+    pub fn receiver(&self) -> watch::Receiver<bool> {
+        self.0.clone()
+    }
+}
+
 /// On each SIGHUP, re-reads the certificate files at once (as a file event
-/// would) and logs what came of it.
+/// would) and logs what came of it; stops on drain.
 pub fn reload_on_hangup(
     mut hup: tokio::signal::unix::Signal,
     tls: Arc<TlsState>,
     metrics: Arc<Metrics>,
+    mut drain: Drain,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        while hup.recv().await.is_some() {
+        loop {
+            tokio::select! {
+                got = hup.recv() => if got.is_none() { break },
+                () = drain.signaled() => break,
+            }
             let (tls, metrics) = (tls.clone(), metrics.clone());
             let changed = tokio::task::spawn_blocking(move || {
                 let changed = tls.reload_if_changed(&metrics);
