@@ -221,8 +221,10 @@ pub fn chained(
     settings: &Settings,
 ) -> Result<(Answer, Option<Value>), admission::ReviewError> {
     let (api_version, req) = wire::parse(body)?;
-    // `parse` accepted it, so it is a JSON object with a request.
-    let mut review: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    // `parse` accepted it, so it is a JSON object with a request and this
+    // cannot fail; if it did, it is the same error `parse` would give.
+    let mut review: Value = serde_json::from_slice(body)
+        .map_err(|e| admission::ReviewError::NotJson(wire::one_line(&e.to_string())))?;
     let endpoints = Endpoint::for_kind(&req.kind.group, &req.kind.kind);
     let mut merged = Decision::allow();
     let mut object = review
@@ -230,7 +232,10 @@ pub fn chained(
         .cloned()
         .filter(|o| !o.is_null());
     for endpoint in endpoints {
-        let body = serde_json::to_vec(&review).unwrap_or_default();
+        // A `Value` always serializes (its map keys are strings); never an
+        // empty body in its place.
+        let body = serde_json::to_vec(&review)
+            .map_err(|e| admission::ReviewError::Internal(wire::one_line(&e.to_string())))?;
         let answer = admission::handle(endpoint, &body, snap, settings)?;
         let d = answer.decision;
         merged.warnings.extend(d.warnings);
@@ -259,7 +264,7 @@ pub fn chained(
             }
         }
     }
-    Ok((wire::answer(&api_version, &req, merged), object))
+    Ok((wire::answer(&api_version, &req, merged)?, object))
 }
 
 /// The AdmissionReview the API server would send for `object`.
@@ -351,7 +356,8 @@ fn review_manifest(
             {
                 match map.remove("items") {
                     Some(Value::Array(items)) => items,
-                    _ => Vec::new(),
+                    // The guard above saw an array under "items".
+                    _ => unreachable!("items was checked to be an array"),
                 }
             }
             other => vec![other],

@@ -432,8 +432,16 @@ fn field_env(name: &str, path: &str) -> Value {
     json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}})
 }
 
+/// A piece of the configuration as JSON, for the container we want.
+///
+/// The `Null` arm cannot be taken: `serde_json::to_value` fails only when a
+/// `Serialize` impl returns an error or a map key is not a string (or a
+/// number or bool, which it stringifies). What is passed here is our API's
+/// and k8s-openapi's derived types (`EnvVar`, `EnvFromSource`, `VolumeMount`,
+/// `ResourceRequirements`, `SecurityContext`, the volume sources, `Quantity`):
+/// structs of strings, numbers, bools, `Option`s, `Vec`s and
+/// `BTreeMap<String, _>`, whose impls never return an error.
 fn to_json<T: serde::Serialize>(v: &T) -> Value {
-    // k8s-openapi and our API types only hold strings, numbers, maps and lists.
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 

@@ -121,7 +121,8 @@ pub fn decide(endpoint: Endpoint, req: &Request, snap: &Snapshot, settings: &Set
 }
 
 /// The whole webhook minus the socket: an AdmissionReview's bytes in, the
-/// answer's bytes out. Errors are bodies that are not an AdmissionReview.
+/// answer's bytes out. Errors are bodies that are not an AdmissionReview, or
+/// (never in practice) an answer that does not serialize.
 pub fn handle(
     endpoint: Endpoint,
     body: &[u8],
@@ -130,5 +131,5 @@ pub fn handle(
 ) -> Result<Answer, ReviewError> {
     let (api_version, req) = wire::parse(body)?;
     let decision = decide(endpoint, &req, snap, settings);
-    Ok(wire::answer(&api_version, &req, decision))
+    wire::answer(&api_version, &req, decision)
 }

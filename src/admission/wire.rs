@@ -14,8 +14,9 @@ use serde_json::value::RawValue;
 /// The only AdmissionReview version served.
 pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
 
-/// A body that is not an AdmissionReview we can answer. The server maps every
-/// variant to HTTP 400; `Display` is the one-line reason.
+/// A body that is not an AdmissionReview we can answer, or an answer we could
+/// not write. The server maps [`ReviewError::Internal`] to HTTP 500 and every
+/// other variant to HTTP 400; `Display` is the one-line reason.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ReviewError {
     #[error("body is not JSON: {0}")]
@@ -28,6 +29,19 @@ pub enum ReviewError {
     UnsupportedVersion(String),
     #[error("AdmissionReview has no request")]
     MissingRequest,
+    /// The decision was made but its answer (or its patch) did not serialize.
+    /// serde_json fails only on a map with non-string keys or a failing
+    /// `Serialize` impl, neither of which these types have; should it ever
+    /// happen, the API server gets an error, never a silent empty answer.
+    #[error("internal error: the answer could not be serialized: {0}")]
+    Internal(String),
+}
+
+impl ReviewError {
+    /// Whether the fault is ours (HTTP 500), not the body's (HTTP 400).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, ReviewError::Internal(_))
+    }
 }
 
 /// What one rule decided.
@@ -364,12 +378,13 @@ struct Status<'a> {
 
 /// Serializes the answer to `req`: uid and apiVersion echoed, the patch as a
 /// base64 string with `patchType: JSONPatch`.
-pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Answer {
+pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Result<Answer, ReviewError> {
+    let internal =
+        |what: &str, e: serde_json::Error| ReviewError::Internal(one_line(&format!("{what}: {e}")));
     let patch_json = if decision.patch.is_empty() {
         None
     } else {
-        // A Vec of patch operations always serializes.
-        serde_json::to_vec(&decision.patch).ok()
+        Some(serde_json::to_vec(&decision.patch).map_err(|e| internal("patch", e))?)
     };
     let patch_bytes = patch_json.as_ref().map_or(0, Vec::len);
     let status = match (&decision.message, decision.allowed) {
@@ -404,9 +419,8 @@ pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Answer {
             warnings: &decision.warnings,
         },
     };
-    // Strings, bools and numbers only: serialization cannot fail.
-    let body = serde_json::to_vec(&response).unwrap_or_default();
-    Answer {
+    let body = serde_json::to_vec(&response).map_err(|e| internal("AdmissionReview", e))?;
+    Ok(Answer {
         body,
         uid: req.uid.clone(),
         kind: req.kind.kind.clone(),
@@ -418,7 +432,7 @@ pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Answer {
         patch_bytes,
         dry_run: req.dry_run,
         decision,
-    }
+    })
 }
 
 /// Folds an error message onto one line: every run of whitespace, newlines
@@ -459,7 +473,7 @@ mod tests {
         let patch: Vec<json_patch::PatchOperation> =
             serde_json::from_value(json!([{"op": "add", "path": "/metadata/labels", "value": {}}]))
                 .unwrap();
-        let a = answer(&v, &req, Decision::allow().with_patch(patch).warn("w"));
+        let a = answer(&v, &req, Decision::allow().with_patch(patch).warn("w")).unwrap();
         assert_eq!(
             String::from_utf8(a.body).unwrap(),
             r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":true,"patch":"W3sib3AiOiJhZGQiLCJwYXRoIjoiL21ldGFkYXRhL2xhYmVscyIsInZhbHVlIjp7fX1d","patchType":"JSONPatch","warnings":["w"]}}"#
@@ -470,7 +484,7 @@ mod tests {
     fn golden_denial() {
         let body = review().to_string();
         let (v, req) = parse(body.as_bytes()).unwrap();
-        let a = answer(&v, &req, Decision::deny("no"));
+        let a = answer(&v, &req, Decision::deny("no")).unwrap();
         assert_eq!(
             String::from_utf8(a.body).unwrap(),
             r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":false,"status":{"code":403,"reason":"Forbidden","message":"no"}}}"#

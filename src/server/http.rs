@@ -439,6 +439,10 @@ where
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
+        Ok(Err(e)) if e.is_internal() => {
+            tracing::error!(webhook = endpoint.label(), error = %e, "answered 500");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
         Ok(Err(e)) => {
             tracing::info!(webhook = endpoint.label(), error = %e, "refused a body that is not an AdmissionReview");
             plain(StatusCode::BAD_REQUEST, e.to_string())
