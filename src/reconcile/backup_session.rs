@@ -12,15 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::apply::{ApiError, Backoff, get_workload, is_not_found, patch_params};
+use super::apply::{ApiError, Backoff, get_workload, is_not_found};
 use super::desired::{InvokerView, SessionStep, session_step, sessions_to_delete, total_hosts};
+use super::transition::{self, Transition, TransitionEvent};
 use crate::api::events::{
     BACKUPSESSION_SKIPPED_MESSAGE, BACKUPSESSION_SUCCEEDED_MESSAGE,
     COMPONENT_BACKUPSESSION_CONTROLLER, REASON_BACKUPSESSION_FAILED, REASON_BACKUPSESSION_SKIPPED,
@@ -127,146 +128,145 @@ async fn step(
     if session.metadata.deletion_timestamp.is_some() || session.phase().is_finished() {
         return Ok(Action::await_change());
     }
+    // A namespaced kind: the API server never sends one without a namespace.
     let Some(ns) = session.namespace() else {
         return Ok(Action::await_change());
     };
-    let name = session.name_any();
-    let invoker = &session.spec.invoker;
-
-    let bc = if invoker.kind == INVOKER_KIND_BACKUP_CONFIGURATION && !invoker.name.is_empty() {
-        Api::<BackupConfiguration>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&invoker.name)
-            .await
-            .map_err(|e| {
-                ApiError::new(format!("get BackupConfiguration {ns}/{}", invoker.name), e)
-            })?
-    } else {
-        None
+    let bc = read_invoker(session, ctx, &ns).await?;
+    let view = invoker_view(session, bc.as_ref(), ctx, &ns).await?;
+    let step = session_step(session, &view, now);
+    let Some(transition) = transition(&step) else {
+        return Ok(wait_action(session, &view));
     };
+    let sessions: Api<BackupSession> = Api::namespaced(ctx.client.clone(), &ns);
+    transition::write(&sessions, session, &transition, &ctx.recorder).await?;
+    if let (SessionStep::Finish { .. }, Some(bc)) = (&step, &bc) {
+        cleanup_history(&sessions, bc).await?;
+    }
+    Ok(Action::await_change())
+}
 
-    let needs_hosts = session
-        .status
-        .as_ref()
-        .and_then(|s| s.total_hosts)
-        .is_none();
+/// The session's invoker, when it is a BackupConfiguration that exists.
+async fn read_invoker(
+    session: &BackupSession,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Option<BackupConfiguration>, ApiError> {
+    let invoker = &session.spec.invoker;
+    if invoker.kind != INVOKER_KIND_BACKUP_CONFIGURATION || invoker.name.is_empty() {
+        return Ok(None);
+    }
+    Api::<BackupConfiguration>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&invoker.name)
+        .await
+        .map_err(|e| ApiError::new(format!("get BackupConfiguration {ns}/{}", invoker.name), e))
+}
+
+/// What [`session_step`] needs to know of the invoker; reads the target
+/// workload only when the host count is still to be set and depends on it.
+async fn invoker_view(
+    session: &BackupSession,
+    bc: Option<&BackupConfiguration>,
+    ctx: &Context,
+    ns: &str,
+) -> Result<InvokerView, ApiError> {
+    let Some(bc) = bc else {
+        return Ok(InvokerView::Missing);
+    };
     // A session a host has claimed has started: pausing now must not turn it
     // Skipped under a running restic, so it is seen as active and finishes.
     let started = session.status.as_ref().is_some_and(|s| !s.stats.is_empty());
-    let view = match &bc {
-        None => InvokerView::Missing,
-        Some(bc) if bc.spec.paused && !started => InvokerView::Paused,
-        Some(bc) => {
-            let hosts = match (needs_hosts, bc.target_ref()) {
-                (false, _) | (true, None) => None,
-                (true, Some(t)) => {
-                    let workload = match t.kind.as_str() {
-                        // One host whatever the workload holds: no need to read it.
-                        "Deployment" | "ReplicaSet" => None,
-                        _ => get_workload(ctx.client.clone(), &ns, &t.kind, &t.name).await?,
-                    };
-                    total_hosts(bc, &t.kind, workload.as_ref())
-                }
+    if bc.spec.paused && !started {
+        return Ok(InvokerView::Paused);
+    }
+    let total_hosts = match (needs_hosts(session), bc.target_ref()) {
+        (false, _) | (true, None) => None,
+        (true, Some(t)) => {
+            let workload = match t.kind.as_str() {
+                // One host whatever the workload holds: no need to read it.
+                "Deployment" | "ReplicaSet" => None,
+                _ => get_workload(ctx.client.clone(), ns, &t.kind, &t.name).await?,
             };
-            InvokerView::Active { total_hosts: hosts }
+            total_hosts(bc, &t.kind, workload.as_ref())
         }
     };
+    Ok(InvokerView::Active { total_hosts })
+}
 
-    let sessions: Api<BackupSession> = Api::namespaced(ctx.client.clone(), &ns);
-    let rv = session.resource_version();
-    match session_step(session, &view, now) {
-        SessionStep::Wait => Ok(match view {
-            // The workload's host count may appear without any event this
-            // controller watches: look again later.
-            InvokerView::Active { total_hosts: None } if needs_hosts => {
-                tracing::info!(session = %key(session), invoker = %invoker.name, "BackupSession waits for its target's host count");
-                Action::requeue(RECHECK)
-            }
-            // A missing invoker re-triggers the session when it appears.
-            InvokerView::Missing => {
-                tracing::info!(session = %key(session), invoker = %invoker.name, "BackupSession waits for its invoker to exist");
-                Action::await_change()
-            }
-            _ => Action::await_change(),
+/// Whether the session's `totalHosts` is still to be set.
+fn needs_hosts(session: &BackupSession) -> bool {
+    session
+        .status
+        .as_ref()
+        .and_then(|s| s.total_hosts)
+        .is_none()
+}
+
+/// The write a step makes (pure): `None` for [`SessionStep::Wait`].
+pub fn transition(step: &SessionStep) -> Option<Transition> {
+    let event = |type_, reason, message: String| {
+        Some(TransitionEvent {
+            type_,
+            reason,
+            message,
+        })
+    };
+    match step {
+        SessionStep::Wait => None,
+        SessionStep::Skip => Some(Transition {
+            phase: BackupSessionPhase::Skipped.as_str(),
+            status: json!({"phase": BackupSessionPhase::Skipped.as_str()}),
+            event: event(
+                EventType::Warning,
+                REASON_BACKUPSESSION_SKIPPED,
+                BACKUPSESSION_SKIPPED_MESSAGE.to_string(),
+            ),
         }),
-        SessionStep::Skip => {
-            // The resourceVersion makes this a compare-and-swap: a session
-            // another writer moved on in the meantime is not turned Skipped.
-            let body = json!({
-                "metadata": {"resourceVersion": rv},
-                "status": {"phase": BackupSessionPhase::Skipped.as_str()}
-            });
-            sessions
-                .patch_status(&name, &patch_params(), &Patch::Merge(&body))
-                .await
-                .map_err(|e| ApiError::new(format!("mark BackupSession {ns}/{name} Skipped"), e))?;
-            // Only after the phase is written, so a retry never repeats the event.
-            ctx.recorder
-                .publish(
-                    &session.object_ref(&()),
-                    EventType::Warning,
-                    REASON_BACKUPSESSION_SKIPPED,
-                    BACKUPSESSION_SKIPPED_MESSAGE,
-                )
-                .await
-                .map_err(|e| ApiError::new(format!("record the skip event on {ns}/{name}"), e))?;
-            tracing::info!(session = %key(session), "BackupSession skipped: Backup Configuration is paused");
-            Ok(Action::await_change())
-        }
-        SessionStep::Run { total_hosts } => {
-            let body = json!({
-                "metadata": {"resourceVersion": rv},
-                "status": {"phase": BackupSessionPhase::Running.as_str(), "totalHosts": total_hosts}
-            });
-            sessions
-                .patch_status(&name, &patch_params(), &Patch::Merge(&body))
-                .await
-                .map_err(|e| ApiError::new(format!("mark BackupSession {ns}/{name} Running"), e))?;
-            tracing::info!(session = %key(session), total_hosts, "BackupSession running");
-            Ok(Action::await_change())
-        }
+        SessionStep::Run { total_hosts } => Some(Transition {
+            phase: BackupSessionPhase::Running.as_str(),
+            status: json!({"phase": BackupSessionPhase::Running.as_str(), "totalHosts": total_hosts}),
+            event: None,
+        }),
         SessionStep::Finish {
             phase,
             duration,
             failed,
-        } => {
-            let body = json!({
-                "metadata": {"resourceVersion": rv},
-                "status": {"phase": phase.as_str(), "sessionDuration": duration}
-            });
-            sessions
-                .patch_status(&name, &patch_params(), &Patch::Merge(&body))
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        format!("mark BackupSession {ns}/{name} {}", phase.as_str()),
-                        e,
-                    )
-                })?;
-            let (type_, reason, message) = if failed.is_empty() {
-                (
+        } => Some(Transition {
+            phase: phase.as_str(),
+            status: json!({"phase": phase.as_str(), "sessionDuration": duration}),
+            event: if failed.is_empty() {
+                event(
                     EventType::Normal,
                     REASON_BACKUPSESSION_SUCCEEDED,
                     BACKUPSESSION_SUCCEEDED_MESSAGE.to_string(),
                 )
             } else {
-                (
+                event(
                     EventType::Warning,
                     REASON_BACKUPSESSION_FAILED,
-                    backupsession_failed_message(&failed),
+                    backupsession_failed_message(failed),
                 )
-            };
-            ctx.recorder
-                .publish(&session.object_ref(&()), type_, reason, &message)
-                .await
-                .map_err(|e| {
-                    ApiError::new(format!("record the completion event on {ns}/{name}"), e)
-                })?;
-            tracing::info!(session = %key(session), phase = phase.as_str(), %duration, "BackupSession finished");
-            if let Some(bc) = &bc {
-                cleanup_history(&sessions, bc).await?;
-            }
-            Ok(Action::await_change())
+            },
+        }),
+    }
+}
+
+/// When to look again at a session that waits.
+fn wait_action(session: &BackupSession, view: &InvokerView) -> Action {
+    let invoker = &session.spec.invoker.name;
+    match view {
+        // The workload's host count may appear without any event this
+        // controller watches: look again later.
+        InvokerView::Active { total_hosts: None } if needs_hosts(session) => {
+            tracing::info!(session = %key(session), %invoker, "BackupSession waits for its target's host count");
+            Action::requeue(RECHECK)
         }
+        // A missing invoker re-triggers the session when it appears.
+        InvokerView::Missing => {
+            tracing::info!(session = %key(session), %invoker, "BackupSession waits for its invoker to exist");
+            Action::await_change()
+        }
+        _ => Action::await_change(),
     }
 }
 

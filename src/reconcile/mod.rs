@@ -12,6 +12,7 @@ pub mod backup_session;
 pub mod desired;
 pub mod finalizer;
 pub mod restore_session;
+pub mod transition;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use super::apply::{ApiError, Backoff, ensure, get_workload, patch_params, workload_api};
 use super::desired::{LABEL_MANAGED_BY, go_duration, guarded_patch, workload_service_account};
 use super::finalizer::{Event, finalizer};
+use super::transition::{self, Transition, TransitionEvent};
 use crate::api::events::{
     COMPONENT_RESTORESESSION_CONTROLLER, REASON_RESTORESESSION_FAILED,
     REASON_RESTORESESSION_RUNNING, REASON_RESTORESESSION_SUCCEEDED,
@@ -97,6 +98,50 @@ pub fn total_hosts(kind: &str, workload: Option<&Value>) -> Option<i32> {
             .filter(|n| *n > 0)
             .and_then(|n| i32::try_from(n).ok()),
         _ => None,
+    }
+}
+
+/// The write a step makes (pure): `None` for [`RestoreStep::Wait`].
+pub fn transition(step: &RestoreStep) -> Option<Transition> {
+    let event = |type_, reason, message: String| {
+        Some(TransitionEvent {
+            type_,
+            reason,
+            message,
+        })
+    };
+    match step {
+        RestoreStep::Wait => None,
+        RestoreStep::Run { total_hosts } => Some(Transition {
+            phase: RestoreSessionPhase::Running.as_str(),
+            status: json!({"phase": RestoreSessionPhase::Running.as_str(), "totalHosts": total_hosts}),
+            event: event(
+                EventType::Normal,
+                REASON_RESTORESESSION_RUNNING,
+                restoresession_running_message(*total_hosts),
+            ),
+        }),
+        RestoreStep::Finish {
+            phase,
+            duration,
+            failed,
+        } => Some(Transition {
+            phase: phase.as_str(),
+            status: json!({"phase": phase.as_str(), "sessionDuration": duration}),
+            event: if failed.is_empty() {
+                event(
+                    EventType::Normal,
+                    REASON_RESTORESESSION_SUCCEEDED,
+                    RESTORESESSION_SUCCEEDED_MESSAGE.to_string(),
+                )
+            } else {
+                event(
+                    EventType::Warning,
+                    REASON_RESTORESESSION_FAILED,
+                    restoresession_failed_message(failed),
+                )
+            },
+        }),
     }
 }
 
@@ -324,7 +369,6 @@ async fn apply(
     now: jiff::Timestamp,
 ) -> Result<Action, ApiError> {
     let ns = namespace_of(rs).to_owned();
-    let name = rs.name_any();
     if rs.phase().is_finished() {
         // The init container stays until the session is deleted (a restarted
         // pod finds its host done and starts); keep it back-filled.
@@ -343,81 +387,16 @@ async fn apply(
     let hosts = rs
         .target_ref()
         .and_then(|t| total_hosts(&t.kind, workload.as_ref()));
-    let rv = rs.resource_version();
-    let sessions = api(ctx, &ns);
-    match restore_step(rs, hosts, now) {
-        RestoreStep::Wait => Ok(if rs.phase() == RestoreSessionPhase::Pending {
+    let Some(transition) = transition(&restore_step(rs, hosts, now)) else {
+        return Ok(if rs.phase() == RestoreSessionPhase::Pending {
             tracing::info!(restoresession = %key(rs), "RestoreSession waits for its target");
             Action::requeue(std::time::Duration::from_secs(30))
         } else {
             Action::await_change()
-        }),
-        RestoreStep::Run { total_hosts } => {
-            let body = json!({
-                "metadata": {"resourceVersion": rv},
-                "status": {"phase": RestoreSessionPhase::Running.as_str(), "totalHosts": total_hosts}
-            });
-            sessions
-                .patch_status(&name, &patch_params(), &Patch::Merge(&body))
-                .await
-                .map_err(|e| {
-                    ApiError::new(format!("mark RestoreSession {ns}/{name} Running"), e)
-                })?;
-            ctx.recorder
-                .publish(
-                    &rs.object_ref(&()),
-                    EventType::Normal,
-                    REASON_RESTORESESSION_RUNNING,
-                    &restoresession_running_message(total_hosts),
-                )
-                .await
-                .map_err(|e| {
-                    ApiError::new(format!("record the Running event on {ns}/{name}"), e)
-                })?;
-            tracing::info!(restoresession = %key(rs), total_hosts, "RestoreSession running");
-            Ok(Action::await_change())
-        }
-        RestoreStep::Finish {
-            phase,
-            duration,
-            failed,
-        } => {
-            let body = json!({
-                "metadata": {"resourceVersion": rv},
-                "status": {"phase": phase.as_str(), "sessionDuration": duration}
-            });
-            sessions
-                .patch_status(&name, &patch_params(), &Patch::Merge(&body))
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        format!("mark RestoreSession {ns}/{name} {}", phase.as_str()),
-                        e,
-                    )
-                })?;
-            let (type_, reason, message) = if failed.is_empty() {
-                (
-                    EventType::Normal,
-                    REASON_RESTORESESSION_SUCCEEDED,
-                    RESTORESESSION_SUCCEEDED_MESSAGE.to_string(),
-                )
-            } else {
-                (
-                    EventType::Warning,
-                    REASON_RESTORESESSION_FAILED,
-                    restoresession_failed_message(&failed),
-                )
-            };
-            ctx.recorder
-                .publish(&rs.object_ref(&()), type_, reason, &message)
-                .await
-                .map_err(|e| {
-                    ApiError::new(format!("record the completion event on {ns}/{name}"), e)
-                })?;
-            tracing::info!(restoresession = %key(rs), phase = phase.as_str(), %duration, "RestoreSession finished");
-            Ok(Action::await_change())
-        }
-    }
+        });
+    };
+    transition::write(&api(ctx, &ns), rs, &transition, &ctx.recorder).await?;
+    Ok(Action::await_change())
 }
 
 #[cfg(test)]

@@ -1,0 +1,110 @@
+//! One phase change of a session (a BackupSession or a RestoreSession),
+//! written one way: a merge patch of `status` guarded by the resourceVersion
+//! the decision was made on, then the event that describes it.
+//!
+//! The two session controllers decide their next step in pure functions
+//! ([`super::desired::session_step`], [`super::restore_session::restore_step`])
+//! and turn it into a [`Transition`]; only [`write`] touches the API. The
+//! order is the rule: the event is published only after the phase is written,
+//! so a retried reconcile (the write failed, or a conflict sent it round
+//! again) never repeats an event for a change that did not happen, and a
+//! stale copy's decision fails with 409 instead of overwriting a newer state.
+
+use kube::api::{Api, Patch};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::apply::{ApiError, patch_params};
+use crate::recorder::{EventType, Recorder};
+
+/// The event a transition records on its session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionEvent {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// A phase change, decided: the `status` fields to merge and the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The new phase, for errors and the log (`Running`, `Succeeded`, …).
+    pub phase: &'static str,
+    /// The `status` fields to merge (the phase among them).
+    pub status: Value,
+    /// The event to record once the status is written, if any.
+    pub event: Option<TransitionEvent>,
+}
+
+impl Transition {
+    /// The merge patch: `status` and the resourceVersion precondition.
+    pub fn patch(&self, resource_version: Option<&str>) -> Value {
+        json!({
+            "metadata": {"resourceVersion": resource_version},
+            "status": self.status,
+        })
+    }
+}
+
+/// Writes `transition` onto `session` (as read: its resourceVersion is the
+/// precondition), then records its event.
+pub async fn write<K>(
+    api: &Api<K>,
+    session: &K,
+    transition: &Transition,
+    recorder: &Recorder,
+) -> Result<(), ApiError>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = session.name_any();
+    let ns = crate::api::namespace_of(session);
+    let kind = K::kind(&());
+    let patch = transition.patch(session.meta().resource_version.as_deref());
+    api.patch_status(&name, &patch_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| ApiError::new(format!("mark {kind} {ns}/{name} {}", transition.phase), e))?;
+    if let Some(event) = &transition.event {
+        recorder
+            .publish(
+                &session.object_ref(&()),
+                event.type_,
+                event.reason,
+                &event.message,
+            )
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    format!(
+                        "record the {} event on {kind} {ns}/{name}",
+                        transition.phase
+                    ),
+                    e,
+                )
+            })?;
+    }
+    tracing::info!(kind = %kind, session = %format!("{ns}/{name}"), phase = transition.phase, "session phase written");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_carries_the_precondition_and_only_the_status() {
+        let t = Transition {
+            phase: "Running",
+            status: json!({"phase": "Running", "totalHosts": 1}),
+            event: None,
+        };
+        assert_eq!(
+            t.patch(Some("42")),
+            json!({"metadata": {"resourceVersion": "42"},
+                   "status": {"phase": "Running", "totalHosts": 1}})
+        );
+        // No resourceVersion (an object never read from a server) is sent as
+        // null, which a merge patch ignores: no precondition then.
+        assert_eq!(t.patch(None)["metadata"]["resourceVersion"], Value::Null);
+    }
+}
