@@ -80,3 +80,58 @@ async fn takes_a_free_lease_reconciles_and_stops_when_it_is_taken_away() {
     );
     assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn on_drain_stops_reconciling_and_releases_the_lease() {
+    let cluster = Cluster::new();
+    let client = cluster.client(Identity::reconciler());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let elector = tokio::spawn(async move {
+        run_while_leader(
+            stash::reconcile::candidate(client, "stash-system", "stash-webhook-a"),
+            move || {
+                let tx = tx.clone();
+                async move {
+                    let _guard = Stopped(tx.clone());
+                    let _ = tx.send("started");
+                    std::future::pending::<()>().await;
+                }
+            },
+            async {
+                let _ = drain_rx.await;
+            },
+        )
+        .await
+    });
+
+    let wait = Duration::from_secs(20);
+    let first = tokio::time::timeout(wait, rx.recv())
+        .await
+        .expect("never became leader");
+    assert_eq!(first, Some("started"));
+    assert_eq!(
+        cluster.object(LEASE)["spec"]["holderIdentity"],
+        "stash-webhook-a"
+    );
+
+    drain_tx.send(()).unwrap();
+    let next = tokio::time::timeout(wait, rx.recv())
+        .await
+        .expect("kept reconciling");
+    assert_eq!(next, Some("stopped"));
+    // The election ends by itself, the Lease released for the next replica.
+    let result = tokio::time::timeout(wait, elector)
+        .await
+        .expect("the election did not end on drain")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    let lease = cluster.object(LEASE);
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_none_or(|h| h != "stash-webhook-a"),
+        "{lease:#}"
+    );
+    assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
+}
