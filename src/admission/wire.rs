@@ -424,6 +424,8 @@ pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Result<An
         body,
         uid: req.uid.clone(),
         kind: req.kind.kind.clone(),
+        // Empty for a cluster-scoped object: this is what the request said, for
+        // the log line, not a namespace to act in.
         namespace: req.namespace.clone().unwrap_or_default(),
         name: req.name.clone(),
         operation: operation_str(&req.operation),
