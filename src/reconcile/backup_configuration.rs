@@ -33,7 +33,9 @@ use super::desired::{
     desired_status, guarded_patch, sidecar_role_binding, workload_service_account,
 };
 use super::finalizer::{Event, finalizer};
-use crate::api::{BackupConfiguration, Repository, WORKLOAD_API_VERSION, namespace_of};
+use crate::api::{
+    BackupConfiguration, BackupConfigurationStatus, Repository, WORKLOAD_API_VERSION, namespace_of,
+};
 use crate::settings::Settings;
 use crate::sidecar;
 use crate::store::Snapshot;
@@ -279,116 +281,182 @@ async fn apply(
     now: jiff::Timestamp,
 ) -> Result<Action, ApiError> {
     let ns = namespace_of(bc).to_owned();
-    let bc_name = bc.name_any();
-    let mut first_error: Option<ApiError> = None;
-    let mut note = |e: ApiError| -> String {
-        let msg = e.to_string();
-        first_error.get_or_insert(e);
-        msg
-    };
-
+    let mut errors = FirstError::default();
     let repo = get_repository(bc, ctx).await?;
     let repository = bc
         .repository_name()
         .map(|name| (format!("{ns}/{name}"), repo.is_some()));
-
-    // CronJob and its RBAC. `paused` is not an input: pausing changes none of it.
-    let cron = match cronjob(bc, &ctx.image) {
-        Err(problem) => Err(problem.to_string()),
-        Ok(cj) => {
-            let sa = ensure(
-                &Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns),
-                &cron_service_account(bc),
-            )
-            .await;
-            let rb = ensure(
-                &Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns),
-                &cron_role_binding(bc),
-            )
-            .await;
-            let cj = ensure(&Api::<CronJob>::namespaced(ctx.client.clone(), &ns), &cj).await;
-            match (sa, rb, cj) {
-                (Ok(_), Ok(_), Ok(_)) => Ok(()),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(note(e)),
-            }
-        }
-    };
-
-    // The target workload, its sidecar and the sidecar's RoleBinding.
-    let (target, sidecar_state) = match bc.target_ref() {
-        None => (None, Err("spec.target.ref is not set".to_string())),
-        Some(t) => {
-            let label = format!("{}/{}", t.kind, t.name);
-            if t.api_version != WORKLOAD_API_VERSION
-                || workload_api(ctx.client.clone(), &ns, &t.kind).is_none()
-            {
-                let why = format!(
-                    "target {} {label} is not a workload the sidecar model supports (apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet)",
-                    t.api_version
-                );
-                (Some((label, TargetState::Unsupported)), Err(why))
-            } else {
-                match sync_sidecar(bc, ctx, &ns, &t.kind, &t.name, repo.clone()).await {
-                    Err(e) => (Some((label, TargetState::Found)), Err(note(e))),
-                    Ok(SidecarOutcome::TargetMissing) => {
-                        let why = format!("target {label} does not exist");
-                        (Some((label, TargetState::Missing)), Err(why))
-                    }
-                    Ok(SidecarOutcome::Planned {
-                        config,
-                        warnings,
-                        service_account,
-                    }) => {
-                        let rb = sidecar_role_binding(bc, &t.kind, &t.name, &service_account);
-                        let rb = ensure(
-                            &Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns),
-                            &rb,
-                        )
-                        .await;
-                        let state = match (config, rb) {
-                            (_, Err(e)) => Err(note(e)),
-                            (Some(c), Ok(_)) if c == bc_name => Ok(()),
-                            (Some(other), Ok(_)) => Err(format!(
-                                "{label} carries the sidecar of BackupConfiguration {other}"
-                            )),
-                            (None, Ok(_)) if warnings.is_empty() => {
-                                Err("the sidecar planner chose no configuration".to_string())
-                            }
-                            (None, Ok(_)) => Err(warnings.join("; ")),
-                        };
-                        (Some((label, TargetState::Found)), state)
-                    }
-                }
-            }
-        }
-    };
-
+    let cronjob = observe_cronjob(bc, ctx, &ns, &mut errors).await;
+    let (target, sidecar) = observe_target(bc, ctx, &ns, repo, &mut errors).await;
     let obs = Observations {
         repository,
         target,
-        cronjob: cron,
-        sidecar: sidecar_state,
+        cronjob,
+        sidecar,
     };
-    let status = desired_status(bc, &obs, now);
-    if bc.status.as_ref() != Some(&status) {
-        // Decided on `bc` as this pass read it: if it changed since, the
-        // write fails with a conflict and the newer state gets its own pass.
-        let body = json!({
-            "metadata": {"resourceVersion": bc.resource_version()},
-            "status": status
-        });
-        configs_api(ctx, &ns)
-            .patch_status(&bc_name, &patch_params(), &Patch::Merge(&body))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    format!("update status of BackupConfiguration {}", key(bc)),
-                    e,
-                )
-            })?;
+    write_status(bc, ctx, &ns, desired_status(bc, &obs, now)).await?;
+    errors.into_result()
+}
+
+/// The first API error of a pass (returned, so the pass is retried) while
+/// every error's text goes into the conditions.
+#[derive(Default)]
+struct FirstError(Option<ApiError>);
+
+impl FirstError {
+    /// Keeps `e` if it is the first, and gives its text for a condition.
+    fn note(&mut self, e: ApiError) -> String {
+        let msg = e.to_string();
+        self.0.get_or_insert(e);
+        msg
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(Action::await_change()),
+
+    fn into_result(self) -> Result<Action, ApiError> {
+        match self.0 {
+            Some(e) => Err(e),
+            None => Ok(Action::await_change()),
+        }
+    }
+}
+
+/// The CronJob and its RBAC, made to exist. `paused` is not an input:
+/// pausing changes none of it (the CronJob's `suspend` is the trigger's).
+async fn observe_cronjob(
+    bc: &BackupConfiguration,
+    ctx: &Context,
+    ns: &str,
+    errors: &mut FirstError,
+) -> Result<(), String> {
+    let cj = cronjob(bc, &ctx.image).map_err(|problem| problem.to_string())?;
+    let sa = ensure(
+        &Api::<ServiceAccount>::namespaced(ctx.client.clone(), ns),
+        &cron_service_account(bc),
+    )
+    .await;
+    let rb = ensure(
+        &Api::<RoleBinding>::namespaced(ctx.client.clone(), ns),
+        &cron_role_binding(bc),
+    )
+    .await;
+    let cj = ensure(&Api::<CronJob>::namespaced(ctx.client.clone(), ns), &cj).await;
+    match (sa, rb, cj) {
+        (Ok(_), Ok(_), Ok(_)) => Ok(()),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(errors.note(e)),
+    }
+}
+
+/// The target workload, its sidecar and the sidecar's RoleBinding: the
+/// target as `(kind/name, state)` and the sidecar condition's verdict.
+async fn observe_target(
+    bc: &BackupConfiguration,
+    ctx: &Context,
+    ns: &str,
+    repo: Option<Repository>,
+    errors: &mut FirstError,
+) -> (Option<(String, TargetState)>, Result<(), String>) {
+    let Some(t) = bc.target_ref() else {
+        return (None, Err("spec.target.ref is not set".to_string()));
+    };
+    let label = format!("{}/{}", t.kind, t.name);
+    if t.api_version != WORKLOAD_API_VERSION
+        || workload_api(ctx.client.clone(), ns, &t.kind).is_none()
+    {
+        let why = format!(
+            "target {} {label} is not a workload the sidecar model supports (apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet)",
+            t.api_version
+        );
+        return (Some((label, TargetState::Unsupported)), Err(why));
+    }
+    match sync_sidecar(bc, ctx, ns, &t.kind, &t.name, repo).await {
+        Err(e) => (Some((label, TargetState::Found)), Err(errors.note(e))),
+        Ok(SidecarOutcome::TargetMissing) => {
+            let why = format!("target {label} does not exist");
+            (Some((label, TargetState::Missing)), Err(why))
+        }
+        Ok(SidecarOutcome::Planned {
+            config,
+            warnings,
+            service_account,
+        }) => {
+            let rb = sidecar_role_binding(bc, &t.kind, &t.name, &service_account);
+            let state =
+                match ensure(&Api::<RoleBinding>::namespaced(ctx.client.clone(), ns), &rb).await {
+                    Err(e) => Err(errors.note(e)),
+                    Ok(_) => sidecar_verdict(&bc.name_any(), &label, config.as_deref(), &warnings),
+                };
+            (Some((label, TargetState::Found)), state)
+        }
+    }
+}
+
+/// Whether the planner's choice for the target is this configuration's
+/// sidecar (pure): `config` is the configuration whose sidecar the target
+/// carries now, `warnings` the planner's reasons when it chose none.
+fn sidecar_verdict(
+    bc_name: &str,
+    label: &str,
+    config: Option<&str>,
+    warnings: &[String],
+) -> Result<(), String> {
+    match config {
+        Some(c) if c == bc_name => Ok(()),
+        Some(other) => Err(format!(
+            "{label} carries the sidecar of BackupConfiguration {other}"
+        )),
+        None if warnings.is_empty() => {
+            Err("the sidecar planner chose no configuration".to_string())
+        }
+        None => Err(warnings.join("; ")),
+    }
+}
+
+/// Writes `status` when it differs from what `bc` holds, decided on `bc` as
+/// this pass read it: if it changed since, the write fails with a conflict
+/// and the newer state gets its own pass.
+async fn write_status(
+    bc: &BackupConfiguration,
+    ctx: &Context,
+    ns: &str,
+    status: BackupConfigurationStatus,
+) -> Result<(), ApiError> {
+    if bc.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let body = json!({
+        "metadata": {"resourceVersion": bc.resource_version()},
+        "status": status
+    });
+    configs_api(ctx, ns)
+        .patch_status(&bc.name_any(), &patch_params(), &Patch::Merge(&body))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                format!("update status of BackupConfiguration {}", key(bc)),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sidecar_verdict;
+
+    #[test]
+    fn the_sidecar_condition_names_who_holds_the_target() {
+        let d = "Deployment/stash-demo";
+        assert_eq!(sidecar_verdict("a", d, Some("a"), &[]), Ok(()));
+        assert_eq!(
+            sidecar_verdict("a", d, Some("b"), &[]),
+            Err("Deployment/stash-demo carries the sidecar of BackupConfiguration b".into())
+        );
+        assert_eq!(
+            sidecar_verdict("a", d, None, &["x".into(), "y".into()]),
+            Err("x; y".into())
+        );
+        assert_eq!(
+            sidecar_verdict("a", d, None, &[]),
+            Err("the sidecar planner chose no configuration".into())
+        );
     }
 }
