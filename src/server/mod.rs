@@ -529,62 +529,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         paused_session_policy: args.paused_session_policy.into(),
         image: args.image.clone(),
     };
-    let (store, client) = match &args.offline {
-        Some(dir) => {
-            let loaded = crate::store::offline::load(dir)?;
-            for problem in &loaded.problems {
-                tracing::warn!(%problem, "offline store");
-            }
-            tracing::info!(
-                dir = %dir.display(),
-                backupconfigurations = loaded.snapshot.config_count(),
-                repositories = loaded.snapshot.repository_count(),
-                "offline store loaded"
-            );
-            (Arc::new(Store::from_snapshot(loaded.snapshot)), None)
-        }
-        None => {
-            let client = kube::Client::try_default().await.context(
-                "cannot reach the API server (use --offline DIR to run without a cluster)",
-            )?;
-            (Arc::new(Store::default()), Some(client))
-        }
-    };
+    let (store, client) = load_store(args.offline.as_deref()).await?;
     ensure_certificate(&args)?;
-    let mut config = Config::new(
-        args.listen,
-        args.probe_listen,
-        args.tls_cert_file,
-        args.tls_key_file,
-    );
-    config.tls.client_ca = args.client_ca_file;
-    config.tls.http2 = !args.disable_http2;
-    config.settings = settings.clone();
-    config.limits.max_request_time = args.max_request_time;
-    config.limits.body_budget = args.body_budget;
-    config.header_read_timeout = args.header_read_timeout;
-    config.drain_timeout = args.drain_timeout;
-    config.cert_poll_interval = args.cert_poll_interval;
-    config.idle_timeout = args.idle_timeout;
-    let (webhook_cap, probe_cap) = match conn::raise_fd_limit() {
-        Some(limit) => {
-            let fitted = conn::fit_caps(limit, args.max_connections, args.probe_max_connections);
-            if fitted != (args.max_connections, args.probe_max_connections) {
-                tracing::warn!(
-                    open_files_limit = limit,
-                    max_connections = fitted.0,
-                    probe_max_connections = fitted.1,
-                    "connection caps lowered to fit the open-files limit"
-                );
-            }
-            fitted
-        }
-        None => (args.max_connections, args.probe_max_connections),
-    };
-    config.max_connections = webhook_cap;
-    config.probe_max_connections = probe_cap;
-
-    let running = start(config, store.clone()).await?;
+    let running = start(config_from(&args, &settings), store.clone()).await?;
     // Every task drains itself on the server's one drain signal; none is aborted.
     let mut background = Vec::new();
     if let Some(hup) = hup {
@@ -596,49 +543,148 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     if let Some(client) = client {
-        background.push(tokio::spawn(feed::run(
-            client.clone(),
-            store,
-            running.after_webhooks(),
-        )));
-        if args.reconcile {
-            let namespace = args
-                .namespace
-                .or_else(|| {
-                    std::env::var("POD_NAMESPACE")
-                        .ok()
-                        .filter(|s| !s.is_empty())
-                })
-                .unwrap_or_else(|| "stash-system".to_string());
-            let rc = crate::reconcile::ReconcilerConfig {
-                image: args.image,
-                namespace,
-                identity: pod_identity(),
-                settings,
-            };
-            let drain = running.drain().into_signaled();
-            background.push(tokio::spawn(async move {
-                if let Err(e) = crate::reconcile::run(client, rc, drain).await {
-                    tracing::error!(
-                        error = format!("{e:#}"),
-                        "reconciler stopped; webhooks keep serving"
-                    );
-                }
-            }));
-        }
+        background.extend(spawn_cluster_tasks(
+            &running, client, store, &args, settings,
+        ));
     }
     let signal = shutdown::signal().await;
     tracing::info!(signal, delay = ?args.shutdown_delay, "shutting down: not ready, then draining in-flight requests");
     running.begin_shutdown();
-    if !args.shutdown_delay.is_zero() {
-        tokio::select! {
-            _ = tokio::time::sleep(args.shutdown_delay) => {}
-            second = shutdown::signal() => tracing::info!(signal = second, "second signal: skipping the delay"),
+    wait_shutdown_delay(args.shutdown_delay).await;
+    running.shutdown().await;
+    drain_background(background).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The store: the YAML of `--offline DIR`, or an empty one the feed fills
+/// from the API server (with the client for it).
+async fn load_store(offline: Option<&Path>) -> anyhow::Result<(Arc<Store>, Option<kube::Client>)> {
+    match offline {
+        Some(dir) => {
+            let loaded = crate::store::offline::load(dir)?;
+            for problem in &loaded.problems {
+                tracing::warn!(%problem, "offline store");
+            }
+            tracing::info!(
+                dir = %dir.display(),
+                backupconfigurations = loaded.snapshot.config_count(),
+                repositories = loaded.snapshot.repository_count(),
+                "offline store loaded"
+            );
+            Ok((Arc::new(Store::from_snapshot(loaded.snapshot)), None))
+        }
+        None => {
+            let client = kube::Client::try_default().await.context(
+                "cannot reach the API server (use --offline DIR to run without a cluster)",
+            )?;
+            Ok((Arc::new(Store::default()), Some(client)))
         }
     }
-    running.shutdown().await;
-    // The reconciler releases its Lease here (bounded by the Lease code's own
-    // timeouts); the limit only guards against a task that never drains.
+}
+
+/// The server's [`Config`] from the flags, connection caps fitted to the
+/// open-files limit.
+fn config_from(args: &Args, settings: &Settings) -> Config {
+    let mut config = Config::new(
+        args.listen,
+        args.probe_listen,
+        args.tls_cert_file.clone(),
+        args.tls_key_file.clone(),
+    );
+    config.tls.client_ca = args.client_ca_file.clone();
+    config.tls.http2 = !args.disable_http2;
+    config.settings = settings.clone();
+    config.limits.max_request_time = args.max_request_time;
+    config.limits.body_budget = args.body_budget;
+    config.header_read_timeout = args.header_read_timeout;
+    config.drain_timeout = args.drain_timeout;
+    config.cert_poll_interval = args.cert_poll_interval;
+    config.idle_timeout = args.idle_timeout;
+    (config.max_connections, config.probe_max_connections) = connection_caps(args);
+    config
+}
+
+/// `--max-connections` and `--probe-max-connections`, lowered (with a
+/// warning) to fit the open-files limit once it is raised as far as allowed.
+fn connection_caps(args: &Args) -> (usize, usize) {
+    let asked = (args.max_connections, args.probe_max_connections);
+    let Some(limit) = conn::raise_fd_limit() else {
+        return asked;
+    };
+    let fitted = conn::fit_caps(limit, asked.0, asked.1);
+    if fitted != asked {
+        tracing::warn!(
+            open_files_limit = limit,
+            max_connections = fitted.0,
+            probe_max_connections = fitted.1,
+            "connection caps lowered to fit the open-files limit"
+        );
+    }
+    fitted
+}
+
+/// Cluster mode: the store feed and, unless `--reconcile=false`, the
+/// reconciler, each on its own task with its handle on the drain.
+fn spawn_cluster_tasks(
+    running: &Running,
+    client: kube::Client,
+    store: Arc<Store>,
+    args: &Args,
+    settings: Settings,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(feed::run(
+        client.clone(),
+        store,
+        running.after_webhooks(),
+    ))];
+    if args.reconcile {
+        let rc = crate::reconcile::ReconcilerConfig {
+            image: args.image.clone(),
+            namespace: reconciler_namespace(args.namespace.clone()),
+            identity: pod_identity(),
+            settings,
+        };
+        let drain = running.drain().into_signaled();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::reconcile::run(client, rc, drain).await {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "reconciler stopped; webhooks keep serving"
+                );
+            }
+        }));
+    }
+    tasks
+}
+
+/// Namespace of the reconciler's Lease: `--namespace`, else POD_NAMESPACE,
+/// else stash-system.
+fn reconciler_namespace(flag: Option<String>) -> String {
+    flag.or_else(|| {
+        std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|s| !s.is_empty())
+    })
+    .unwrap_or_else(|| "stash-system".to_string())
+}
+
+/// `--shutdown-delay` between turning not-ready and closing the listener; a
+/// second SIGTERM/SIGINT cuts it short.
+async fn wait_shutdown_delay(delay: Duration) {
+    if delay.is_zero() {
+        return;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        second = shutdown::signal() => tracing::info!(signal = second, "second signal: skipping the delay"),
+    }
+}
+
+/// Waits for the background tasks to drain (the reconciler releases its
+/// Lease here, bounded by the Lease code's own timeouts); the limit only
+/// guards against a task that never drains.
+async fn drain_background(background: Vec<JoinHandle<()>>) {
     let drained = tokio::time::timeout(BACKGROUND_DRAIN_LIMIT, async {
         for task in background {
             let _ = task.await;
@@ -648,6 +694,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if drained.is_err() {
         tracing::warn!(limit = ?BACKGROUND_DRAIN_LIMIT, "background tasks did not drain in time; exiting anyway");
     }
-    tracing::info!("stopped");
-    Ok(())
 }

@@ -11,7 +11,6 @@
 //! observable and the store stays current while requests are still being
 //! decided. Nothing is aborted.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -70,8 +69,8 @@ impl Drain {
     }
 
     /// [`Drain::signaled`] on a handle of its own, as an owned future.
-    pub fn into_signaled(mut self) -> impl Future<Output = ()> + Send + 'static {
-        async move { self.signaled().await }
+    pub async fn into_signaled(mut self) {
+        self.signaled().await
     }
 
     /// The handle as a watch receiver that turns `true` on drain, for APIs
