@@ -576,7 +576,7 @@ impl State {
                 precondition = None;
                 let patch: json_patch::Patch = serde_json::from_value(body.clone())
                     .map_err(|e| Status::new(400, "BadRequest", e.to_string()))?;
-                json_patch::patch(&mut new, &patch)
+                json_patch_as_the_api_server(&mut new, patch)
                     .map_err(|e| Status::new(422, "Invalid", e.to_string()))?;
             }
             ("PATCH", "application/merge-patch+json") => json_patch::merge(&mut new, body),
@@ -887,4 +887,24 @@ async fn serve_http(
     builder
         .body(full(serde_json::to_vec(&response.body).expect("serialize")))
         .expect("a response")
+}
+
+/// Applies a JSON patch the way the API server's JSON-patch library does: a
+/// `test` of a path that does not exist passes when it expects `null` (what
+/// `kube::runtime::finalizer` sends before adding the first finalizer), where
+/// the json-patch crate would fail it. Applied to a copy, so all or nothing.
+fn json_patch_as_the_api_server(
+    doc: &mut Value,
+    patch: json_patch::Patch,
+) -> Result<(), json_patch::PatchError> {
+    for op in patch.0 {
+        if let json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && doc.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(doc, &[op])?;
+    }
+    Ok(())
 }
