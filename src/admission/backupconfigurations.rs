@@ -7,92 +7,80 @@
 //! to change. A Repository that does not exist yet is only a warning: users
 //! often apply the configuration first.
 
-use kube::core::admission::Operation;
-
-use super::read::{self, Read};
+use super::validate::{self, Ctx, Validated};
 use super::{Decision, Request, cron};
-use crate::api::unknown::unknown_fields;
 use crate::api::{BackupConfiguration, WORKLOAD_API_VERSION, WORKLOAD_KINDS};
 use crate::settings::Settings;
 use crate::store::Snapshot;
 
 /// Validates a BackupConfiguration on CREATE and UPDATE.
-pub fn validate(req: &Request, snap: &Snapshot, _settings: &Settings) -> Decision {
-    if read::passes_untouched(req) || !read::is_kind(req, "BackupConfiguration") {
-        return Decision::allow();
+pub fn validate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
+    validate::admit::<BackupConfiguration>(req, snap, settings)
+}
+
+impl Validated for BackupConfiguration {
+    const KIND: &'static str = "BackupConfiguration";
+
+    fn is_deleting(&self) -> bool {
+        // A configuration being deleted only loses finalizers: never block that.
+        self.metadata.deletion_timestamp.is_some()
     }
-    let Some(obj) = &req.object else {
-        return Decision::allow();
-    };
-    let Read { typed: bc, raw } =
-        match read::typed::<BackupConfiguration>(obj, "BackupConfiguration") {
-            Ok(r) => r,
-            Err(e) => return Decision::deny(e),
-        };
-    // A configuration being deleted only loses finalizers: never block that.
-    if bc.is_deleting() {
-        return Decision::allow();
+
+    fn on_update(old: Option<&Self>, new: &Self, _me: &str) -> Option<Decision> {
+        // Labels, annotations, finalizers: the spec was judged before.
+        old.filter(|o| o.spec == new.spec)
+            .map(|_| Decision::allow())
     }
-    if req.operation == Operation::Update {
-        let old = req
-            .old_object
-            .as_ref()
-            .and_then(|o| read::typed::<BackupConfiguration>(o, "BackupConfiguration").ok());
-        if old.is_some_and(|o| o.typed.spec == bc.spec) {
-            // Labels, annotations, finalizers: the spec was judged before.
-            return Decision::allow();
-        }
-    }
-    let namespace = read::namespace(req);
-    let name = read::name(req);
-    let me = format!("BackupConfiguration {namespace}/{name}");
-    if let Err(denial) = check_spec(&bc, &me) {
-        return Decision::deny(denial);
-    }
-    let mut decision = Decision::allow();
-    if let Some(target) = bc.target_ref() {
-        let others: Vec<String> = snap
-            .configs_for_target(&namespace, &target.kind, &target.name)
-            .into_iter()
-            .filter(|o| !o.is_deleting() && o.metadata.name.as_deref() != Some(name.as_str()))
-            .filter_map(|o| o.metadata.name.clone())
-            .collect();
-        if !others.is_empty() {
-            let list: Vec<String> = others
-                .iter()
-                .map(|o| format!("BackupConfiguration {namespace}/{o}"))
+
+    fn rule(&self, ctx: &Ctx<'_>) -> Result<Vec<String>, String> {
+        let (me, namespace, name) = (ctx.me, ctx.namespace, ctx.name);
+        check_spec(self, me)?;
+        if let Some(target) = self.target_ref() {
+            let others: Vec<String> = ctx
+                .snap
+                .configs_for_target(namespace, &target.kind, &target.name)
+                .into_iter()
+                .filter(|o| !o.is_deleting() && o.metadata.name.as_deref() != Some(name))
+                .filter_map(|o| o.metadata.name.clone())
                 .collect();
-            return Decision::deny(format!(
-                "{me} targets {} {namespace}/{}, which {} already targets; a workload can have only one BackupConfiguration: delete {} or target another workload",
-                target.kind,
-                target.name,
-                list.join(" and "),
-                if others.len() == 1 {
-                    "that one"
-                } else {
-                    "those"
-                },
+            if !others.is_empty() {
+                let list: Vec<String> = others
+                    .iter()
+                    .map(|o| format!("BackupConfiguration {namespace}/{o}"))
+                    .collect();
+                return Err(format!(
+                    "{me} targets {} {namespace}/{}, which {} already targets; a workload can have only one BackupConfiguration: delete {} or target another workload",
+                    target.kind,
+                    target.name,
+                    list.join(" and "),
+                    if others.len() == 1 {
+                        "that one"
+                    } else {
+                        "those"
+                    },
+                ));
+            }
+        }
+        let mut warnings = Vec::new();
+        if let Some(repo) = self.repository_name()
+            && ctx.snap.repository(namespace, repo).is_none()
+        {
+            warnings.push(format!(
+                "Repository {namespace}/{repo} does not exist; the stash sidecar is injected once it does"
             ));
         }
+        if self
+            .spec
+            .target
+            .as_ref()
+            .is_some_and(|t| t.paths.is_empty())
+        {
+            warnings.push(format!(
+                "{me} has no target.paths; its backups will hold nothing"
+            ));
+        }
+        Ok(warnings)
     }
-    if let Some(repo) = bc.repository_name()
-        && snap.repository(&namespace, repo).is_none()
-    {
-        decision.warnings.push(format!(
-            "Repository {namespace}/{repo} does not exist; the stash sidecar is injected once it does"
-        ));
-    }
-    if bc.spec.target.as_ref().is_some_and(|t| t.paths.is_empty()) {
-        decision.warnings.push(format!(
-            "{me} has no target.paths; its backups will hold nothing"
-        ));
-    }
-    for field in unknown_fields(&raw, &bc) {
-        decision.warnings.push(format!(
-            "unknown field {field} of {me} is ignored; check its spelling"
-        ));
-    }
-    decision
 }
 
 /// The first rule `bc` breaks, as a one-line denial.

@@ -9,8 +9,8 @@ use kube::core::admission::Operation;
 use serde_json::{Value, json};
 
 use super::read::{self, Read};
+use super::validate::{self, Ctx, Validated};
 use super::{Decision, Request};
-use crate::api::unknown::unknown_fields;
 use crate::api::{BackupSession, GROUP, INVOKER_KIND_BACKUP_CONFIGURATION, invoker_labels};
 use crate::settings::{PausedSessionPolicy, Settings};
 use crate::store::Snapshot;
@@ -21,16 +21,13 @@ use json_patch::{AddOperation, PatchOperation};
 pub fn mutate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
     if req.operation != Operation::Create
         || req.sub_resource.is_some()
-        || !read::is_kind(req, "BackupSession")
+        || !read::is_kind(req, BackupSession::KIND)
     {
         return Decision::allow();
     }
-    let Some(obj) = &req.object else {
-        return Decision::allow();
-    };
-    let session: BackupSession = match read::typed(obj, "BackupSession") {
+    let session: BackupSession = match validate::object(req, BackupSession::KIND) {
         Ok(Read { typed, .. }) => typed,
-        Err(e) => return Decision::deny(e),
+        Err(early) => return early,
     };
     let invoker = &session.spec.invoker;
     if invoker.kind.is_empty() || invoker.name.is_empty() {
@@ -78,73 +75,73 @@ pub fn mutate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision
 
 /// Paused invoker and spec immutability.
 pub fn validate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
-    if read::passes_untouched(req) || !read::is_kind(req, "BackupSession") {
-        return Decision::allow();
+    validate::admit::<BackupSession>(req, snap, settings)
+}
+
+impl Validated for BackupSession {
+    const KIND: &'static str = "BackupSession";
+    const UNKNOWN_FIELDS_FIRST: bool = true;
+
+    /// Never: a session is judged even with a deletionTimestamp (its spec
+    /// stays immutable to the end).
+    fn is_deleting(&self) -> bool {
+        false
     }
-    let Some(obj) = &req.object else {
-        return Decision::allow();
-    };
-    let Read {
-        typed: session,
-        raw,
-    } = match read::typed::<BackupSession>(obj, "BackupSession") {
-        Ok(r) => r,
-        Err(e) => return Decision::deny(e),
-    };
-    if req.operation == Operation::Update {
-        if let Some(old) = &req.old_object
-            && let Ok(Read { typed: old, .. }) = read::typed::<BackupSession>(old, "BackupSession")
-            && old.spec != session.spec
-        {
-            return Decision::deny("BackupSession spec is immutable");
+
+    /// A changed spec is denied; anything else allowed: labels, annotations,
+    /// finalizers may change, and the paused check belongs to creation (an
+    /// existing session is the reconciler's).
+    fn on_update(old: Option<&Self>, new: &Self, _me: &str) -> Option<Decision> {
+        Some(match old {
+            Some(old) if old.spec != new.spec => Decision::deny("BackupSession spec is immutable"),
+            _ => Decision::allow(),
+        })
+    }
+
+    fn rule(&self, ctx: &Ctx<'_>) -> Result<Vec<String>, String> {
+        let (me, namespace) = (ctx.me, ctx.namespace);
+        let invoker = &self.spec.invoker;
+        if invoker.kind != INVOKER_KIND_BACKUP_CONFIGURATION {
+            return Err(format!(
+                "{me} has invoker kind {:?}, which stash does not know: set spec.invoker.kind to {INVOKER_KIND_BACKUP_CONFIGURATION}",
+                invoker.kind
+            ));
         }
-        // Labels, annotations, finalizers may change; the paused check
-        // belongs to creation (an existing session is the reconciler's).
-        return Decision::allow();
-    }
-    let namespace = read::namespace(req);
-    let name = read::name(req);
-    let invoker = &session.spec.invoker;
-    if invoker.kind != INVOKER_KIND_BACKUP_CONFIGURATION {
-        return Decision::deny(format!(
-            "BackupSession {namespace}/{name} has invoker kind {:?}, which stash does not know: set spec.invoker.kind to {INVOKER_KIND_BACKUP_CONFIGURATION}",
-            invoker.kind
-        ));
-    }
-    if let Some(group) = invoker
-        .api_group
-        .as_deref()
-        .filter(|g| !g.is_empty() && *g != GROUP)
-    {
-        return Decision::deny(format!(
-            "BackupSession {namespace}/{name} has invoker apiGroup {group:?}: set spec.invoker.apiGroup to {GROUP}"
-        ));
-    }
-    if invoker.name.is_empty() {
-        return Decision::deny(format!(
-            "BackupSession {namespace}/{name} names no invoker: set spec.invoker.name to the BackupConfiguration's name"
-        ));
-    }
-    let mut decision = Decision::allow();
-    for field in unknown_fields(&raw, &session) {
-        decision.warnings.push(format!(
-            "unknown field {field} of BackupSession {namespace}/{name} is ignored"
-        ));
-    }
-    match snap.config(&namespace, &invoker.name) {
-        None => decision.warn(format!(
-            "BackupConfiguration {namespace}/{} does not exist; this BackupSession will not run until it does",
-            invoker.name
-        )),
-        Some(bc) if bc.spec.paused => match settings.paused_session_policy {
-            PausedSessionPolicy::Skip => decision.warn(format!(
-                "Backup Configuration {namespace}/{} is paused; this BackupSession will be Skipped",
+        if let Some(group) = invoker
+            .api_group
+            .as_deref()
+            .filter(|g| !g.is_empty() && *g != GROUP)
+        {
+            return Err(format!(
+                "{me} has invoker apiGroup {group:?}: set spec.invoker.apiGroup to {GROUP}"
+            ));
+        }
+        if invoker.name.is_empty() {
+            return Err(format!(
+                "{me} names no invoker: set spec.invoker.name to the BackupConfiguration's name"
+            ));
+        }
+        match ctx.snap.config(namespace, &invoker.name) {
+            None => Ok(vec![format!(
+                "BackupConfiguration {namespace}/{} does not exist; this BackupSession will not run until it does",
                 invoker.name
-            )),
-            PausedSessionPolicy::Reject => {
-                Decision::deny(format!("Backup Configuration {namespace}/{} is paused", invoker.name))
-            }
-        },
-        Some(_) => decision,
+            )]),
+            Some(bc) if bc.spec.paused => match ctx.settings.paused_session_policy {
+                PausedSessionPolicy::Skip => Ok(vec![format!(
+                    "Backup Configuration {namespace}/{} is paused; this BackupSession will be Skipped",
+                    invoker.name
+                )]),
+                PausedSessionPolicy::Reject => Err(format!(
+                    "Backup Configuration {namespace}/{} is paused",
+                    invoker.name
+                )),
+            },
+            Some(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Its own wording, older than "check its spelling".
+    fn unknown_field(field: &str, me: &str) -> String {
+        format!("unknown field {field} of {me} is ignored")
     }
 }

@@ -14,6 +14,7 @@ pub mod cron;
 pub mod read;
 pub mod repositories;
 pub mod restoresessions;
+pub mod validate;
 pub mod view;
 pub mod wire;
 pub mod workloads;

@@ -1,10 +1,9 @@
 //! `POST /validate/repositories`: exactly one backend, the fields it needs,
 //! and `wipeOut` only where stash can honour it.
 
-use super::read::{self, Read};
+use super::validate::{self, Ctx, Validated};
 use super::{Decision, Request};
 use crate::api::Repository;
-use crate::api::unknown::unknown_fields;
 use crate::settings::Settings;
 use crate::store::Snapshot;
 
@@ -12,31 +11,25 @@ use crate::store::Snapshot;
 pub const NO_WIPE_OUT: [&str; 2] = ["local", "b2"];
 
 /// Validates a Repository on CREATE and UPDATE.
-pub fn validate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
-    if read::passes_untouched(req) || !read::is_kind(req, "Repository") {
-        return Decision::allow();
+pub fn validate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
+    validate::admit::<Repository>(req, snap, settings)
+}
+
+impl Validated for Repository {
+    const KIND: &'static str = "Repository";
+
+    fn is_deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
     }
-    let Some(obj) = &req.object else {
-        return Decision::allow();
-    };
-    let Read { typed: repo, raw } = match read::typed::<Repository>(obj, "Repository") {
-        Ok(r) => r,
-        Err(e) => return Decision::deny(e),
-    };
-    if repo.metadata.deletion_timestamp.is_some() {
-        return Decision::allow();
+
+    /// Every UPDATE is judged again, even one that leaves the spec alone.
+    fn on_update(_old: Option<&Self>, _new: &Self, _me: &str) -> Option<Decision> {
+        None
     }
-    let me = format!("Repository {}/{}", read::namespace(req), read::name(req));
-    if let Err(denial) = check(&repo, &me) {
-        return Decision::deny(denial);
+
+    fn rule(&self, ctx: &Ctx<'_>) -> Result<Vec<String>, String> {
+        check(self, ctx.me).map(|()| Vec::new())
     }
-    let mut decision = Decision::allow();
-    for field in unknown_fields(&raw, &repo) {
-        decision.warnings.push(format!(
-            "unknown field {field} of {me} is ignored; check its spelling"
-        ));
-    }
-    decision
 }
 
 fn check(repo: &Repository, me: &str) -> Result<(), String> {

@@ -11,60 +11,51 @@
 
 use std::collections::BTreeMap;
 
-use kube::core::admission::Operation;
-
-use super::read::{self, Read};
+use super::validate::{self, Ctx, Validated};
 use super::{Decision, Request};
-use crate::api::unknown::unknown_fields;
 use crate::api::{RestoreSession, WORKLOAD_API_VERSION, WORKLOAD_KINDS};
 use crate::settings::Settings;
 use crate::store::Snapshot;
 
 /// Validates a RestoreSession on CREATE and UPDATE.
-pub fn validate(req: &Request, snap: &Snapshot, _settings: &Settings) -> Decision {
-    if read::passes_untouched(req) || !read::is_kind(req, "RestoreSession") {
-        return Decision::allow();
+pub fn validate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
+    validate::admit::<RestoreSession>(req, snap, settings)
+}
+
+impl Validated for RestoreSession {
+    const KIND: &'static str = "RestoreSession";
+
+    fn is_deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
     }
-    let Some(obj) = &req.object else {
-        return Decision::allow();
-    };
-    let Read { typed: rs, raw } = match read::typed::<RestoreSession>(obj, "RestoreSession") {
-        Ok(r) => r,
-        Err(e) => return Decision::deny(e),
-    };
-    if rs.is_deleting() {
-        return Decision::allow();
+
+    /// An unchanged spec is allowed, a changed one denied: the restore may
+    /// already have run with the old one.
+    fn on_update(old: Option<&Self>, new: &Self, me: &str) -> Option<Decision> {
+        old.map(|old| {
+            if old.spec == new.spec {
+                Decision::allow()
+            } else {
+                Decision::deny(format!(
+                    "{me}: spec is immutable (the restore may already have run); delete it and create a new RestoreSession"
+                ))
+            }
+        })
     }
-    let ns = read::namespace(req);
-    let me = format!("RestoreSession {ns}/{}", read::name(req));
-    if req.operation == Operation::Update
-        && let Some(old) = &req.old_object
-        && let Ok(Read { typed: old, .. }) = read::typed::<RestoreSession>(old, "RestoreSession")
-    {
-        if old.spec == rs.spec {
-            return Decision::allow();
+
+    fn rule(&self, ctx: &Ctx<'_>) -> Result<Vec<String>, String> {
+        let (me, ns) = (ctx.me, ctx.namespace);
+        check(self, me)?;
+        let mut warnings = Vec::new();
+        if let Some(repo) = self.repository_name()
+            && ctx.snap.repository(ns, repo).is_none()
+        {
+            warnings.push(format!(
+                "Repository {ns}/{repo} of {me} does not exist yet; nothing is restored until it does"
+            ));
         }
-        return Decision::deny(format!(
-            "{me}: spec is immutable (the restore may already have run); delete it and create a new RestoreSession"
-        ));
+        Ok(warnings)
     }
-    if let Err(denial) = check(&rs, &me) {
-        return Decision::deny(denial);
-    }
-    let mut decision = Decision::allow();
-    if let Some(repo) = rs.repository_name()
-        && snap.repository(&ns, repo).is_none()
-    {
-        decision.warnings.push(format!(
-            "Repository {ns}/{repo} of {me} does not exist yet; nothing is restored until it does"
-        ));
-    }
-    for field in unknown_fields(&raw, &rs) {
-        decision.warnings.push(format!(
-            "unknown field {field} of {me} is ignored; check its spelling"
-        ));
-    }
-    decision
 }
 
 /// The rules a RestoreSession must follow; the error is one line.
