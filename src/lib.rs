@@ -21,5 +21,6 @@ pub mod server;
 pub mod settings;
 pub mod sidecar;
 pub mod store;
+pub mod targeting;
 pub mod telemetry;
 pub mod trigger;

@@ -27,6 +27,7 @@ use crate::api::{
 };
 use crate::settings::Settings;
 use crate::store::Snapshot;
+use crate::targeting::{self, Choice, Words};
 
 /// Downward-API volume with the pod's labels, mounted at [`PODINFO_DIR`].
 pub const VOLUME_PODINFO: &str = "stash-podinfo";
@@ -93,60 +94,26 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPl
             };
         }
     };
-    if let Some((owner_kind, owner_name)) = view.controller {
-        // Its pod template is a copy of its controller's: changing it makes
-        // the owner's controller make another copy, for ever. The owner is
-        // where the sidecar goes (and comes in again through its rollout).
-        let targeted = !snap
-            .configs_for_target(view.namespace, view.kind, view.name)
-            .is_empty();
-        return SidecarPlan {
-            warnings: targeted
-                .then(|| {
-                    format!(
-                        "{} is controlled by {owner_kind} {}/{owner_name}, which owns its pod template; stash left its sidecar unchanged: target the {owner_kind} instead",
-                        view.display(),
-                        view.namespace,
-                    )
-                })
-                .into_iter()
-                .collect(),
+    let targeting = snap.configs_for_target(view.namespace, view.kind, view.name);
+    let targeting: Vec<&BackupConfiguration> = targeting.iter().map(|bc| bc.as_ref()).collect();
+    match targeting::choose(&view.target(), &targeting, &WORDS) {
+        Choice::Leave(warnings) => SidecarPlan {
+            warnings,
             ..SidecarPlan::default()
-        };
-    }
-    let live: Vec<&BackupConfiguration> = snap
-        .configs_for_target(view.namespace, view.kind, view.name)
-        .into_iter()
-        .map(|bc| bc.as_ref())
-        .filter(|bc| {
-            !bc.is_deleting()
-                && bc
-                    .target_ref()
-                    .is_some_and(|r| r.api_version == view.api_version)
-        })
-        .collect();
-    match live.as_slice() {
-        [] => SidecarPlan {
+        },
+        Choice::Remove => SidecarPlan {
             ops: removal_ops(&view),
             ..SidecarPlan::default()
         },
-        [bc] => inject(&view, bc, snap, settings),
-        several => {
-            let names: Vec<&str> = several
-                .iter()
-                .map(|bc| bc.metadata.name.as_deref().unwrap_or(""))
-                .collect();
-            SidecarPlan {
-                warnings: vec![format!(
-                    "{} is targeted by several BackupConfigurations ({}); stash left its sidecar unchanged: delete all but one of them",
-                    view.display(),
-                    names.join(", ")
-                )],
-                ..SidecarPlan::default()
-            }
-        }
+        Choice::Apply(bc) => inject(&view, bc, snap, settings),
     }
 }
+
+/// How the shared choice's warnings name the sidecar.
+const WORDS: Words = Words {
+    part: "sidecar",
+    kinds: "BackupConfigurations",
+};
 
 /// Whether a pod template (`spec.template` JSON) carries the stash container.
 pub fn has_sidecar(pod_template: &Value) -> bool {
@@ -254,6 +221,17 @@ impl<'a> Workload<'a> {
 
     fn display(&self) -> String {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+
+    /// What the shared choice among targeting configurations reads.
+    fn target(&self) -> targeting::Workload<'a> {
+        targeting::Workload {
+            api_version: self.api_version,
+            kind: self.kind,
+            namespace: self.namespace,
+            name: self.name,
+            controller: self.controller,
+        }
     }
 
     fn template_annotations(&self) -> Option<&'a Map<String, Value>> {

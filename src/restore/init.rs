@@ -44,6 +44,7 @@ use crate::sidecar::{
     VOLUME_SECRET, VOLUME_TMP, covers, template_controller,
 };
 use crate::store::Snapshot;
+use crate::targeting::{self, Choice, Words};
 
 /// What the restore decision wants done to one workload.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -91,54 +92,25 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitPlan 
         }
     };
     let targeting = snap.restores_for_target(view.namespace, view.kind, view.name);
-    if let Some((owner_kind, owner_name)) = view.controller {
-        let warnings = (!targeting.is_empty())
-            .then(|| {
-                format!(
-                    "{} is controlled by {owner_kind} {}/{owner_name}, which owns its pod template; stash left its stash-init container unchanged: target the {owner_kind} instead",
-                    view.display(),
-                    view.namespace
-                )
-            })
-            .into_iter()
-            .collect();
-        return InitPlan {
+    let targeting: Vec<&RestoreSession> = targeting.iter().map(|rs| rs.as_ref()).collect();
+    match targeting::choose(&view.target(), &targeting, &WORDS) {
+        Choice::Leave(warnings) => InitPlan {
             warnings,
             ..InitPlan::default()
-        };
-    }
-    let live: Vec<&RestoreSession> = targeting
-        .into_iter()
-        .map(|rs| rs.as_ref())
-        .filter(|rs| {
-            !rs.is_deleting()
-                && rs
-                    .target_ref()
-                    .is_some_and(|r| r.api_version == view.api_version)
-        })
-        .collect();
-    match live.as_slice() {
-        [] => InitPlan {
+        },
+        Choice::Remove => InitPlan {
             ops: removal_ops(&view),
             ..InitPlan::default()
         },
-        [rs] => inject(&view, rs, snap, settings),
-        several => {
-            let names: Vec<&str> = several
-                .iter()
-                .map(|rs| rs.metadata.name.as_deref().unwrap_or(""))
-                .collect();
-            InitPlan {
-                warnings: vec![format!(
-                    "{} is targeted by several RestoreSessions ({}); stash left its stash-init container unchanged: delete all but one of them",
-                    view.display(),
-                    names.join(", ")
-                )],
-                ..InitPlan::default()
-            }
-        }
+        Choice::Apply(rs) => inject(&view, rs, snap, settings),
     }
 }
+
+/// How the shared choice's warnings name the init container.
+const WORDS: Words = Words {
+    part: "stash-init container",
+    kinds: "RestoreSessions",
+};
 
 struct View<'a> {
     api_version: &'a str,
@@ -221,6 +193,17 @@ impl<'a> View<'a> {
 
     fn display(&self) -> String {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+
+    /// What the shared choice among targeting sessions reads.
+    fn target(&self) -> targeting::Workload<'a> {
+        targeting::Workload {
+            api_version: self.api_version,
+            kind: self.kind,
+            namespace: self.namespace,
+            name: self.name,
+            controller: self.controller,
+        }
     }
 
     fn init_index(&self) -> Option<usize> {
