@@ -2,8 +2,7 @@
 //! scan of its body, not a tree of it (issue 11). Deterministic: bytes
 //! allocated, not resident memory or time (the load bench gives those).
 
-#[path = "../benches/load/big.rs"]
-mod big;
+use stash_testkit::big;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

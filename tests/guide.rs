@@ -28,7 +28,7 @@
 //! does not: its real order (Deployment before configuration), a pause while
 //! a session runs, and the sidecar seeing a paused session first.
 
-mod support;
+use stash_testkit as support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

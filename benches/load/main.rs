@@ -11,10 +11,10 @@
 //!
 //! `STASH_BENCH_SECONDS` (default 5) sets the length of each run.
 
-mod big;
-#[path = "../../tests/common/mod.rs"]
-mod common;
 mod floor;
+
+use stash_testkit::big;
+use stash_testkit::tls as common;
 
 use std::io::Write;
 use std::net::SocketAddr;

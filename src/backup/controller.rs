@@ -36,7 +36,7 @@ use super::cluster::{WRITE_ATTEMPTS, report_over_claim, write_entry, write_repos
 use super::engine::{
     HostBackupOutcome, LockHolders, NoLockHolders, backup_host_with, check_integrity,
 };
-use super::leader::Turns;
+use crate::lease::Turns;
 use super::locks::PodLockHolders;
 use super::metrics::{Labels, Metrics};
 use super::repository::ResticSettings;

@@ -14,12 +14,8 @@ pub mod cluster;
 pub mod controller;
 pub mod engine;
 pub mod host;
-/// The Lease helpers under their old path (`backup::leader::Turns`), for
-/// callers not yet moved to [`crate::lease`].
-pub use crate::lease as leader;
 pub mod locks;
 pub mod metrics;
-
 pub mod repository;
 pub mod restic;
 pub mod session;

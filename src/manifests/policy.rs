@@ -16,7 +16,7 @@
 //!   creates or updates must have the shape `reconcile::desired` builds.
 //!
 //! The CEL is standard CEL only (macros, `has`, `size`, `startsWith`, `in`),
-//! so tests/manifests_policy.rs evaluates it with the `cel` crate.
+//! so tests/manifests/policy.rs evaluates it with the `cel` crate.
 
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,

@@ -16,8 +16,14 @@
 //! - [`restic`]: a backup test's temp dir, local repository and sidecar;
 //! - [`scripted`]: a request-by-request mock, for tests that craft each answer.
 //!
-//! Use: `mod support;` in a test crate, then
+//! Besides the cluster: [`tls`] (certificates on disk, a server on
+//! 127.0.0.1:0, HTTP/1.1 and HTTP/2 clients), [`reviews`] (AdmissionReview
+//! fixtures in, decoded answers out) and [`big`] (large reviews for the
+//! memory test and the load bench).
+//!
+//! Use, from any test binary or bench (a dev-dependency of stash):
 //! ```ignore
+//! use stash_testkit as support;
 //! let cluster = support::Cluster::new();
 //! cluster.seed(deployment_json);                       // as if it were there already
 //! let client = cluster.client(support::Identity::reconciler());
@@ -29,17 +35,23 @@
 //! Everything is synchronous but the HTTP transport and the watch streams,
 //! so a test decides when controllers run; nothing sleeps.
 
-#![allow(dead_code)]
-
 pub mod admission;
 pub mod api_server;
+pub mod big;
 pub mod deployment_controller;
 pub mod objects;
 pub mod rbac;
 pub mod restic;
+pub mod reviews;
 pub mod schema;
 pub mod scripted;
+pub mod tls;
 pub mod watch;
+
+/// The stash repository's root (fixtures, manifests and examples live there).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 use std::sync::Arc;
 use std::time::Duration;

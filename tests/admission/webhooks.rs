@@ -2,7 +2,7 @@
 //! (`tests/fixtures/reviews/`), judged against the stores in
 //! `tests/fixtures/store/`, through `admission::handle` and the wire format.
 
-mod admission_support;
+use stash_testkit::reviews as admission_support;
 
 use admission_support::*;
 use serde_json::{Value, json};

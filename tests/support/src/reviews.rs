@@ -1,8 +1,7 @@
 //! Helpers shared by the admission and review tests: fixtures in, decoded
 //! answers out, exactly as the API server would read them.
-#![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine;
 use serde_json::Value;
@@ -11,7 +10,7 @@ use stash::settings::{PausedSessionPolicy, Settings};
 use stash::store::{Snapshot, offline};
 
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    crate::repo_root().join("tests/fixtures")
 }
 
 /// The store of `tests/fixtures/store/<name>`; any problem loading it fails the test.

@@ -1,9 +1,8 @@
 //! Helpers for the socket tests: certificates on disk, a server on
 //! 127.0.0.1:0, TLS clients (HTTP/1.1 and HTTP/2 over rustls) and fixtures.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,7 +69,7 @@ impl Pki {
 
 /// The guide's example directory.
 pub fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples")
+    crate::repo_root().join("manifests/examples")
 }
 
 /// A store loaded from manifests/examples.

@@ -1,6 +1,5 @@
 //! Large AdmissionReviews for the memory bench (`benches/load`) and the
 //! memory regression test (`tests/admission_memory.rs`).
-#![allow(dead_code)]
 
 use serde_json::{Value, json};
 

@@ -3,7 +3,7 @@
 //! preconditions; subresources; pruning; webhook denials) checked once here,
 //! so a test that passes on the fake means something on a cluster.
 
-mod support;
+use stash_testkit as support;
 
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,9 @@
-//! Harness of the real-cluster end-to-end test (`tests/e2e_cluster.rs`):
+//! Harness of the real-cluster end-to-end test (`tests/e2e_cluster/main.rs`):
 //! settings from the environment, the throwaway namespace and webhook
 //! configurations with their cleanup (a Drop guard), the local `stash`
 //! processes, bounded waits, and the reads `kubectl get`/`describe` would do.
 //!
 //! Nothing here runs unless `STASH_E2E_KUBECONFIG` names a kubeconfig.
-#![allow(dead_code)]
 
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};

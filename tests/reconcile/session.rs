@@ -1,6 +1,6 @@
 //! The BackupSession controller's API calls against the scripted API server of `tests/support`.
 
-mod support;
+use stash_testkit as support;
 
 use support::scripted as mock;
 

@@ -15,7 +15,7 @@
 //! The only edits to the docs' YAML: the Repository, the backed-up path and
 //! the RestoreSession's path and mountPath point into the temp dir.
 
-mod support;
+use stash_testkit as support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

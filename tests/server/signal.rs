@@ -3,7 +3,7 @@
 //! embedded default creates its development certificate, and every admission
 //! is one log line that carries no object content.
 
-mod common;
+use stash_testkit::tls as common;
 
 use std::io::BufRead;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! `stash review`, run as the binary a user runs.
 
-mod admission_support;
+use stash_testkit::reviews as admission_support;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -3,7 +3,7 @@
 //! nothing, that pausing changes nothing but observedGeneration, that a
 //! schedule change patches the CronJob, and deletion.
 
-mod support;
+use stash_testkit as support;
 
 use std::collections::BTreeMap;
 

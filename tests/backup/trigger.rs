@@ -1,7 +1,7 @@
 //! `stash create-backupsession` against the scripted API server of `tests/support`: both pause
 //! branches, and API errors.
 
-mod support;
+use stash_testkit as support;
 
 use support::scripted as mock;
 

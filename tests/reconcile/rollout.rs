@@ -11,7 +11,7 @@
 //! second half replays the reviews a real API server sent
 //! (`tests/fixtures/real-apiserver/`) through `stash::admission::handle`.
 
-mod support;
+use stash_testkit as support;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! requests, with zero failed requests; a broken pair is refused and the old
 //! one kept.
 
-mod common;
+use stash_testkit::tls as common;
 
 use std::path::Path;
 use std::sync::Arc;

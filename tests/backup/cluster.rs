@@ -9,7 +9,7 @@
 //! a backup leaves a session that ends `Failed` ("interrupted"), is not run
 //! again, and the next session backs up as usual.
 
-mod support;
+use stash_testkit as support;
 
 use std::sync::Arc;
 use std::time::Duration;

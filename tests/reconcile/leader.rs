@@ -2,7 +2,7 @@
 //! free Lease and starts reconciling; when another identity shows up as the
 //! holder, it stops reconciling.
 
-mod support;
+use stash_testkit as support;
 
 use std::time::Duration;
 

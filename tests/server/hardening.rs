@@ -2,7 +2,7 @@
 //! the probe port's timeouts and connection cap, one port's flood never
 //! stopping the other, certificate paths and validity, forged log lines.
 
-mod common;
+use stash_testkit::tls as common;
 
 use std::io::BufRead;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! header and request deadlines, panics, and a fuzz of arbitrary bytes and
 //! mutated AdmissionReviews through the router and over the socket.
 
-mod common;
+use stash_testkit::tls as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

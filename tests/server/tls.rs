@@ -2,7 +2,7 @@
 //! curl, mutual TLS, certificate chains, and what must be refused (plain
 //! HTTP, TLS 1.1).
 
-mod common;
+use stash_testkit::tls as common;
 
 use std::time::Duration;
 
