@@ -36,11 +36,11 @@ use super::cluster::{WRITE_ATTEMPTS, report_over_claim, write_entry, write_repos
 use super::engine::{
     HostBackupOutcome, LockHolders, NoLockHolders, backup_host_with, check_integrity,
 };
-use crate::lease::Turns;
 use super::locks::PodLockHolders;
 use super::metrics::{Labels, Metrics};
 use super::repository::ResticSettings;
 use super::session::{Decision, INTERRUPTED, decide, runs_integrity_check, settled};
+use crate::lease::Turns;
 use crate::recorder::{EventType, Recorder};
 
 /// What happened to one session.

@@ -1,0 +1,15 @@
+//! The reconciler on the fake cluster: BackupConfiguration (`config`) and
+//! BackupSession (`session`) controllers, the Lease (`leader`), desired state
+//! as pure functions (`desired`), rollouts through the deployment controller
+//! (`rollout`), and the fake cluster's own behaviour (`fake_cluster`).
+//!
+//! One test binary per topic (each binary is a link on a small machine);
+//! the shared fake cluster and helpers are the `stash-testkit` crate
+//! (`tests/support`).
+
+mod config;
+mod desired;
+mod fake_cluster;
+mod leader;
+mod rollout;
+mod session;

@@ -1,0 +1,13 @@
+//! `stash serve` over real sockets on 127.0.0.1: TLS and both HTTP versions
+//! (`tls`), bad and hostile input (`inputs`, `hardening`), certificate
+//! reload (`reload`) and signals (`signal`).
+//!
+//! One test binary per topic (each binary is a link on a small machine);
+//! the shared fake cluster and helpers are the `stash-testkit` crate
+//! (`tests/support`).
+
+mod hardening;
+mod inputs;
+mod reload;
+mod signal;
+mod tls;
