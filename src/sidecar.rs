@@ -406,7 +406,7 @@ fn conflict(view: &Workload, desired: &Desired) -> Option<String> {
     })
 }
 
-fn field_env(name: &str, path: &str) -> Value {
+pub(crate) fn field_env(name: &str, path: &str) -> Value {
     json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}})
 }
 
@@ -419,7 +419,7 @@ fn field_env(name: &str, path: &str) -> Value {
 /// `ResourceRequirements`, `SecurityContext`, the volume sources, `Quantity`):
 /// structs of strings, numbers, bools, `Option`s, `Vec`s and
 /// `BTreeMap<String, _>`, whose impls never return an error.
-fn to_json<T: serde::Serialize>(v: &T) -> Value {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 

@@ -231,23 +231,16 @@ pub fn transition(step: &SessionStep) -> Option<Transition> {
             phase,
             duration,
             failed,
-        } => Some(Transition {
-            phase: phase.as_str(),
-            status: json!({"phase": phase.as_str(), "sessionDuration": duration}),
-            event: if failed.is_empty() {
-                event(
-                    EventType::Normal,
-                    REASON_BACKUPSESSION_SUCCEEDED,
-                    BACKUPSESSION_SUCCEEDED_MESSAGE.to_string(),
-                )
-            } else {
-                event(
-                    EventType::Warning,
-                    REASON_BACKUPSESSION_FAILED,
-                    backupsession_failed_message(failed),
-                )
-            },
-        }),
+        } => Some(Transition::finished(
+            phase.as_str(),
+            duration,
+            failed,
+            (
+                REASON_BACKUPSESSION_SUCCEEDED,
+                BACKUPSESSION_SUCCEEDED_MESSAGE,
+            ),
+            (REASON_BACKUPSESSION_FAILED, backupsession_failed_message),
+        )),
     }
 }
 

@@ -125,23 +125,16 @@ pub fn transition(step: &RestoreStep) -> Option<Transition> {
             phase,
             duration,
             failed,
-        } => Some(Transition {
-            phase: phase.as_str(),
-            status: json!({"phase": phase.as_str(), "sessionDuration": duration}),
-            event: if failed.is_empty() {
-                event(
-                    EventType::Normal,
-                    REASON_RESTORESESSION_SUCCEEDED,
-                    RESTORESESSION_SUCCEEDED_MESSAGE.to_string(),
-                )
-            } else {
-                event(
-                    EventType::Warning,
-                    REASON_RESTORESESSION_FAILED,
-                    restoresession_failed_message(failed),
-                )
-            },
-        }),
+        } => Some(Transition::finished(
+            phase.as_str(),
+            duration,
+            failed,
+            (
+                REASON_RESTORESESSION_SUCCEEDED,
+                RESTORESESSION_SUCCEEDED_MESSAGE,
+            ),
+            (REASON_RESTORESESSION_FAILED, restoresession_failed_message),
+        )),
     }
 }
 

@@ -37,6 +37,36 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// Every host has reported: `phase` with `sessionDuration`, and the
+    /// Normal `succeeded` event (reason, message) when no host failed, else
+    /// the Warning `failed` one (reason, message naming the failed hosts).
+    pub fn finished(
+        phase: &'static str,
+        duration: &str,
+        failed: &[String],
+        succeeded: (&'static str, &str),
+        failure: (&'static str, fn(&[String]) -> String),
+    ) -> Self {
+        let event = if failed.is_empty() {
+            TransitionEvent {
+                type_: EventType::Normal,
+                reason: succeeded.0,
+                message: succeeded.1.to_string(),
+            }
+        } else {
+            TransitionEvent {
+                type_: EventType::Warning,
+                reason: failure.0,
+                message: (failure.1)(failed),
+            }
+        };
+        Self {
+            phase,
+            status: json!({"phase": phase, "sessionDuration": duration}),
+            event: Some(event),
+        }
+    }
+
     /// The merge patch: `status` and the resourceVersion precondition.
     pub fn patch(&self, resource_version: Option<&str>) -> Value {
         json!({

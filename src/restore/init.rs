@@ -41,7 +41,7 @@ use crate::api::{
 use crate::settings::Settings;
 use crate::sidecar::{
     OWNED_VOLUMES, PODINFO_DIR, SECRET_DIR, TMP_DIR, VOLUME_LOCAL_BACKEND, VOLUME_PODINFO,
-    VOLUME_SECRET, VOLUME_TMP, covers, template_controller,
+    VOLUME_SECRET, VOLUME_TMP, covers, field_env, template_controller, to_json,
 };
 use crate::store::Snapshot;
 use crate::targeting::{self, Choice, Words};
@@ -264,15 +264,6 @@ fn describe(obj: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or("");
     format!("{kind} {ns}/{name}")
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Value {
-    // k8s-openapi types hold only strings, numbers, maps and lists.
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
-fn field_env(name: &str, path: &str) -> Value {
-    json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}})
 }
 
 /// The `stash-init` container and the volumes it needs for `rs`.
