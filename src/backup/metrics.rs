@@ -207,29 +207,32 @@ impl Metrics {
 
     /// Serves `/metrics` on `addr` until the future is dropped.
     pub async fn serve(self, addr: SocketAddr) -> anyhow::Result<()> {
-        use axum::{Router, routing::get};
+        use crate::server::{admin, shutdown};
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
         tracing::info!(%addr, "serving metrics on /metrics");
-        let app = Router::new().route(
-            "/metrics",
-            get(move || {
-                let m = self.clone();
-                async move {
-                    (
-                        [(
-                            http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                }
-            }),
-        );
-        axum::serve(listener, app)
-            .await
-            .map_err(|e| anyhow::anyhow!("metrics server stopped: {e}"))
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = self.clone();
+                    async move { admin::openmetrics(m.encode()) }
+                }),
+            )
+            .fallback(|| async { (http::StatusCode::NOT_FOUND, "not found\n") });
+        // The sidecar ends with its process: its drain signal never fires.
+        let (_never, stop) = shutdown::channel();
+        admin::serve(
+            "metrics",
+            listener,
+            app,
+            admin::DEFAULT_LIMITS,
+            Default::default(),
+            stop,
+        )
+        .await;
+        Ok(())
     }
 }
 

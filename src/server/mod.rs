@@ -5,6 +5,7 @@
 //! drive directly; [`run`] is the subcommand around it (flags, the offline or
 //! cluster store, the development certificate, signals).
 
+pub mod admin;
 pub mod conn;
 pub mod duration;
 pub mod feed;
@@ -289,11 +290,13 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
         config.cert_file_events,
         drain.receiver(),
     ));
-    let probes = tokio::spawn(serve_probes(
+    let probes = tokio::spawn(admin::serve(
+        "probe",
         probe_listener,
         probes::router(health.clone()),
-        config.clone(),
-        metrics.clone(),
+        config.port_limits(config.probe_max_connections),
+        metrics.open_connections("probe"),
+        // Stopped after the webhook port has drained: nothing to wait for.
         after_webhooks.clone(),
     ));
     let webhook = serve_webhooks(
@@ -383,49 +386,6 @@ async fn serve_webhooks(
                     conn::drive(connection, accepted.activity, limits, accepted.stop).await
                 {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            }
-        },
-    )
-    .await;
-}
-
-/// The probe port: plain HTTP/1.1 under the same header and idle timeouts as
-/// the webhook port and its own connection cap.
-async fn serve_probes(
-    listener: TcpListener,
-    router: axum::Router,
-    config: Config,
-    metrics: Arc<Metrics>,
-    stop: Drain,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .keep_alive(true);
-    let builder = Arc::new(builder.http1_only());
-    let limits = config.port_limits(config.probe_max_connections);
-    conn::serve(
-        "probe",
-        listener,
-        limits,
-        // Stopped after the webhook port has drained: nothing to wait for.
-        Duration::from_secs(1),
-        metrics.open_connections("probe"),
-        stop,
-        move |accepted| {
-            let builder = builder.clone();
-            let router = router.clone();
-            async move {
-                let peer = accepted.peer;
-                let service = accepted.track(TowerToHyperService::new(router));
-                let connection = builder.serve_connection(TokioIo::new(accepted.tcp), service);
-                if let Err(e) =
-                    conn::drive(connection, accepted.activity, limits, accepted.stop).await
-                {
-                    tracing::debug!(%peer, error = %e, "probe connection ended with an error");
                 }
             }
         },

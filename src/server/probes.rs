@@ -1,4 +1,5 @@
-//! The plain-HTTP probe port: `/livez`, `/readyz` and `/metrics`.
+//! The probe port's routes: `/livez`, `/readyz` and `/metrics`, served by
+//! the admin server ([`super::admin`]).
 //!
 //! Kept off the TLS port so kubelet and Prometheus need no certificates, and
 //! so a flood on the webhook port cannot fail the liveness probe.
@@ -10,7 +11,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{StatusCode, header};
+use http::StatusCode;
 
 use super::metrics::Metrics;
 use crate::store::Store;
@@ -65,12 +66,5 @@ async fn metrics(State(h): State<Arc<Health>>) -> Response {
     h.metrics
         .store_repositories
         .set(snap.repository_count() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        h.metrics.encode(),
-    )
-        .into_response()
+    super::admin::openmetrics(h.metrics.encode())
 }
