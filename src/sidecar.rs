@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::api::{
-    ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED, BackupConfiguration,
+    ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED, BackupConfiguration, ContainerRuntimeSettings,
     INVOKER_KIND_BACKUP_CONFIGURATION, LocalSpec, Repository, SIDECAR_CONTAINER,
     WORKLOAD_API_VERSION, WORKLOAD_KINDS, namespace_in,
 };
@@ -431,7 +431,6 @@ fn desired(
     settings: &Settings,
     warnings: &mut Vec<String>,
 ) -> Desired {
-    let bc_display = format!("BackupConfiguration {}/{bc_name}", view.namespace);
     let enable_cache = !bc.spec.temp_dir.as_ref().is_some_and(|t| t.disable_caching);
     let args = vec![
         "run-backup".to_string(),
@@ -447,27 +446,58 @@ fn desired(
         .runtime_settings
         .as_ref()
         .and_then(|r| r.container.as_ref());
+    let (mounts, volumes) = mounts_and_volumes(view, bc, bc_name, repo, warnings);
+    let container = container(settings, args, sidecar_env(rt), rt, mounts);
+    // The hash covers exactly what lands in the pod template, so it moves
+    // when and only when the sidecar does (never for paused/schedule/retention).
+    let digest = Sha256::digest(json!({"container": container, "volumes": volumes}).to_string());
+    let hash = hex::encode(&digest[..8]);
+    Desired {
+        container,
+        volumes,
+        hash,
+    }
+}
 
+/// The sidecar's environment: the downward-API identity, then the
+/// configuration's nice/ionice settings and its own `env`.
+fn sidecar_env(rt: Option<&ContainerRuntimeSettings>) -> Vec<Value> {
     let mut env = vec![
         field_env("NODE_NAME", "spec.nodeName"),
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
     ];
-    if let Some(rt) = rt {
-        if let Some(n) = rt.nice.as_ref().and_then(|n| n.adjustment) {
-            env.push(json!({"name": "NICE_ADJUSTMENT", "value": n.to_string()}));
-        }
-        if let Some(io) = &rt.ionice {
-            if let Some(c) = io.class {
-                env.push(json!({"name": "IONICE_CLASS", "value": c.to_string()}));
-            }
-            if let Some(d) = io.class_data {
-                env.push(json!({"name": "IONICE_CLASS_DATA", "value": d.to_string()}));
-            }
-        }
-        env.extend(rt.env.iter().map(to_json));
+    let Some(rt) = rt else {
+        return env;
+    };
+    if let Some(n) = rt.nice.as_ref().and_then(|n| n.adjustment) {
+        env.push(json!({"name": "NICE_ADJUSTMENT", "value": n.to_string()}));
     }
+    if let Some(io) = &rt.ionice {
+        if let Some(c) = io.class {
+            env.push(json!({"name": "IONICE_CLASS", "value": c.to_string()}));
+        }
+        if let Some(d) = io.class_data {
+            env.push(json!({"name": "IONICE_CLASS_DATA", "value": d.to_string()}));
+        }
+    }
+    env.extend(rt.env.iter().map(to_json));
+    env
+}
 
+/// The sidecar's volume mounts and the pod volumes stash adds: pod info,
+/// the storage Secret, the scratch dir, the target's mounts (those that name
+/// a volume the workload has, at a path not taken), the local backend.
+/// What is left out is said in `warnings`.
+fn mounts_and_volumes(
+    view: &Workload,
+    bc: &BackupConfiguration,
+    bc_name: &str,
+    repo: &Repository,
+    warnings: &mut Vec<String>,
+) -> (Vec<Value>, Vec<Value>) {
+    let bc_display = format!("BackupConfiguration {}/{bc_name}", view.namespace);
+    let repo_name = repo.metadata.name.as_deref().unwrap_or("");
     let secret_name = repo
         .spec
         .backend
@@ -485,9 +515,8 @@ fn desired(
             volumes.push(json!({"name": VOLUME_SECRET, "secret": {"secretName": secret}}));
         }
         None => warnings.push(format!(
-            "Repository {}/{} has no spec.backend.storageSecretName; the stash sidecar has no repository password: set storageSecretName",
+            "Repository {}/{repo_name} has no spec.backend.storageSecretName; the stash sidecar has no repository password: set storageSecretName",
             view.namespace,
-            repo.metadata.name.as_deref().unwrap_or("")
         )),
     }
     mounts.push(json!({"name": VOLUME_TMP, "mountPath": TMP_DIR}));
@@ -534,19 +563,30 @@ fn desired(
                 volumes.push(Value::Object(vol));
             }
             Some(_) => warnings.push(format!(
-                "the local backend of Repository {}/{} mounts at {}, a path the stash sidecar already uses; its volume was left out: choose another mountPath",
-                view.namespace,
-                repo.metadata.name.as_deref().unwrap_or(""),
-                local.mount_path
+                "the local backend of Repository {}/{repo_name} mounts at {}, a path the stash sidecar already uses; its volume was left out: choose another mountPath",
+                view.namespace, local.mount_path
             )),
             None => warnings.push(format!(
-                "the local backend of Repository {}/{} has no volume (hostPath, persistentVolumeClaim, nfs or emptyDir); the sidecar cannot reach it: set one",
+                "the local backend of Repository {}/{repo_name} has no volume (hostPath, persistentVolumeClaim, nfs or emptyDir); the sidecar cannot reach it: set one",
                 view.namespace,
-                repo.metadata.name.as_deref().unwrap_or("")
             )),
         }
     }
+    (mounts, volumes)
+}
 
+/// The sidecar container as JSON. Built as a map rather than a typed
+/// `k8s_openapi` Container on purpose: the template hash is taken over this
+/// JSON, and a different construction that dropped or added a field (a typed
+/// struct's empty defaults) would move every workload's hash and roll every
+/// pod on upgrade.
+fn container(
+    settings: &Settings,
+    args: Vec<String>,
+    env: Vec<Value>,
+    rt: Option<&ContainerRuntimeSettings>,
+    mounts: Vec<Value>,
+) -> Value {
     let mut container = Map::new();
     container.insert("name".into(), json!(SIDECAR_CONTAINER));
     container.insert("image".into(), json!(settings.image));
@@ -564,17 +604,7 @@ fn desired(
         }
     }
     container.insert("volumeMounts".into(), Value::Array(mounts));
-    let container = Value::Object(container);
-
-    // The hash covers exactly what lands in the pod template, so it moves
-    // when and only when the sidecar does (never for paused/schedule/retention).
-    let digest = Sha256::digest(json!({"container": container, "volumes": volumes}).to_string());
-    let hash = hex::encode(&digest[..8]);
-    Desired {
-        container,
-        volumes,
-        hash,
-    }
+    Value::Object(container)
 }
 
 fn local_source(local: &LocalSpec) -> Option<(&'static str, Value)> {
