@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::VolumeMount;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -446,7 +447,34 @@ fn desired(
         .runtime_settings
         .as_ref()
         .and_then(|r| r.container.as_ref());
-    let (mounts, volumes) = mounts_and_volumes(view, bc, bc_name, repo, warnings);
+    let mut tmp = Map::new();
+    if let Some(t) = &bc.spec.temp_dir {
+        if let Some(m) = &t.medium {
+            tmp.insert("medium".into(), json!(m));
+        }
+        if let Some(s) = &t.size_limit {
+            tmp.insert("sizeLimit".into(), to_json(s));
+        }
+    }
+    let what = MountsFor {
+        owner: format!("BackupConfiguration {}/{bc_name}", view.namespace),
+        container: "stash sidecar",
+        reaches: "the sidecar",
+        target_mounts: bc
+            .spec
+            .target
+            .as_ref()
+            .map_or(&[], |t| t.volume_mounts.as_slice()),
+        tmp,
+    };
+    let (mounts, volumes) = mounts_and_volumes(
+        view.namespace,
+        |name| view.has_volume(name),
+        &view.display(),
+        repo,
+        what,
+        warnings,
+    );
     let container = container(settings, args, sidecar_env(rt), rt, mounts);
     // The hash covers exactly what lands in the pod template, so it moves
     // when and only when the sidecar does (never for paused/schedule/retention).
@@ -485,18 +513,41 @@ fn sidecar_env(rt: Option<&ContainerRuntimeSettings>) -> Vec<Value> {
     env
 }
 
-/// The sidecar's volume mounts and the pod volumes stash adds: pod info,
-/// the storage Secret, the scratch dir, the target's mounts (those that name
-/// a volume the workload has, at a path not taken), the local backend.
-/// What is left out is said in `warnings`.
-fn mounts_and_volumes(
-    view: &Workload,
-    bc: &BackupConfiguration,
-    bc_name: &str,
+/// Who the mounts are for, for [`mounts_and_volumes`]'s warnings and volumes.
+pub(crate) struct MountsFor<'a> {
+    /// `BackupConfiguration demo/x`, `RestoreSession demo/y`.
+    pub owner: String,
+    /// The container, as the warnings name it: `stash sidecar`, `stash-init container`.
+    pub container: &'static str,
+    /// The container, as "… cannot reach it" names it.
+    pub reaches: &'static str,
+    /// The owner's `target.volumeMounts`.
+    pub target_mounts: &'a [VolumeMount],
+    /// The scratch volume's `emptyDir` source.
+    pub tmp: Map<String, Value>,
+}
+
+/// The volume mounts of stash's container and the pod volumes it adds, the
+/// same for the sidecar and the `stash-init` container: pod info, the
+/// storage Secret, the scratch dir, the target's mounts (those that name a
+/// volume the workload has, at a path not taken), the local backend. What is
+/// left out is said in `warnings`. `has_volume` and `display` describe the
+/// workload (its volumes and claim templates; `Deployment demo/x`).
+pub(crate) fn mounts_and_volumes(
+    namespace: &str,
+    has_volume: impl Fn(&str) -> bool,
+    display: &str,
     repo: &Repository,
+    what: MountsFor<'_>,
     warnings: &mut Vec<String>,
 ) -> (Vec<Value>, Vec<Value>) {
-    let bc_display = format!("BackupConfiguration {}/{bc_name}", view.namespace);
+    let MountsFor {
+        owner,
+        container,
+        reaches,
+        target_mounts,
+        tmp,
+    } = what;
     let repo_name = repo.metadata.name.as_deref().unwrap_or("");
     let secret_name = repo
         .spec
@@ -515,34 +566,23 @@ fn mounts_and_volumes(
             volumes.push(json!({"name": VOLUME_SECRET, "secret": {"secretName": secret}}));
         }
         None => warnings.push(format!(
-            "Repository {}/{repo_name} has no spec.backend.storageSecretName; the stash sidecar has no repository password: set storageSecretName",
-            view.namespace,
+            "Repository {namespace}/{repo_name} has no spec.backend.storageSecretName; the {container} has no repository password: set storageSecretName",
         )),
     }
     mounts.push(json!({"name": VOLUME_TMP, "mountPath": TMP_DIR}));
-    let mut empty_dir = Map::new();
-    if let Some(t) = &bc.spec.temp_dir {
-        if let Some(m) = &t.medium {
-            empty_dir.insert("medium".into(), json!(m));
-        }
-        if let Some(s) = &t.size_limit {
-            empty_dir.insert("sizeLimit".into(), to_json(s));
-        }
-    }
-    volumes.push(json!({"name": VOLUME_TMP, "emptyDir": empty_dir}));
+    volumes.push(json!({"name": VOLUME_TMP, "emptyDir": tmp}));
 
     let mut used_paths: BTreeSet<String> =
         [PODINFO_DIR, SECRET_DIR, TMP_DIR].map(String::from).into();
-    for m in bc.spec.target.iter().flat_map(|t| &t.volume_mounts) {
-        if !view.has_volume(&m.name) {
+    for m in target_mounts {
+        if !has_volume(&m.name) {
             warnings.push(format!(
-                "{bc_display} mounts volume {:?}, which {} does not have; the mount was left out of the stash sidecar: add the volume or fix target.volumeMounts",
+                "{owner} mounts volume {:?}, which {display} does not have; the mount was left out of the {container}: add the volume or fix target.volumeMounts",
                 m.name,
-                view.display()
             ));
         } else if !used_paths.insert(m.mount_path.clone()) {
             warnings.push(format!(
-                "{bc_display} mounts volume {:?} at {}, a path the stash sidecar already uses; the mount was left out: choose another mountPath",
+                "{owner} mounts volume {:?} at {}, a path the {container} already uses; the mount was left out: choose another mountPath",
                 m.name, m.mount_path
             ));
         } else {
@@ -563,12 +603,11 @@ fn mounts_and_volumes(
                 volumes.push(Value::Object(vol));
             }
             Some(_) => warnings.push(format!(
-                "the local backend of Repository {}/{repo_name} mounts at {}, a path the stash sidecar already uses; its volume was left out: choose another mountPath",
-                view.namespace, local.mount_path
+                "the local backend of Repository {namespace}/{repo_name} mounts at {}, a path the {container} already uses; its volume was left out: choose another mountPath",
+                local.mount_path
             )),
             None => warnings.push(format!(
-                "the local backend of Repository {}/{repo_name} has no volume (hostPath, persistentVolumeClaim, nfs or emptyDir); the sidecar cannot reach it: set one",
-                view.namespace,
+                "the local backend of Repository {namespace}/{repo_name} has no volume (hostPath, persistentVolumeClaim, nfs or emptyDir); {reaches} cannot reach it: set one",
             )),
         }
     }
@@ -607,7 +646,7 @@ fn container(
     Value::Object(container)
 }
 
-fn local_source(local: &LocalSpec) -> Option<(&'static str, Value)> {
+pub(crate) fn local_source(local: &LocalSpec) -> Option<(&'static str, Value)> {
     if let Some(s) = &local.host_path {
         Some(("hostPath", to_json(s)))
     } else if let Some(s) = &local.persistent_volume_claim {
@@ -868,6 +907,68 @@ fn removal_ops(view: &Workload) -> Vec<PatchOperation> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn mounts_left_out_are_warned_in_the_containers_own_words() {
+        let repo: Repository = serde_json::from_value(json!({
+            "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+            "metadata": {"name": "r", "namespace": "demo"},
+            "spec": {"backend": {"local": {"mountPath": "/repo"}}}
+        }))
+        .unwrap();
+        let mounts: Vec<VolumeMount> = serde_json::from_value(json!([
+            {"name": "missing", "mountPath": "/x"},
+            {"name": "data", "mountPath": TMP_DIR},
+            {"name": "data", "mountPath": "/source/data"}
+        ]))
+        .unwrap();
+        for (owner, container, reaches) in [
+            ("BackupConfiguration demo/b", "stash sidecar", "the sidecar"),
+            (
+                "RestoreSession demo/r",
+                "stash-init container",
+                "the stash-init container",
+            ),
+        ] {
+            let mut warnings = Vec::new();
+            let what = MountsFor {
+                owner: owner.into(),
+                container,
+                reaches,
+                target_mounts: &mounts,
+                tmp: Map::new(),
+            };
+            let (m, v) = mounts_and_volumes(
+                "demo",
+                |n| n == "data",
+                "Deployment demo/d",
+                &repo,
+                what,
+                &mut warnings,
+            );
+            assert_eq!(
+                warnings,
+                [
+                    format!(
+                        "Repository demo/r has no spec.backend.storageSecretName; the {container} has no repository password: set storageSecretName"
+                    ),
+                    format!(
+                        "{owner} mounts volume \"missing\", which Deployment demo/d does not have; the mount was left out of the {container}: add the volume or fix target.volumeMounts"
+                    ),
+                    format!(
+                        "{owner} mounts volume \"data\" at /tmp, a path the {container} already uses; the mount was left out: choose another mountPath"
+                    ),
+                    format!(
+                        "the local backend of Repository demo/r has no volume (hostPath, persistentVolumeClaim, nfs or emptyDir); {reaches} cannot reach it: set one"
+                    ),
+                ]
+            );
+            let paths: Vec<&str> = m.iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
+            assert_eq!(paths, [PODINFO_DIR, TMP_DIR, "/source/data"]);
+            let names: Vec<&str> = v.iter().map(|v| v["name"].as_str().unwrap()).collect();
+            assert_eq!(names, [VOLUME_PODINFO, VOLUME_TMP]);
+        }
+    }
 
     fn snap(configs: &[Value], repos: &[Value]) -> Snapshot {
         let mut s = Snapshot::default();

@@ -40,8 +40,8 @@ use crate::api::{
 };
 use crate::settings::Settings;
 use crate::sidecar::{
-    OWNED_VOLUMES, PODINFO_DIR, SECRET_DIR, TMP_DIR, VOLUME_LOCAL_BACKEND, VOLUME_PODINFO,
-    VOLUME_SECRET, VOLUME_TMP, covers, field_env, template_controller, to_json,
+    MountsFor, OWNED_VOLUMES, SECRET_DIR, VOLUME_LOCAL_BACKEND, VOLUME_SECRET, covers, field_env,
+    mounts_and_volumes, template_controller,
 };
 use crate::store::Snapshot;
 use crate::targeting::{self, Choice, Words};
@@ -275,80 +275,25 @@ fn desired(
     settings: &Settings,
     warnings: &mut Vec<String>,
 ) -> (Value, Vec<Value>) {
-    let display = format!("RestoreSession {}/{rs_name}", view.namespace);
-    let repo_name = repo.metadata.name.as_deref().unwrap_or("");
-    let mut mounts = vec![json!({"name": VOLUME_PODINFO, "mountPath": PODINFO_DIR})];
-    let mut volumes = vec![json!({
-        "name": VOLUME_PODINFO,
-        "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.labels"}}]}
-    })];
-    match repo
-        .spec
-        .backend
-        .storage_secret_name
-        .as_deref()
-        .filter(|s| !s.is_empty())
-    {
-        Some(secret) => {
-            mounts.push(json!({"name": VOLUME_SECRET, "mountPath": SECRET_DIR, "readOnly": true}));
-            volumes.push(json!({"name": VOLUME_SECRET, "secret": {"secretName": secret}}));
-        }
-        None => warnings.push(format!(
-            "Repository {}/{repo_name} has no spec.backend.storageSecretName; the stash-init container has no repository password: set storageSecretName",
-            view.namespace
-        )),
-    }
-    mounts.push(json!({"name": VOLUME_TMP, "mountPath": TMP_DIR}));
-    volumes.push(json!({"name": VOLUME_TMP, "emptyDir": {}}));
-    let mut used: BTreeSet<String> = [PODINFO_DIR, SECRET_DIR, TMP_DIR].map(String::from).into();
-    for m in rs.spec.target.iter().flat_map(|t| &t.volume_mounts) {
-        if !view.has_volume(&m.name) {
-            warnings.push(format!(
-                "{display} mounts volume {:?}, which {} does not have; the mount was left out of the stash-init container: add the volume or fix target.volumeMounts",
-                m.name,
-                view.display()
-            ));
-        } else if !used.insert(m.mount_path.clone()) {
-            warnings.push(format!(
-                "{display} mounts volume {:?} at {}, a path the stash-init container already uses; the mount was left out: choose another mountPath",
-                m.name, m.mount_path
-            ));
-        } else {
-            mounts.push(to_json(m));
-        }
-    }
-    if let Some(local) = &repo.spec.backend.local {
-        let source = if let Some(s) = &local.host_path {
-            Some(("hostPath", to_json(s)))
-        } else if let Some(s) = &local.persistent_volume_claim {
-            Some(("persistentVolumeClaim", to_json(s)))
-        } else if let Some(s) = &local.nfs {
-            Some(("nfs", to_json(s)))
-        } else {
-            local.empty_dir.as_ref().map(|s| ("emptyDir", to_json(s)))
-        };
-        match source {
-            Some((key, source)) if used.insert(local.mount_path.clone()) => {
-                let mut mount = json!({"name": VOLUME_LOCAL_BACKEND, "mountPath": local.mount_path});
-                if let Some(sub) = &local.sub_path {
-                    mount["subPath"] = json!(sub);
-                }
-                mounts.push(mount);
-                let mut vol = Map::new();
-                vol.insert("name".into(), json!(VOLUME_LOCAL_BACKEND));
-                vol.insert(key.into(), source);
-                volumes.push(Value::Object(vol));
-            }
-            Some(_) => warnings.push(format!(
-                "the local backend of Repository {}/{repo_name} mounts at {}, a path the stash-init container already uses; its volume was left out: choose another mountPath",
-                view.namespace, local.mount_path
-            )),
-            None => warnings.push(format!(
-                "the local backend of Repository {}/{repo_name} has no volume (hostPath, persistentVolumeClaim, nfs or emptyDir); the stash-init container cannot reach it: set one",
-                view.namespace
-            )),
-        }
-    }
+    let what = MountsFor {
+        owner: format!("RestoreSession {}/{rs_name}", view.namespace),
+        container: "stash-init container",
+        reaches: "the stash-init container",
+        target_mounts: rs
+            .spec
+            .target
+            .as_ref()
+            .map_or(&[], |t| t.volume_mounts.as_slice()),
+        tmp: Map::new(),
+    };
+    let (mounts, volumes) = mounts_and_volumes(
+        view.namespace,
+        |name| view.has_volume(name),
+        &view.display(),
+        repo,
+        what,
+        warnings,
+    );
     let container = json!({
         "name": RESTORE_INIT_CONTAINER,
         "image": settings.image,
