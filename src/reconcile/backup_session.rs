@@ -204,29 +204,22 @@ fn needs_hosts(session: &BackupSession) -> bool {
 
 /// The write a step makes (pure): `None` for [`SessionStep::Wait`].
 pub fn transition(step: &SessionStep) -> Option<Transition> {
-    let event = |type_, reason, message: String| {
-        Some(TransitionEvent {
-            type_,
-            reason,
-            message,
-        })
-    };
     match step {
         SessionStep::Wait => None,
         SessionStep::Skip => Some(Transition {
             phase: BackupSessionPhase::Skipped.as_str(),
             status: json!({"phase": BackupSessionPhase::Skipped.as_str()}),
-            event: event(
+            event: Some(TransitionEvent::new(
                 EventType::Warning,
                 REASON_BACKUPSESSION_SKIPPED,
-                BACKUPSESSION_SKIPPED_MESSAGE.to_string(),
-            ),
+                BACKUPSESSION_SKIPPED_MESSAGE,
+            )),
         }),
-        SessionStep::Run { total_hosts } => Some(Transition {
-            phase: BackupSessionPhase::Running.as_str(),
-            status: json!({"phase": BackupSessionPhase::Running.as_str(), "totalHosts": total_hosts}),
-            event: None,
-        }),
+        SessionStep::Run { total_hosts } => Some(Transition::running(
+            BackupSessionPhase::Running.as_str(),
+            *total_hosts,
+            None,
+        )),
         SessionStep::Finish {
             phase,
             duration,

@@ -25,7 +25,7 @@ use kube::api::{Api, Patch};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::apply::{ApiError, Backoff, ensure, get_workload, patch_params, workload_api};
 use super::desired::{LABEL_MANAGED_BY, go_duration, guarded_patch, workload_service_account};
@@ -103,24 +103,17 @@ pub fn total_hosts(kind: &str, workload: Option<&Value>) -> Option<i32> {
 
 /// The write a step makes (pure): `None` for [`RestoreStep::Wait`].
 pub fn transition(step: &RestoreStep) -> Option<Transition> {
-    let event = |type_, reason, message: String| {
-        Some(TransitionEvent {
-            type_,
-            reason,
-            message,
-        })
-    };
     match step {
         RestoreStep::Wait => None,
-        RestoreStep::Run { total_hosts } => Some(Transition {
-            phase: RestoreSessionPhase::Running.as_str(),
-            status: json!({"phase": RestoreSessionPhase::Running.as_str(), "totalHosts": total_hosts}),
-            event: event(
+        RestoreStep::Run { total_hosts } => Some(Transition::running(
+            RestoreSessionPhase::Running.as_str(),
+            *total_hosts,
+            Some(TransitionEvent::new(
                 EventType::Normal,
                 REASON_RESTORESESSION_RUNNING,
                 restoresession_running_message(*total_hosts),
-            ),
-        }),
+            )),
+        )),
         RestoreStep::Finish {
             phase,
             duration,
@@ -396,6 +389,7 @@ async fn apply(
 mod tests {
     use super::*;
     use crate::api::{HostRestoreStats, RestoreSessionStatus};
+    use serde_json::json;
 
     fn session(
         phase: Option<RestoreSessionPhase>,

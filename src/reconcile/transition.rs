@@ -36,7 +36,27 @@ pub struct Transition {
     pub event: Option<TransitionEvent>,
 }
 
+impl TransitionEvent {
+    pub fn new(type_: EventType, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
 impl Transition {
+    /// The session starts: `phase` (its kind's Running) with `totalHosts`,
+    /// and `event` if any.
+    pub fn running(phase: &'static str, total_hosts: i32, event: Option<TransitionEvent>) -> Self {
+        Self {
+            phase,
+            status: json!({"phase": phase, "totalHosts": total_hosts}),
+            event,
+        }
+    }
+
     /// Every host has reported: `phase` with `sessionDuration`, and the
     /// Normal `succeeded` event (reason, message) when no host failed, else
     /// the Warning `failed` one (reason, message naming the failed hosts).
@@ -48,17 +68,9 @@ impl Transition {
         failure: (&'static str, fn(&[String]) -> String),
     ) -> Self {
         let event = if failed.is_empty() {
-            TransitionEvent {
-                type_: EventType::Normal,
-                reason: succeeded.0,
-                message: succeeded.1.to_string(),
-            }
+            TransitionEvent::new(EventType::Normal, succeeded.0, succeeded.1)
         } else {
-            TransitionEvent {
-                type_: EventType::Warning,
-                reason: failure.0,
-                message: (failure.1)(failed),
-            }
+            TransitionEvent::new(EventType::Warning, failure.0, (failure.1)(failed))
         };
         Self {
             phase,
