@@ -8,6 +8,7 @@
 
 mod hardening;
 mod inputs;
+mod process;
 mod reload;
 mod signal;
 mod tls;

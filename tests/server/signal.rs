@@ -5,80 +5,19 @@
 
 use stash_testkit::tls as common;
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Server {
-    child: Child,
-    addr: std::net::SocketAddr,
-    probe_addr: std::net::SocketAddr,
-    logs: Arc<Mutex<Vec<Value>>>,
-}
+use super::process::Server;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `stash serve` with JSON logs on free ports and waits until it serves.
+/// [`super::process::spawn`] without a shell prefix.
 fn spawn(cwd: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stash"))
-        .current_dir(cwd)
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--probe-listen",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let v: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
-            if v["message"] == "serving webhooks" {
-                let _ = tx.send((
-                    v["addr"].as_str().unwrap().parse().unwrap(),
-                    v["probe_addr"].as_str().unwrap().parse().unwrap(),
-                ));
-            }
-            sink.lock().unwrap().push(v);
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok((addr, probe_addr)) => Server {
-            child,
-            addr,
-            probe_addr,
-            logs,
-        },
-        Err(_) => {
-            let _ = child.kill();
-            panic!("server did not start: {:?}", logs.lock().unwrap());
-        }
-    }
+    super::process::spawn(cwd, None, extra)
 }
 
 fn signal(child: &Child, sig: &str) {
