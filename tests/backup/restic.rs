@@ -222,14 +222,7 @@ async fn retention_keeps_exactly_keep_last() {
     let mut last = None;
     for i in 0..4 {
         std::fs::write(f.data.join(format!("file-{i}.txt")), format!("run {i}")).unwrap();
-        let o = backup_host(
-            &f.config(Some(2)),
-            &f.repository(),
-            &f.secrets,
-            "host-0",
-            &f.settings,
-        )
-        .await;
+        let o = f.backup(Some(2)).await;
         assert!(o.succeeded(), "{:?}", o.stats.error);
         last = Some(o);
     }
@@ -346,14 +339,7 @@ fn leave_stale_lock(f: &Fixture) {
 #[tokio::test]
 async fn a_lock_left_by_a_killed_run_is_cleared() {
     let f = Fixture::new();
-    let first = backup_host(
-        &f.config(Some(1)),
-        &f.repository(),
-        &f.secrets,
-        "host-0",
-        &f.settings,
-    )
-    .await;
+    let first = f.backup(Some(1)).await;
     assert!(first.succeeded(), "{:?}", first.stats.error);
     leave_stale_lock(&f);
     // Without clearing, the lock blocks retention (forget needs an exclusive lock).
@@ -361,14 +347,7 @@ async fn a_lock_left_by_a_killed_run_is_cleared() {
     assert!(!blocked.status.success());
     assert!(String::from_utf8_lossy(&blocked.stderr).contains("locked"));
 
-    let o = backup_host(
-        &f.config(Some(1)),
-        &f.repository(),
-        &f.secrets,
-        "host-0",
-        &f.settings,
-    )
-    .await;
+    let o = f.backup(Some(1)).await;
     assert!(o.succeeded(), "{:?}", o.stats.error);
     let locks = f.restic(&["list", "locks", "--no-lock"]);
     assert!(
@@ -469,14 +448,7 @@ impl Fixture {
 #[tokio::test]
 async fn a_lock_left_by_a_deleted_pod_is_cleared_once_the_pod_is_gone() {
     let f = Fixture::new();
-    let first = backup_host(
-        &f.config(Some(1)),
-        &f.repository(),
-        &f.secrets,
-        "host-0",
-        &f.settings,
-    )
-    .await;
+    let first = f.backup(Some(1)).await;
     assert!(first.succeeded(), "{:?}", first.stats.error);
     if !leave_lock_of_another_pod(&f, "stash-demo-69f9ffbbf7-old") {
         return;
@@ -486,14 +458,7 @@ async fn a_lock_left_by_a_deleted_pod_is_cleared_once_the_pod_is_gone() {
     assert_eq!(f.lock_hosts(), ["stash-demo-69f9ffbbf7-old"]);
 
     // Without a judge the lock blocks retention, with restic's message.
-    let blocked = backup_host(
-        &f.config(Some(1)),
-        &f.repository(),
-        &f.secrets,
-        "host-0",
-        &f.settings,
-    )
-    .await;
+    let blocked = f.backup(Some(1)).await;
     assert_eq!(blocked.stats.phase, Some(HostBackupPhase::Failed));
     let err = blocked.stats.error.unwrap();
     assert!(
