@@ -11,6 +11,7 @@ pub mod api;
 pub mod backup;
 pub mod certs;
 pub mod crds;
+pub mod feed;
 pub mod lease;
 pub mod manifests;
 pub mod reconcile;

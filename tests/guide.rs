@@ -37,8 +37,6 @@ use base64::Engine;
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use stash::api::events::COMPONENT_CRONJOB;
@@ -176,13 +174,11 @@ impl Cluster {
 
     /// The BackupConfiguration controller's context, its cache fed from the fake.
     fn config_context(&self) -> backup_configuration::Context {
-        let (configs, mut writer): (Store<BackupConfiguration>, _) = reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Apply(self.typed(BC)));
         backup_configuration::Context {
             client: self.reconciler(),
             image: IMAGE.into(),
             settings: self.settings.clone(),
-            configs,
+            index: self.k.index(),
             backoff: Backoff::default(),
         }
     }

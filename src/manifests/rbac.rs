@@ -71,7 +71,7 @@ fn event_rules(verbs: &[&str]) -> [PolicyRule; 2] {
 /// docs/install.md's table).
 pub fn webhook_read_rules() -> Vec<PolicyRule> {
     vec![
-        // The store (`server::feed`) and every controller's watch.
+        // The index (`feed`), the BackupSession watch, the GET of an invoker.
         rule(&[GROUP], STASH_KINDS, READ),
         // Finalizers on BackupConfigurations and RestoreSessions (remove the
         // sidecar / the stash-init container on delete), JSON patches.

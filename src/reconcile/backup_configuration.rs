@@ -12,6 +12,9 @@
 //! garbage collector take the rest. Re-triggered by changes to the CronJobs,
 //! ServiceAccounts and RoleBindings it owns, to Repositories and to the four
 //! workload kinds.
+//!
+//! Configurations and Repositories are read from the index the webhooks read
+//! ([`crate::feed`]), never fetched again: the two decide on the same state.
 
 use std::sync::Arc;
 
@@ -22,7 +25,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -34,11 +37,12 @@ use super::desired::{
 };
 use super::finalizer::{Event, finalizer};
 use crate::api::{
-    BackupConfiguration, BackupConfigurationStatus, Repository, WORKLOAD_API_VERSION, namespace_of,
+    BackupConfiguration, BackupConfigurationStatus, WORKLOAD_API_VERSION, namespace_of,
 };
+use crate::feed::Feed;
 use crate::settings::Settings;
 use crate::sidecar;
-use crate::store::Snapshot;
+use crate::store::Store;
 
 /// What the BackupConfiguration controller shares between reconciles.
 pub struct Context {
@@ -47,44 +51,44 @@ pub struct Context {
     pub image: String,
     /// The webhook's settings (sidecar image, …) for the shared planner.
     pub settings: Settings,
-    /// Every BackupConfiguration, so the planner sees all that target a workload.
-    pub configs: Store<BackupConfiguration>,
+    /// The index the webhooks read too: every configuration (so the planner
+    /// sees all that target a workload) and every Repository.
+    pub index: Arc<Store>,
     pub backoff: Backoff,
 }
 
-/// Runs the controller until the returned future is dropped.
-pub async fn run(client: Client, image: String, settings: Settings) {
+/// Runs the controller until the returned future is dropped. The
+/// configurations and Repositories come from `feed` (the index's own watch);
+/// the objects it writes and the workloads, from watches of its own.
+pub async fn run(client: Client, image: String, settings: Settings, feed: Feed) {
     let managed = format!("{}={}", LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1);
     let owned = || watcher::Config::default().labels(&managed).any_semantic();
-    let controller = Controller::new(
-        Api::<BackupConfiguration>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    let configs = controller.store();
-    let by_repo = configs.clone();
-    let controller = controller
+    let index = feed.store.clone();
+    let by_repo = index.clone();
+    let controller = Controller::for_shared_stream(feed.configs.subscribe(), feed.configs.reader())
         .owns(Api::<CronJob>::all(client.clone()), owned())
         .owns(Api::<ServiceAccount>::all(client.clone()), owned())
         .owns(Api::<RoleBinding>::all(client.clone()), owned())
-        .watches(
-            Api::<Repository>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            move |repo| {
-                let (ns, name) = (repo.namespace(), repo.name_any());
-                refs(&by_repo, |bc| {
-                    bc.namespace() == ns && bc.repository_name() == Some(name.as_str())
+        .watches_shared_stream(feed.repositories.subscribe(), move |repo| {
+            let (ns, name) = (namespace_of(&*repo).to_owned(), repo.name_any());
+            by_repo
+                .snapshot()
+                .configs()
+                .filter(|bc| {
+                    namespace_of(&***bc) == ns && bc.repository_name() == Some(name.as_str())
                 })
-            },
-        );
-    let controller = watch_workload::<Deployment>(controller, &client, &configs);
-    let controller = watch_workload::<StatefulSet>(controller, &client, &configs);
-    let controller = watch_workload::<DaemonSet>(controller, &client, &configs);
-    let controller = watch_workload::<ReplicaSet>(controller, &client, &configs);
+                .map(|bc| ObjectRef::from_obj(&**bc))
+                .collect::<Vec<_>>()
+        });
+    let controller = watch_workload::<Deployment>(controller, &client, &index);
+    let controller = watch_workload::<StatefulSet>(controller, &client, &index);
+    let controller = watch_workload::<DaemonSet>(controller, &client, &index);
+    let controller = watch_workload::<ReplicaSet>(controller, &client, &index);
     let ctx = Arc::new(Context {
         client,
         image,
         settings,
-        configs,
+        index,
         backoff: Backoff::default(),
     });
     controller
@@ -97,23 +101,11 @@ pub async fn run(client: Client, image: String, settings: Settings) {
         .await;
 }
 
-fn refs(
-    store: &Store<BackupConfiguration>,
-    pred: impl Fn(&BackupConfiguration) -> bool,
-) -> Vec<ObjectRef<BackupConfiguration>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|bc| pred(bc))
-        .map(|bc| ObjectRef::from_obj(&*bc))
-        .collect()
-}
-
 /// Re-triggers the configurations that target a workload of kind `W` when it changes.
 fn watch_workload<W>(
     controller: Controller<BackupConfiguration>,
     client: &Client,
-    configs: &Store<BackupConfiguration>,
+    index: &Arc<Store>,
 ) -> Controller<BackupConfiguration>
 where
     W: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -124,18 +116,17 @@ where
         + Sync
         + 'static,
 {
-    let configs = configs.clone();
+    let index = index.clone();
     controller.watches(
         Api::<W>::all(client.clone()),
         watcher::Config::default().any_semantic(),
         move |w| {
-            let (ns, name, kind) = (w.namespace(), w.name_any(), W::kind(&()));
-            refs(&configs, |bc| {
-                bc.namespace() == ns
-                    && bc
-                        .target_ref()
-                        .is_some_and(|t| t.kind == kind && t.name == name)
-            })
+            index
+                .snapshot()
+                .configs_for_target(namespace_of(&w), &W::kind(&()), &w.name_any())
+                .into_iter()
+                .map(|bc| ObjectRef::from_obj(&**bc))
+                .collect::<Vec<_>>()
         },
     )
 }
@@ -190,25 +181,10 @@ async fn cleanup(bc: &BackupConfiguration, ctx: &Context) -> Result<Action, ApiE
     {
         // The configuration carries a deletionTimestamp, so the planner
         // treats it as gone and plans the sidecar's removal.
-        let repo = get_repository(bc, ctx).await?;
-        sync_sidecar(bc, ctx, &ns, &t.kind, &t.name, repo).await?;
+        sync_sidecar(bc, ctx, &ns, &t.kind, &t.name).await?;
     }
     tracing::info!(config = %key(bc), "removed the sidecar");
     Ok(Action::await_change())
-}
-
-async fn get_repository(
-    bc: &BackupConfiguration,
-    ctx: &Context,
-) -> Result<Option<Repository>, ApiError> {
-    let ns = namespace_of(bc).to_owned();
-    let Some(name) = bc.repository_name() else {
-        return Ok(None);
-    };
-    Api::<Repository>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| ApiError::new(format!("get Repository {ns}/{name}"), e))
 }
 
 /// What [`sync_sidecar`] found.
@@ -231,26 +207,14 @@ async fn sync_sidecar(
     ns: &str,
     kind: &str,
     name: &str,
-    repo: Option<Repository>,
 ) -> Result<SidecarOutcome, ApiError> {
     let Some(workload) = get_workload(ctx.client.clone(), ns, kind, name).await? else {
         return Ok(SidecarOutcome::TargetMissing);
     };
-    let mut snap = Snapshot::default();
-    for other in ctx.configs.state() {
-        if other.namespace().as_deref() == Some(ns)
-            && other
-                .target_ref()
-                .is_some_and(|t| t.kind == kind && t.name == name)
-        {
-            snap.upsert_config((*other).clone());
-        }
-    }
-    // The object this reconcile was handed is at least as fresh as the cache.
+    let mut snap = ctx.index.snapshot();
+    // The object this reconcile was handed is at least as fresh as the index
+    // (the feed fills the controller's cache a moment before the index).
     snap.upsert_config(bc.clone());
-    if let Some(repo) = repo {
-        snap.upsert_repository(repo);
-    }
     // The webhook's own pure function, so the two can never disagree.
     let plan = sidecar::plan(&workload, &snap, &ctx.settings);
     if !plan.ops.is_empty() {
@@ -282,12 +246,14 @@ async fn apply(
 ) -> Result<Action, ApiError> {
     let ns = namespace_of(bc).to_owned();
     let mut errors = FirstError::default();
-    let repo = get_repository(bc, ctx).await?;
-    let repository = bc
-        .repository_name()
-        .map(|name| (format!("{ns}/{name}"), repo.is_some()));
+    // A Repository that appears or changes re-triggers this pass through the
+    // feed, after the index has it: no need to read it from the API server.
+    let repository = bc.repository_name().map(|name| {
+        let found = ctx.index.snapshot().repository(&ns, name).is_some();
+        (format!("{ns}/{name}"), found)
+    });
     let cronjob = observe_cronjob(bc, ctx, &ns, &mut errors).await;
-    let (target, sidecar) = observe_target(bc, ctx, &ns, repo, &mut errors).await;
+    let (target, sidecar) = observe_target(bc, ctx, &ns, &mut errors).await;
     let obs = Observations {
         repository,
         target,
@@ -351,7 +317,6 @@ async fn observe_target(
     bc: &BackupConfiguration,
     ctx: &Context,
     ns: &str,
-    repo: Option<Repository>,
     errors: &mut FirstError,
 ) -> (Option<(String, TargetState)>, Result<(), String>) {
     let Some(t) = bc.target_ref() else {
@@ -367,7 +332,7 @@ async fn observe_target(
         );
         return (Some((label, TargetState::Unsupported)), Err(why));
     }
-    match sync_sidecar(bc, ctx, ns, &t.kind, &t.name, repo).await {
+    match sync_sidecar(bc, ctx, ns, &t.kind, &t.name).await {
         Err(e) => (Some((label, TargetState::Found)), Err(errors.note(e))),
         Ok(SidecarOutcome::TargetMissing) => {
             let why = format!("target {label} does not exist");

@@ -31,6 +31,7 @@ use crate::api::{
     BackupConfiguration, BackupSession, BackupSessionPhase, INVOKER_KIND_BACKUP_CONFIGURATION,
     LABEL_BACKUP_CONFIGURATION,
 };
+use crate::feed::Kind;
 use crate::recorder::{EventType, Recorder};
 
 /// How long to wait before looking again at a session whose target's host
@@ -56,34 +57,30 @@ impl Context {
     }
 }
 
-/// Runs the controller until the returned future is dropped.
-pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
+/// Runs the controller until the returned future is dropped. Configuration
+/// changes come from `configs` (the index's own watch).
+pub async fn run(ctx: Arc<Context>, configs: Kind<BackupConfiguration>) {
     let controller = Controller::new(
-        Api::<BackupSession>::all(client.clone()),
+        Api::<BackupSession>::all(ctx.client.clone()),
         watcher::Config::default().any_semantic(),
     );
     let sessions = controller.store();
     controller
         // A configuration appearing or changing re-evaluates its unfinished sessions.
-        .watches(
-            Api::<BackupConfiguration>::all(client),
-            watcher::Config::default().any_semantic(),
-            move |bc| {
-                let (ns, name) = (bc.namespace(), bc.name_any());
-                sessions
-                    .state()
-                    .into_iter()
-                    .filter(|s| {
-                        s.namespace() == ns
-                            && s.spec.invoker.kind == INVOKER_KIND_BACKUP_CONFIGURATION
-                            && s.spec.invoker.name == name
-                            && !s.phase().is_finished()
-                    })
-                    .map(|s| ObjectRef::from_obj(&*s))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_shared_stream(configs.subscribe(), move |bc| {
+            let (ns, name) = (bc.namespace(), bc.name_any());
+            sessions
+                .state()
+                .into_iter()
+                .filter(|s| {
+                    s.namespace() == ns
+                        && s.spec.invoker.kind == INVOKER_KIND_BACKUP_CONFIGURATION
+                        && s.spec.invoker.name == name
+                        && !s.phase().is_finished()
+                })
+                .map(|s| ObjectRef::from_obj(&*s))
+                .collect::<Vec<_>>()
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {

@@ -17,6 +17,7 @@ pub mod transition;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::feed::Feed;
 use crate::lease::{Candidate, LeaseTiming};
 
 /// Name of the reconciler's Lease, in the server's namespace.
@@ -41,6 +42,7 @@ pub struct ReconcilerConfig {
 pub async fn run(
     client: kube::Client,
     config: ReconcilerConfig,
+    feed: Feed,
     drain: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     if config.identity.is_empty() {
@@ -48,7 +50,7 @@ pub async fn run(
     }
     crate::lease::run_while_leader(
         candidate(client.clone(), &config.namespace, &config.identity),
-        move || controllers(client.clone(), config.clone()),
+        move || controllers(client.clone(), config.clone(), feed.clone()),
         drain,
     )
     .await
@@ -67,16 +69,18 @@ pub fn candidate(client: kube::Client, namespace: &str, identity: &str) -> Candi
     }
 }
 
-/// The three controllers, until dropped.
-async fn controllers(client: kube::Client, config: ReconcilerConfig) {
+/// The three controllers, until dropped, fed by `feed` (the index the
+/// webhooks read) for the kinds it watches.
+async fn controllers(client: kube::Client, config: ReconcilerConfig, feed: Feed) {
     let sessions = Arc::new(backup_session::Context::new(client.clone()));
     let restores = Arc::new(restore_session::Context::new(
         client.clone(),
         config.settings.clone(),
+        feed.store.clone(),
     ));
     tokio::join!(
-        backup_configuration::run(client, config.image, config.settings),
-        backup_session::run(sessions),
-        restore_session::run(restores),
+        backup_configuration::run(client, config.image, config.settings, feed.clone()),
+        backup_session::run(sessions, feed.configs.clone()),
+        restore_session::run(restores, feed.restores.clone()),
     );
 }

@@ -23,7 +23,6 @@ use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::Value;
 
@@ -38,13 +37,13 @@ use crate::api::events::{
     restoresession_running_message,
 };
 use crate::api::{
-    HostRestorePhase, Repository, RestoreSession, RestoreSessionPhase, WORKLOAD_API_VERSION,
-    namespace_of,
+    HostRestorePhase, RestoreSession, RestoreSessionPhase, WORKLOAD_API_VERSION, namespace_of,
 };
+use crate::feed::Kind;
 use crate::recorder::{EventType, Recorder};
 use crate::restore::init;
 use crate::settings::Settings;
-use crate::store::Snapshot;
+use crate::store::Store;
 
 /// ClusterRole the init container's ServiceAccount is bound to (the sidecar's).
 const INIT_ROLE: &str = crate::manifests::names::SIDECAR_ROLE;
@@ -53,16 +52,19 @@ const INIT_ROLE: &str = crate::manifests::names::SIDECAR_ROLE;
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
+    /// The index the webhooks read: every RestoreSession and Repository.
+    pub index: Arc<Store>,
     pub recorder: Recorder,
     pub backoff: Backoff,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings) -> Self {
+    pub fn new(client: Client, settings: Settings, index: Arc<Store>) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), COMPONENT_RESTORESESSION_CONTROLLER),
             client,
             settings,
+            index,
             backoff: Backoff::default(),
         }
     }
@@ -181,19 +183,17 @@ pub fn restore_step(rs: &RestoreSession, hosts: Option<i32>, now: jiff::Timestam
     }
 }
 
-/// Runs the controller until the returned future is dropped.
-pub async fn run(ctx: Arc<Context>) {
-    Controller::new(
-        Api::<RestoreSession>::all(ctx.client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "RestoreSession reconcile failed");
-        }
-    })
-    .await;
+/// Runs the controller until the returned future is dropped; the sessions
+/// come from `restores` (the index's own watch).
+pub async fn run(ctx: Arc<Context>, restores: Kind<RestoreSession>) {
+    Controller::for_shared_stream(restores.subscribe(), restores.reader())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "RestoreSession reconcile failed");
+            }
+        })
+        .await;
 }
 
 fn key(rs: &RestoreSession) -> String {
@@ -259,27 +259,10 @@ async fn sync_init(rs: &RestoreSession, ctx: &Context) -> Result<Option<Value>, 
     let Some(workload) = get_workload(ctx.client.clone(), &ns, &t.kind, &t.name).await? else {
         return Ok(None);
     };
-    let mut snap = Snapshot::default();
-    // Every session of the namespace that targets the workload, this one as handed in.
-    let all = api(ctx, &ns)
-        .list(&Default::default())
-        .await
-        .map_err(|e| ApiError::new(format!("list RestoreSessions in {ns}"), e))?;
-    for other in all.items {
-        if other.name_any() != rs.name_any() {
-            snap.upsert_restore(other);
-        }
-    }
+    // Every session and Repository as the index (and so the webhook) has
+    // them; this session as handed in, at least as fresh as the index.
+    let mut snap = ctx.index.snapshot();
     snap.upsert_restore(rs.clone());
-    if let Some(repo) = rs.repository_name() {
-        let found = Api::<Repository>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(repo)
-            .await
-            .map_err(|e| ApiError::new(format!("get Repository {ns}/{repo}"), e))?;
-        if let Some(r) = found {
-            snap.upsert_repository(r);
-        }
-    }
     let plan = init::plan(&workload, &snap, &ctx.settings);
     for w in &plan.warnings {
         tracing::warn!(restoresession = %key(rs), warning = %w, "stash-init container");

@@ -8,7 +8,6 @@
 pub mod admin;
 pub mod conn;
 pub mod duration;
-pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod probes;
@@ -593,11 +592,10 @@ fn spawn_cluster_tasks(
     args: &Args,
     settings: Settings,
 ) -> Vec<JoinHandle<()>> {
-    let mut tasks = vec![tokio::spawn(feed::run(
-        client.clone(),
-        store,
-        running.after_webhooks(),
-    ))];
+    let (feed, feeder) = crate::feed::new(store);
+    let mut tasks = vec![tokio::spawn(
+        feeder.run(client.clone(), running.after_webhooks()),
+    )];
     if args.reconcile {
         let rc = crate::reconcile::ReconcilerConfig {
             image: args.image.clone(),
@@ -607,7 +605,7 @@ fn spawn_cluster_tasks(
         };
         let drain = running.drain().into_signaled();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::reconcile::run(client, rc, drain).await {
+            if let Err(e) = crate::reconcile::run(client, rc, feed, drain).await {
                 tracing::error!(
                     error = format!("{e:#}"),
                     "reconciler stopped; webhooks keep serving"

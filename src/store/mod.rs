@@ -7,7 +7,9 @@
 //! longer than that clone. Lookups by name and by target are hash lookups.
 //!
 //! Two feeds write into it: [`offline`] (a directory of YAML files) and, in
-//! cluster mode, the kube-runtime watchers of `server`.
+//! cluster mode, [`crate::feed`]: one watch per kind, whose objects this
+//! index shares (the same `Arc`s) with the cache the controllers reconcile
+//! from. The webhooks and the controllers read this one index.
 
 pub mod offline;
 pub mod yaml;
@@ -147,7 +149,12 @@ impl Snapshot {
     /// Adds or replaces a RestoreSession.
     pub fn upsert_restore(&mut self, mut rs: RestoreSession) {
         slim(&mut rs.metadata);
-        let key = ObjectKey::of(&rs);
+        self.insert_restore(Arc::new(rs));
+    }
+
+    /// Adds or replaces a RestoreSession already [`slim`]med (shared with the feed's cache).
+    pub fn insert_restore(&mut self, rs: Arc<RestoreSession>) {
+        let key = ObjectKey::of(&*rs);
         self.remove_restore(&key.namespace, &key.name);
         if let Some(r) = rs.target_ref() {
             let t = TargetKey::new(&key.namespace, &r.kind, &r.name);
@@ -157,7 +164,7 @@ impl Snapshot {
             }
             self.restores_by_target.insert(t, names);
         }
-        self.restores.insert(key, Arc::new(rs));
+        self.restores.insert(key, rs);
     }
 
     /// Removes a RestoreSession; absent ones are ignored.
@@ -195,7 +202,12 @@ impl Snapshot {
     /// Adds or replaces a BackupConfiguration.
     pub fn upsert_config(&mut self, mut bc: BackupConfiguration) {
         slim(&mut bc.metadata);
-        let key = ObjectKey::of(&bc);
+        self.insert_config(Arc::new(bc));
+    }
+
+    /// Adds or replaces a BackupConfiguration already [`slim`]med (shared with the feed's cache).
+    pub fn insert_config(&mut self, bc: Arc<BackupConfiguration>) {
+        let key = ObjectKey::of(&*bc);
         self.remove_config(&key.namespace, &key.name);
         if let Some(t) = TargetKey::of_config(&bc) {
             let mut names = self.by_target.get(&t).cloned().unwrap_or_default();
@@ -204,7 +216,7 @@ impl Snapshot {
             }
             self.by_target.insert(t, names);
         }
-        self.configs.insert(key, Arc::new(bc));
+        self.configs.insert(key, bc);
     }
 
     /// Removes a BackupConfiguration; absent ones are ignored.
@@ -226,8 +238,12 @@ impl Snapshot {
     /// Adds or replaces a Repository.
     pub fn upsert_repository(&mut self, mut repo: Repository) {
         slim(&mut repo.metadata);
-        self.repositories
-            .insert(ObjectKey::of(&repo), Arc::new(repo));
+        self.insert_repository(Arc::new(repo));
+    }
+
+    /// Adds or replaces a Repository already [`slim`]med (shared with the feed's cache).
+    pub fn insert_repository(&mut self, repo: Arc<Repository>) {
+        self.repositories.insert(ObjectKey::of(&*repo), repo);
     }
 
     /// Removes a Repository; absent ones are ignored.
@@ -239,7 +255,7 @@ impl Snapshot {
 /// Drops the metadata no decision reads and that can dwarf the object itself
 /// (managedFields, kubectl's last-applied copy), so the store of a large
 /// cluster stays small.
-fn slim(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+pub fn slim(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
@@ -277,33 +293,33 @@ impl Store {
     }
 
     /// Replaces every BackupConfiguration (a watcher's re-list).
-    pub fn replace_configs(&self, configs: impl IntoIterator<Item = BackupConfiguration>) {
+    pub fn replace_configs(&self, configs: impl IntoIterator<Item = Arc<BackupConfiguration>>) {
         self.update(|s| {
             s.configs = HashMap::new();
             s.by_target = HashMap::new();
             for bc in configs {
-                s.upsert_config(bc);
+                s.insert_config(bc);
             }
         });
     }
 
     /// Replaces every Repository (a watcher's re-list).
-    pub fn replace_repositories(&self, repos: impl IntoIterator<Item = Repository>) {
+    pub fn replace_repositories(&self, repos: impl IntoIterator<Item = Arc<Repository>>) {
         self.update(|s| {
             s.repositories = HashMap::new();
             for r in repos {
-                s.upsert_repository(r);
+                s.insert_repository(r);
             }
         });
     }
 
     /// Replaces every RestoreSession (a watcher's re-list).
-    pub fn replace_restores(&self, restores: impl IntoIterator<Item = RestoreSession>) {
+    pub fn replace_restores(&self, restores: impl IntoIterator<Item = Arc<RestoreSession>>) {
         self.update(|s| {
             s.restores = HashMap::new();
             s.restores_by_target = HashMap::new();
             for rs in restores {
-                s.upsert_restore(rs);
+                s.insert_restore(rs);
             }
         });
     }

@@ -102,6 +102,7 @@ fn host_writes(cluster: &Cluster, name: &str) -> Vec<String> {
 
 struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    _feed_signal: stash::server::shutdown::Signal,
 }
 
 impl Drop for Running {
@@ -112,16 +113,25 @@ impl Drop for Running {
     }
 }
 
-/// Starts the BackupSession controller (the reconciler) and the sidecar.
+/// Every watch [`start`] opens: the feed's three, the BackupSession
+/// controller's own and the sidecar's.
+const WATCHES: usize = 5;
+
+/// Starts the reconciler's side (the feed of `stash serve`, whose
+/// BackupConfiguration watch triggers the BackupSession controller, and that
+/// controller) and the sidecar.
 fn start(cluster: &Cluster, env: &Env) -> (Running, tokio::task::JoinHandle<()>) {
-    let ctx = Arc::new(backup_session::Context::new(
-        cluster.client(Identity::reconciler()),
-    ));
-    let reconciler = tokio::spawn(backup_session::run(ctx));
+    let client = cluster.client(Identity::reconciler());
+    let (feed, feeder) = stash::feed::new(Arc::default());
+    let (signal, drain) = stash::server::shutdown::channel();
+    let feeding = tokio::spawn(feeder.run(client.clone(), drain));
+    let ctx = Arc::new(backup_session::Context::new(client));
+    let reconciler = tokio::spawn(backup_session::run(ctx, feed.configs.clone()));
     let sidecar = start_sidecar(cluster, env);
     (
         Running {
-            tasks: vec![reconciler],
+            tasks: vec![feeding, reconciler],
+            _feed_signal: signal,
         },
         sidecar,
     )
@@ -143,7 +153,7 @@ async fn late_watches_back_each_session_up_exactly_once() {
     // as from a loaded API server: the sidecar's queue holds stale states.
     cluster.set_watch_delay(Duration::from_millis(400));
     let (_running, sidecar) = start(&cluster, &env);
-    cluster.wait_for_open_watches(2).await;
+    cluster.wait_for_open_watches(WATCHES).await;
 
     for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
         cluster.create(Identity::admin(), session(name)).unwrap();
@@ -172,7 +182,7 @@ async fn bursts_and_relists_back_up_once() {
     let cluster = Cluster::new();
     seed(&env, &cluster);
     let (_running, sidecar) = start(&cluster, &env);
-    cluster.wait_for_open_watches(2).await;
+    cluster.wait_for_open_watches(WATCHES).await;
 
     // Both controllers see the new session only in one burst, together
     // with everything the other wrote in the meantime.
@@ -186,7 +196,7 @@ async fn bursts_and_relists_back_up_once() {
 
     // A relist hands both the latest state of every session again.
     cluster.force_relist();
-    cluster.wait_for_open_watches(2).await;
+    cluster.wait_for_open_watches(WATCHES).await;
     cluster
         .create(Identity::admin(), session("after-relist"))
         .unwrap();
@@ -216,7 +226,7 @@ async fn a_sidecar_killed_mid_backup_is_reported_interrupted_and_not_rerun() {
     let cluster = Cluster::new();
     seed(&env, &cluster);
     let (_running, sidecar) = start(&cluster, &env);
-    cluster.wait_for_open_watches(2).await;
+    cluster.wait_for_open_watches(WATCHES).await;
 
     cluster
         .create(Identity::admin(), session("killed"))

@@ -16,7 +16,6 @@ use support::{Cluster, Identity, PatchBody, Recorded, Status};
 
 const BC: &str =
     "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup";
-const REPO: &str = "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories/gcs-repo";
 const DEPLOY: &str = "/apis/apps/v1/namespaces/demo/deployments/stash-demo";
 const SA: &str = "/api/v1/namespaces/demo/serviceaccounts/stash-backup-pause-backup";
 const CRON_RB: &str =
@@ -87,12 +86,11 @@ fn now(s: i64) -> jiff::Timestamp {
 async fn pass(c: &Cluster, at: i64) -> (Result<(), String>, Vec<Recorded>) {
     let obj: BackupConfiguration = c.typed(BC);
     let mark = c.mark();
-    let (configs, _writer) = kube::runtime::reflector::store::<BackupConfiguration>();
     let ctx = Context {
         client: c.client(Identity::reconciler()),
         image: "stash:test".into(),
         settings: Settings::default(),
-        configs,
+        index: c.index(),
         backoff: Backoff::default(),
     };
     let result = reconcile_at(&obj, &ctx, now(at))
@@ -362,7 +360,8 @@ async fn deletion_removes_the_sidecar_then_releases_the_finalizer() {
         .filter(|r| r.method == "GET")
         .map(|r| r.path.clone())
         .collect();
-    assert_eq!(reads, [REPO.to_string(), DEPLOY.to_string()]);
+    // the Repository comes from the index (the feed's watch), not a GET
+    assert_eq!(reads, [DEPLOY.to_string()]);
     // the sidecar goes first, then the finalizer
     assert_eq!(
         writes(&log),

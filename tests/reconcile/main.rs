@@ -10,6 +10,7 @@
 mod config;
 mod desired;
 mod fake_cluster;
+mod feed;
 mod leader;
 mod rollout;
 mod session;

@@ -17,8 +17,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use base64::Engine;
-use kube::runtime::reflector;
-use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use stash::admission::{Endpoint, handle};
@@ -95,13 +93,11 @@ fn apply_configuration(c: &Cluster) {
 async fn reconcile(c: &Cluster) {
     let Some(bc) = c.get(BC) else { return };
     let bc: BackupConfiguration = serde_json::from_value(bc).unwrap();
-    let (configs, mut writer) = reflector::store::<BackupConfiguration>();
-    writer.apply_watcher_event(&watcher::Event::Apply(bc.clone()));
     let ctx = backup_configuration::Context {
         client: c.client(Identity::reconciler()),
         image: stash::settings::DEFAULT_IMAGE.into(),
         settings: Settings::default(),
-        configs,
+        index: c.index(),
         backoff: Backoff::default(),
     };
     backup_configuration::reconcile_at(&bc, &ctx, jiff::Timestamp::now())

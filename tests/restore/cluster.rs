@@ -24,8 +24,6 @@ use std::time::Duration;
 use base64::Engine;
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::core::v1::Event;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use stash::api::{
@@ -201,13 +199,11 @@ impl Walk {
     }
 
     fn config_context(&self) -> backup_configuration::Context {
-        let (configs, mut writer): (Store<BackupConfiguration>, _) = reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Apply(self.k.typed(BC)));
         backup_configuration::Context {
             client: self.k.client(Identity::reconciler()),
             image: IMAGE.into(),
             settings: self.settings.clone(),
-            configs,
+            index: self.k.index(),
             backoff: Backoff::default(),
         }
     }
@@ -234,6 +230,7 @@ impl Walk {
         let ctx = restore_session::Context::new(
             self.k.client(Identity::reconciler()),
             self.settings.clone(),
+            self.k.index(),
         );
         let rs: RestoreSession = self.k.typed(RS);
         restore_session::reconcile_at(&rs, &ctx, jiff::Timestamp::now())

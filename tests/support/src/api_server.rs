@@ -275,7 +275,8 @@ impl State {
         }
     }
 
-    fn snapshot(&self) -> stash::store::Snapshot {
+    /// What the webhook's index holds of the stored objects.
+    pub fn snapshot(&self) -> stash::store::Snapshot {
         admission::snapshot(self.objects.iter())
     }
 

@@ -188,6 +188,13 @@ impl Cluster {
         self.shared.read(|s| s.objects.get(path).cloned())
     }
 
+    /// The index `stash serve`'s feed holds once it has caught up with this
+    /// cluster: every BackupConfiguration, Repository and RestoreSession.
+    pub fn index(&self) -> Arc<stash::store::Store> {
+        let snapshot = self.shared.read(|s| s.snapshot());
+        Arc::new(stash::store::Store::from_snapshot(snapshot))
+    }
+
     /// The stored object at `path`; the test fails when it does not exist.
     pub fn object(&self, path: &str) -> Value {
         self.get(path)
