@@ -34,6 +34,20 @@ impl Targets for BackupConfiguration {
     }
 }
 
+/// The index holds objects behind `Arc`s; choosing among those hands back
+/// the `Arc` (the sidecar's memo keys on it).
+impl<T: Targets> Targets for std::sync::Arc<T> {
+    fn target_ref(&self) -> Option<&TargetRef> {
+        (**self).target_ref()
+    }
+    fn is_deleting(&self) -> bool {
+        (**self).is_deleting()
+    }
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+}
+
 impl Targets for RestoreSession {
     fn target_ref(&self) -> Option<&TargetRef> {
         RestoreSession::target_ref(self)

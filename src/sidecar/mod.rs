@@ -13,7 +13,10 @@
 //! server added by defaulting (`terminationMessagePath`, `defaultMode`, ...).
 //! That is what makes a second pass over a stored object yield no patch.
 
+mod memo;
+
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
@@ -96,7 +99,6 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPl
         }
     };
     let targeting = snap.configs_for_target(view.namespace, view.kind, view.name);
-    let targeting: Vec<&BackupConfiguration> = targeting.iter().map(|bc| bc.as_ref()).collect();
     match targeting::choose(&view.target(), &targeting, &WORDS) {
         Choice::Leave(warnings) => SidecarPlan {
             warnings,
@@ -341,7 +343,7 @@ fn describe(obj: &Value) -> String {
 }
 
 /// The sidecar container and pod volumes one configuration wants.
-struct Desired {
+pub(crate) struct Desired {
     container: Value,
     volumes: Vec<Value>,
     hash: String,
@@ -349,7 +351,7 @@ struct Desired {
 
 fn inject(
     view: &Workload,
-    bc: &BackupConfiguration,
+    bc: &Arc<BackupConfiguration>,
     snap: &Snapshot,
     settings: &Settings,
 ) -> SidecarPlan {
@@ -372,12 +374,14 @@ fn inject(
         ));
         return plan;
     };
-    let desired = desired(view, bc, &bc_name, repo, settings, &mut plan.warnings);
-    if let Some(conflict) = conflict(view, &desired) {
+    let computed = memoized_desired(view, bc, &bc_name, repo, settings);
+    plan.warnings.extend(computed.warnings.iter().cloned());
+    let desired = &computed.desired;
+    if let Some(conflict) = conflict(view, desired) {
         plan.warnings.push(conflict);
         return plan;
     }
-    plan.ops = injection_ops(view, &desired, &bc_name);
+    plan.ops = injection_ops(view, desired, &bc_name);
     plan.config = Some(bc_name);
     plan
 }
@@ -422,6 +426,42 @@ pub(crate) fn field_env(name: &str, path: &str) -> Value {
 /// `BTreeMap<String, _>`, whose impls never return an error.
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// [`desired`], through the memo when its inputs fit the memo's key (up to
+/// 64 target mounts; beyond that, computed every time).
+fn memoized_desired(
+    view: &Workload,
+    bc: &Arc<BackupConfiguration>,
+    bc_name: &str,
+    repo: &Arc<Repository>,
+    settings: &Settings,
+) -> Arc<memo::Computed> {
+    let compute = || {
+        let mut warnings = Vec::new();
+        let desired = desired(view, bc, bc_name, repo, settings, &mut warnings);
+        memo::Computed { desired, warnings }
+    };
+    let mounts = bc
+        .spec
+        .target
+        .as_ref()
+        .map_or(&[][..], |t| t.volume_mounts.as_slice());
+    if mounts.len() > 64 {
+        return Arc::new(compute());
+    }
+    let mounts_present = mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| view.has_volume(&m.name))
+        .fold(0u64, |bits, (i, _)| bits | 1 << i);
+    let inputs = memo::Inputs {
+        image: &settings.image,
+        kind: view.kind,
+        name: view.name,
+        mounts_present,
+    };
+    memo::get_or_compute(bc, repo, inputs, compute)
 }
 
 fn desired(
@@ -1205,6 +1245,46 @@ mod tests {
             kinds[1]["path"],
             "/spec/template/metadata/annotations/stash.appscode.com~1last-applied-backupconfiguration-hash"
         );
+    }
+
+    #[test]
+    fn memo_answers_as_a_fresh_computation() {
+        let data = json!([{"name": "data", "mountPath": "/source/data"}]);
+        let with_volume = deployment(
+            json!([{"name": "app", "image": "x"}]),
+            json!([{"name": "data", "emptyDir": {}}]),
+        );
+        let without = deployment(json!([{"name": "app", "image": "x"}]), json!([]));
+        let mut s = snap(&[config("bc", "app", data.clone())], &[gcs()]);
+        let fresh = |obj: &Value, s: &Snapshot| {
+            // Same objects, new Arcs: nothing memoized applies.
+            let mut copy = Snapshot::default();
+            for bc in s.configs() {
+                copy.upsert_config((**bc).clone());
+            }
+            copy.upsert_repository((**s.repository("demo", "repo").unwrap()).clone());
+            run(obj, &copy)
+        };
+        // Asked twice, and for workloads that differ in what the memo keys on.
+        for obj in [&with_volume, &with_volume, &without, &with_volume] {
+            assert_eq!(run(obj, &s), fresh(obj, &s));
+        }
+        // The index swaps in a new Repository: the next answer follows it.
+        let before = run(&with_volume, &s);
+        s.upsert_repository(
+            serde_json::from_value(repo(json!({"local": {"mountPath": "/repo",
+                "hostPath": {"path": "/data/repo"}}, "storageSecretName": "gcs-secret"})))
+            .unwrap(),
+        );
+        let after = run(&with_volume, &s);
+        assert_ne!(before, after);
+        assert_eq!(after, fresh(&with_volume, &s));
+        // And a new image.
+        let newer = Settings {
+            image: "registry.example.com/stash:2".into(),
+            ..Settings::default()
+        };
+        assert_ne!(plan(&with_volume, &s, &newer), after);
     }
 
     #[test]
