@@ -32,6 +32,7 @@ use std::collections::BTreeSet;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::Container;
 use serde_json::{Map, Value, json};
 
 use crate::api::{
@@ -41,7 +42,7 @@ use crate::api::{
 use crate::settings::Settings;
 use crate::sidecar::{
     MountsFor, OWNED_VOLUMES, SECRET_DIR, VOLUME_LOCAL_BACKEND, VOLUME_SECRET, covers, field_env,
-    mounts_and_volumes, template_controller,
+    mounts_and_volumes, template_controller, to_json,
 };
 use crate::store::Snapshot;
 use crate::targeting::{self, Choice, Words};
@@ -284,7 +285,7 @@ fn desired(
             .target
             .as_ref()
             .map_or(&[], |t| t.volume_mounts.as_slice()),
-        tmp: Map::new(),
+        tmp: Default::default(),
     };
     let (mounts, volumes) = mounts_and_volumes(
         view.namespace,
@@ -294,22 +295,23 @@ fn desired(
         what,
         warnings,
     );
-    let container = json!({
-        "name": RESTORE_INIT_CONTAINER,
-        "image": settings.image,
-        "args": [
+    let container = Container {
+        name: RESTORE_INIT_CONTAINER.into(),
+        image: Some(settings.image.clone()),
+        args: Some(vec![
             "restore".to_string(),
             format!("--restoresession={rs_name}"),
             format!("--secret-dir={SECRET_DIR}"),
-        ],
-        "env": [
+        ]),
+        env: Some(vec![
             field_env("NODE_NAME", "spec.nodeName"),
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
-        ],
-        "volumeMounts": mounts,
-    });
-    (container, volumes)
+        ]),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    (to_json(&container), volumes.iter().map(to_json).collect())
 }
 
 fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings) -> InitPlan {

@@ -20,7 +20,10 @@ use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
-use k8s_openapi::api::core::v1::VolumeMount;
+use k8s_openapi::api::core::v1::{
+    Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ObjectFieldSelector, SecretVolumeSource, Volume, VolumeMount,
+};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -411,17 +414,50 @@ fn conflict(view: &Workload, desired: &Desired) -> Option<String> {
     })
 }
 
-pub(crate) fn field_env(name: &str, path: &str) -> Value {
-    json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}})
+/// An environment variable from the downward API (`fieldRef`, apiVersion v1).
+pub(crate) fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(field_ref(path)),
+            ..Default::default()
+        }),
+        value: None,
+    }
 }
 
-/// A piece of the configuration as JSON, for the container we want.
+fn field_ref(path: &str) -> ObjectFieldSelector {
+    ObjectFieldSelector {
+        api_version: Some("v1".into()),
+        field_path: path.into(),
+    }
+}
+
+fn value_env(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+/// A typed container or volume as the JSON the planners compare, hash and
+/// patch with.
 ///
 /// The `Null` arm cannot be taken: `serde_json::to_value` fails only when a
 /// `Serialize` impl returns an error or a map key is not a string (or a
-/// number or bool, which it stringifies). What is passed here is our API's
-/// and k8s-openapi's derived types (`EnvVar`, `EnvFromSource`, `VolumeMount`,
-/// `ResourceRequirements`, `SecurityContext`, the volume sources, `Quantity`):
+/// number or bool, which it stringifies). What is passed here is
+/// k8s-openapi's derived `Container` and `Volume` (with their `EnvVar`,
+/// `EnvFromSource`, `VolumeMount`, `ResourceRequirements`, `SecurityContext`,
+/// volume sources and `Quantity`):
 /// structs of strings, numbers, bools, `Option`s, `Vec`s and
 /// `BTreeMap<String, _>`, whose impls never return an error.
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Value {
@@ -487,15 +523,10 @@ fn desired(
         .runtime_settings
         .as_ref()
         .and_then(|r| r.container.as_ref());
-    let mut tmp = Map::new();
-    if let Some(t) = &bc.spec.temp_dir {
-        if let Some(m) = &t.medium {
-            tmp.insert("medium".into(), json!(m));
-        }
-        if let Some(s) = &t.size_limit {
-            tmp.insert("sizeLimit".into(), to_json(s));
-        }
-    }
+    let tmp = EmptyDirVolumeSource {
+        medium: bc.spec.temp_dir.as_ref().and_then(|t| t.medium.clone()),
+        size_limit: bc.spec.temp_dir.as_ref().and_then(|t| t.size_limit.clone()),
+    };
     let what = MountsFor {
         owner: format!("BackupConfiguration {}/{bc_name}", view.namespace),
         container: "stash sidecar",
@@ -515,7 +546,8 @@ fn desired(
         what,
         warnings,
     );
-    let container = container(settings, args, sidecar_env(rt), rt, mounts);
+    let container = to_json(&container(settings, args, sidecar_env(rt), rt, mounts));
+    let volumes: Vec<Value> = volumes.iter().map(to_json).collect();
     // The hash covers exactly what lands in the pod template, so it moves
     // when and only when the sidecar does (never for paused/schedule/retention).
     let digest = Sha256::digest(json!({"container": container, "volumes": volumes}).to_string());
@@ -529,7 +561,7 @@ fn desired(
 
 /// The sidecar's environment: the downward-API identity, then the
 /// configuration's nice/ionice settings and its own `env`.
-fn sidecar_env(rt: Option<&ContainerRuntimeSettings>) -> Vec<Value> {
+fn sidecar_env(rt: Option<&ContainerRuntimeSettings>) -> Vec<EnvVar> {
     let mut env = vec![
         field_env("NODE_NAME", "spec.nodeName"),
         field_env("POD_NAME", "metadata.name"),
@@ -539,17 +571,17 @@ fn sidecar_env(rt: Option<&ContainerRuntimeSettings>) -> Vec<Value> {
         return env;
     };
     if let Some(n) = rt.nice.as_ref().and_then(|n| n.adjustment) {
-        env.push(json!({"name": "NICE_ADJUSTMENT", "value": n.to_string()}));
+        env.push(value_env("NICE_ADJUSTMENT", n.to_string()));
     }
     if let Some(io) = &rt.ionice {
         if let Some(c) = io.class {
-            env.push(json!({"name": "IONICE_CLASS", "value": c.to_string()}));
+            env.push(value_env("IONICE_CLASS", c.to_string()));
         }
         if let Some(d) = io.class_data {
-            env.push(json!({"name": "IONICE_CLASS_DATA", "value": d.to_string()}));
+            env.push(value_env("IONICE_CLASS_DATA", d.to_string()));
         }
     }
-    env.extend(rt.env.iter().map(to_json));
+    env.extend(rt.env.iter().cloned());
     env
 }
 
@@ -564,7 +596,7 @@ pub(crate) struct MountsFor<'a> {
     /// The owner's `target.volumeMounts`.
     pub target_mounts: &'a [VolumeMount],
     /// The scratch volume's `emptyDir` source.
-    pub tmp: Map<String, Value>,
+    pub tmp: EmptyDirVolumeSource,
 }
 
 /// The volume mounts of stash's container and the pod volumes it adds, the
@@ -580,7 +612,7 @@ pub(crate) fn mounts_and_volumes(
     repo: &Repository,
     what: MountsFor<'_>,
     warnings: &mut Vec<String>,
-) -> (Vec<Value>, Vec<Value>) {
+) -> (Vec<VolumeMount>, Vec<Volume>) {
     let MountsFor {
         owner,
         container,
@@ -595,22 +627,44 @@ pub(crate) fn mounts_and_volumes(
         .storage_secret_name
         .as_deref()
         .filter(|s| !s.is_empty());
-    let mut mounts = vec![json!({"name": VOLUME_PODINFO, "mountPath": PODINFO_DIR})];
-    let mut volumes = vec![json!({
-        "name": VOLUME_PODINFO,
-        "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.labels"}}]}
-    })];
+    let mut mounts = vec![mount(VOLUME_PODINFO, PODINFO_DIR)];
+    let mut volumes = vec![Volume {
+        name: VOLUME_PODINFO.into(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: "labels".into(),
+                field_ref: Some(field_ref("metadata.labels")),
+                ..Default::default()
+            }]),
+            default_mode: None,
+        }),
+        ..Default::default()
+    }];
     match secret_name {
         Some(secret) => {
-            mounts.push(json!({"name": VOLUME_SECRET, "mountPath": SECRET_DIR, "readOnly": true}));
-            volumes.push(json!({"name": VOLUME_SECRET, "secret": {"secretName": secret}}));
+            mounts.push(VolumeMount {
+                read_only: Some(true),
+                ..mount(VOLUME_SECRET, SECRET_DIR)
+            });
+            volumes.push(Volume {
+                name: VOLUME_SECRET.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
         }
         None => warnings.push(format!(
             "Repository {namespace}/{repo_name} has no spec.backend.storageSecretName; the {container} has no repository password: set storageSecretName",
         )),
     }
-    mounts.push(json!({"name": VOLUME_TMP, "mountPath": TMP_DIR}));
-    volumes.push(json!({"name": VOLUME_TMP, "emptyDir": tmp}));
+    mounts.push(mount(VOLUME_TMP, TMP_DIR));
+    volumes.push(Volume {
+        name: VOLUME_TMP.into(),
+        empty_dir: Some(tmp),
+        ..Default::default()
+    });
 
     let mut used_paths: BTreeSet<String> =
         [PODINFO_DIR, SECRET_DIR, TMP_DIR].map(String::from).into();
@@ -626,21 +680,17 @@ pub(crate) fn mounts_and_volumes(
                 m.name, m.mount_path
             ));
         } else {
-            mounts.push(to_json(m));
+            mounts.push(m.clone());
         }
     }
     if let Some(local) = &repo.spec.backend.local {
-        match local_source(local) {
-            Some((key, source)) if used_paths.insert(local.mount_path.clone()) => {
-                let mut mount = json!({"name": VOLUME_LOCAL_BACKEND, "mountPath": local.mount_path});
-                if let Some(sub) = &local.sub_path {
-                    mount["subPath"] = json!(sub);
-                }
-                mounts.push(mount);
-                let mut vol = Map::new();
-                vol.insert("name".into(), json!(VOLUME_LOCAL_BACKEND));
-                vol.insert(key.into(), source);
-                volumes.push(Value::Object(vol));
+        match local_volume(local) {
+            Some(volume) if used_paths.insert(local.mount_path.clone()) => {
+                mounts.push(VolumeMount {
+                    sub_path: local.sub_path.clone(),
+                    ..mount(VOLUME_LOCAL_BACKEND, &local.mount_path)
+                });
+                volumes.push(volume);
             }
             Some(_) => warnings.push(format!(
                 "the local backend of Repository {namespace}/{repo_name} mounts at {}, a path the {container} already uses; its volume was left out: choose another mountPath",
@@ -654,47 +704,55 @@ pub(crate) fn mounts_and_volumes(
     (mounts, volumes)
 }
 
-/// The sidecar container as JSON. Built as a map rather than a typed
-/// `k8s_openapi` Container on purpose: the template hash is taken over this
-/// JSON, and a different construction that dropped or added a field (a typed
-/// struct's empty defaults) would move every workload's hash and roll every
-/// pod on upgrade.
+/// The sidecar container. Only the fields set here appear in its JSON (the
+/// template hash is taken over that JSON, see [`desired`]): a field added
+/// here moves every workload's hash and rolls its pods once on upgrade.
 fn container(
     settings: &Settings,
     args: Vec<String>,
-    env: Vec<Value>,
+    env: Vec<EnvVar>,
     rt: Option<&ContainerRuntimeSettings>,
-    mounts: Vec<Value>,
-) -> Value {
-    let mut container = Map::new();
-    container.insert("name".into(), json!(SIDECAR_CONTAINER));
-    container.insert("image".into(), json!(settings.image));
-    container.insert("args".into(), json!(args));
-    container.insert("env".into(), Value::Array(env));
-    if let Some(rt) = rt {
-        if !rt.env_from.is_empty() {
-            container.insert("envFrom".into(), to_json(&rt.env_from));
-        }
-        if let Some(r) = &rt.resources {
-            container.insert("resources".into(), to_json(r));
-        }
-        if let Some(s) = &rt.security_context {
-            container.insert("securityContext".into(), to_json(s));
-        }
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    Container {
+        name: SIDECAR_CONTAINER.into(),
+        image: Some(settings.image.clone()),
+        args: Some(args),
+        env: Some(env),
+        env_from: rt.map(|rt| rt.env_from.clone()).filter(|e| !e.is_empty()),
+        resources: rt.and_then(|rt| rt.resources.clone()),
+        security_context: rt.and_then(|rt| rt.security_context.clone()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
     }
-    container.insert("volumeMounts".into(), Value::Array(mounts));
-    Value::Object(container)
 }
 
-pub(crate) fn local_source(local: &LocalSpec) -> Option<(&'static str, Value)> {
+/// The pod volume of a `local` backend, if it names a source.
+fn local_volume(local: &LocalSpec) -> Option<Volume> {
+    let volume = Volume {
+        name: VOLUME_LOCAL_BACKEND.into(),
+        ..Default::default()
+    };
     if let Some(s) = &local.host_path {
-        Some(("hostPath", to_json(s)))
+        Some(Volume {
+            host_path: Some(s.clone()),
+            ..volume
+        })
     } else if let Some(s) = &local.persistent_volume_claim {
-        Some(("persistentVolumeClaim", to_json(s)))
+        Some(Volume {
+            persistent_volume_claim: Some(s.clone()),
+            ..volume
+        })
     } else if let Some(s) = &local.nfs {
-        Some(("nfs", to_json(s)))
+        Some(Volume {
+            nfs: Some(s.clone()),
+            ..volume
+        })
     } else {
-        local.empty_dir.as_ref().map(|s| ("emptyDir", to_json(s)))
+        local.empty_dir.as_ref().map(|s| Volume {
+            empty_dir: Some(s.clone()),
+            ..volume
+        })
     }
 }
 
@@ -976,7 +1034,7 @@ mod tests {
                 container,
                 reaches,
                 target_mounts: &mounts,
-                tmp: Map::new(),
+                tmp: Default::default(),
             };
             let (m, v) = mounts_and_volumes(
                 "demo",
@@ -1003,9 +1061,9 @@ mod tests {
                     ),
                 ]
             );
-            let paths: Vec<&str> = m.iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
+            let paths: Vec<&str> = m.iter().map(|m| m.mount_path.as_str()).collect();
             assert_eq!(paths, [PODINFO_DIR, TMP_DIR, "/source/data"]);
-            let names: Vec<&str> = v.iter().map(|v| v["name"].as_str().unwrap()).collect();
+            let names: Vec<&str> = v.iter().map(|v| v.name.as_str()).collect();
             assert_eq!(names, [VOLUME_PODINFO, VOLUME_TMP]);
         }
     }
