@@ -345,49 +345,49 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
         ));
         return plan;
     }
-    let mut ops = Vec::new();
-    // Container first: a new one goes in front of the user's init containers.
-    match (view.init_containers, view.init_index()) {
-        (Some(list), Some(i)) if covers(&list[i], &container) => {}
-        (Some(_), Some(i)) => ops.push(replace(indexed(&INIT_CONTAINERS, i), container)),
-        (Some(list), None) if !list.is_empty() => {
-            ops.push(add(indexed(&INIT_CONTAINERS, 0), container));
+    let mut ops = container_ops(view, container);
+    match volume_ops(view, &volumes, &rs_name, repo_name) {
+        Ok(volume_ops) => ops.extend(volume_ops),
+        Err(conflict) => {
+            plan.warnings.push(conflict);
+            return plan;
         }
-        _ => ops.push(add(ptr(&INIT_CONTAINERS), json!([container]))),
     }
-    // Volumes: shared ones the sidecar already mounts are reused as they are
-    // (podinfo, tmp-dir) or must be equal (secret, local backend).
+    set_annotation(view.meta, &rs_name, &mut ops);
+    plan.ops = ops;
+    plan.restore = Some(rs_name);
+    plan
+}
+
+/// The `stash-init` container put in place: a new one goes in front of the
+/// user's init containers.
+fn container_ops(view: &View, container: Value) -> Vec<PatchOperation> {
+    match (view.init_containers, view.init_index()) {
+        (Some(list), Some(i)) if covers(&list[i], &container) => Vec::new(),
+        (Some(_), Some(i)) => vec![replace(indexed(&INIT_CONTAINERS, i), container)],
+        (Some(list), None) if !list.is_empty() => {
+            vec![add(indexed(&INIT_CONTAINERS, 0), container)]
+        }
+        _ => vec![add(ptr(&INIT_CONTAINERS), json!([container]))],
+    }
+}
+
+/// The volumes the container needs, added or brought up to date, and the
+/// owned ones no longer needed removed; `Err` is the warning when a volume
+/// of the same name is someone else's.
+fn volume_ops(
+    view: &View,
+    volumes: &[Value],
+    rs_name: &str,
+    repo_name: &str,
+) -> Result<Vec<PatchOperation>, String> {
+    let mut ops = Vec::new();
     let mut adds = Vec::new();
-    for want in &volumes {
+    for want in volumes {
         let name = name_of(want).unwrap_or("");
         match (view.volumes, view.volume_index(name)) {
             (Some(existing), Some(i)) if !covers(&existing[i], want) => {
-                let (user, sidecar) = view.other_users(name);
-                if user {
-                    plan.warnings.push(format!(
-                        "{} already uses a volume named {name:?}, which the stash-init container needs; the restore was not set up: rename that volume",
-                        view.display()
-                    ));
-                    return InitPlan {
-                        ops: Vec::new(),
-                        ..plan
-                    };
-                }
-                if sidecar {
-                    if name == VOLUME_SECRET || name == VOLUME_LOCAL_BACKEND {
-                        plan.warnings.push(format!(
-                            "RestoreSession {}/{rs_name} reads Repository {}/{repo_name}, but the stash sidecar of {} mounts another repository as {name:?}; the restore was not set up: restore from the backup's Repository, or remove its BackupConfiguration first",
-                            view.namespace,
-                            view.namespace,
-                            view.display()
-                        ));
-                        return InitPlan {
-                            ops: Vec::new(),
-                            ..plan
-                        };
-                    }
-                    // The sidecar's podinfo / tmp-dir serve the init container as well.
-                } else {
+                if replaceable(view, name, rs_name, repo_name)? {
                     ops.push(replace(indexed(&VOLUMES, i), want.clone()));
                 }
             }
@@ -412,10 +412,30 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
         end.push_back("-");
         ops.extend(adds.into_iter().map(|v| add(end.clone(), v)));
     }
-    set_annotation(view.meta, &rs_name, &mut ops);
-    plan.ops = ops;
-    plan.restore = Some(rs_name);
-    plan
+    Ok(ops)
+}
+
+/// Whether a differing volume `name` may be replaced with ours: not when
+/// the user's containers mount it (`Err`), nor when the sidecar does. The
+/// sidecar's podinfo and tmp-dir serve the init container as they are; its
+/// secret or local backend must be the restore's own Repository (`Err`).
+fn replaceable(view: &View, name: &str, rs_name: &str, repo_name: &str) -> Result<bool, String> {
+    let (user, sidecar) = view.other_users(name);
+    if user {
+        return Err(format!(
+            "{} already uses a volume named {name:?}, which the stash-init container needs; the restore was not set up: rename that volume",
+            view.display()
+        ));
+    }
+    if sidecar && (name == VOLUME_SECRET || name == VOLUME_LOCAL_BACKEND) {
+        return Err(format!(
+            "RestoreSession {}/{rs_name} reads Repository {}/{repo_name}, but the stash sidecar of {} mounts another repository as {name:?}; the restore was not set up: restore from the backup's Repository, or remove its BackupConfiguration first",
+            view.namespace,
+            view.namespace,
+            view.display()
+        ));
+    }
+    Ok(!sidecar)
 }
 
 fn removal_ops(view: &View) -> Vec<PatchOperation> {

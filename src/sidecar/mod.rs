@@ -627,45 +627,12 @@ pub(crate) fn mounts_and_volumes(
         .storage_secret_name
         .as_deref()
         .filter(|s| !s.is_empty());
-    let mut mounts = vec![mount(VOLUME_PODINFO, PODINFO_DIR)];
-    let mut volumes = vec![Volume {
-        name: VOLUME_PODINFO.into(),
-        downward_api: Some(DownwardAPIVolumeSource {
-            items: Some(vec![DownwardAPIVolumeFile {
-                path: "labels".into(),
-                field_ref: Some(field_ref("metadata.labels")),
-                ..Default::default()
-            }]),
-            default_mode: None,
-        }),
-        ..Default::default()
-    }];
-    match secret_name {
-        Some(secret) => {
-            mounts.push(VolumeMount {
-                read_only: Some(true),
-                ..mount(VOLUME_SECRET, SECRET_DIR)
-            });
-            volumes.push(Volume {
-                name: VOLUME_SECRET.into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret.into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        }
-        None => warnings.push(format!(
+    let (mut mounts, mut volumes) = stash_volumes(secret_name, tmp);
+    if secret_name.is_none() {
+        warnings.push(format!(
             "Repository {namespace}/{repo_name} has no spec.backend.storageSecretName; the {container} has no repository password: set storageSecretName",
-        )),
+        ));
     }
-    mounts.push(mount(VOLUME_TMP, TMP_DIR));
-    volumes.push(Volume {
-        name: VOLUME_TMP.into(),
-        empty_dir: Some(tmp),
-        ..Default::default()
-    });
-
     let mut used_paths: BTreeSet<String> =
         [PODINFO_DIR, SECRET_DIR, TMP_DIR].map(String::from).into();
     for m in target_mounts {
@@ -701,6 +668,48 @@ pub(crate) fn mounts_and_volumes(
             )),
         }
     }
+    (mounts, volumes)
+}
+
+/// The mounts and volumes of stash's own: pod info, the storage Secret (when
+/// the Repository names one), the scratch dir.
+fn stash_volumes(
+    secret_name: Option<&str>,
+    tmp: EmptyDirVolumeSource,
+) -> (Vec<VolumeMount>, Vec<Volume>) {
+    let mut mounts = vec![mount(VOLUME_PODINFO, PODINFO_DIR)];
+    let mut volumes = vec![Volume {
+        name: VOLUME_PODINFO.into(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: "labels".into(),
+                field_ref: Some(field_ref("metadata.labels")),
+                ..Default::default()
+            }]),
+            default_mode: None,
+        }),
+        ..Default::default()
+    }];
+    if let Some(secret) = secret_name {
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(VOLUME_SECRET, SECRET_DIR)
+        });
+        volumes.push(Volume {
+            name: VOLUME_SECRET.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    mounts.push(mount(VOLUME_TMP, TMP_DIR));
+    volumes.push(Volume {
+        name: VOLUME_TMP.into(),
+        empty_dir: Some(tmp),
+        ..Default::default()
+    });
     (mounts, volumes)
 }
 
