@@ -25,3 +25,4 @@ pub mod store;
 pub mod targeting;
 pub mod telemetry;
 pub mod trigger;
+pub mod workload;

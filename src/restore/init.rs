@@ -8,7 +8,7 @@
 //! sidecar's:
 //!
 //! - a workload whose pod template is its controller's (a Deployment's
-//!   ReplicaSets, see [`crate::sidecar::template_controller`]) is never
+//!   ReplicaSets, see [`crate::workload::template_controller`]) is never
 //!   patched: the init container reaches those pods through the owner;
 //! - exactly one live RestoreSession (not being deleted) targets the workload
 //!   and its Repository exists: `stash-init` is inserted first among the init
@@ -37,15 +37,16 @@ use serde_json::{Map, Value, json};
 
 use crate::api::{
     ANNOTATION_LAST_APPLIED_RESTORE, RESTORE_INIT_CONTAINER, Repository, RestoreSession,
-    SIDECAR_CONTAINER, WORKLOAD_API_VERSION, WORKLOAD_KINDS, namespace_in,
+    SIDECAR_CONTAINER,
 };
 use crate::settings::Settings;
 use crate::sidecar::{
     MountsFor, OWNED_VOLUMES, SECRET_DIR, VOLUME_LOCAL_BACKEND, VOLUME_SECRET, covers, field_env,
-    mounts_and_volumes, template_controller, to_json,
+    mounts_and_volumes, to_json,
 };
 use crate::store::Snapshot;
 use crate::targeting::{self, Choice, Words};
+use crate::workload::{View, describe, name_of};
 
 /// What the restore decision wants done to one workload.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -113,158 +114,27 @@ const WORDS: Words = Words {
     kinds: "RestoreSessions",
 };
 
-struct View<'a> {
-    api_version: &'a str,
-    kind: &'a str,
-    namespace: &'a str,
-    name: &'a str,
-    meta: Option<&'a Map<String, Value>>,
-    containers: &'a [Value],
-    init_containers: Option<&'a [Value]>,
-    volumes: Option<&'a [Value]>,
-    claim_templates: Vec<&'a str>,
-    controller: Option<(&'a str, &'a str)>,
+/// Whether stash's annotation says it injected `stash-init`.
+fn injected_by_stash(view: &View) -> bool {
+    view.annotated(ANNOTATION_LAST_APPLIED_RESTORE)
 }
 
-impl<'a> View<'a> {
-    fn read(obj: &'a Value) -> Result<Option<Self>, String> {
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-        if api_version != WORKLOAD_API_VERSION || !WORKLOAD_KINDS.contains(&kind) {
-            return Ok(None);
-        }
-        let meta = match obj.get("metadata") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => Some(m),
-            Some(_) => return Err("metadata is not an object".into()),
-        };
-        if let Some(a) = meta.and_then(|m| m.get("annotations"))
-            && !a.is_object()
-            && !a.is_null()
-        {
-            return Err("metadata.annotations is not an object".into());
-        }
-        let namespace = namespace_in(obj);
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let pod = obj
-            .pointer("/spec/template/spec")
-            .and_then(Value::as_object)
-            .ok_or("spec.template.spec is missing or not an object")?;
-        let list = |key: &str| -> Result<Option<&'a [Value]>, String> {
-            match pod.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Array(a)) => {
-                    if let Some(i) = a.iter().position(|v| name_of(v).is_none()) {
-                        return Err(format!("spec.template.spec.{key}[{i}] has no name"));
-                    }
-                    Ok(Some(a.as_slice()))
-                }
-                Some(_) => Err(format!("spec.template.spec.{key} is not a list")),
-            }
-        };
-        let containers = list("containers")?.unwrap_or(&[]);
-        let init_containers = list("initContainers")?;
-        let volumes = list("volumes")?;
-        let claim_templates = obj
-            .pointer("/spec/volumeClaimTemplates")
-            .and_then(Value::as_array)
-            .map(|ts| {
-                ts.iter()
-                    .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let controller = template_controller(kind, meta.and_then(|m| m.get("ownerReferences")));
-        Ok(Some(Self {
-            api_version,
-            kind,
-            namespace,
-            name,
-            meta,
-            containers,
-            init_containers,
-            volumes,
-            claim_templates,
-            controller,
-        }))
-    }
-
-    fn display(&self) -> String {
-        format!("{} {}/{}", self.kind, self.namespace, self.name)
-    }
-
-    /// What the shared choice among targeting sessions reads.
-    fn target(&self) -> targeting::Workload<'a> {
-        targeting::Workload {
-            api_version: self.api_version,
-            kind: self.kind,
-            namespace: self.namespace,
-            name: self.name,
-            controller: self.controller,
-        }
-    }
-
-    fn init_index(&self) -> Option<usize> {
-        self.init_containers?
-            .iter()
-            .position(|c| name_of(c) == Some(RESTORE_INIT_CONTAINER))
-    }
-
-    fn volume_index(&self, name: &str) -> Option<usize> {
-        self.volumes?.iter().position(|v| name_of(v) == Some(name))
-    }
-
-    fn has_volume(&self, name: &str) -> bool {
-        self.volume_index(name).is_some() || self.claim_templates.contains(&name)
-    }
-
-    fn annotated(&self) -> bool {
-        self.meta
-            .and_then(|m| m.get("annotations"))
-            .and_then(Value::as_object)
-            .is_some_and(|a| a.contains_key(ANNOTATION_LAST_APPLIED_RESTORE))
-    }
-
-    /// Containers other than `stash-init` that mount volume `name`:
-    /// (mounted by the user's containers, mounted by the backup sidecar).
-    fn other_users(&self, name: &str) -> (bool, bool) {
-        let mounts = |c: &Value| {
-            c.get("volumeMounts")
-                .and_then(Value::as_array)
-                .is_some_and(|ms| ms.iter().any(|m| name_of(m) == Some(name)))
-        };
-        let mut user = false;
-        let mut sidecar = false;
-        for c in self
-            .containers
-            .iter()
-            .chain(self.init_containers.unwrap_or(&[]))
-        {
-            match name_of(c) {
-                Some(RESTORE_INIT_CONTAINER) => {}
-                Some(SIDECAR_CONTAINER) => sidecar |= mounts(c),
-                _ => user |= mounts(c),
-            }
-        }
-        (user, sidecar)
-    }
+fn init_index(view: &View) -> Option<usize> {
+    view.init_index(RESTORE_INIT_CONTAINER)
 }
 
-fn name_of(v: &Value) -> Option<&str> {
-    v.get("name").and_then(Value::as_str)
-}
-
-fn describe(obj: &Value) -> String {
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
-    let ns = namespace_in(obj);
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    format!("{kind} {ns}/{name}")
+/// Containers other than `stash-init` that mount volume `name`:
+/// (mounted by the user's containers, mounted by the backup sidecar).
+fn other_users(view: &View, name: &str) -> (bool, bool) {
+    let (mut user, mut sidecar) = (false, false);
+    for (c, mounts) in view.mounting(name) {
+        match name_of(c) {
+            Some(RESTORE_INIT_CONTAINER) => {}
+            Some(SIDECAR_CONTAINER) => sidecar |= mounts,
+            _ => user |= mounts,
+        }
+    }
+    (user, sidecar)
 }
 
 /// The `stash-init` container and the volumes it needs for `rs`.
@@ -335,9 +205,9 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
         return plan;
     };
     let (container, volumes) = desired(view, rs, &rs_name, repo, settings, &mut plan.warnings);
-    if let Some(i) = view.init_index()
-        && !view.annotated()
-        && !covers(&view.init_containers.unwrap_or(&[])[i], &container)
+    if let Some(i) = init_index(view)
+        && !injected_by_stash(view)
+        && !covers(&view.init_containers[i], &container)
     {
         plan.warnings.push(format!(
             "{} already has an init container named {RESTORE_INIT_CONTAINER:?} that stash did not inject; the restore was not set up: rename that container",
@@ -362,13 +232,12 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
 /// The `stash-init` container put in place: a new one goes in front of the
 /// user's init containers.
 fn container_ops(view: &View, container: Value) -> Vec<PatchOperation> {
-    match (view.init_containers, view.init_index()) {
-        (Some(list), Some(i)) if covers(&list[i], &container) => Vec::new(),
-        (Some(_), Some(i)) => vec![replace(indexed(&INIT_CONTAINERS, i), container)],
-        (Some(list), None) if !list.is_empty() => {
-            vec![add(indexed(&INIT_CONTAINERS, 0), container)]
-        }
-        _ => vec![add(ptr(&INIT_CONTAINERS), json!([container]))],
+    let list = view.init_containers;
+    match init_index(view) {
+        Some(i) if covers(&list[i], &container) => Vec::new(),
+        Some(i) => vec![replace(indexed(&INIT_CONTAINERS, i), container)],
+        None if !list.is_empty() => vec![add(indexed(&INIT_CONTAINERS, 0), container)],
+        None => vec![add(ptr(&INIT_CONTAINERS), json!([container]))],
     }
 }
 
@@ -398,7 +267,7 @@ fn volume_ops(
     let wanted: BTreeSet<&str> = volumes.iter().filter_map(name_of).collect();
     let mut stale: Vec<usize> = OWNED_VOLUMES
         .iter()
-        .filter(|n| !wanted.contains(*n) && view.other_users(n) == (false, false))
+        .filter(|n| !wanted.contains(*n) && other_users(view, n) == (false, false))
         .filter_map(|n| view.volume_index(n))
         .collect();
     stale.sort_unstable_by(|a, b| b.cmp(a));
@@ -420,7 +289,7 @@ fn volume_ops(
 /// sidecar's podinfo and tmp-dir serve the init container as they are; its
 /// secret or local backend must be the restore's own Repository (`Err`).
 fn replaceable(view: &View, name: &str, rs_name: &str, repo_name: &str) -> Result<bool, String> {
-    let (user, sidecar) = view.other_users(name);
+    let (user, sidecar) = other_users(view, name);
     if user {
         return Err(format!(
             "{} already uses a volume named {name:?}, which the stash-init container needs; the restore was not set up: rename that volume",
@@ -440,12 +309,12 @@ fn replaceable(view: &View, name: &str, rs_name: &str, repo_name: &str) -> Resul
 
 fn removal_ops(view: &View) -> Vec<PatchOperation> {
     // Only what stash injected goes: an unannotated `stash-init` is the user's.
-    if !view.annotated() {
+    if !injected_by_stash(view) {
         return Vec::new();
     }
     let mut ops = Vec::new();
-    if let (Some(list), Some(i)) = (view.init_containers, view.init_index()) {
-        ops.push(if list.len() == 1 {
+    if let Some(i) = init_index(view) {
+        ops.push(if view.init_containers.len() == 1 {
             remove(ptr(&INIT_CONTAINERS))
         } else {
             remove(indexed(&INIT_CONTAINERS, i))
@@ -454,7 +323,7 @@ fn removal_ops(view: &View) -> Vec<PatchOperation> {
     if let Some(existing) = view.volumes {
         let mut owned: Vec<usize> = OWNED_VOLUMES
             .iter()
-            .filter(|n| view.other_users(n) == (false, false))
+            .filter(|n| other_users(view, n) == (false, false))
             .filter_map(|n| view.volume_index(n))
             .collect();
         if !owned.is_empty() && owned.len() == existing.len() {

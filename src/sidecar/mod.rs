@@ -30,11 +30,12 @@ use sha2::{Digest, Sha256};
 use crate::api::{
     ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED, BackupConfiguration, ContainerRuntimeSettings,
     INVOKER_KIND_BACKUP_CONFIGURATION, LocalSpec, Repository, SIDECAR_CONTAINER,
-    WORKLOAD_API_VERSION, WORKLOAD_KINDS, namespace_in,
 };
 use crate::settings::Settings;
 use crate::store::Snapshot;
 use crate::targeting::{self, Choice, Words};
+pub use crate::workload::template_controller;
+use crate::workload::{View as Workload, describe, name_of};
 
 /// Downward-API volume with the pod's labels, mounted at [`PODINFO_DIR`].
 pub const VOLUME_PODINFO: &str = "stash-podinfo";
@@ -126,223 +127,18 @@ pub fn has_sidecar(pod_template: &Value) -> bool {
     pod_template
         .pointer("/spec/containers")
         .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| container_name(c) == Some(SIDECAR_CONTAINER))
-        })
+        .is_some_and(|cs| cs.iter().any(|c| name_of(c) == Some(SIDECAR_CONTAINER)))
 }
 
-/// The parts of a workload the decision reads, borrowed from its JSON.
-struct Workload<'a> {
-    api_version: &'a str,
-    kind: &'a str,
-    namespace: &'a str,
-    name: &'a str,
-    meta: Option<&'a Map<String, Value>>,
-    template_meta: Option<&'a Map<String, Value>>,
-    containers: &'a [Value],
-    init_containers: &'a [Value],
-    volumes: Option<&'a [Value]>,
-    /// StatefulSet `volumeClaimTemplates` names: mountable like pod volumes.
-    claim_templates: Vec<&'a str>,
-    /// (kind, name) of the controller that stamps out this workload's pod
-    /// template (see [`template_controller`]), if any.
-    controller: Option<(&'a str, &'a str)>,
+/// Whether stash's annotations say it injected the sidecar.
+fn injected_by_stash(view: &Workload) -> bool {
+    view.annotated(ANNOTATION_LAST_APPLIED) || view.template_annotated(ANNOTATION_CONFIG_HASH)
 }
 
-impl<'a> Workload<'a> {
-    /// `Ok(None)` for objects that are not an apps/v1 workload kind; `Err`
-    /// when the object is one but its shape cannot be read.
-    fn read(obj: &'a Value) -> Result<Option<Self>, String> {
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-        if api_version != WORKLOAD_API_VERSION || !WORKLOAD_KINDS.contains(&kind) {
-            return Ok(None);
-        }
-        let meta = obj.get("metadata").and_then(Value::as_object);
-        let namespace = namespace_in(obj);
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        optional_map(
-            meta.and_then(|m| m.get("annotations")),
-            "metadata.annotations",
-        )?;
-        let template = obj
-            .pointer("/spec/template")
-            .and_then(Value::as_object)
-            .ok_or("spec.template is missing or not an object")?;
-        let template_meta = optional_map(template.get("metadata"), "spec.template.metadata")?;
-        if let Some(m) = template_meta {
-            optional_map(m.get("annotations"), "spec.template.metadata.annotations")?;
-        }
-        let pod = template
-            .get("spec")
-            .and_then(Value::as_object)
-            .ok_or("spec.template.spec is missing or not an object")?;
-        let containers =
-            optional_list(pod.get("containers"), "spec.template.spec.containers")?.unwrap_or(&[]);
-        let init_containers = optional_list(
-            pod.get("initContainers"),
-            "spec.template.spec.initContainers",
-        )?
-        .unwrap_or(&[]);
-        let volumes = optional_list(pod.get("volumes"), "spec.template.spec.volumes")?;
-        for (what, list) in [
-            ("containers", containers),
-            ("volumes", volumes.unwrap_or(&[])),
-        ] {
-            if let Some(i) = list
-                .iter()
-                .position(|v| v.get("name").and_then(Value::as_str).is_none())
-            {
-                return Err(format!("spec.template.spec.{what}[{i}] has no name"));
-            }
-        }
-        let claim_templates = obj
-            .pointer("/spec/volumeClaimTemplates")
-            .and_then(Value::as_array)
-            .map(|ts| {
-                ts.iter()
-                    .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let controller = template_controller(kind, meta.and_then(|m| m.get("ownerReferences")));
-        Ok(Some(Self {
-            controller,
-            api_version,
-            kind,
-            namespace,
-            name,
-            meta,
-            template_meta,
-            containers,
-            init_containers,
-            volumes,
-            claim_templates,
-        }))
-    }
-
-    fn display(&self) -> String {
-        format!("{} {}/{}", self.kind, self.namespace, self.name)
-    }
-
-    /// What the shared choice among targeting configurations reads.
-    fn target(&self) -> targeting::Workload<'a> {
-        targeting::Workload {
-            api_version: self.api_version,
-            kind: self.kind,
-            namespace: self.namespace,
-            name: self.name,
-            controller: self.controller,
-        }
-    }
-
-    fn template_annotations(&self) -> Option<&'a Map<String, Value>> {
-        self.template_meta
-            .and_then(|m| m.get("annotations"))
-            .and_then(Value::as_object)
-    }
-
-    fn sidecar_index(&self) -> Option<usize> {
-        self.containers
-            .iter()
-            .position(|c| container_name(c) == Some(SIDECAR_CONTAINER))
-    }
-
-    /// Whether a container of the pod may mount volume `name`.
-    fn has_volume(&self, name: &str) -> bool {
-        self.volume_index(name).is_some() || self.claim_templates.contains(&name)
-    }
-
-    fn volume_index(&self, name: &str) -> Option<usize> {
-        self.volumes?
-            .iter()
-            .position(|v| v.get("name").and_then(Value::as_str) == Some(name))
-    }
-
-    /// Whether stash's annotations say it injected the sidecar.
-    fn injected_by_stash(&self) -> bool {
-        self.meta
-            .and_then(|m| m.get("annotations"))
-            .and_then(Value::as_object)
-            .is_some_and(|a| a.contains_key(ANNOTATION_LAST_APPLIED))
-            || self
-                .template_annotations()
-                .is_some_and(|a| a.contains_key(ANNOTATION_CONFIG_HASH))
-    }
-
-    /// Whether a container other than the sidecar mounts volume `name`.
-    fn used_by_user(&self, name: &str) -> bool {
-        self.containers
-            .iter()
-            .chain(self.init_containers)
-            .filter(|c| container_name(c) != Some(SIDECAR_CONTAINER))
-            .filter_map(|c| c.get("volumeMounts").and_then(Value::as_array))
-            .flatten()
-            .any(|m| m.get("name").and_then(Value::as_str) == Some(name))
-    }
-}
-
-/// The controller whose pod template this workload copies, as (kind, name):
-/// a controller ownerReference to another apps workload (a Deployment's
-/// ReplicaSets), or any controller of a ReplicaSet (a ReplicaSet with a
-/// controller is always a copy of that controller's template, e.g. an Argo
-/// Rollout's). A Deployment, StatefulSet or DaemonSet that an operator's own
-/// resource controls is still the user's to target: its controller writes it
-/// from its own spec and the webhook injects on each of those writes, so its
-/// stored template converges instead of multiplying.
-pub fn template_controller<'a>(
-    kind: &str,
-    owner_references: Option<&'a Value>,
-) -> Option<(&'a str, &'a str)> {
-    owner_references
-        .and_then(Value::as_array)?
-        .iter()
-        .filter(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
-        .find_map(|r| {
-            let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-            let owner_kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
-            let owner_name = r.get("name").and_then(Value::as_str).unwrap_or("");
-            let apps_workload = api_version.split('/').next() == Some("apps")
-                && WORKLOAD_KINDS.contains(&owner_kind);
-            (apps_workload || kind == "ReplicaSet").then_some((owner_kind, owner_name))
-        })
-}
-
-fn optional_map<'a>(
-    v: Option<&'a Value>,
-    what: &str,
-) -> Result<Option<&'a Map<String, Value>>, String> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(format!("{what} is not an object")),
-    }
-}
-
-fn optional_list<'a>(v: Option<&'a Value>, what: &str) -> Result<Option<&'a [Value]>, String> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a.as_slice())),
-        Some(_) => Err(format!("{what} is not a list")),
-    }
-}
-
-fn container_name(c: &Value) -> Option<&str> {
-    c.get("name").and_then(Value::as_str)
-}
-
-fn describe(obj: &Value) -> String {
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
-    let ns = namespace_in(obj);
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    format!("{kind} {ns}/{name}")
+/// Whether a container other than the sidecar mounts volume `name`.
+fn used_by_user(view: &Workload, name: &str) -> bool {
+    view.mounting(name)
+        .any(|(c, mounts)| mounts && name_of(c) != Some(SIDECAR_CONTAINER))
 }
 
 /// The sidecar container and pod volumes one configuration wants.
@@ -392,8 +188,8 @@ fn inject(
 /// A container or volume of the user's that carries a name the sidecar needs:
 /// overwriting it would break their pods, so nothing is injected.
 fn conflict(view: &Workload, desired: &Desired) -> Option<String> {
-    if let Some(i) = view.sidecar_index()
-        && !view.injected_by_stash()
+    if let Some(i) = view.container_index(SIDECAR_CONTAINER)
+        && !injected_by_stash(view)
         && !covers(&view.containers[i], &desired.container)
     {
         return Some(format!(
@@ -405,7 +201,7 @@ fn conflict(view: &Workload, desired: &Desired) -> Option<String> {
     desired.volumes.iter().find_map(|want| {
         let name = want.get("name").and_then(Value::as_str)?;
         let i = view.volume_index(name)?;
-        (view.used_by_user(name) && !covers(&existing[i], want)).then(|| {
+        (used_by_user(view, name) && !covers(&existing[i], want)).then(|| {
             format!(
                 "{} already uses a volume named {name:?}, which the stash sidecar needs; the stash sidecar was not injected: rename that volume",
                 view.display()
@@ -869,7 +665,7 @@ fn indexed(base: &[&str], i: usize) -> PointerBuf {
 
 fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<PatchOperation> {
     let mut ops = Vec::new();
-    match view.sidecar_index() {
+    match view.container_index(SIDECAR_CONTAINER) {
         Some(i) if covers(&view.containers[i], &desired.container) => {}
         Some(i) => ops.push(replace(indexed(&CONTAINERS, i), desired.container.clone())),
         None if view.containers.is_empty() => {
@@ -966,7 +762,7 @@ fn volume_ops(view: &Workload, desired: &[Value], ops: &mut Vec<PatchOperation>)
         .collect();
     let mut stale: Vec<usize> = OWNED_VOLUMES
         .iter()
-        .filter(|n| !wanted.contains(*n) && !view.used_by_user(n))
+        .filter(|n| !wanted.contains(*n) && !used_by_user(view, n))
         .filter_map(|n| view.volume_index(n))
         .collect();
     stale.sort_unstable_by(|a, b| b.cmp(a));
@@ -979,17 +775,17 @@ fn volume_ops(view: &Workload, desired: &[Value], ops: &mut Vec<PatchOperation>)
 fn removal_ops(view: &Workload) -> Vec<PatchOperation> {
     // Only what stash itself injected goes: a container the user named
     // `stash` on a workload stash never annotated is theirs.
-    if !view.injected_by_stash() {
+    if !injected_by_stash(view) {
         return Vec::new();
     }
     let mut ops = Vec::new();
-    if let Some(i) = view.sidecar_index() {
+    if let Some(i) = view.container_index(SIDECAR_CONTAINER) {
         ops.push(remove(indexed(&CONTAINERS, i)));
     }
     if let Some(existing) = view.volumes {
         let mut owned: Vec<usize> = OWNED_VOLUMES
             .iter()
-            .filter(|n| !view.used_by_user(n))
+            .filter(|n| !used_by_user(view, n))
             .filter_map(|n| view.volume_index(n))
             .collect();
         if !owned.is_empty() && owned.len() == existing.len() {
