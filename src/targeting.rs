@@ -12,8 +12,37 @@
 //! 3. none left: what stash injected is removed; exactly one: it is applied;
 //!    several: nothing changes (whichever we picked could be the wrong one and
 //!    every choice restarts the pods), and a warning names them all.
+//!
+//! Then the chosen object's Repository ([`repository`]): missing, nothing is
+//! injected and a warning says what to do.
 
-use crate::api::{BackupConfiguration, RestoreSession, TargetRef};
+use std::sync::Arc;
+
+use crate::api::{BackupConfiguration, Repository, RestoreSession, TargetRef};
+use crate::store::Snapshot;
+
+/// The Repository `repository_name` that `owner` (`BackupConfiguration
+/// demo/x`) names, in `namespace`; else the warning that `part` (`stash
+/// sidecar`) was not injected into `workload` (`Deployment demo/app`).
+pub fn repository<'s>(
+    snap: &'s Snapshot,
+    namespace: &str,
+    repository_name: Option<&str>,
+    owner: &str,
+    part: &str,
+    workload: &str,
+) -> Result<&'s Arc<Repository>, String> {
+    let Some(name) = repository_name else {
+        return Err(format!(
+            "{owner} names no repository; the {part} was not injected into {workload}: set spec.repository.name"
+        ));
+    };
+    snap.repository(namespace, name).ok_or_else(|| {
+        format!(
+            "Repository {namespace}/{name} of {owner} does not exist; the {part} was not injected into {workload}: create the Repository"
+        )
+    })
+}
 
 /// A stash object that targets a workload.
 pub trait Targets {

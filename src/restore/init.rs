@@ -187,23 +187,23 @@ fn desired(
 fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings) -> InitPlan {
     let rs_name = rs.metadata.name.clone().unwrap_or_default();
     let mut plan = InitPlan::default();
-    let Some(repo_name) = rs.repository_name() else {
-        plan.warnings.push(format!(
-            "RestoreSession {}/{rs_name} names no repository; the stash-init container was not injected into {}: set spec.repository.name",
-            view.namespace,
-            view.display()
-        ));
-        return plan;
+    let owner = format!("RestoreSession {}/{rs_name}", view.namespace);
+    let repository = targeting::repository(
+        snap,
+        view.namespace,
+        rs.repository_name(),
+        &owner,
+        "stash-init container",
+        &view.display(),
+    );
+    let repo = match repository {
+        Ok(repo) => repo,
+        Err(warning) => {
+            plan.warnings.push(warning);
+            return plan;
+        }
     };
-    let Some(repo) = snap.repository(view.namespace, repo_name) else {
-        plan.warnings.push(format!(
-            "Repository {}/{repo_name} of RestoreSession {}/{rs_name} does not exist; the stash-init container was not injected into {}: create the Repository",
-            view.namespace,
-            view.namespace,
-            view.display()
-        ));
-        return plan;
-    };
+    let repo_name = repo.metadata.name.as_deref().unwrap_or_default();
     let (container, volumes) = desired(view, rs, &rs_name, repo, settings, &mut plan.warnings);
     if let Some(i) = init_index(view)
         && !injected_by_stash(view)

@@ -156,22 +156,21 @@ fn inject(
 ) -> SidecarPlan {
     let bc_name = bc.metadata.name.clone().unwrap_or_default();
     let mut plan = SidecarPlan::default();
-    let Some(repo_name) = bc.repository_name() else {
-        plan.warnings.push(format!(
-            "BackupConfiguration {}/{bc_name} names no repository; the stash sidecar was not injected into {}: set spec.repository.name",
-            view.namespace,
-            view.display()
-        ));
-        return plan;
-    };
-    let Some(repo) = snap.repository(view.namespace, repo_name) else {
-        plan.warnings.push(format!(
-            "Repository {}/{repo_name} of BackupConfiguration {}/{bc_name} does not exist; the stash sidecar was not injected into {}: create the Repository",
-            view.namespace,
-            view.namespace,
-            view.display()
-        ));
-        return plan;
+    let owner = format!("BackupConfiguration {}/{bc_name}", view.namespace);
+    let repository = targeting::repository(
+        snap,
+        view.namespace,
+        bc.repository_name(),
+        &owner,
+        "stash sidecar",
+        &view.display(),
+    );
+    let repo = match repository {
+        Ok(repo) => repo,
+        Err(warning) => {
+            plan.warnings.push(warning);
+            return plan;
+        }
     };
     let computed = memoized_desired(view, bc, &bc_name, repo, settings);
     plan.warnings.extend(computed.warnings.iter().cloned());
