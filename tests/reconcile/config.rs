@@ -23,7 +23,8 @@ const CRON_RB: &str =
 const SIDECAR_RB: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/demo/rolebindings/stash-sidecar-deployment-stash-demo";
 const CRONJOB: &str = "/apis/batch/v1/namespaces/demo/cronjobs/stash-backup-pause-backup";
 
-fn bc() -> Value {
+/// The guide's BackupConfiguration (also the other topics' of this binary).
+pub(super) fn bc() -> Value {
     json!({
         "apiVersion": "stash.appscode.com/v1beta1",
         "kind": "BackupConfiguration",
@@ -43,7 +44,7 @@ fn bc() -> Value {
 }
 
 /// The guide's Repository.
-fn repository() -> Value {
+pub(super) fn repository() -> Value {
     json!({"apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
            "metadata": {"name": "gcs-repo", "namespace": "demo"},
            "spec": {"backend": {"gcs": {"bucket": "appscode-qa", "prefix": "/sample/data"},
@@ -51,7 +52,7 @@ fn repository() -> Value {
 }
 
 /// The target Deployment, stored at resourceVersion 5.
-fn deployment() -> Value {
+pub(super) fn deployment() -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
            "metadata": {"name": "stash-demo", "namespace": "demo", "resourceVersion": "5"},
            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "stash-demo"}},

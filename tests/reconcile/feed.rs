@@ -9,9 +9,10 @@ use stash_testkit as support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::config::{bc, deployment, repository};
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
-use serde_json::{Value, json};
+use serde_json::json;
 use stash::api::{BackupConfiguration, Repository};
 use stash::feed::{Feed, Kind};
 use stash::server::shutdown::{Signal, channel};
@@ -21,39 +22,6 @@ use support::{Cluster, Identity};
 const BC: &str =
     "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup";
 const REPO: &str = "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories/gcs-repo";
-
-fn bc() -> Value {
-    json!({
-        "apiVersion": "stash.appscode.com/v1beta1",
-        "kind": "BackupConfiguration",
-        "metadata": {"name": "pause-backup", "namespace": "demo", "uid": "bc-uid"},
-        "spec": {
-            "repository": {"name": "gcs-repo"},
-            "schedule": "*/5 * * * *",
-            "target": {
-                "ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "stash-demo"},
-                "volumeMounts": [{"name": "source-data", "mountPath": "/source/data"}],
-                "paths": ["/source/data"]
-            },
-            "retentionPolicy": {"name": "keep-last-5", "keepLast": 5, "prune": true}
-        }
-    })
-}
-
-fn repository() -> Value {
-    json!({"apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
-           "metadata": {"name": "gcs-repo", "namespace": "demo"},
-           "spec": {"backend": {"gcs": {"bucket": "appscode-qa", "prefix": "/sample/data"},
-                                "storageSecretName": "gcs-secret"}}})
-}
-
-fn deployment() -> Value {
-    json!({"apiVersion": "apps/v1", "kind": "Deployment",
-           "metadata": {"name": "stash-demo", "namespace": "demo"},
-           "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "stash-demo"}},
-                    "template": {"metadata": {"labels": {"app": "stash-demo"}},
-                                 "spec": {"containers": [{"name": "busybox", "image": "busybox"}]}}}})
-}
 
 /// The feed of `stash serve`, running against `c` as the reconciler, until
 /// the returned signal is dropped; waits for its first full list.
