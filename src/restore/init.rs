@@ -30,10 +30,9 @@
 
 use std::collections::BTreeSet;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::Container;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::api::{
     ANNOTATION_LAST_APPLIED_RESTORE, RESTORE_INIT_CONTAINER, Repository, RestoreSession,
@@ -46,6 +45,10 @@ use crate::sidecar::{
 };
 use crate::store::Snapshot;
 use crate::targeting::{self, Choice, Words};
+use crate::workload::patch::{
+    INIT_CONTAINERS, META, VOLUMES, add, indexed, ptr, remove, replace, set_annotation,
+    unset_annotation,
+};
 use crate::workload::{View, describe, name_of};
 
 /// What the restore decision wants done to one workload.
@@ -223,7 +226,13 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
             return plan;
         }
     }
-    set_annotation(view.meta, &rs_name, &mut ops);
+    set_annotation(
+        view.meta,
+        &META,
+        ANNOTATION_LAST_APPLIED_RESTORE,
+        &rs_name,
+        &mut ops,
+    );
     plan.ops = ops;
     plan.restore = Some(rs_name);
     plan
@@ -333,66 +342,6 @@ fn removal_ops(view: &View) -> Vec<PatchOperation> {
             ops.extend(owned.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
         }
     }
-    if let Some(a) = view
-        .meta
-        .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object)
-    {
-        let mut path = ptr(&["metadata", "annotations"]);
-        if a.len() > 1 {
-            path.push_back(ANNOTATION_LAST_APPLIED_RESTORE);
-        }
-        ops.push(remove(path));
-    }
+    unset_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED_RESTORE, &mut ops);
     ops
-}
-
-fn set_annotation(meta: Option<&Map<String, Value>>, value: &str, ops: &mut Vec<PatchOperation>) {
-    let key = ANNOTATION_LAST_APPLIED_RESTORE;
-    let Some(meta) = meta else {
-        ops.push(add(
-            ptr(&["metadata"]),
-            json!({"annotations": {key: value}}),
-        ));
-        return;
-    };
-    let mut path = ptr(&["metadata", "annotations"]);
-    match meta.get("annotations").and_then(Value::as_object) {
-        None => ops.push(add(path, json!({key: value}))),
-        Some(a) if a.get(key).and_then(Value::as_str) == Some(value) => {}
-        Some(a) => {
-            let exists = a.contains_key(key);
-            path.push_back(key);
-            ops.push(if exists {
-                replace(path, json!(value))
-            } else {
-                add(path, json!(value))
-            });
-        }
-    }
-}
-
-const INIT_CONTAINERS: [&str; 4] = ["spec", "template", "spec", "initContainers"];
-const VOLUMES: [&str; 4] = ["spec", "template", "spec", "volumes"];
-
-fn ptr(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
-}
-
-fn indexed(base: &[&str], i: usize) -> PointerBuf {
-    let mut p = ptr(base);
-    p.push_back(i);
-    p
-}
-
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
-}
-
-fn replace(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Replace(ReplaceOperation { path, value })
-}
-
-fn remove(path: PointerBuf) -> PatchOperation {
-    PatchOperation::Remove(RemoveOperation { path })
 }

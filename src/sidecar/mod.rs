@@ -18,13 +18,12 @@ mod memo;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::{
     Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, ObjectFieldSelector, SecretVolumeSource, Volume, VolumeMount,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::api::{
@@ -34,6 +33,10 @@ use crate::api::{
 use crate::settings::Settings;
 use crate::store::Snapshot;
 use crate::targeting::{self, Choice, Words};
+use crate::workload::patch::{
+    CONTAINERS, META, TEMPLATE_META, VOLUMES, add, indexed, ptr, remove, replace, set_annotation,
+    unset_annotation,
+};
 pub use crate::workload::template_controller;
 use crate::workload::{View as Workload, describe, name_of};
 
@@ -635,33 +638,6 @@ fn quantity(s: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * scale)
 }
 
-fn ptr(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
-}
-
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
-}
-
-fn replace(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Replace(ReplaceOperation { path, value })
-}
-
-fn remove(path: PointerBuf) -> PatchOperation {
-    PatchOperation::Remove(RemoveOperation { path })
-}
-
-const CONTAINERS: [&str; 4] = ["spec", "template", "spec", "containers"];
-const VOLUMES: [&str; 4] = ["spec", "template", "spec", "volumes"];
-const TEMPLATE_META: [&str; 3] = ["spec", "template", "metadata"];
-const META: [&str; 1] = ["metadata"];
-
-fn indexed(base: &[&str], i: usize) -> PointerBuf {
-    let mut p = ptr(base);
-    p.push_back(i);
-    p
-}
-
 fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<PatchOperation> {
     let mut ops = Vec::new();
     match view.container_index(SIDECAR_CONTAINER) {
@@ -685,59 +661,6 @@ fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<Patch
     );
     set_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED, bc_name, &mut ops);
     ops
-}
-
-/// Sets `key` in `<base>/annotations`, creating `base` or its annotations map when missing.
-fn set_annotation(
-    meta: Option<&Map<String, Value>>,
-    base: &[&str],
-    key: &str,
-    value: &str,
-    ops: &mut Vec<PatchOperation>,
-) {
-    let Some(meta) = meta else {
-        ops.push(add(ptr(base), json!({"annotations": {key: value}})));
-        return;
-    };
-    let mut annotations = ptr(base);
-    annotations.push_back("annotations");
-    match meta.get("annotations").and_then(Value::as_object) {
-        None => ops.push(add(annotations, json!({key: value}))),
-        Some(a) if a.get(key).and_then(Value::as_str) == Some(value) => {}
-        Some(a) => {
-            let exists = a.contains_key(key);
-            annotations.push_back(key);
-            ops.push(if exists {
-                replace(annotations, json!(value))
-            } else {
-                add(annotations, json!(value))
-            });
-        }
-    }
-}
-
-/// Removes `key` from `<base>/annotations`, and the map itself when `key` was its only entry.
-fn unset_annotation(
-    meta: Option<&Map<String, Value>>,
-    base: &[&str],
-    key: &str,
-    ops: &mut Vec<PatchOperation>,
-) {
-    let Some(a) = meta
-        .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object)
-    else {
-        return;
-    };
-    if !a.contains_key(key) {
-        return;
-    }
-    let mut path = ptr(base);
-    path.push_back("annotations");
-    if a.len() > 1 {
-        path.push_back(key);
-    }
-    ops.push(remove(path));
 }
 
 fn volume_ops(view: &Workload, desired: &[Value], ops: &mut Vec<PatchOperation>) {

@@ -8,6 +8,8 @@
 //! lists, maps it lacks), and because a workload the API server admitted may
 //! still carry fields no typed struct of ours knows.
 
+pub mod patch;
+
 use serde_json::{Map, Value};
 
 use crate::api::{WORKLOAD_API_VERSION, WORKLOAD_KINDS, namespace_in};

@@ -1,0 +1,88 @@
+//! JSON patch operations against a workload's JSON, as both planners write
+//! them: paths into the pod template, and setting or removing one of stash's
+//! annotations while creating (or dropping) the maps around it.
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use serde_json::{Map, Value, json};
+
+pub(crate) const CONTAINERS: [&str; 4] = ["spec", "template", "spec", "containers"];
+pub(crate) const INIT_CONTAINERS: [&str; 4] = ["spec", "template", "spec", "initContainers"];
+pub(crate) const VOLUMES: [&str; 4] = ["spec", "template", "spec", "volumes"];
+pub(crate) const TEMPLATE_META: [&str; 3] = ["spec", "template", "metadata"];
+pub(crate) const META: [&str; 1] = ["metadata"];
+
+pub(crate) fn ptr(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+pub(crate) fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+pub(crate) fn replace(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Replace(ReplaceOperation { path, value })
+}
+
+pub(crate) fn remove(path: PointerBuf) -> PatchOperation {
+    PatchOperation::Remove(RemoveOperation { path })
+}
+
+pub(crate) fn indexed(base: &[&str], i: usize) -> PointerBuf {
+    let mut p = ptr(base);
+    p.push_back(i);
+    p
+}
+
+/// Sets `key` in `<base>/annotations`, creating `base` or its annotations map when missing.
+pub(crate) fn set_annotation(
+    meta: Option<&Map<String, Value>>,
+    base: &[&str],
+    key: &str,
+    value: &str,
+    ops: &mut Vec<PatchOperation>,
+) {
+    let Some(meta) = meta else {
+        ops.push(add(ptr(base), json!({"annotations": {key: value}})));
+        return;
+    };
+    let mut annotations = ptr(base);
+    annotations.push_back("annotations");
+    match meta.get("annotations").and_then(Value::as_object) {
+        None => ops.push(add(annotations, json!({key: value}))),
+        Some(a) if a.get(key).and_then(Value::as_str) == Some(value) => {}
+        Some(a) => {
+            let exists = a.contains_key(key);
+            annotations.push_back(key);
+            ops.push(if exists {
+                replace(annotations, json!(value))
+            } else {
+                add(annotations, json!(value))
+            });
+        }
+    }
+}
+
+/// Removes `key` from `<base>/annotations`, and the map itself when `key` was its only entry.
+pub(crate) fn unset_annotation(
+    meta: Option<&Map<String, Value>>,
+    base: &[&str],
+    key: &str,
+    ops: &mut Vec<PatchOperation>,
+) {
+    let Some(a) = meta
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+    else {
+        return;
+    };
+    if !a.contains_key(key) {
+        return;
+    }
+    let mut path = ptr(base);
+    path.push_back("annotations");
+    if a.len() > 1 {
+        path.push_back(key);
+    }
+    ops.push(remove(path));
+}
