@@ -46,8 +46,8 @@ use crate::sidecar::{
 use crate::store::Snapshot;
 use crate::targeting::{self, Choice, Words};
 use crate::workload::patch::{
-    INIT_CONTAINERS, META, VOLUMES, add, indexed, ptr, remove, replace, set_annotation,
-    unset_annotation,
+    INIT_CONTAINERS, META, VOLUMES, add, add_volumes, indexed, ptr, remove, remove_owned_volumes,
+    remove_volumes, replace, set_annotation, unset_annotation,
 };
 use crate::workload::{View, describe, name_of};
 
@@ -274,22 +274,13 @@ fn volume_ops(
         }
     }
     let wanted: BTreeSet<&str> = volumes.iter().filter_map(name_of).collect();
-    let mut stale: Vec<usize> = OWNED_VOLUMES
+    let stale: Vec<usize> = OWNED_VOLUMES
         .iter()
         .filter(|n| !wanted.contains(*n) && other_users(view, n) == (false, false))
         .filter_map(|n| view.volume_index(n))
         .collect();
-    stale.sort_unstable_by(|a, b| b.cmp(a));
-    ops.extend(stale.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
-    if view.volumes.is_none() {
-        if !adds.is_empty() {
-            ops.push(add(ptr(&VOLUMES), Value::Array(adds)));
-        }
-    } else {
-        let mut end = ptr(&VOLUMES);
-        end.push_back("-");
-        ops.extend(adds.into_iter().map(|v| add(end.clone(), v)));
-    }
+    remove_volumes(stale, &mut ops);
+    add_volumes(view, adds, &mut ops);
     Ok(ops)
 }
 
@@ -329,19 +320,8 @@ fn removal_ops(view: &View) -> Vec<PatchOperation> {
             remove(indexed(&INIT_CONTAINERS, i))
         });
     }
-    if let Some(existing) = view.volumes {
-        let mut owned: Vec<usize> = OWNED_VOLUMES
-            .iter()
-            .filter(|n| other_users(view, n) == (false, false))
-            .filter_map(|n| view.volume_index(n))
-            .collect();
-        if !owned.is_empty() && owned.len() == existing.len() {
-            ops.push(remove(ptr(&VOLUMES)));
-        } else {
-            owned.sort_unstable_by(|a, b| b.cmp(a));
-            ops.extend(owned.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
-        }
-    }
+    let unused = |n: &str| other_users(view, n) == (false, false);
+    remove_owned_volumes(view, &OWNED_VOLUMES, unused, &mut ops);
     unset_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED_RESTORE, &mut ops);
     ops
 }

@@ -34,8 +34,8 @@ use crate::settings::Settings;
 use crate::store::Snapshot;
 use crate::targeting::{self, Choice, Words};
 use crate::workload::patch::{
-    CONTAINERS, META, TEMPLATE_META, VOLUMES, add, indexed, ptr, remove, replace, set_annotation,
-    unset_annotation,
+    CONTAINERS, META, TEMPLATE_META, VOLUMES, add, add_volumes, indexed, ptr, remove,
+    remove_owned_volumes, remove_volumes, replace, set_annotation, unset_annotation,
 };
 pub use crate::workload::template_controller;
 use crate::workload::{View as Workload, describe, name_of};
@@ -682,16 +682,13 @@ fn volume_ops(view: &Workload, desired: &[Value], ops: &mut Vec<PatchOperation>)
         .iter()
         .filter_map(|v| v.get("name").and_then(Value::as_str))
         .collect();
-    let mut stale: Vec<usize> = OWNED_VOLUMES
+    let stale: Vec<usize> = OWNED_VOLUMES
         .iter()
         .filter(|n| !wanted.contains(*n) && !used_by_user(view, n))
         .filter_map(|n| view.volume_index(n))
         .collect();
-    stale.sort_unstable_by(|a, b| b.cmp(a));
-    ops.extend(stale.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
-    let mut end = ptr(&VOLUMES);
-    end.push_back("-");
-    ops.extend(adds.into_iter().map(|v| add(end.clone(), v)));
+    remove_volumes(stale, ops);
+    add_volumes(view, adds, ops);
 }
 
 fn removal_ops(view: &Workload) -> Vec<PatchOperation> {
@@ -704,20 +701,7 @@ fn removal_ops(view: &Workload) -> Vec<PatchOperation> {
     if let Some(i) = view.container_index(SIDECAR_CONTAINER) {
         ops.push(remove(indexed(&CONTAINERS, i)));
     }
-    if let Some(existing) = view.volumes {
-        let mut owned: Vec<usize> = OWNED_VOLUMES
-            .iter()
-            .filter(|n| !used_by_user(view, n))
-            .filter_map(|n| view.volume_index(n))
-            .collect();
-        if !owned.is_empty() && owned.len() == existing.len() {
-            // Only ours were there: the list was created by the injection.
-            ops.push(remove(ptr(&VOLUMES)));
-        } else {
-            owned.sort_unstable_by(|a, b| b.cmp(a));
-            ops.extend(owned.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
-        }
-    }
+    remove_owned_volumes(view, &OWNED_VOLUMES, |n| !used_by_user(view, n), &mut ops);
     unset_annotation(
         view.template_meta,
         &TEMPLATE_META,

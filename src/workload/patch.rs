@@ -6,6 +6,8 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
+use super::View;
+
 pub(crate) const CONTAINERS: [&str; 4] = ["spec", "template", "spec", "containers"];
 pub(crate) const INIT_CONTAINERS: [&str; 4] = ["spec", "template", "spec", "initContainers"];
 pub(crate) const VOLUMES: [&str; 4] = ["spec", "template", "spec", "volumes"];
@@ -85,4 +87,48 @@ pub(crate) fn unset_annotation(
         path.push_back(key);
     }
     ops.push(remove(path));
+}
+
+/// Removes the pod volumes at `indices` (any order): the last first, so each
+/// index still points where it did.
+pub(crate) fn remove_volumes(mut indices: Vec<usize>, ops: &mut Vec<PatchOperation>) {
+    indices.sort_unstable_by(|a, b| b.cmp(a));
+    ops.extend(indices.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
+}
+
+/// Appends `adds` to the pod's volumes, or adds them as the list when the
+/// pod has none.
+pub(crate) fn add_volumes(view: &View, adds: Vec<Value>, ops: &mut Vec<PatchOperation>) {
+    if view.volumes.is_none() {
+        if !adds.is_empty() {
+            ops.push(add(ptr(&VOLUMES), Value::Array(adds)));
+        }
+        return;
+    }
+    let mut end = ptr(&VOLUMES);
+    end.push_back("-");
+    ops.extend(adds.into_iter().map(|v| add(end.clone(), v)));
+}
+
+/// Removes the volumes named in `owned` that the pod has and `removable`
+/// allows; the whole list when they are all it holds (the injection made it).
+pub(crate) fn remove_owned_volumes(
+    view: &View,
+    owned: &[&str],
+    removable: impl Fn(&str) -> bool,
+    ops: &mut Vec<PatchOperation>,
+) {
+    let Some(existing) = view.volumes else {
+        return;
+    };
+    let found: Vec<usize> = owned
+        .iter()
+        .filter(|n| removable(n))
+        .filter_map(|n| view.volume_index(n))
+        .collect();
+    if !found.is_empty() && found.len() == existing.len() {
+        ops.push(remove(ptr(&VOLUMES)));
+    } else {
+        remove_volumes(found, ops);
+    }
 }
