@@ -12,8 +12,8 @@ COPY . .
 # the binary is copied out of the (cached, hence not layered) target dir.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin stash \
- && install -D -m 0755 target/release/stash /out/stash
+    cargo build --profile dist --locked --bin stash \
+ && install -D -m 0755 target/dist/stash /out/stash
 
 FROM debian:bookworm-slim
 LABEL org.opencontainers.image.title="stash" \

@@ -9,7 +9,8 @@
 //! BackupConfigurations in the store, and the cost of a lookup and a whole
 //! decision at 10 vs 10,000 configurations.
 //!
-//! `STASH_BENCH_SECONDS` (default 5) sets the length of each run.
+//! `STASH_BENCH_SECONDS` (default 5) sets the length of each run;
+//! `STASH_BENCH_BIN=target/dist/stash` measures the image's build instead.
 
 mod floor;
 
@@ -84,7 +85,11 @@ fn spawn_stash(dir: &Path, offline: &Path, cert: &Path, key: &Path, name: &str) 
     // Logs beside, not inside, the certificate directory.
     let log = dir.join("logs").join(format!("{name}.log"));
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_stash"))
+    // STASH_BENCH_BIN measures another build of the same binary (the
+    // image's, `cargo build --profile dist`), else this bench's own.
+    let bin =
+        std::env::var("STASH_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stash").into());
+    let child = Command::new(bin)
         .args([
             "--log-format",
             "json",
