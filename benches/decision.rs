@@ -2,6 +2,9 @@
 //! `admission::handle`: parse the AdmissionReview, look the workload up in the
 //! store, plan the sidecar, serialize the answer with its base64 patch.
 //!
+//! Also what every answered review costs besides: its metrics (`metrics/`)
+//! and its log line (`log/`).
+//!
 //! `cargo bench --bench decision` (criterion prints the median estimate).
 
 use std::path::Path;
@@ -65,6 +68,43 @@ fn bench(c: &mut Criterion) {
                 std::hint::black_box(&body),
                 &big,
                 &settings,
+            )
+        })
+    });
+    group.finish();
+
+    // What every answered review costs besides the decision: its histogram
+    // observation and its response count (label sets of static strings, no
+    // allocation).
+    let metrics = stash::server::metrics::Metrics::new();
+    let mut group = c.benchmark_group("metrics");
+    group.bench_function("observe_admission_and_count_response", |b| {
+        b.iter(|| {
+            metrics.observe_admission(
+                Endpoint::MutateWorkloads,
+                std::hint::black_box("Deployment"),
+                "CREATE",
+                true,
+                true,
+                Duration::from_micros(250),
+            );
+            metrics.count_response(std::hint::black_box(200));
+        })
+    });
+    group.finish();
+
+    // The admission log line, in the default text format, into the server's
+    // background log buffer (its writer thread empties it to stderr: run
+    // with 2>/dev/null). Last: it installs the process's subscriber.
+    stash::telemetry::init(stash::telemetry::LogFormat::Text);
+    let _writer = stash::telemetry::background();
+    let mut group = c.benchmark_group("log");
+    group.bench_function("admission_line_text", |b| {
+        b.iter(|| {
+            stash::server::http::log_admission(
+                Endpoint::MutateWorkloads,
+                std::hint::black_box(&answer),
+                Duration::from_micros(250),
             )
         })
     });

@@ -63,15 +63,24 @@ fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 
         |w: &mut tracing_subscriber::fmt::format::Writer<'_>,
          field: &tracing::field::Field,
          value: &dyn std::fmt::Debug| {
-            let text = format!("{value:?}");
-            let text = escape_controls(&text);
-            match field.name() {
-                "message" => write!(w, "{text}"),
-                name => write!(w, "{}={text}", name.strip_prefix("r#").unwrap_or(name)),
+            if field.name() != "message" {
+                let name = field.name();
+                write!(w, "{}=", name.strip_prefix("r#").unwrap_or(name))?;
             }
+            // Escaped as it is written: no copy of the value per field.
+            std::fmt::Write::write_fmt(&mut Escaping(w), format_args!("{value:?}"))
         },
     )
     .delimited(" ")
+}
+
+/// Writes through [`escape_controls`].
+struct Escaping<'a, 'w>(&'a mut tracing_subscriber::fmt::format::Writer<'w>);
+
+impl std::fmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write_str(&escape_controls(s))
+    }
 }
 
 /// `s` with every control character (and the Unicode line and paragraph

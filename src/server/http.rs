@@ -463,7 +463,7 @@ where
 
 /// One line per admission: who, what, the decision and its cost. Never the
 /// object or the patch (they may hold secrets).
-fn log_admission(endpoint: Endpoint, a: &Answer, elapsed: Duration) {
+pub fn log_admission(endpoint: Endpoint, a: &Answer, elapsed: Duration) {
     tracing::info!(
         webhook = endpoint.label(),
         uid = %a.uid,
