@@ -214,7 +214,7 @@ async fn sync_sidecar(
     let mut snap = ctx.index.snapshot();
     // The object this reconcile was handed is at least as fresh as the index
     // (the feed fills the controller's cache a moment before the index).
-    snap.upsert_config(bc.clone());
+    snap.ensure_config(bc);
     // The webhook's own pure function, so the two can never disagree.
     let plan = sidecar::plan(&workload, &snap, &ctx.settings);
     if !plan.ops.is_empty() {

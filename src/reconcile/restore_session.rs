@@ -262,7 +262,7 @@ async fn sync_init(rs: &RestoreSession, ctx: &Context) -> Result<Option<Value>, 
     // Every session and Repository as the index (and so the webhook) has
     // them; this session as handed in, at least as fresh as the index.
     let mut snap = ctx.index.snapshot();
-    snap.upsert_restore(rs.clone());
+    snap.ensure_restore(rs);
     let plan = init::plan(&workload, &snap, &ctx.settings);
     for w in &plan.warnings {
         tracing::warn!(restoresession = %key(rs), warning = %w, "stash-init container");

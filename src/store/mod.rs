@@ -205,6 +205,25 @@ impl Snapshot {
         self.insert_config(Arc::new(bc));
     }
 
+    /// Makes sure the snapshot holds `bc` as a controller was handed it: a
+    /// copy goes in only when the index holds another version of it (or
+    /// none), so the usual pass keeps the index's own object (and the
+    /// sidecar memo keyed on it).
+    pub fn ensure_config(&mut self, bc: &BackupConfiguration) {
+        let key = ObjectKey::of(bc);
+        if !same_version(self.config(&key.namespace, &key.name), bc) {
+            self.upsert_config(bc.clone());
+        }
+    }
+
+    /// [`Snapshot::ensure_config`] for a RestoreSession.
+    pub fn ensure_restore(&mut self, rs: &RestoreSession) {
+        let key = ObjectKey::of(rs);
+        if !same_version(self.restore(&key.namespace, &key.name), rs) {
+            self.upsert_restore(rs.clone());
+        }
+    }
+
     /// Adds or replaces a BackupConfiguration already [`slim`]med (shared with the feed's cache).
     pub fn insert_config(&mut self, bc: Arc<BackupConfiguration>) {
         let key = ObjectKey::of(&*bc);
@@ -250,6 +269,13 @@ impl Snapshot {
     pub fn remove_repository(&mut self, namespace: &str, name: &str) {
         self.repositories.remove(&ObjectKey::new(namespace, name));
     }
+}
+
+/// Whether `stored` is `obj` at the same resourceVersion (an object without
+/// one is never taken for another).
+fn same_version<K: kube::Resource>(stored: Option<&Arc<K>>, obj: &K) -> bool {
+    let rv = obj.meta().resource_version.as_deref();
+    rv.is_some() && stored.is_some_and(|s| s.meta().resource_version.as_deref() == rv)
 }
 
 /// Drops the metadata no decision reads and that can dwarf the object itself
@@ -404,6 +430,25 @@ mod tests {
         assert!(stored.metadata.managed_fields.is_none());
         let annotations = stored.metadata.annotations.as_ref().unwrap();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
+    }
+
+    #[test]
+    fn ensure_keeps_the_indexed_object_unless_the_version_differs() {
+        let mut s = Snapshot::default();
+        let mut v1 = bc("demo", "a", "Deployment", "app");
+        v1.metadata.resource_version = Some("1".into());
+        s.upsert_config(v1.clone());
+        let indexed = s.config("demo", "a").unwrap().clone();
+        s.ensure_config(&v1);
+        assert!(Arc::ptr_eq(&indexed, s.config("demo", "a").unwrap()));
+        let mut v2 = bc("demo", "a", "StatefulSet", "app");
+        v2.metadata.resource_version = Some("2".into());
+        s.ensure_config(&v2);
+        assert_eq!(s.configs_for_target("demo", "StatefulSet", "app").len(), 1);
+        // Without a resourceVersion the handed object always wins.
+        let unversioned = bc("demo", "a", "DaemonSet", "app");
+        s.ensure_config(&unversioned);
+        assert_eq!(s.configs_for_target("demo", "DaemonSet", "app").len(), 1);
     }
 
     #[test]
