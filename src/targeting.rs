@@ -21,25 +21,29 @@ use std::sync::Arc;
 use crate::api::{BackupConfiguration, Repository, RestoreSession, TargetRef};
 use crate::store::Snapshot;
 
-/// The Repository `repository_name` that `owner` (`BackupConfiguration
-/// demo/x`) names, in `namespace`; else the warning that `part` (`stash
-/// sidecar`) was not injected into `workload` (`Deployment demo/app`).
+/// The Repository `repository_name` that `owner` (`BackupConfiguration`,
+/// its name) names, in `namespace`; else the warning that `part` (`stash
+/// sidecar`) was not injected into `workload()` (`Deployment demo/app`).
+/// The messages are built only when there is one to give.
 pub fn repository<'s>(
     snap: &'s Snapshot,
     namespace: &str,
     repository_name: Option<&str>,
-    owner: &str,
+    owner: (&str, &str),
     part: &str,
-    workload: &str,
+    workload: impl Fn() -> String,
 ) -> Result<&'s Arc<Repository>, String> {
+    let (kind, owner_name) = owner;
     let Some(name) = repository_name else {
         return Err(format!(
-            "{owner} names no repository; the {part} was not injected into {workload}: set spec.repository.name"
+            "{kind} {namespace}/{owner_name} names no repository; the {part} was not injected into {}: set spec.repository.name",
+            workload()
         ));
     };
     snap.repository(namespace, name).ok_or_else(|| {
         format!(
-            "Repository {namespace}/{name} of {owner} does not exist; the {part} was not injected into {workload}: create the Repository"
+            "Repository {namespace}/{name} of {kind} {namespace}/{owner_name} does not exist; the {part} was not injected into {}: create the Repository",
+            workload()
         )
     })
 }

@@ -190,14 +190,13 @@ fn desired(
 fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings) -> InitPlan {
     let rs_name = rs.metadata.name.clone().unwrap_or_default();
     let mut plan = InitPlan::default();
-    let owner = format!("RestoreSession {}/{rs_name}", view.namespace);
     let repository = targeting::repository(
         snap,
         view.namespace,
         rs.repository_name(),
-        &owner,
+        ("RestoreSession", &rs_name),
         "stash-init container",
-        &view.display(),
+        || view.display(),
     );
     let repo = match repository {
         Ok(repo) => repo,

@@ -159,14 +159,13 @@ fn inject(
 ) -> SidecarPlan {
     let bc_name = bc.metadata.name.clone().unwrap_or_default();
     let mut plan = SidecarPlan::default();
-    let owner = format!("BackupConfiguration {}/{bc_name}", view.namespace);
     let repository = targeting::repository(
         snap,
         view.namespace,
         bc.repository_name(),
-        &owner,
+        ("BackupConfiguration", &bc_name),
         "stash sidecar",
-        &view.display(),
+        || view.display(),
     );
     let repo = match repository {
         Ok(repo) => repo,
