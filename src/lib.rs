@@ -14,6 +14,7 @@ pub mod crds;
 pub mod feed;
 pub mod lease;
 pub mod manifests;
+pub mod patch;
 pub mod reconcile;
 pub mod recorder;
 pub mod restore;

@@ -251,7 +251,7 @@ pub fn chained(
         }
         if endpoint.is_mutating() && !d.patch.is_empty() {
             if let Some(obj) = object.as_mut() {
-                if let Err(e) = json_patch::patch(obj, &d.patch) {
+                if let Err(e) = json_patch::patch(obj, &crate::patch::to_json_patch(&d.patch)) {
                     merged.allowed = false;
                     merged.message = Some(format!("the webhook's own patch does not apply: {e}"));
                     object = None;

@@ -12,10 +12,10 @@ use super::read::{self, Read};
 use super::validate::{self, Ctx, Validated};
 use super::{Decision, Request};
 use crate::api::{BackupSession, GROUP, INVOKER_KIND_BACKUP_CONFIGURATION, invoker_labels};
+use crate::patch::Op;
 use crate::settings::{PausedSessionPolicy, Settings};
 use crate::store::Snapshot;
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation};
 
 /// Adds missing invoker labels.
 pub fn mutate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision {
@@ -54,7 +54,7 @@ pub fn mutate(req: &Request, _snap: &Snapshot, _settings: &Settings) -> Decision
     if missing.is_empty() {
         return decision;
     }
-    let add = |path: PointerBuf, value: Value| PatchOperation::Add(AddOperation { path, value });
+    let add = |path: PointerBuf, value: Value| Op::add(path, value);
     let patch = match existing {
         None => vec![add(
             PointerBuf::from_tokens(["metadata", "labels"]),

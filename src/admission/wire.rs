@@ -11,6 +11,8 @@ use serde::Serialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
+use crate::patch::{self, Op};
+
 /// The only AdmissionReview version served.
 pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
 
@@ -51,7 +53,7 @@ pub struct Decision {
     /// Denial reason (one line), or an informational message when allowed.
     pub message: Option<String>,
     /// JSON patch against the request's object; empty means no patch.
-    pub patch: Vec<json_patch::PatchOperation>,
+    pub patch: Vec<Op>,
     /// Soft problems, shown by kubectl as `Warning: ...`.
     pub warnings: Vec<String>,
 }
@@ -81,7 +83,7 @@ impl Decision {
     }
 
     /// Sets the patch.
-    pub fn with_patch(mut self, patch: Vec<json_patch::PatchOperation>) -> Self {
+    pub fn with_patch(mut self, patch: Vec<Op>) -> Self {
         self.patch = patch;
         self
     }
@@ -381,11 +383,11 @@ struct Status<'a> {
 pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Result<Answer, ReviewError> {
     let internal =
         |what: &str, e: serde_json::Error| ReviewError::Internal(one_line(&format!("{what}: {e}")));
-    let patch_json = if decision.patch.is_empty() {
-        None
-    } else {
-        Some(serde_json::to_vec(&decision.patch).map_err(|e| internal("patch", e))?)
-    };
+    let patch_json = (!decision.patch.is_empty()).then(|| {
+        let mut out = Vec::with_capacity(1024);
+        patch::write(&decision.patch, &mut out);
+        out
+    });
     let patch_bytes = patch_json.as_ref().map_or(0, Vec::len);
     let status = match (&decision.message, decision.allowed) {
         (Some(m), false) => Some(Status {
@@ -472,9 +474,10 @@ mod tests {
     fn golden_patch_is_base64_with_patch_type() {
         let body = review().to_string();
         let (v, req) = parse(body.as_bytes()).unwrap();
-        let patch: Vec<json_patch::PatchOperation> =
-            serde_json::from_value(json!([{"op": "add", "path": "/metadata/labels", "value": {}}]))
-                .unwrap();
+        let patch = vec![Op::add(
+            json_patch::jsonptr::PointerBuf::from_tokens(["metadata", "labels"]),
+            json!({}),
+        )];
         let a = answer(&v, &req, Decision::allow().with_patch(patch).warn("w")).unwrap();
         assert_eq!(
             String::from_utf8(a.body).unwrap(),

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{Decision, Request};
 use crate::api::WORKLOAD_KINDS;
+use crate::patch;
 use crate::restore::init as restore_init;
 use crate::settings::Settings;
 use crate::sidecar;
@@ -50,15 +51,15 @@ pub fn mutate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
     {
         meta.insert("namespace".into(), Value::String(ns.clone()));
     }
-    let plan = sidecar::plan(&workload, snap, settings);
+    let plan = sidecar::plan_ops(&workload, snap, settings);
     let mut ops = plan.ops;
     let mut warnings = plan.warnings;
     // The restore init container, planned on the workload as the sidecar's
     // patch leaves it, so the two patches apply one after the other.
     if restore_init::relevant(&workload, snap) {
         let mut patched = workload;
-        if ops.is_empty() || json_patch::patch(&mut patched, &ops).is_ok() {
-            let init = restore_init::plan(&patched, snap, settings);
+        if ops.is_empty() || json_patch::patch(&mut patched, &patch::to_json_patch(&ops)).is_ok() {
+            let init = restore_init::plan_ops(&patched, snap, settings);
             ops.extend(init.ops);
             warnings.extend(init.warnings);
         }

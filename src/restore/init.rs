@@ -29,6 +29,7 @@
 //! Repository other than the backup's) is a conflict, reported as a warning.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::Container;
@@ -38,6 +39,7 @@ use crate::api::{
     ANNOTATION_LAST_APPLIED_RESTORE, RESTORE_INIT_CONTAINER, Repository, RestoreSession,
     SIDECAR_CONTAINER,
 };
+use crate::patch::{self, Op, Shared};
 use crate::settings::Settings;
 use crate::sidecar::{
     MountsFor, OWNED_VOLUMES, SECRET_DIR, VOLUME_LOCAL_BACKEND, VOLUME_SECRET, covers, field_env,
@@ -51,15 +53,26 @@ use crate::workload::patch::{
 };
 use crate::workload::{View, describe, name_of};
 
-/// What the restore decision wants done to one workload.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct InitPlan {
+/// What the restore decision wants done to one workload; `O` as for
+/// [`crate::sidecar::SidecarPlan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitPlan<O = PatchOperation> {
     /// JSON patch against exactly the workload given to [`plan`]; empty: nothing to do.
-    pub ops: Vec<PatchOperation>,
+    pub ops: Vec<O>,
     /// Soft problems for the user (admission warnings, reconciler conditions).
     pub warnings: Vec<String>,
     /// The RestoreSession whose init container the workload carries after the patch.
     pub restore: Option<String>,
+}
+
+impl<O> Default for InitPlan<O> {
+    fn default() -> Self {
+        Self {
+            ops: Vec::new(),
+            warnings: Vec::new(),
+            restore: None,
+        }
+    }
 }
 
 /// Whether the workload JSON may need this planner: a RestoreSession is
@@ -83,6 +96,16 @@ pub fn has_init_container(pod_template: &Value) -> bool {
 
 /// Plans the `stash-init` container of an apps/v1 workload (raw JSON).
 pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitPlan {
+    let planned = plan_ops(workload, snap, settings);
+    InitPlan {
+        ops: patch::to_json_patch(&planned.ops),
+        warnings: planned.warnings,
+        restore: planned.restore,
+    }
+}
+
+/// [`plan`], in stash's own patch operations (what the webhook answers with).
+pub fn plan_ops(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitPlan<Op> {
     let view = match View::read(workload) {
         Ok(Some(v)) => v,
         Ok(None) => return InitPlan::default(),
@@ -148,7 +171,7 @@ fn desired(
     repo: &Repository,
     settings: &Settings,
     warnings: &mut Vec<String>,
-) -> (Value, Vec<Value>) {
+) -> (Value, Vec<Arc<Shared>>) {
     let what = MountsFor {
         owner: format!("RestoreSession {}/{rs_name}", view.namespace),
         container: "stash-init container",
@@ -184,10 +207,13 @@ fn desired(
         volume_mounts: Some(mounts),
         ..Default::default()
     };
-    (to_json(&container), volumes.iter().map(to_json).collect())
+    (
+        to_json(&container),
+        volumes.iter().map(|v| Shared::new(to_json(v))).collect(),
+    )
 }
 
-fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings) -> InitPlan {
+fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings) -> InitPlan<Op> {
     let rs_name = rs.metadata.name.clone().unwrap_or_default();
     let mut plan = InitPlan::default();
     let repository = targeting::repository(
@@ -239,7 +265,7 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
 
 /// The `stash-init` container put in place: a new one goes in front of the
 /// user's init containers.
-fn container_ops(view: &View, container: Value) -> Vec<PatchOperation> {
+fn container_ops(view: &View, container: Value) -> Vec<Op> {
     let list = view.init_containers;
     match init_index(view) {
         Some(i) if covers(&list[i], &container) => Vec::new(),
@@ -254,16 +280,16 @@ fn container_ops(view: &View, container: Value) -> Vec<PatchOperation> {
 /// of the same name is someone else's.
 fn volume_ops(
     view: &View,
-    volumes: &[Value],
+    volumes: &[Arc<Shared>],
     rs_name: &str,
     repo_name: &str,
-) -> Result<Vec<PatchOperation>, String> {
+) -> Result<Vec<Op>, String> {
     let mut ops = Vec::new();
     let mut adds = Vec::new();
     for want in volumes {
-        let name = name_of(want).unwrap_or("");
+        let name = name_of(want.value()).unwrap_or("");
         match (view.volumes, view.volume_index(name)) {
-            (Some(existing), Some(i)) if !covers(&existing[i], want) => {
+            (Some(existing), Some(i)) if !covers(&existing[i], want.value()) => {
                 if replaceable(view, name, rs_name, repo_name)? {
                     ops.push(replace(indexed(&VOLUMES, i), want.clone()));
                 }
@@ -272,7 +298,7 @@ fn volume_ops(
             (_, None) => adds.push(want.clone()),
         }
     }
-    let wanted: BTreeSet<&str> = volumes.iter().filter_map(name_of).collect();
+    let wanted: BTreeSet<&str> = volumes.iter().filter_map(|v| name_of(v.value())).collect();
     let stale: Vec<usize> = OWNED_VOLUMES
         .iter()
         .filter(|n| !wanted.contains(*n) && other_users(view, n) == (false, false))
@@ -306,7 +332,7 @@ fn replaceable(view: &View, name: &str, rs_name: &str, repo_name: &str) -> Resul
     Ok(!sidecar)
 }
 
-fn removal_ops(view: &View) -> Vec<PatchOperation> {
+fn removal_ops(view: &View) -> Vec<Op> {
     // Only what stash injected goes: an unannotated `stash-init` is the user's.
     if !injected_by_stash(view) {
         return Vec::new();

@@ -122,7 +122,7 @@ mod tests {
     fn computed(tag: &str) -> Computed {
         Computed {
             desired: Desired {
-                container: serde_json::json!({"name": tag}),
+                container: crate::patch::Shared::new(serde_json::json!({"name": tag})),
                 volumes: Vec::new(),
                 hash: tag.to_owned(),
             },

@@ -30,6 +30,7 @@ use crate::api::{
     ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED, BackupConfiguration, ContainerRuntimeSettings,
     INVOKER_KIND_BACKUP_CONFIGURATION, LocalSpec, Repository, SIDECAR_CONTAINER,
 };
+use crate::patch::{self, Json, Op, Shared};
 use crate::settings::Settings;
 use crate::store::Snapshot;
 use crate::targeting::{self, Choice, Words};
@@ -63,15 +64,27 @@ pub const SECRET_DIR: &str = "/etc/stash/repository/secret";
 /// Where the scratch emptyDir is mounted.
 pub const TMP_DIR: &str = "/tmp";
 
-/// What the sidecar decision wants done to one workload.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SidecarPlan {
+/// What the sidecar decision wants done to one workload. `O` is how the
+/// patch's operations are held: json-patch's own for the reconciler (and
+/// anyone applying them), stash's shared [`Op`] for the webhook's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SidecarPlan<O = PatchOperation> {
     /// JSON patch against exactly the workload given to [`plan`]; empty: nothing to do.
-    pub ops: Vec<PatchOperation>,
+    pub ops: Vec<O>,
     /// Soft problems for the user (admission warnings, reconciler events).
     pub warnings: Vec<String>,
     /// name of the configuration applied, None when removing/untargeted
     pub config: Option<String>,
+}
+
+impl<O> Default for SidecarPlan<O> {
+    fn default() -> Self {
+        Self {
+            ops: Vec::new(),
+            warnings: Vec::new(),
+            config: None,
+        }
+    }
 }
 
 /// `workload` is the raw JSON of an apps/v1 Deployment/StatefulSet/DaemonSet/ReplicaSet
@@ -92,6 +105,17 @@ pub struct SidecarPlan {
 ///   controller's ([`template_controller`], e.g. a Deployment's ReplicaSet)
 ///   is never patched; a warning says so when a configuration targets it.
 pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPlan {
+    let planned = plan_ops(workload, snap, settings);
+    SidecarPlan {
+        ops: patch::to_json_patch(&planned.ops),
+        warnings: planned.warnings,
+        config: planned.config,
+    }
+}
+
+/// [`plan`], its operations holding the memoized sidecar as shared,
+/// pre-serialized values (what the webhook writes into its answer).
+pub fn plan_ops(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPlan<Op> {
     let view = match Workload::read(workload) {
         Ok(Some(view)) => view,
         Ok(None) => return SidecarPlan::default(),
@@ -144,10 +168,11 @@ fn used_by_user(view: &Workload, name: &str) -> bool {
         .any(|(c, mounts)| mounts && name_of(c) != Some(SIDECAR_CONTAINER))
 }
 
-/// The sidecar container and pod volumes one configuration wants.
+/// The sidecar container and pod volumes one configuration wants, each as
+/// a value and its JSON text (see [`crate::patch`]).
 pub(crate) struct Desired {
-    container: Value,
-    volumes: Vec<Value>,
+    container: Arc<Shared>,
+    volumes: Vec<Arc<Shared>>,
     hash: String,
 }
 
@@ -156,7 +181,7 @@ fn inject(
     bc: &Arc<BackupConfiguration>,
     snap: &Snapshot,
     settings: &Settings,
-) -> SidecarPlan {
+) -> SidecarPlan<Op> {
     let bc_name = bc.metadata.name.clone().unwrap_or_default();
     let mut plan = SidecarPlan::default();
     let repository = targeting::repository(
@@ -191,7 +216,7 @@ fn inject(
 fn conflict(view: &Workload, desired: &Desired) -> Option<String> {
     if let Some(i) = view.container_index(SIDECAR_CONTAINER)
         && !injected_by_stash(view)
-        && !covers(&view.containers[i], &desired.container)
+        && !covers(&view.containers[i], desired.container.value())
     {
         return Some(format!(
             "{} already has a container named {SIDECAR_CONTAINER:?} that stash did not inject; the stash sidecar was not injected: rename that container",
@@ -200,6 +225,7 @@ fn conflict(view: &Workload, desired: &Desired) -> Option<String> {
     }
     let existing = view.volumes?;
     desired.volumes.iter().find_map(|want| {
+        let want = want.value();
         let name = want.get("name").and_then(Value::as_str)?;
         let i = view.volume_index(name)?;
         (used_by_user(view, name) && !covers(&existing[i], want)).then(|| {
@@ -350,8 +376,8 @@ fn desired(
     let digest = Sha256::digest(json!({"container": container, "volumes": volumes}).to_string());
     let hash = hex::encode(&digest[..8]);
     Desired {
-        container,
-        volumes,
+        container: Shared::new(container),
+        volumes: volumes.into_iter().map(Shared::new).collect(),
         hash,
     }
 }
@@ -637,13 +663,16 @@ fn quantity(s: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * scale)
 }
 
-fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<PatchOperation> {
+fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<Op> {
     let mut ops = Vec::new();
     match view.container_index(SIDECAR_CONTAINER) {
-        Some(i) if covers(&view.containers[i], &desired.container) => {}
+        Some(i) if covers(&view.containers[i], desired.container.value()) => {}
         Some(i) => ops.push(replace(indexed(&CONTAINERS, i), desired.container.clone())),
         None if view.containers.is_empty() => {
-            ops.push(add(ptr(&CONTAINERS), json!([desired.container])));
+            ops.push(add(
+                ptr(&CONTAINERS),
+                Json::List(vec![desired.container.clone()]),
+            ));
         }
         None => ops.push(add(
             ptr(&[&CONTAINERS[..], &["-"]].concat()),
@@ -662,25 +691,22 @@ fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<Patch
     ops
 }
 
-fn volume_ops(view: &Workload, desired: &[Value], ops: &mut Vec<PatchOperation>) {
+fn volume_ops(view: &Workload, desired: &[Arc<Shared>], ops: &mut Vec<Op>) {
     let Some(existing) = view.volumes else {
-        ops.push(add(ptr(&VOLUMES), Value::Array(desired.to_vec())));
+        ops.push(add(ptr(&VOLUMES), Json::List(desired.to_vec())));
         return;
     };
     let mut adds = Vec::new();
     for want in desired {
-        let name = want.get("name").and_then(Value::as_str).unwrap_or("");
+        let name = name_of(want.value()).unwrap_or("");
         match view.volume_index(name) {
-            Some(i) if covers(&existing[i], want) => {}
+            Some(i) if covers(&existing[i], want.value()) => {}
             Some(i) => ops.push(replace(indexed(&VOLUMES, i), want.clone())),
             None => adds.push(want.clone()),
         }
     }
     // Owned volumes no longer wanted (a local backend that moved to GCS).
-    let wanted: BTreeSet<&str> = desired
-        .iter()
-        .filter_map(|v| v.get("name").and_then(Value::as_str))
-        .collect();
+    let wanted: BTreeSet<&str> = desired.iter().filter_map(|v| name_of(v.value())).collect();
     let stale: Vec<usize> = OWNED_VOLUMES
         .iter()
         .filter(|n| !wanted.contains(*n) && !used_by_user(view, n))
@@ -690,7 +716,7 @@ fn volume_ops(view: &Workload, desired: &[Value], ops: &mut Vec<PatchOperation>)
     add_volumes(view, adds, ops);
 }
 
-fn removal_ops(view: &Workload) -> Vec<PatchOperation> {
+fn removal_ops(view: &Workload) -> Vec<Op> {
     // Only what stash itself injected goes: a container the user named
     // `stash` on a workload stash never annotated is theirs.
     if !injected_by_stash(view) {

@@ -2,11 +2,13 @@
 //! them: paths into the pod template, and setting or removing one of stash's
 //! annotations while creating (or dropping) the maps around it.
 
+use std::sync::Arc;
+
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
 use super::View;
+use crate::patch::{Json, Op, Shared};
 
 pub(crate) const CONTAINERS: [&str; 4] = ["spec", "template", "spec", "containers"];
 pub(crate) const INIT_CONTAINERS: [&str; 4] = ["spec", "template", "spec", "initContainers"];
@@ -18,16 +20,16 @@ pub(crate) fn ptr(tokens: &[&str]) -> PointerBuf {
     PointerBuf::from_tokens(tokens.iter().copied())
 }
 
-pub(crate) fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
+pub(crate) fn add(path: PointerBuf, value: impl Into<Json>) -> Op {
+    Op::add(path, value)
 }
 
-pub(crate) fn replace(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Replace(ReplaceOperation { path, value })
+pub(crate) fn replace(path: PointerBuf, value: impl Into<Json>) -> Op {
+    Op::replace(path, value)
 }
 
-pub(crate) fn remove(path: PointerBuf) -> PatchOperation {
-    PatchOperation::Remove(RemoveOperation { path })
+pub(crate) fn remove(path: PointerBuf) -> Op {
+    Op::remove(path)
 }
 
 pub(crate) fn indexed(base: &[&str], i: usize) -> PointerBuf {
@@ -42,7 +44,7 @@ pub(crate) fn set_annotation(
     base: &[&str],
     key: &str,
     value: &str,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Vec<Op>,
 ) {
     let Some(meta) = meta else {
         ops.push(add(ptr(base), json!({"annotations": {key: value}})));
@@ -70,7 +72,7 @@ pub(crate) fn unset_annotation(
     meta: Option<&Map<String, Value>>,
     base: &[&str],
     key: &str,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Vec<Op>,
 ) {
     let Some(a) = meta
         .and_then(|m| m.get("annotations"))
@@ -91,17 +93,17 @@ pub(crate) fn unset_annotation(
 
 /// Removes the pod volumes at `indices` (any order): the last first, so each
 /// index still points where it did.
-pub(crate) fn remove_volumes(mut indices: Vec<usize>, ops: &mut Vec<PatchOperation>) {
+pub(crate) fn remove_volumes(mut indices: Vec<usize>, ops: &mut Vec<Op>) {
     indices.sort_unstable_by(|a, b| b.cmp(a));
     ops.extend(indices.into_iter().map(|i| remove(indexed(&VOLUMES, i))));
 }
 
 /// Appends `adds` to the pod's volumes, or adds them as the list when the
 /// pod has none.
-pub(crate) fn add_volumes(view: &View, adds: Vec<Value>, ops: &mut Vec<PatchOperation>) {
+pub(crate) fn add_volumes(view: &View, adds: Vec<Arc<Shared>>, ops: &mut Vec<Op>) {
     if view.volumes.is_none() {
         if !adds.is_empty() {
-            ops.push(add(ptr(&VOLUMES), Value::Array(adds)));
+            ops.push(add(ptr(&VOLUMES), Json::List(adds)));
         }
         return;
     }
@@ -116,7 +118,7 @@ pub(crate) fn remove_owned_volumes(
     view: &View,
     owned: &[&str],
     removable: impl Fn(&str) -> bool,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Vec<Op>,
 ) {
     let Some(existing) = view.volumes else {
         return;
