@@ -16,6 +16,7 @@ use crate::restore::init as restore_init;
 use crate::settings::Settings;
 use crate::sidecar;
 use crate::store::Snapshot;
+use crate::workload::View;
 
 /// Decides the sidecar patch for an apps/v1 workload.
 pub fn mutate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
@@ -29,6 +30,21 @@ pub fn mutate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
     let Some(object) = &req.object else {
         return Decision::allow();
     };
+    // The fast path, every ordinary review: the view read straight from the
+    // review's text, and the sidecar alone to plan.
+    match View::parse(object.raw.get(), req.namespace.as_deref()) {
+        Ok(None) => return Decision::allow(),
+        Ok(Some(view)) if !restore_init::relevant_view(&view, snap) => {
+            let plan = sidecar::plan_read(Ok(Some(view)), snap, settings);
+            let mut decision = Decision::allow().with_patch(plan.ops);
+            decision.warnings = plan.warnings;
+            return decision;
+        }
+        _ => {}
+    }
+    // Both planners, or an object the view could not read: the planners run
+    // on a JSON tree of the fields they read, so that the init container is
+    // planned on the workload as the sidecar's patch leaves it.
     // Only the fields the planners read, in the object's shape (see
     // `view`): the rest of a large object is scanned, never built.
     let mut workload = match super::view::workload(object.raw) {

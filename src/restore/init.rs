@@ -51,7 +51,7 @@ use crate::workload::patch::{
     INIT_CONTAINERS, META, VOLUMES, add, add_volumes, indexed, ptr, remove, remove_owned_volumes,
     remove_volumes, replace, set_annotation, unset_annotation,
 };
-use crate::workload::{View, describe, name_of};
+use crate::workload::{Unreadable, View, name_of};
 
 /// What the restore decision wants done to one workload; `O` as for
 /// [`crate::sidecar::SidecarPlan`].
@@ -83,6 +83,11 @@ pub fn relevant(workload: &Value, snap: &Snapshot) -> bool {
         || has_init_container(workload.pointer("/spec/template").unwrap_or(&Value::Null))
 }
 
+/// [`relevant`], of a workload's view.
+pub(crate) fn relevant_view(view: &View, snap: &Snapshot) -> bool {
+    snap.has_restores() || init_index(view).is_some()
+}
+
 /// Whether a pod template (`spec.template` JSON) carries the `stash-init` container.
 pub fn has_init_container(pod_template: &Value) -> bool {
     pod_template
@@ -106,20 +111,20 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitPlan 
 
 /// [`plan`], in stash's own patch operations (what the webhook answers with).
 pub fn plan_ops(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitPlan<Op> {
-    let view = match View::read(workload) {
+    let mut text = String::new();
+    let view = match View::read(workload, &mut text) {
         Ok(Some(v)) => v,
         Ok(None) => return InitPlan::default(),
-        Err(problem) => {
+        Err(Unreadable { what, problem }) => {
             return InitPlan {
                 warnings: vec![format!(
-                    "stash cannot read {}: {problem}; the stash-init container was left untouched",
-                    describe(workload)
+                    "stash cannot read {what}: {problem}; the stash-init container was left untouched"
                 )],
                 ..InitPlan::default()
             };
         }
     };
-    let targeting = snap.restores_for_target(view.namespace, view.kind, view.name);
+    let targeting = snap.restores_for_target(&view.namespace, &view.kind, &view.name);
     let targeting: Vec<&RestoreSession> = targeting.iter().map(|rs| rs.as_ref()).collect();
     match targeting::choose(&view.target(), &targeting, &WORDS) {
         Choice::Leave(warnings) => InitPlan {
@@ -154,7 +159,7 @@ fn init_index(view: &View) -> Option<usize> {
 fn other_users(view: &View, name: &str) -> (bool, bool) {
     let (mut user, mut sidecar) = (false, false);
     for (c, mounts) in view.mounting(name) {
-        match name_of(c) {
+        match c.name() {
             Some(RESTORE_INIT_CONTAINER) => {}
             Some(SIDECAR_CONTAINER) => sidecar |= mounts,
             _ => user |= mounts,
@@ -184,7 +189,7 @@ fn desired(
         tmp: Default::default(),
     };
     let (mounts, volumes) = mounts_and_volumes(
-        view.namespace,
+        &view.namespace,
         |name| view.has_volume(name),
         &view.display(),
         repo,
@@ -218,7 +223,7 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
     let mut plan = InitPlan::default();
     let repository = targeting::repository(
         snap,
-        view.namespace,
+        &view.namespace,
         rs.repository_name(),
         ("RestoreSession", &rs_name),
         "stash-init container",
@@ -235,7 +240,7 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
     let (container, volumes) = desired(view, rs, &rs_name, repo, settings, &mut plan.warnings);
     if let Some(i) = init_index(view)
         && !injected_by_stash(view)
-        && !covers(&view.init_containers[i], &container)
+        && !covers(view.init_containers[i].value(), &container)
     {
         plan.warnings.push(format!(
             "{} already has an init container named {RESTORE_INIT_CONTAINER:?} that stash did not inject; the restore was not set up: rename that container",
@@ -252,7 +257,7 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
         }
     }
     set_annotation(
-        view.meta,
+        view.meta.as_ref(),
         &META,
         ANNOTATION_LAST_APPLIED_RESTORE,
         &rs_name,
@@ -266,9 +271,9 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
 /// The `stash-init` container put in place: a new one goes in front of the
 /// user's init containers.
 fn container_ops(view: &View, container: Value) -> Vec<Op> {
-    let list = view.init_containers;
+    let list = &view.init_containers;
     match init_index(view) {
-        Some(i) if covers(&list[i], &container) => Vec::new(),
+        Some(i) if covers(list[i].value(), &container) => Vec::new(),
         Some(i) => vec![replace(indexed(&INIT_CONTAINERS, i), container)],
         None if !list.is_empty() => vec![add(indexed(&INIT_CONTAINERS, 0), container)],
         None => vec![add(ptr(&INIT_CONTAINERS), json!([container]))],
@@ -288,8 +293,8 @@ fn volume_ops(
     let mut adds = Vec::new();
     for want in volumes {
         let name = name_of(want.value()).unwrap_or("");
-        match (view.volumes, view.volume_index(name)) {
-            (Some(existing), Some(i)) if !covers(&existing[i], want.value()) => {
+        match (&view.volumes, view.volume_index(name)) {
+            (Some(existing), Some(i)) if !covers(existing[i].value(), want.value()) => {
                 if replaceable(view, name, rs_name, repo_name)? {
                     ops.push(replace(indexed(&VOLUMES, i), want.clone()));
                 }
@@ -324,8 +329,8 @@ fn replaceable(view: &View, name: &str, rs_name: &str, repo_name: &str) -> Resul
     if sidecar && (name == VOLUME_SECRET || name == VOLUME_LOCAL_BACKEND) {
         return Err(format!(
             "RestoreSession {}/{rs_name} reads Repository {}/{repo_name}, but the stash sidecar of {} mounts another repository as {name:?}; the restore was not set up: restore from the backup's Repository, or remove its BackupConfiguration first",
-            view.namespace,
-            view.namespace,
+            &view.namespace,
+            &view.namespace,
             view.display()
         ));
     }
@@ -347,6 +352,11 @@ fn removal_ops(view: &View) -> Vec<Op> {
     }
     let unused = |n: &str| other_users(view, n) == (false, false);
     remove_owned_volumes(view, &OWNED_VOLUMES, unused, &mut ops);
-    unset_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED_RESTORE, &mut ops);
+    unset_annotation(
+        view.meta.as_ref(),
+        &META,
+        ANNOTATION_LAST_APPLIED_RESTORE,
+        &mut ops,
+    );
     ops
 }

@@ -38,8 +38,7 @@ use crate::workload::patch::{
     CONTAINERS, META, TEMPLATE_META, VOLUMES, add, add_volumes, indexed, ptr, remove,
     remove_owned_volumes, remove_volumes, replace, set_annotation, unset_annotation,
 };
-pub use crate::workload::template_controller;
-use crate::workload::{View as Workload, describe, name_of};
+use crate::workload::{Unreadable, View as Workload, name_of};
 
 /// Downward-API volume with the pod's labels, mounted at [`PODINFO_DIR`].
 pub const VOLUME_PODINFO: &str = "stash-podinfo";
@@ -116,30 +115,41 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPl
 /// [`plan`], its operations holding the memoized sidecar as shared,
 /// pre-serialized values (what the webhook writes into its answer).
 pub fn plan_ops(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPlan<Op> {
-    let view = match Workload::read(workload) {
-        Ok(Some(view)) => view,
-        Ok(None) => return SidecarPlan::default(),
-        Err(problem) => {
-            return SidecarPlan {
-                warnings: vec![format!(
-                    "stash cannot read {}: {problem}; the stash sidecar was left untouched",
-                    describe(workload)
-                )],
-                ..SidecarPlan::default()
-            };
-        }
-    };
-    let targeting = snap.configs_for_target(view.namespace, view.kind, view.name);
+    let mut text = String::new();
+    plan_read(Workload::read(workload, &mut text), snap, settings)
+}
+
+/// [`plan_ops`] on a view already read (the webhook reads it from the
+/// review's text), or on why it could not be.
+pub(crate) fn plan_read(
+    view: Result<Option<Workload>, Unreadable>,
+    snap: &Snapshot,
+    settings: &Settings,
+) -> SidecarPlan<Op> {
+    match view {
+        Ok(Some(view)) => plan_view(&view, snap, settings),
+        Ok(None) => SidecarPlan::default(),
+        Err(Unreadable { what, problem }) => SidecarPlan {
+            warnings: vec![format!(
+                "stash cannot read {what}: {problem}; the stash sidecar was left untouched"
+            )],
+            ..SidecarPlan::default()
+        },
+    }
+}
+
+fn plan_view(view: &Workload, snap: &Snapshot, settings: &Settings) -> SidecarPlan<Op> {
+    let targeting = snap.configs_for_target(&view.namespace, &view.kind, &view.name);
     match targeting::choose(&view.target(), &targeting, &WORDS) {
         Choice::Leave(warnings) => SidecarPlan {
             warnings,
             ..SidecarPlan::default()
         },
         Choice::Remove => SidecarPlan {
-            ops: removal_ops(&view),
+            ops: removal_ops(view),
             ..SidecarPlan::default()
         },
-        Choice::Apply(bc) => inject(&view, bc, snap, settings),
+        Choice::Apply(bc) => inject(view, bc, snap, settings),
     }
 }
 
@@ -165,7 +175,7 @@ fn injected_by_stash(view: &Workload) -> bool {
 /// Whether a container other than the sidecar mounts volume `name`.
 fn used_by_user(view: &Workload, name: &str) -> bool {
     view.mounting(name)
-        .any(|(c, mounts)| mounts && name_of(c) != Some(SIDECAR_CONTAINER))
+        .any(|(c, mounts)| mounts && c.name() != Some(SIDECAR_CONTAINER))
 }
 
 /// The sidecar container and pod volumes one configuration wants, each as
@@ -186,7 +196,7 @@ fn inject(
     let mut plan = SidecarPlan::default();
     let repository = targeting::repository(
         snap,
-        view.namespace,
+        &view.namespace,
         bc.repository_name(),
         ("BackupConfiguration", &bc_name),
         "stash sidecar",
@@ -216,19 +226,19 @@ fn inject(
 fn conflict(view: &Workload, desired: &Desired) -> Option<String> {
     if let Some(i) = view.container_index(SIDECAR_CONTAINER)
         && !injected_by_stash(view)
-        && !covers(&view.containers[i], desired.container.value())
+        && !covers(view.containers[i].value(), desired.container.value())
     {
         return Some(format!(
             "{} already has a container named {SIDECAR_CONTAINER:?} that stash did not inject; the stash sidecar was not injected: rename that container",
             view.display()
         ));
     }
-    let existing = view.volumes?;
+    let existing = view.volumes.as_ref()?;
     desired.volumes.iter().find_map(|want| {
         let want = want.value();
         let name = want.get("name").and_then(Value::as_str)?;
         let i = view.volume_index(name)?;
-        (used_by_user(view, name) && !covers(&existing[i], want)).then(|| {
+        (used_by_user(view, name) && !covers(existing[i].value(), want)).then(|| {
             format!(
                 "{} already uses a volume named {name:?}, which the stash sidecar needs; the stash sidecar was not injected: rename that volume",
                 view.display()
@@ -316,8 +326,8 @@ fn memoized_desired(
         .fold(0u64, |bits, (i, _)| bits | 1 << i);
     let inputs = memo::Inputs {
         image: &settings.image,
-        kind: view.kind,
-        name: view.name,
+        kind: &view.kind,
+        name: &view.name,
         mounts_present,
     };
     memo::get_or_compute(bc, repo, inputs, compute)
@@ -362,7 +372,7 @@ fn desired(
         tmp,
     };
     let (mounts, volumes) = mounts_and_volumes(
-        view.namespace,
+        &view.namespace,
         |name| view.has_volume(name),
         &view.display(),
         repo,
@@ -666,7 +676,7 @@ fn quantity(s: &str) -> Option<f64> {
 fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<Op> {
     let mut ops = Vec::new();
     match view.container_index(SIDECAR_CONTAINER) {
-        Some(i) if covers(&view.containers[i], desired.container.value()) => {}
+        Some(i) if covers(view.containers[i].value(), desired.container.value()) => {}
         Some(i) => ops.push(replace(indexed(&CONTAINERS, i), desired.container.clone())),
         None if view.containers.is_empty() => {
             ops.push(add(
@@ -681,18 +691,24 @@ fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<Op> {
     }
     volume_ops(view, &desired.volumes, &mut ops);
     set_annotation(
-        view.template_meta,
+        view.template_meta.as_ref(),
         &TEMPLATE_META,
         ANNOTATION_CONFIG_HASH,
         &desired.hash,
         &mut ops,
     );
-    set_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED, bc_name, &mut ops);
+    set_annotation(
+        view.meta.as_ref(),
+        &META,
+        ANNOTATION_LAST_APPLIED,
+        bc_name,
+        &mut ops,
+    );
     ops
 }
 
 fn volume_ops(view: &Workload, desired: &[Arc<Shared>], ops: &mut Vec<Op>) {
-    let Some(existing) = view.volumes else {
+    let Some(existing) = &view.volumes else {
         ops.push(add(ptr(&VOLUMES), Json::List(desired.to_vec())));
         return;
     };
@@ -700,7 +716,7 @@ fn volume_ops(view: &Workload, desired: &[Arc<Shared>], ops: &mut Vec<Op>) {
     for want in desired {
         let name = name_of(want.value()).unwrap_or("");
         match view.volume_index(name) {
-            Some(i) if covers(&existing[i], want.value()) => {}
+            Some(i) if covers(existing[i].value(), want.value()) => {}
             Some(i) => ops.push(replace(indexed(&VOLUMES, i), want.clone())),
             None => adds.push(want.clone()),
         }
@@ -728,12 +744,12 @@ fn removal_ops(view: &Workload) -> Vec<Op> {
     }
     remove_owned_volumes(view, &OWNED_VOLUMES, |n| !used_by_user(view, n), &mut ops);
     unset_annotation(
-        view.template_meta,
+        view.template_meta.as_ref(),
         &TEMPLATE_META,
         ANNOTATION_CONFIG_HASH,
         &mut ops,
     );
-    unset_annotation(view.meta, &META, ANNOTATION_LAST_APPLIED, &mut ops);
+    unset_annotation(view.meta.as_ref(), &META, ANNOTATION_LAST_APPLIED, &mut ops);
     ops
 }
 

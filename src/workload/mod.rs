@@ -1,100 +1,213 @@
 //! The parts of an apps/v1 workload (Deployment, StatefulSet, DaemonSet,
 //! ReplicaSet) that the sidecar and `stash-init` planners read, borrowed from
-//! its JSON: one reading of the object, with one set of shape checks, for
-//! both, so they can never disagree about what a workload holds.
+//! its JSON text: one reading of the object, with one set of shape checks,
+//! for both, so they can never disagree about what a workload holds.
 //!
-//! The planners take the object as JSON rather than typed because they
-//! answer with a JSON patch against exactly that JSON (indices into its
-//! lists, maps it lacks), and because a workload the API server admitted may
-//! still carry fields no typed struct of ours knows.
+//! The planners answer with a JSON patch against exactly that JSON (indices
+//! into its lists, maps it lacks), and a workload the API server admitted may
+//! carry fields no typed struct of ours knows; so the view keeps the order of
+//! the containers and volumes and the presence of each map, and reads only
+//! names, mounts, stash's annotations and the owner references
+//! ([`shape`]). The containers and volumes that are stash's own are read
+//! whole: the planners compare them with what they want.
+//!
+//! The webhook reads the view straight from the review's text; the
+//! reconciler, which holds the stored object as a JSON tree, writes it out
+//! first ([`View::parse`] is the one reading for both).
 
 pub mod patch;
+mod shape;
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-use crate::api::{WORKLOAD_API_VERSION, WORKLOAD_KINDS, namespace_in};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::api::{
+    DEFAULT_NAMESPACE, RESTORE_INIT_CONTAINER, SIDECAR_CONTAINER, WORKLOAD_API_VERSION,
+    WORKLOAD_KINDS,
+};
+use crate::sidecar::OWNED_VOLUMES;
 use crate::targeting;
+use shape::{List, Obj};
 
-/// A workload's identity and pod template, borrowed from its JSON.
+/// A workload's identity and pod template, borrowed from its JSON text.
 pub(crate) struct View<'a> {
-    pub api_version: &'a str,
-    pub kind: &'a str,
-    pub namespace: &'a str,
-    pub name: &'a str,
-    pub meta: Option<&'a Map<String, Value>>,
-    pub template_meta: Option<&'a Map<String, Value>>,
-    pub containers: &'a [Value],
-    pub init_containers: &'a [Value],
-    pub volumes: Option<&'a [Value]>,
+    pub api_version: Cow<'a, str>,
+    pub kind: Cow<'a, str>,
+    pub namespace: Cow<'a, str>,
+    pub name: Cow<'a, str>,
+    /// `metadata`, when it is an object.
+    pub meta: Option<Meta<'a>>,
+    /// `spec.template.metadata`, when it is an object.
+    pub template_meta: Option<Meta<'a>>,
+    pub containers: Vec<Item<'a>>,
+    pub init_containers: Vec<Item<'a>>,
+    /// `spec.template.spec.volumes`, when the pod has the list.
+    pub volumes: Option<Vec<Item<'a>>>,
     /// StatefulSet `volumeClaimTemplates` names: mountable like pod volumes.
-    pub claim_templates: Vec<&'a str>,
+    pub claim_templates: Vec<Cow<'a, str>>,
     /// (kind, name) of the controller that stamps out this workload's pod
     /// template (see [`template_controller`]), if any.
-    pub controller: Option<(&'a str, &'a str)>,
+    pub controller: Option<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+/// An object's metadata as the planners read it: whether it has an
+/// `annotations` map, and that map's entries (values as raw text).
+pub(crate) struct Meta<'a> {
+    annotations: Option<shape::Entries<'a>>,
+}
+
+impl Meta<'_> {
+    /// Whether `metadata.annotations` is a map.
+    pub fn has_annotations(&self) -> bool {
+        self.annotations.is_some()
+    }
+
+    /// The annotation `key`, when it is a string.
+    pub fn annotation(&self, key: &str) -> Option<Cow<'_, str>> {
+        self.annotations.as_ref()?.string(key)
+    }
+
+    pub fn annotated(&self, key: &str) -> bool {
+        self.annotations.as_ref().is_some_and(|a| a.contains(key))
+    }
+
+    /// How many annotations there are.
+    pub fn annotation_count(&self) -> usize {
+        self.annotations.as_ref().map_or(0, |a| a.len())
+    }
+}
+
+/// A container, init container or volume of the pod template.
+pub(crate) struct Item<'a> {
+    name: Option<Cow<'a, str>>,
+    /// The names of a container's volume mounts.
+    mounts: Vec<Cow<'a, str>>,
+    /// The whole element, for those stash owns (by name).
+    whole: Option<Value>,
+}
+
+impl Item<'_> {
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The whole element when it is one of stash's (else `null`).
+    pub fn value(&self) -> &Value {
+        static NULL: Value = Value::Null;
+        self.whole.as_ref().unwrap_or(&NULL)
+    }
+
+    pub fn mounts(&self, volume: &str) -> bool {
+        self.mounts.iter().any(|m| m == volume)
+    }
+}
+
+/// Why an object of a workload kind cannot be planned for.
+#[derive(Debug)]
+pub(crate) struct Unreadable {
+    /// `Deployment demo/app`, as far as it could be read.
+    pub what: String,
+    pub problem: String,
 }
 
 impl<'a> View<'a> {
+    /// [`View::parse`] of a JSON tree (the reconciler's stored object): its
+    /// text is written into `text` first, and the view borrows from it.
+    pub fn read(obj: &Value, text: &'a mut String) -> Result<Option<Self>, Unreadable> {
+        *text = obj.to_string();
+        Self::parse(text, None)
+    }
+
     /// `Ok(None)` for objects that are not an apps/v1 workload kind; `Err`
-    /// when the object is one but its shape cannot be read.
-    pub fn read(obj: &'a Value) -> Result<Option<Self>, String> {
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-        if api_version != WORKLOAD_API_VERSION || !WORKLOAD_KINDS.contains(&kind) {
-            return Ok(None);
-        }
-        let meta = optional_map(obj.get("metadata"), "metadata")?;
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        optional_map(
-            meta.and_then(|m| m.get("annotations")),
-            "metadata.annotations",
-        )?;
-        let template = obj
-            .pointer("/spec/template")
-            .and_then(Value::as_object)
-            .ok_or("spec.template is missing or not an object")?;
-        let template_meta = optional_map(template.get("metadata"), "spec.template.metadata")?;
-        if let Some(m) = template_meta {
-            optional_map(m.get("annotations"), "spec.template.metadata.annotations")?;
-        }
-        let pod = template
-            .get("spec")
-            .and_then(Value::as_object)
-            .ok_or("spec.template.spec is missing or not an object")?;
-        let list = |key: &str, what: &str| -> Result<Option<&'a [Value]>, String> {
-            let Some(list) = optional_list(pod.get(key), what)? else {
-                return Ok(None);
-            };
-            match list.iter().position(|v| name_of(v).is_none()) {
-                Some(i) => Err(format!("{what}[{i}] has no name")),
-                None => Ok(Some(list)),
+    /// when the object is one but its shape cannot be read. `namespace` is
+    /// the request's, used when the object names none (on CREATE it may not).
+    pub fn parse(text: &'a str, namespace: Option<&str>) -> Result<Option<Self>, Unreadable> {
+        let object = match serde_json::from_str::<Obj<shape::Object>>(text) {
+            Ok(Obj::Is(o)) => o,
+            Ok(_) => return Ok(None),
+            Err(e) => {
+                return Err(Unreadable {
+                    what: describe_text(text),
+                    problem: one_line(&e.to_string()),
+                });
             }
         };
-        let containers = list("containers", "spec.template.spec.containers")?.unwrap_or(&[]);
-        let init_containers =
-            list("initContainers", "spec.template.spec.initContainers")?.unwrap_or(&[]);
-        let volumes = list("volumes", "spec.template.spec.volumes")?;
-        let claim_templates = obj
-            .pointer("/spec/volumeClaimTemplates")
-            .and_then(Value::as_array)
-            .map(|ts| {
-                ts.iter()
-                    .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let api_version = object.api_version.0.unwrap_or_default();
+        let kind = object.kind.0.unwrap_or_default();
+        if api_version != WORKLOAD_API_VERSION || !WORKLOAD_KINDS.contains(&kind.as_ref()) {
+            return Ok(None);
+        }
+        let metadata_wrong = matches!(object.metadata, Obj::Wrong);
+        let meta = object.metadata.get();
+        let (name, own_namespace) = meta
+            .as_ref()
+            .map_or((None, None), |m| (m.name.0.clone(), m.namespace.0.clone()));
+        let name = name.unwrap_or_default();
+        let namespace = match (own_namespace, namespace) {
+            (Some(n), _) if !n.is_empty() => n,
+            (_, Some(request)) => Cow::Owned(request.to_owned()),
+            (Some(n), None) => n,
+            (None, None) => Cow::Borrowed(DEFAULT_NAMESPACE),
+        };
+        let fail = |problem: String| Unreadable {
+            what: format!("{kind} {namespace}/{name}"),
+            problem,
+        };
+        if metadata_wrong {
+            return Err(fail("metadata is not an object".into()));
+        }
+        let (meta, owners) = match meta {
+            Some(m) => {
+                let annotations = annotations(m.annotations, "metadata.annotations");
+                (Some(annotations.map_err(fail)?), m.owner_references.items())
+            }
+            None => (None, Vec::new()),
+        };
+        let spec = object.spec.get();
+        let claim_templates = spec.as_ref().map_or_else(Vec::new, |s| claim_names(s));
+        let Some(template) = spec.and_then(|s| s.template.get()) else {
+            return Err(fail("spec.template is missing or not an object".into()));
+        };
+        let template_meta = match template.metadata {
+            Obj::Wrong => return Err(fail("spec.template.metadata is not an object".into())),
+            Obj::Is(m) => Some(
+                annotations(m.annotations, "spec.template.metadata.annotations").map_err(fail)?,
+            ),
+            _ => None,
+        };
+        let Some(pod) = template.spec.get() else {
+            return Err(fail(
+                "spec.template.spec is missing or not an object".into(),
+            ));
+        };
+        let containers = items(
+            pod.containers,
+            "spec.template.spec.containers",
+            stash_container,
+        )
+        .map_err(fail)?;
+        let init_containers = items(
+            pod.init_containers,
+            "spec.template.spec.initContainers",
+            stash_container,
+        )
+        .map_err(fail)?;
+        let volumes = items(pod.volumes, "spec.template.spec.volumes", |n| {
+            OWNED_VOLUMES.contains(&n)
+        })
+        .map_err(fail)?;
         Ok(Some(Self {
-            controller: template_controller(kind, meta.and_then(|m| m.get("ownerReferences"))),
+            controller: template_controller(&kind, owners),
             api_version,
             kind,
-            namespace: namespace_in(obj),
+            namespace,
             name,
             meta,
             template_meta,
-            containers,
-            init_containers,
+            containers: containers.unwrap_or_default(),
+            init_containers: init_containers.unwrap_or_default(),
             volumes,
             claim_templates,
         }))
@@ -106,68 +219,152 @@ impl<'a> View<'a> {
     }
 
     /// What the shared choice among targeting objects reads.
-    pub fn target(&self) -> targeting::Workload<'a> {
+    pub fn target(&self) -> targeting::Workload<'_> {
         targeting::Workload {
-            api_version: self.api_version,
-            kind: self.kind,
-            namespace: self.namespace,
-            name: self.name,
-            controller: self.controller,
+            api_version: &self.api_version,
+            kind: &self.kind,
+            namespace: &self.namespace,
+            name: &self.name,
+            controller: self
+                .controller
+                .as_ref()
+                .map(|(kind, name)| (kind.as_ref(), name.as_ref())),
         }
     }
 
     /// Whether the workload's own annotations hold `key`.
     pub fn annotated(&self, key: &str) -> bool {
-        annotations(self.meta).is_some_and(|a| a.contains_key(key))
+        self.meta.as_ref().is_some_and(|m| m.annotated(key))
     }
 
     /// Whether the pod template's annotations hold `key`.
     pub fn template_annotated(&self, key: &str) -> bool {
-        annotations(self.template_meta).is_some_and(|a| a.contains_key(key))
+        self.template_meta
+            .as_ref()
+            .is_some_and(|m| m.annotated(key))
     }
 
     /// Index of the container `name` in `spec.template.spec.containers`.
     pub fn container_index(&self, name: &str) -> Option<usize> {
-        self.containers
-            .iter()
-            .position(|c| name_of(c) == Some(name))
+        self.containers.iter().position(|c| c.name() == Some(name))
     }
 
     /// Index of the init container `name`.
     pub fn init_index(&self, name: &str) -> Option<usize> {
         self.init_containers
             .iter()
-            .position(|c| name_of(c) == Some(name))
+            .position(|c| c.name() == Some(name))
     }
 
     /// Index of the pod volume `name`.
     pub fn volume_index(&self, name: &str) -> Option<usize> {
-        self.volumes?.iter().position(|v| name_of(v) == Some(name))
+        self.volumes
+            .as_ref()?
+            .iter()
+            .position(|v| v.name() == Some(name))
     }
 
     /// Whether a container of the pod may mount volume `name`.
     pub fn has_volume(&self, name: &str) -> bool {
-        self.volume_index(name).is_some() || self.claim_templates.contains(&name)
+        self.volume_index(name).is_some() || self.claim_templates.iter().any(|c| c == name)
     }
 
     /// Every container and init container, with whether it mounts volume `name`.
-    pub fn mounting(&self, name: &'a str) -> impl Iterator<Item = (&'a Value, bool)> + 'a {
+    pub fn mounting<'s>(&'s self, name: &'s str) -> impl Iterator<Item = (&'s Item<'a>, bool)> {
         self.containers
             .iter()
-            .chain(self.init_containers)
-            .map(move |c| {
-                let mounts = c
-                    .get("volumeMounts")
-                    .and_then(Value::as_array)
-                    .is_some_and(|ms| ms.iter().any(|m| name_of(m) == Some(name)));
-                (c, mounts)
-            })
+            .chain(&self.init_containers)
+            .map(move |c| (c, c.mounts(name)))
     }
 }
 
-fn annotations(meta: Option<&Map<String, Value>>) -> Option<&Map<String, Value>> {
-    meta.and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object)
+/// Whether a container is one stash writes (read whole).
+fn stash_container(name: &str) -> bool {
+    name == SIDECAR_CONTAINER || name == RESTORE_INIT_CONTAINER
+}
+
+/// A metadata's annotations: `Err` when they are not a map.
+fn annotations<'a>(field: Obj<shape::Entries<'a>>, what: &str) -> Result<Meta<'a>, String> {
+    match field {
+        Obj::Wrong => Err(format!("{what} is not an object")),
+        Obj::Is(entries) => Ok(Meta {
+            annotations: Some(entries),
+        }),
+        _ => Ok(Meta { annotations: None }),
+    }
+}
+
+/// The names of a StatefulSet's volumeClaimTemplates.
+fn claim_names<'a>(spec: &shape::Spec<'a>) -> Vec<Cow<'a, str>> {
+    match &spec.volume_claim_templates {
+        List::Is(ts) => ts
+            .iter()
+            .filter_map(|t| match t {
+                Obj::Is(t) => match &t.metadata {
+                    Obj::Is(m) => m.name.0.clone(),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A list of containers or volumes: `Ok(None)` when absent or null; `Err`
+/// when it is not a list or an element has no name. Elements whose name
+/// `whole` accepts are read whole.
+fn items<'a>(
+    list: List<&'a RawValue>,
+    what: &str,
+    whole: impl Fn(&str) -> bool,
+) -> Result<Option<Vec<Item<'a>>>, String> {
+    let raws = match list {
+        List::Absent | List::Null => return Ok(None),
+        List::Wrong => return Err(format!("{what} is not a list")),
+        List::Is(raws) => raws,
+    };
+    let mut out = Vec::with_capacity(raws.len());
+    for (i, raw) in raws.into_iter().enumerate() {
+        let item = Item::read(raw, &whole)?;
+        if item.name.is_none() {
+            return Err(format!("{what}[{i}] has no name"));
+        }
+        out.push(item);
+    }
+    Ok(Some(out))
+}
+
+impl<'a> Item<'a> {
+    fn read(raw: &'a RawValue, whole: impl Fn(&str) -> bool) -> Result<Self, String> {
+        let text = raw.get();
+        let read = serde_json::from_str::<Obj<shape::Item<'a>>>(text)
+            .map_err(|e| one_line(&e.to_string()))?;
+        let Obj::Is(item) = read else {
+            return Ok(Self {
+                name: None,
+                mounts: Vec::new(),
+                whole: None,
+            });
+        };
+        let mounts = item
+            .volume_mounts
+            .items()
+            .into_iter()
+            .filter_map(|m| m.get()?.name.0)
+            .collect();
+        let whole = match item.name.0.as_deref() {
+            Some(name) if whole(name) => {
+                Some(serde_json::from_str(text).map_err(|e| one_line(&e.to_string()))?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            name: item.name.0,
+            mounts,
+            whole,
+        })
+    }
 }
 
 /// The controller whose pod template this workload copies, as (kind, name):
@@ -178,20 +375,20 @@ fn annotations(meta: Option<&Map<String, Value>>) -> Option<&Map<String, Value>>
 /// resource controls is still the user's to target: its controller writes it
 /// from its own spec and the webhook injects on each of those writes, so its
 /// stored template converges instead of multiplying.
-pub fn template_controller<'a>(
+fn template_controller<'a>(
     kind: &str,
-    owner_references: Option<&'a Value>,
-) -> Option<(&'a str, &'a str)> {
-    owner_references
-        .and_then(Value::as_array)?
-        .iter()
-        .filter(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+    owners: Vec<Obj<shape::OwnerRef<'a>>>,
+) -> Option<(Cow<'a, str>, Cow<'a, str>)> {
+    owners
+        .into_iter()
+        .filter_map(Obj::get)
+        .filter(|r| r.controller.0)
         .find_map(|r| {
-            let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-            let owner_kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
-            let owner_name = r.get("name").and_then(Value::as_str).unwrap_or("");
+            let api_version = r.api_version.0.unwrap_or_default();
+            let owner_kind = r.kind.0.unwrap_or_default();
+            let owner_name = r.name.0.unwrap_or_default();
             let apps_workload = api_version.split('/').next() == Some("apps")
-                && WORKLOAD_KINDS.contains(&owner_kind);
+                && WORKLOAD_KINDS.contains(&owner_kind.as_ref());
             (apps_workload || kind == "ReplicaSet").then_some((owner_kind, owner_name))
         })
 }
@@ -201,35 +398,27 @@ pub(crate) fn name_of(v: &Value) -> Option<&str> {
     v.get("name").and_then(Value::as_str)
 }
 
-/// `Deployment demo/app` of any object's JSON, for a message about an object
-/// that could not be read as a workload.
-pub(crate) fn describe(obj: &Value) -> String {
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
-    let ns = namespace_in(obj);
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    format!("{kind} {ns}/{name}")
+/// `Deployment demo/app` of an object's text, as far as it reads.
+fn describe_text(text: &str) -> String {
+    let head = serde_json::from_str::<Obj<shape::Head>>(text)
+        .ok()
+        .and_then(Obj::get);
+    let (kind, meta) = match head {
+        Some(h) => (h.kind.0, h.metadata.get()),
+        None => (None, None),
+    };
+    let (name, namespace) = meta.map_or((None, None), |m| (m.name.0, m.namespace.0));
+    format!(
+        "{} {}/{}",
+        kind.as_deref().unwrap_or("object"),
+        namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+        name.as_deref().unwrap_or("")
+    )
 }
 
-fn optional_map<'a>(
-    v: Option<&'a Value>,
-    what: &str,
-) -> Result<Option<&'a Map<String, Value>>, String> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(format!("{what} is not an object")),
-    }
-}
-
-fn optional_list<'a>(v: Option<&'a Value>, what: &str) -> Result<Option<&'a [Value]>, String> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a.as_slice())),
-        Some(_) => Err(format!("{what} is not a list")),
-    }
+/// Folds a parser's message onto one line.
+fn one_line(s: &str) -> String {
+    crate::admission::wire::one_line(s)
 }
 
 #[cfg(test)]
@@ -243,8 +432,8 @@ mod tests {
     }
 
     fn problem(obj: &Value) -> String {
-        match View::read(obj) {
-            Err(p) => p,
+        match View::read(obj, &mut String::new()) {
+            Err(p) => p.problem,
             Ok(_) => panic!("read: {obj}"),
         }
     }
@@ -292,7 +481,8 @@ mod tests {
             "containers": [{"name": "app", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}],
             "initContainers": [{"name": "stash-init"}],
             "volumes": [{"name": "data", "emptyDir": {}}]}}}));
-        let v = View::read(&obj).unwrap().unwrap();
+        let mut text = String::new();
+        let v = View::read(&obj, &mut text).unwrap().unwrap();
         assert_eq!(v.display(), "Deployment demo/app");
         assert_eq!(v.container_index("app"), Some(0));
         assert_eq!(v.init_index("stash-init"), Some(0));
@@ -300,6 +490,23 @@ mod tests {
         let mounting: Vec<bool> = v.mounting("data").map(|(_, m)| m).collect();
         assert_eq!(mounting, [true, false]);
         let job = json!({"apiVersion": "batch/v1", "kind": "Job"});
-        assert!(View::read(&job).unwrap().is_none());
+        assert!(View::read(&job, &mut String::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn reads_escaped_text_and_annotations_as_a_tree_would() {
+        let text = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"a\u0070p","annotations":{"x":1,"k":"v","k":"w"}},"spec":{"template":{"spec":{"containers":[{"image":"i","volumeMounts":[{"name":"m"}],"name":"stash"}]}}}}"#;
+        let v = View::parse(text, None).unwrap().unwrap();
+        assert_eq!(v.display(), "Deployment default/app");
+        let meta = v.meta.as_ref().unwrap();
+        assert_eq!(meta.annotation("k").as_deref(), Some("w"));
+        assert_eq!(meta.annotation("x"), None);
+        assert!(meta.annotated("x") && !meta.annotated("y"));
+        assert_eq!(meta.annotation_count(), 2);
+        // stash's own container is read whole, whatever the order of its fields.
+        assert_eq!(v.containers[0].value()["image"], "i");
+        assert!(v.mounting("m").all(|(_, m)| m));
+        let in_request = View::parse(text, Some("demo")).unwrap().unwrap();
+        assert_eq!(in_request.display(), "Deployment demo/app");
     }
 }

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
-use super::View;
+use super::{Meta, View};
 use crate::patch::{Json, Op, Shared};
 
 pub(crate) const CONTAINERS: [&str; 4] = ["spec", "template", "spec", "containers"];
@@ -40,7 +40,7 @@ pub(crate) fn indexed(base: &[&str], i: usize) -> PointerBuf {
 
 /// Sets `key` in `<base>/annotations`, creating `base` or its annotations map when missing.
 pub(crate) fn set_annotation(
-    meta: Option<&Map<String, Value>>,
+    meta: Option<&Meta>,
     base: &[&str],
     key: &str,
     value: &str,
@@ -52,40 +52,30 @@ pub(crate) fn set_annotation(
     };
     let mut annotations = ptr(base);
     annotations.push_back("annotations");
-    match meta.get("annotations").and_then(Value::as_object) {
-        None => ops.push(add(annotations, json!({key: value}))),
-        Some(a) if a.get(key).and_then(Value::as_str) == Some(value) => {}
-        Some(a) => {
-            let exists = a.contains_key(key);
-            annotations.push_back(key);
-            ops.push(if exists {
-                replace(annotations, json!(value))
-            } else {
-                add(annotations, json!(value))
-            });
-        }
+    if !meta.has_annotations() {
+        ops.push(add(annotations, json!({key: value})));
+        return;
     }
+    if meta.annotation(key).as_deref() == Some(value) {
+        return;
+    }
+    let exists = meta.annotated(key);
+    annotations.push_back(key);
+    ops.push(if exists {
+        replace(annotations, json!(value))
+    } else {
+        add(annotations, json!(value))
+    });
 }
 
 /// Removes `key` from `<base>/annotations`, and the map itself when `key` was its only entry.
-pub(crate) fn unset_annotation(
-    meta: Option<&Map<String, Value>>,
-    base: &[&str],
-    key: &str,
-    ops: &mut Vec<Op>,
-) {
-    let Some(a) = meta
-        .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object)
-    else {
-        return;
-    };
-    if !a.contains_key(key) {
+pub(crate) fn unset_annotation(meta: Option<&Meta>, base: &[&str], key: &str, ops: &mut Vec<Op>) {
+    if !meta.is_some_and(|m| m.annotated(key)) {
         return;
     }
     let mut path = ptr(base);
     path.push_back("annotations");
-    if a.len() > 1 {
+    if meta.is_some_and(|m| m.annotation_count() > 1) {
         path.push_back(key);
     }
     ops.push(remove(path));
@@ -120,7 +110,7 @@ pub(crate) fn remove_owned_volumes(
     removable: impl Fn(&str) -> bool,
     ops: &mut Vec<Op>,
 ) {
-    let Some(existing) = view.volumes else {
+    let Some(existing) = &view.volumes else {
         return;
     };
     let found: Vec<usize> = owned
