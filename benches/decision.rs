@@ -1,6 +1,8 @@
 //! In-process cost of one Deployment CREATE decision through
 //! `admission::handle`: parse the AdmissionReview, look the workload up in the
-//! store, plan the sidecar, serialize the answer with its base64 patch.
+//! store, plan the sidecar, serialize the answer with its base64 patch; and
+//! of the parsing alone (`decision/parse_review`), so that the decision
+//! beside parsing is the difference.
 //!
 //! Also what every answered review costs besides: its metrics (`metrics/`)
 //! and its log line (`log/`).
@@ -29,6 +31,11 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("decision");
     group.measurement_time(Duration::from_secs(5));
+    // Parsing alone (the envelope, the request's fields, the object's name):
+    // what the decision costs beside parsing is the difference.
+    group.bench_function("parse_review", |b| {
+        b.iter(|| stash::admission::wire::parse(std::hint::black_box(&body)).map(|(_, r)| r.uid))
+    });
     group.bench_function("deployment_create_inject", |b| {
         b.iter(|| {
             handle(

@@ -7,7 +7,6 @@
 use base64::Engine;
 use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource};
-use serde::Serialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
@@ -347,42 +346,14 @@ pub fn operation_str(op: &Operation) -> &'static str {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseReview<'a> {
-    api_version: &'a str,
-    kind: &'static str,
-    response: Response<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Response<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<Status<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-}
-
-#[derive(Serialize)]
-struct Status<'a> {
-    code: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
-    message: &'a str,
-}
-
 /// Serializes the answer to `req`: uid and apiVersion echoed, the patch as a
 /// base64 string with `patchType: JSONPatch`.
+///
+/// Written field by field rather than through serde structs: the patch is
+/// base64-encoded straight into the body (its alphabet needs no escaping,
+/// which serde would otherwise scan it for), and the body is allocated once
+/// at its final size. The golden tests pin the bytes.
 pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Result<Answer, ReviewError> {
-    let internal =
-        |what: &str, e: serde_json::Error| ReviewError::Internal(one_line(&format!("{what}: {e}")));
     let patch_json = (!decision.patch.is_empty()).then(|| {
         let mut out = Vec::with_capacity(1024);
         patch::write(&decision.patch, &mut out);
@@ -390,38 +361,57 @@ pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Result<An
     });
     let patch_bytes = patch_json.as_ref().map_or(0, Vec::len);
     let status = match (&decision.message, decision.allowed) {
-        (Some(m), false) => Some(Status {
-            code: 403,
-            reason: Some("Forbidden"),
-            message: m,
-        }),
-        (Some(m), true) => Some(Status {
-            code: 200,
-            reason: None,
-            message: m,
-        }),
-        (None, false) => Some(Status {
-            code: 403,
-            reason: Some("Forbidden"),
-            message: "denied",
-        }),
+        (Some(m), false) => Some((403, Some("Forbidden"), m.as_str())),
+        (Some(m), true) => Some((200, None, m.as_str())),
+        (None, false) => Some((403, Some("Forbidden"), "denied")),
         (None, true) => None,
     };
-    let response = ResponseReview {
-        api_version,
-        kind: "AdmissionReview",
-        response: Response {
-            uid: &req.uid,
-            allowed: decision.allowed,
-            status,
-            patch: patch_json
-                .as_ref()
-                .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-            patch_type: patch_json.as_ref().map(|_| "JSONPatch"),
-            warnings: &decision.warnings,
-        },
-    };
-    let body = serde_json::to_vec(&response).map_err(|e| internal("AdmissionReview", e))?;
+    let words: usize = decision.warnings.iter().map(|w| w.len() + 3).sum();
+    let message = status.map_or(0, |(_, _, m)| m.len() + 64);
+    let mut body = Vec::with_capacity(
+        160 + api_version.len() + req.uid.len() + message + words + patch_bytes.div_ceil(3) * 4,
+    );
+    body.extend_from_slice(br#"{"apiVersion":"#);
+    json_str(&mut body, api_version);
+    body.extend_from_slice(br#","kind":"AdmissionReview","response":{"uid":"#);
+    json_str(&mut body, &req.uid);
+    body.extend_from_slice(if decision.allowed {
+        br#","allowed":true"#
+    } else {
+        br#","allowed":false"#
+    });
+    if let Some((code, reason, message)) = status {
+        body.extend_from_slice(br#","status":{"code":"#);
+        body.extend_from_slice(if code == 403 { b"403" } else { b"200" });
+        if let Some(reason) = reason {
+            body.extend_from_slice(br#","reason":"#);
+            json_str(&mut body, reason);
+        }
+        body.extend_from_slice(br#","message":"#);
+        json_str(&mut body, message);
+        body.push(b'}');
+    }
+    if let Some(patch) = &patch_json {
+        body.extend_from_slice(br#","patch":""#);
+        let start = body.len();
+        body.resize(start + patch.len().div_ceil(3) * 4, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(patch, &mut body[start..])
+            .map_err(|e| ReviewError::Internal(one_line(&format!("patch: {e}"))))?;
+        body.truncate(start + written);
+        body.extend_from_slice(br#"","patchType":"JSONPatch""#);
+    }
+    if !decision.warnings.is_empty() {
+        body.extend_from_slice(br#","warnings":["#);
+        for (i, w) in decision.warnings.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            json_str(&mut body, w);
+        }
+        body.push(b']');
+    }
+    body.extend_from_slice(b"}}");
     Ok(Answer {
         body,
         uid: req.uid.clone(),
@@ -437,6 +427,12 @@ pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Result<An
         dry_run: req.dry_run,
         decision,
     })
+}
+
+/// Appends `s` as a JSON string (quoted and escaped as serde_json does).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a str into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, s).unwrap_or(());
 }
 
 /// Folds an error message onto one line: every run of whitespace, newlines
@@ -494,6 +490,38 @@ mod tests {
             String::from_utf8(a.body).unwrap(),
             r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":false,"status":{"code":403,"reason":"Forbidden","message":"no"}}}"#
         );
+    }
+
+    #[test]
+    fn every_shape_of_answer_is_the_json_it_should_be() {
+        let body = review().to_string();
+        let (v, req) = parse(body.as_bytes()).unwrap();
+        let mut informed = Decision::allow().warn("a \"quoted\"\nline").warn("ü");
+        informed.message = Some("fine <&>".into());
+        let cases = [
+            (
+                informed,
+                json!({"uid": req.uid, "allowed": true, "status": {"code": 200, "message": "fine <&>"},
+                       "warnings": ["a \"quoted\"\nline", "ü"]}),
+            ),
+            (
+                Decision {
+                    allowed: false,
+                    ..Decision::default()
+                },
+                json!({"uid": req.uid, "allowed": false,
+                       "status": {"code": 403, "reason": "Forbidden", "message": "denied"}}),
+            ),
+            (Decision::allow(), json!({"uid": req.uid, "allowed": true})),
+        ];
+        for (decision, response) in cases {
+            let a = answer(&v, &req, decision).unwrap();
+            let got: Value = serde_json::from_slice(&a.body).unwrap();
+            assert_eq!(
+                got,
+                json!({"apiVersion": ADMISSION_V1, "kind": "AdmissionReview", "response": response})
+            );
+        }
     }
 
     #[test]
