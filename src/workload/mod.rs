@@ -21,7 +21,6 @@ mod shape;
 use std::borrow::Cow;
 
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::api::{
     DEFAULT_NAMESPACE, RESTORE_INIT_CONTAINER, SIDECAR_CONTAINER, WORKLOAD_API_VERSION,
@@ -315,18 +314,18 @@ fn claim_names<'a>(spec: &shape::Spec<'a>) -> Vec<Cow<'a, str>> {
 /// when it is not a list or an element has no name. Elements whose name
 /// `whole` accepts are read whole.
 fn items<'a>(
-    list: List<&'a RawValue>,
+    list: List<Obj<shape::Entries<'a>>>,
     what: &str,
     whole: impl Fn(&str) -> bool,
 ) -> Result<Option<Vec<Item<'a>>>, String> {
-    let raws = match list {
+    let elements = match list {
         List::Absent | List::Null => return Ok(None),
         List::Wrong => return Err(format!("{what} is not a list")),
-        List::Is(raws) => raws,
+        List::Is(elements) => elements,
     };
-    let mut out = Vec::with_capacity(raws.len());
-    for (i, raw) in raws.into_iter().enumerate() {
-        let item = Item::read(raw, &whole)?;
+    let mut out = Vec::with_capacity(elements.len());
+    for (i, element) in elements.into_iter().enumerate() {
+        let item = Item::read(element, &whole)?;
         if item.name.is_none() {
             return Err(format!("{what}[{i}] has no name"));
         }
@@ -336,31 +335,36 @@ fn items<'a>(
 }
 
 impl<'a> Item<'a> {
-    fn read(raw: &'a RawValue, whole: impl Fn(&str) -> bool) -> Result<Self, String> {
-        let text = raw.get();
-        let read = serde_json::from_str::<Obj<shape::Item<'a>>>(text)
-            .map_err(|e| one_line(&e.to_string()))?;
-        let Obj::Is(item) = read else {
+    /// An element from its fields (each kept as text by the one scan of the
+    /// list): its name, its mounts' names, and the whole of it when `whole`
+    /// accepts the name.
+    fn read(
+        element: Obj<shape::Entries<'a>>,
+        whole: impl Fn(&str) -> bool,
+    ) -> Result<Self, String> {
+        let Obj::Is(fields) = element else {
             return Ok(Self {
                 name: None,
                 mounts: Vec::new(),
                 whole: None,
             });
         };
-        let mounts = item
-            .volume_mounts
-            .items()
-            .into_iter()
-            .filter_map(|m| m.get()?.name.0)
-            .collect();
-        let whole = match item.name.0.as_deref() {
-            Some(name) if whole(name) => {
-                Some(serde_json::from_str(text).map_err(|e| one_line(&e.to_string()))?)
-            }
+        let name = fields.string("name");
+        let mounts = match fields.raw("volumeMounts") {
+            Some(raw) => serde_json::from_str::<List<Obj<shape::Named<'a>>>>(raw.get())
+                .map_err(|e| one_line(&e.to_string()))?
+                .items()
+                .into_iter()
+                .filter_map(|m| m.get()?.name.0)
+                .collect(),
+            None => Vec::new(),
+        };
+        let whole = match name.as_deref() {
+            Some(n) if whole(n) => Some(fields.to_value().map_err(|e| one_line(&e.to_string()))?),
             _ => None,
         };
         Ok(Self {
-            name: item.name.0,
+            name,
             mounts,
             whole,
         })

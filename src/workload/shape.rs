@@ -72,7 +72,8 @@ pub(super) struct Text<'a>(pub Option<Cow<'a, str>>);
 pub(super) struct Flag(pub bool);
 
 /// A map's entries, keys read, values kept as their raw text: annotations,
-/// of which stash reads one or two among any number of the user's.
+/// of which stash reads one or two among any number of the user's; the
+/// fields of a container or volume, read further only as far as needed.
 pub(super) struct Entries<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
 
 #[derive(Deserialize)]
@@ -139,25 +140,17 @@ pub(super) struct Template<'a> {
     pub spec: Obj<Pod<'a>>,
 }
 
-/// Each container and volume kept as its text: stash's own are read whole
-/// (the planners compare them with what they want), the others by name.
+/// Each container and volume kept as its fields' text: stash's own are
+/// read whole (the planners compare them with what they want), the others
+/// by name and mounts.
 #[derive(Deserialize)]
 pub(super) struct Pod<'a> {
     #[serde(default, borrow)]
-    pub containers: List<&'a RawValue>,
+    pub containers: List<Obj<Entries<'a>>>,
     #[serde(default, borrow, rename = "initContainers")]
-    pub init_containers: List<&'a RawValue>,
+    pub init_containers: List<Obj<Entries<'a>>>,
     #[serde(default, borrow)]
-    pub volumes: List<&'a RawValue>,
-}
-
-/// What is read of any container or volume.
-#[derive(Deserialize)]
-pub(super) struct Item<'a> {
-    #[serde(default, borrow)]
-    pub name: Text<'a>,
-    #[serde(default, borrow, rename = "volumeMounts")]
-    pub volume_mounts: List<Obj<Named<'a>>>,
+    pub volumes: List<Obj<Entries<'a>>>,
 }
 
 /// Consumes whatever value is left, for the wrong-type arms.
@@ -339,8 +332,27 @@ impl<'a> Entries<'a> {
     /// The value of `key` when it is a string (the last, if the key repeats,
     /// as a JSON tree of the same text would hold).
     pub fn string(&self, key: &str) -> Option<Cow<'a, str>> {
-        let (_, raw) = self.0.iter().rev().find(|(k, _)| k == key)?;
-        serde_json::from_str::<Text<'a>>(raw.get()).ok()?.0
+        serde_json::from_str::<Text<'a>>(self.raw(key)?.get())
+            .ok()?
+            .0
+    }
+
+    /// The raw text of `key`'s value (the last, if the key repeats).
+    pub fn raw(&self, key: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, raw)| *raw)
+    }
+
+    /// The entries as a JSON object (a repeated key: its last value).
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let mut map = serde_json::Map::new();
+        for (k, raw) in &self.0 {
+            map.insert(k.to_string(), serde_json::from_str(raw.get())?);
+        }
+        Ok(serde_json::Value::Object(map))
     }
 
     pub fn contains(&self, key: &str) -> bool {
