@@ -1,4 +1,9 @@
-//! The parts of a review's object the decisions read, and nothing else.
+//! The parts of a review's object the decisions read, and nothing else, as
+//! a JSON tree: what `/mutate/workloads` plans on when both the sidecar and
+//! the `stash-init` planner run (the second plans on the workload as the
+//! first one's patch leaves it, so the patch is applied to this tree), or
+//! when `crate::workload::View`, which every other admission reads
+//! straight from the text, cannot read the object.
 //!
 //! An AdmissionReview's object arrives as raw JSON (a borrowed
 //! [`RawValue`]); reading it into a whole `serde_json::Value` tree costs tens
