@@ -115,6 +115,19 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    // The install's format, through the same buffer.
+    let json = stash::telemetry::dispatch(stash::telemetry::LogFormat::Json);
+    tracing::dispatcher::with_default(&json, || {
+        group.bench_function("admission_line_json", |b| {
+            b.iter(|| {
+                stash::server::http::log_admission(
+                    Endpoint::MutateWorkloads,
+                    std::hint::black_box(&answer),
+                    Duration::from_micros(250),
+                )
+            })
+        })
+    });
     group.finish();
 }
 

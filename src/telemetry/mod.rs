@@ -8,10 +8,14 @@
 //! out by whoever fills it, so lines are never dropped and stay in order; the
 //! guard writes out the rest when the server stops.
 
+mod json;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tracing_subscriber::fmt::format::JsonFields;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -39,19 +43,51 @@ const INTERVAL: Duration = Duration::from_millis(20);
 
 /// Installs the global tracing subscriber; `RUST_LOG` overrides the `info` default.
 pub fn init(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Colours only for a person at a terminal, never in collected logs.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(|| Sink);
+    let builder = builder();
     let _ = match format {
         // Field values come from requests (uid, names): a newline in one
         // must not start a line of the sender's choosing.
         LogFormat::Text => builder.fmt_fields(escaped_fields()).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(JsonFields::new())
+            .event_format(json::Line::new())
+            .try_init(),
     };
+}
+
+/// The subscriber [`init`] installs, as a dispatcher of its own (to
+/// compare the formats in one process, as the decision bench does).
+pub fn dispatch(format: LogFormat) -> tracing::Dispatch {
+    let builder = builder();
+    match format {
+        LogFormat::Text => builder.fmt_fields(escaped_fields()).finish().into(),
+        LogFormat::Json => builder
+            .fmt_fields(JsonFields::new())
+            .event_format(json::Line::new())
+            .finish()
+            .into(),
+    }
+}
+
+type Builder = tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    tracing_subscriber::EnvFilter,
+    fn() -> Sink,
+>;
+
+fn builder() -> Builder {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        // Colours only for a person at a terminal, never in collected logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(sink as fn() -> Sink)
+}
+
+fn sink() -> Sink {
+    Sink
 }
 
 /// The text format's fields as `DefaultFields` writes them (`message`
