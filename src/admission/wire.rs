@@ -267,27 +267,81 @@ impl<'a> Object<'a> {
     /// Reads the object's name and namespace; like kube's `DynamicObject`,
     /// an object that is not a JSON object, or whose `metadata`, `name` or
     /// `namespace` has the wrong type, is not a readable review.
+    ///
+    /// The reading stops at `metadata` (the API server writes it third,
+    /// before `spec`): `raw` was already checked to be well-formed JSON when
+    /// it was captured, so the rest of it, which is most of it, need not be
+    /// scanned again. The stop is an error of ours that carries nothing; the
+    /// metadata read before it is kept in [`Found`].
     fn read(raw: &'a RawValue) -> Result<Self, ReviewError> {
-        #[derive(serde::Deserialize)]
-        struct Head {
-            #[serde(default)]
-            metadata: Option<Meta>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Meta {
-            #[serde(default)]
-            name: Option<String>,
-            #[serde(default)]
-            namespace: Option<String>,
-        }
-        let head: Head = serde_json::from_str(raw.get())
-            .map_err(|e| ReviewError::NotAdmissionReview(one_line(&e.to_string())))?;
-        let meta = head.metadata;
+        let mut found = None;
+        let read = serde::Deserializer::deserialize_map(
+            &mut serde_json::Deserializer::from_str(raw.get()),
+            Found(&mut found),
+        );
+        let meta = match (read, found) {
+            (_, Some(meta)) => meta,
+            (Ok(()), None) => Meta::default(),
+            (Err(e), None) => {
+                return Err(ReviewError::NotAdmissionReview(one_line(&e.to_string())));
+            }
+        };
         Ok(Self {
             raw,
-            name: meta.as_ref().and_then(|m| m.name.clone()),
-            namespace: meta.and_then(|m| m.namespace),
+            name: meta.name,
+            namespace: meta.namespace,
         })
+    }
+}
+
+#[derive(Default, serde::Deserialize)]
+struct Meta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// Whether a map key is `metadata` (read without a copy of the key).
+struct IsMetadata(bool);
+
+impl<'de> serde::Deserialize<'de> for IsMetadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = IsMetadata;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<IsMetadata, E> {
+                Ok(IsMetadata(v == "metadata"))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Reads an object's keys up to `metadata`, reads that (a `null` one as
+/// empty), and stops.
+struct Found<'s>(&'s mut Option<Meta>);
+
+impl<'de> serde::de::Visitor<'de> for Found<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("struct Head")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(IsMetadata(is)) = map.next_key()? {
+            if is {
+                let meta: Option<Meta> = map.next_value()?;
+                *self.0 = Some(meta.unwrap_or_default());
+                return Err(serde::de::Error::custom("stop at metadata"));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
     }
 }
 
@@ -520,6 +574,38 @@ mod tests {
             assert_eq!(
                 got,
                 json!({"apiVersion": ADMISSION_V1, "kind": "AdmissionReview", "response": response})
+            );
+        }
+    }
+
+    #[test]
+    fn the_objects_name_is_read_wherever_its_metadata_is() {
+        let mut r = review();
+        let name = |r: &Value| {
+            let body = r.to_string();
+            parse(body.as_bytes()).map(|(_, req)| req.object.and_then(|o| o.name))
+        };
+        assert_eq!(name(&r), Ok(Some("app".into())));
+        // Written after spec (not what the API server does): still found.
+        let object = r["request"]["object"].to_string();
+        let body = r.to_string().replace(
+            &object,
+            r#"{"spec":{"x":[1,{"a":"}"}]},"kind":"Deployment","metadata":{"namespace":"n","name":"late"}}"#,
+        );
+        assert!(body.contains("late"));
+        let (_, req) = parse(body.as_bytes()).unwrap();
+        assert_eq!(req.object.and_then(|o| o.name).as_deref(), Some("late"));
+        r["request"]["object"] = json!({"metadata": null, "spec": {}});
+        assert_eq!(name(&r), Ok(None));
+        for bad in [
+            json!({"metadata": 5}),
+            json!({"metadata": {"name": 1}}),
+            json!([1]),
+        ] {
+            r["request"]["object"] = bad.clone();
+            assert!(
+                matches!(name(&r), Err(ReviewError::NotAdmissionReview(_))),
+                "{bad}"
             );
         }
     }
