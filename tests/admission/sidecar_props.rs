@@ -1,7 +1,8 @@
 //! Properties of the sidecar plan over generated workloads and configurations:
 //! injection is idempotent, removal gives back exactly the original object,
-//! and what does not shape the sidecar (paused, schedule, retention) never
-//! touches the pod template.
+//! what does not shape the sidecar (paused, schedule, retention) never
+//! touches the pod template, and the webhook (which reads the workload from
+//! the review's text) answers exactly what the planner plans on the object.
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -133,8 +134,67 @@ fn apply(obj: &Value, p: &SidecarPlan) -> Value {
     o
 }
 
+/// The `/mutate/workloads` answer for `workload`: its patch (decoded) and warnings.
+fn webhook(workload: &Value, snap: &Snapshot) -> (Vec<json_patch::PatchOperation>, Vec<String>) {
+    use base64::Engine;
+    let kind = workload["kind"].as_str().unwrap();
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u",
+            "kind": {"group": "apps", "version": "v1", "kind": kind},
+            "resource": {"group": "apps", "version": "v1", "resource": format!("{}s", kind.to_lowercase())},
+            "name": workload["metadata"]["name"],
+            "namespace": workload["metadata"]["namespace"],
+            "operation": "UPDATE",
+            "userInfo": {"username": "kubernetes-admin"},
+            "object": workload,
+            "dryRun": false
+        }
+    });
+    let body = serde_json::to_vec(&review).unwrap();
+    let answer = stash::admission::handle(
+        stash::admission::Endpoint::MutateWorkloads,
+        &body,
+        snap,
+        &Settings::default(),
+    )
+    .unwrap();
+    let response: Value = serde_json::from_slice(&answer.body).unwrap();
+    let response = &response["response"];
+    let patch = match response["patch"].as_str() {
+        Some(b64) => {
+            let text = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            serde_json::from_slice(&text).unwrap()
+        }
+        None => Vec::new(),
+    };
+    let warnings = response["warnings"]
+        .as_array()
+        .map(|ws| ws.iter().map(|w| w.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    (patch, warnings)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_webhook_answers_what_the_planner_plans(c in case()) {
+        let settings = Settings::default();
+        let with = snapshot(Some(&c.config), &c.repository);
+        let without = snapshot(None, &c.repository);
+        let injected = apply(&c.workload, &plan(&c.workload, &with, &settings));
+        for (workload, snap) in [(&c.workload, &with), (&injected, &with), (&injected, &without), (&c.workload, &without)] {
+            let planned = plan(workload, snap, &settings);
+            let (patch, warnings) = webhook(workload, snap);
+            prop_assert_eq!(&patch, &planned.ops);
+            prop_assert_eq!(&warnings, &planned.warnings);
+        }
+    }
 
     #[test]
     fn inject_is_idempotent_and_removal_restores_the_original(c in case()) {
