@@ -43,10 +43,9 @@ pub fn mutate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
         _ => {}
     }
     // Both planners, or an object the view could not read: the planners run
-    // on a JSON tree of the fields they read, so that the init container is
-    // planned on the workload as the sidecar's patch leaves it.
-    // Only the fields the planners read, in the object's shape (see
-    // `view`): the rest of a large object is scanned, never built.
+    // on a JSON tree of only the fields they read (see `view`; the rest of a
+    // large object is scanned, never built), so that the init container can
+    // be planned on the workload as the sidecar's patch leaves it.
     let mut workload = match super::view::workload(object.raw) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
