@@ -13,6 +13,7 @@ pub mod certs;
 pub mod crds;
 pub mod feed;
 pub mod lease;
+pub(crate) mod lenient;
 pub mod manifests;
 pub mod patch;
 pub mod reconcile;

@@ -33,6 +33,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::api::{RESTORE_INIT_CONTAINER, SIDECAR_CONTAINER};
+use crate::lenient::Text;
 use crate::sidecar::OWNED_VOLUMES;
 
 /// What to keep of one JSON value.
@@ -217,8 +218,11 @@ impl<'de> Visitor<'de> for Keep {
             return Ok(Value::Object(Map::new()));
         };
         let mut out = Map::new();
-        while let Some(key) = map.next_key::<Key>()? {
-            match fields.iter().find(|(name, _)| *name == key.0) {
+        while let Some(Text(key)) = map.next_key()? {
+            match fields
+                .iter()
+                .find(|(name, _)| Some(*name) == key.as_deref())
+            {
                 Some((name, shape)) => {
                     let v = map.next_value_seed(Prune(*shape))?;
                     out.insert((*name).to_string(), v);
@@ -229,31 +233,6 @@ impl<'de> Visitor<'de> for Keep {
             }
         }
         Ok(Value::Object(out))
-    }
-}
-
-/// A map key, borrowed when the text allows.
-struct Key<'a>(std::borrow::Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(v.into()))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(v.to_owned().into()))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(v.into()))
-            }
-        }
-        d.deserialize_str(V)
     }
 }
 

@@ -10,6 +10,7 @@ use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
+use crate::lenient::Text;
 use crate::patch::{self, Op};
 
 /// The only AdmissionReview version served.
@@ -134,68 +135,12 @@ struct Incoming<'a> {
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope<'a> {
-    #[serde(default)]
-    api_version: Loose,
-    #[serde(default)]
-    kind: Loose,
+    #[serde(default, borrow)]
+    api_version: Text<'a>,
+    #[serde(default, borrow)]
+    kind: Text<'a>,
     #[serde(default, borrow)]
     request: Option<&'a RawValue>,
-}
-
-/// A string field of a body that may hold anything there.
-#[derive(Default)]
-enum Loose {
-    Str(String),
-    #[default]
-    Other,
-}
-
-impl Loose {
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Loose::Str(s) => Some(s),
-            Loose::Other => None,
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Loose {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Loose;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Loose, E> {
-                Ok(Loose::Str(v.to_owned()))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Loose, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Loose, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Loose, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Loose, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_unit<E>(self) -> Result<Loose, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Loose, A::Error> {
-                while a.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Loose::Other)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Loose, A::Error> {
-                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Loose::Other)
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// Parses a request body into its apiVersion and request. No part of the
@@ -233,7 +178,7 @@ pub fn parse(body: &[u8]) -> Result<(String, Request<'_>), ReviewError> {
         }
         Err(e) => return Err(ReviewError::NotJson(one_line(&e.to_string()))),
     };
-    match envelope.kind.as_str() {
+    match envelope.kind.0.as_deref() {
         Some("AdmissionReview") => {}
         Some(other) => {
             return Err(ReviewError::NotAdmissionReview(format!(
@@ -242,7 +187,7 @@ pub fn parse(body: &[u8]) -> Result<(String, Request<'_>), ReviewError> {
         }
         None => return Err(ReviewError::NotAdmissionReview("kind is missing".into())),
     }
-    let api_version = envelope.api_version.as_str().unwrap_or("");
+    let api_version = envelope.api_version.0.as_deref().unwrap_or("");
     if api_version != ADMISSION_V1 {
         return Err(ReviewError::UnsupportedVersion(api_version.to_string()));
     }
@@ -302,25 +247,6 @@ struct Meta {
     namespace: Option<String>,
 }
 
-/// Whether a map key is `metadata` (read without a copy of the key).
-struct IsMetadata(bool);
-
-impl<'de> serde::Deserialize<'de> for IsMetadata {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = IsMetadata;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<IsMetadata, E> {
-                Ok(IsMetadata(v == "metadata"))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 /// Reads an object's keys up to `metadata`, reads that (a `null` one as
 /// empty), and stops.
 struct Found<'s>(&'s mut Option<Meta>);
@@ -333,8 +259,8 @@ impl<'de> serde::de::Visitor<'de> for Found<'_> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(IsMetadata(is)) = map.next_key()? {
-            if is {
+        while let Some(Text(key)) = map.next_key()? {
+            if key.as_deref() == Some("metadata") {
                 let meta: Option<Meta> = map.next_value()?;
                 *self.0 = Some(meta.unwrap_or_default());
                 return Err(serde::de::Error::custom("stop at metadata"));

@@ -35,7 +35,7 @@ pub fn mutate(req: &Request, snap: &Snapshot, settings: &Settings) -> Decision {
     match View::parse(object.raw.get(), req.namespace.as_deref()) {
         Ok(None) => return Decision::allow(),
         Ok(Some(view)) if !restore_init::relevant_view(&view, snap) => {
-            let plan = sidecar::plan_read(Ok(Some(view)), snap, settings);
+            let plan = sidecar::plan_view(&view, snap, settings);
             let mut decision = Decision::allow().with_patch(plan.ops);
             decision.warnings = plan.warnings;
             return decision;

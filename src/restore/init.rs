@@ -51,7 +51,7 @@ use crate::workload::patch::{
     INIT_CONTAINERS, META, VOLUMES, add, add_volumes, indexed, ptr, remove, remove_owned_volumes,
     remove_volumes, replace, set_annotation, unset_annotation,
 };
-use crate::workload::{Unreadable, View, name_of};
+use crate::workload::{View, name_of};
 
 /// What the restore decision wants done to one workload; `O` as for
 /// [`crate::sidecar::SidecarPlan`].
@@ -115,11 +115,9 @@ pub fn plan_ops(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitP
     let view = match View::read(workload, &mut text) {
         Ok(Some(v)) => v,
         Ok(None) => return InitPlan::default(),
-        Err(Unreadable { what, problem }) => {
+        Err(unreadable) => {
             return InitPlan {
-                warnings: vec![format!(
-                    "stash cannot read {what}: {problem}; the stash-init container was left untouched"
-                )],
+                warnings: vec![unreadable.warning("stash-init container")],
                 ..InitPlan::default()
             };
         }

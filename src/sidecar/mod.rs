@@ -38,7 +38,7 @@ use crate::workload::patch::{
     CONTAINERS, META, TEMPLATE_META, VOLUMES, add, add_volumes, indexed, ptr, remove,
     remove_owned_volumes, remove_volumes, replace, set_annotation, unset_annotation,
 };
-use crate::workload::{Unreadable, View as Workload, name_of};
+use crate::workload::{View as Workload, name_of};
 
 /// Downward-API volume with the pod's labels, mounted at [`PODINFO_DIR`].
 pub const VOLUME_PODINFO: &str = "stash-podinfo";
@@ -116,29 +116,19 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPl
 /// pre-serialized values (what the webhook writes into its answer).
 pub fn plan_ops(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPlan<Op> {
     let mut text = String::new();
-    plan_read(Workload::read(workload, &mut text), snap, settings)
-}
-
-/// [`plan_ops`] on a view already read (the webhook reads it from the
-/// review's text), or on why it could not be.
-pub(crate) fn plan_read(
-    view: Result<Option<Workload>, Unreadable>,
-    snap: &Snapshot,
-    settings: &Settings,
-) -> SidecarPlan<Op> {
-    match view {
+    match Workload::read(workload, &mut text) {
         Ok(Some(view)) => plan_view(&view, snap, settings),
         Ok(None) => SidecarPlan::default(),
-        Err(Unreadable { what, problem }) => SidecarPlan {
-            warnings: vec![format!(
-                "stash cannot read {what}: {problem}; the stash sidecar was left untouched"
-            )],
+        Err(unreadable) => SidecarPlan {
+            warnings: vec![unreadable.warning("stash sidecar")],
             ..SidecarPlan::default()
         },
     }
 }
 
-fn plan_view(view: &Workload, snap: &Snapshot, settings: &Settings) -> SidecarPlan<Op> {
+/// [`plan_ops`] on a view already read (the webhook reads it from the
+/// review's text).
+pub(crate) fn plan_view(view: &Workload, snap: &Snapshot, settings: &Settings) -> SidecarPlan<Op> {
     let targeting = snap.configs_for_target(&view.namespace, &view.kind, &view.name);
     match targeting::choose(&view.target(), &targeting, &WORDS) {
         Choice::Leave(warnings) => SidecarPlan {

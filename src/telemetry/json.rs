@@ -197,6 +197,15 @@ mod tests {
         }
     }
 
+    /// A subscriber writing [`Line`]s into `buf`.
+    fn with_line(buf: &Buf) -> impl tracing::Subscriber + Send + Sync + use<> {
+        tracing_subscriber::fmt()
+            .fmt_fields(JsonFields::new())
+            .event_format(Line::new())
+            .with_writer(buf.clone())
+            .finish()
+    }
+
     fn emit() {
         let uid = "a\"b\\c\nd\u{1}é";
         tracing::info!(
@@ -224,11 +233,7 @@ mod tests {
     fn writes_the_stock_formatters_line_byte_for_byte() {
         let ours = Buf::default();
         let stock = Buf::default();
-        let fast = tracing_subscriber::fmt()
-            .fmt_fields(JsonFields::new())
-            .event_format(Line::new())
-            .with_writer(ours.clone())
-            .finish();
+        let fast = with_line(&ours);
         tracing::subscriber::with_default(fast, emit);
         let reference = tracing_subscriber::fmt()
             .json()
@@ -247,11 +252,7 @@ mod tests {
     #[test]
     fn inside_a_span_the_stock_formatter_writes() {
         let ours = Buf::default();
-        let fast = tracing_subscriber::fmt()
-            .fmt_fields(JsonFields::new())
-            .event_format(Line::new())
-            .with_writer(ours.clone())
-            .finish();
+        let fast = with_line(&ours);
         tracing::subscriber::with_default(fast, || {
             let _span = tracing::info_span!("reconciling object", object = "demo/app").entered();
             tracing::info!("inside");

@@ -26,9 +26,9 @@ use crate::api::{
     DEFAULT_NAMESPACE, RESTORE_INIT_CONTAINER, SIDECAR_CONTAINER, WORKLOAD_API_VERSION,
     WORKLOAD_KINDS,
 };
+use crate::lenient::{Entries, List, Obj};
 use crate::sidecar::OWNED_VOLUMES;
 use crate::targeting;
-use shape::{List, Obj};
 
 /// A workload's identity and pod template, borrowed from its JSON text.
 pub(crate) struct View<'a> {
@@ -54,7 +54,7 @@ pub(crate) struct View<'a> {
 /// An object's metadata as the planners read it: whether it has an
 /// `annotations` map, and that map's entries (values as raw text).
 pub(crate) struct Meta<'a> {
-    annotations: Option<shape::Entries<'a>>,
+    annotations: Option<Entries<'a>>,
 }
 
 impl Meta<'_> {
@@ -109,6 +109,17 @@ pub(crate) struct Unreadable {
     /// `Deployment demo/app`, as far as it could be read.
     pub what: String,
     pub problem: String,
+}
+
+impl Unreadable {
+    /// The planners' warning, naming what was left as it was (`stash
+    /// sidecar`, `stash-init container`).
+    pub fn warning(&self, part: &str) -> String {
+        format!(
+            "stash cannot read {}: {}; the {part} was left untouched",
+            self.what, self.problem
+        )
+    }
 }
 
 impl<'a> View<'a> {
@@ -283,7 +294,7 @@ fn stash_container(name: &str) -> bool {
 }
 
 /// A metadata's annotations: `Err` when they are not a map.
-fn annotations<'a>(field: Obj<shape::Entries<'a>>, what: &str) -> Result<Meta<'a>, String> {
+fn annotations<'a>(field: Obj<Entries<'a>>, what: &str) -> Result<Meta<'a>, String> {
     match field {
         Obj::Wrong => Err(format!("{what} is not an object")),
         Obj::Is(entries) => Ok(Meta {
@@ -314,7 +325,7 @@ fn claim_names<'a>(spec: &shape::Spec<'a>) -> Vec<Cow<'a, str>> {
 /// when it is not a list or an element has no name. Elements whose name
 /// `whole` accepts are read whole.
 fn items<'a>(
-    list: List<Obj<shape::Entries<'a>>>,
+    list: List<Obj<Entries<'a>>>,
     what: &str,
     whole: impl Fn(&str) -> bool,
 ) -> Result<Option<Vec<Item<'a>>>, String> {
@@ -338,10 +349,7 @@ impl<'a> Item<'a> {
     /// An element from its fields (each kept as text by the one scan of the
     /// list): its name, its mounts' names, and the whole of it when `whole`
     /// accepts the name.
-    fn read(
-        element: Obj<shape::Entries<'a>>,
-        whole: impl Fn(&str) -> bool,
-    ) -> Result<Self, String> {
+    fn read(element: Obj<Entries<'a>>, whole: impl Fn(&str) -> bool) -> Result<Self, String> {
         let Obj::Is(fields) = element else {
             return Ok(Self {
                 name: None,
