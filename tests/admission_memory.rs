@@ -92,8 +92,9 @@ fn a_decision_allocates_a_fraction_of_its_body() {
     );
 
     // A 3 MB UPDATE (object and oldObject each just under etcd's limit):
-    // the same sidecar patch as the small Deployment's, for a fraction of
-    // the body (the old full parse allocated tens of times the body).
+    // the same sidecar patch as the small Deployment's, for what the small
+    // review costs: the workload is read from the text, not built (the old
+    // full parse allocated tens of times the body).
     let update = big::large_update(&deployment);
     assert!(
         update.len() > 2 * big::ETCD_LIMIT - 16 * 1024,
@@ -105,7 +106,7 @@ fn a_decision_allocates_a_fraction_of_its_body() {
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
     assert!(answer["response"]["patch"].is_string(), "{answer}");
     assert!(
-        peak <= update.len() / 4 + small_peak,
+        peak <= small_peak + 64 * 1024,
         "{peak} bytes allocated deciding a {}-byte UPDATE",
         update.len()
     );
