@@ -264,7 +264,7 @@ pub fn chained(
             }
         }
     }
-    Ok((wire::answer(&api_version, &req, merged)?, object))
+    Ok((wire::answer(&api_version, &req, merged), object))
 }
 
 /// The AdmissionReview the API server would send for `object`.

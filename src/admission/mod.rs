@@ -132,5 +132,5 @@ pub fn handle(
 ) -> Result<Answer, ReviewError> {
     let (api_version, req) = wire::parse(body)?;
     let decision = decide(endpoint, &req, snap, settings);
-    wire::answer(&api_version, &req, decision)
+    Ok(wire::answer(&api_version, &req, decision))
 }

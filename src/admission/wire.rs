@@ -4,7 +4,6 @@
 //! whose `patch` serializes as an array of numbers (kube-rs/kube#1781); the
 //! API server requires a base64 string, which a golden test pins.
 
-use base64::Engine;
 use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::de::IgnoredAny;
@@ -333,7 +332,7 @@ pub fn operation_str(op: &Operation) -> &'static str {
 /// base64-encoded straight into the body (its alphabet needs no escaping,
 /// which serde would otherwise scan it for), and the body is allocated once
 /// at its final size. The golden tests pin the bytes.
-pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Result<Answer, ReviewError> {
+pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Answer {
     let patch_json = (!decision.patch.is_empty()).then(|| {
         let mut out = Vec::with_capacity(1024);
         patch::write(&decision.patch, &mut out);
@@ -373,12 +372,7 @@ pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Result<An
     }
     if let Some(patch) = &patch_json {
         body.extend_from_slice(br#","patch":""#);
-        let start = body.len();
-        body.resize(start + patch.len().div_ceil(3) * 4, 0);
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(patch, &mut body[start..])
-            .map_err(|e| ReviewError::Internal(one_line(&format!("patch: {e}"))))?;
-        body.truncate(start + written);
+        base64_simd::STANDARD.encode_append(patch, &mut body);
         body.extend_from_slice(br#"","patchType":"JSONPatch""#);
     }
     if !decision.warnings.is_empty() {
@@ -392,7 +386,7 @@ pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Result<An
         body.push(b']');
     }
     body.extend_from_slice(b"}}");
-    Ok(Answer {
+    Answer {
         body,
         uid: req.uid.clone(),
         kind: req.kind.kind.clone(),
@@ -406,7 +400,7 @@ pub fn answer(api_version: &str, req: &Request, decision: Decision) -> Result<An
         patch_bytes,
         dry_run: req.dry_run,
         decision,
-    })
+    }
 }
 
 /// Appends `s` as a JSON string (quoted and escaped as serde_json does).
@@ -454,7 +448,7 @@ mod tests {
             json_patch::jsonptr::PointerBuf::from_tokens(["metadata", "labels"]),
             json!({}),
         )];
-        let a = answer(&v, &req, Decision::allow().with_patch(patch).warn("w")).unwrap();
+        let a = answer(&v, &req, Decision::allow().with_patch(patch).warn("w"));
         assert_eq!(
             String::from_utf8(a.body).unwrap(),
             r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":true,"patch":"W3sib3AiOiJhZGQiLCJwYXRoIjoiL21ldGFkYXRhL2xhYmVscyIsInZhbHVlIjp7fX1d","patchType":"JSONPatch","warnings":["w"]}}"#
@@ -465,7 +459,7 @@ mod tests {
     fn golden_denial() {
         let body = review().to_string();
         let (v, req) = parse(body.as_bytes()).unwrap();
-        let a = answer(&v, &req, Decision::deny("no")).unwrap();
+        let a = answer(&v, &req, Decision::deny("no"));
         assert_eq!(
             String::from_utf8(a.body).unwrap(),
             r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":false,"status":{"code":403,"reason":"Forbidden","message":"no"}}}"#
@@ -495,7 +489,7 @@ mod tests {
             (Decision::allow(), json!({"uid": req.uid, "allowed": true})),
         ];
         for (decision, response) in cases {
-            let a = answer(&v, &req, decision).unwrap();
+            let a = answer(&v, &req, decision);
             let got: Value = serde_json::from_slice(&a.body).unwrap();
             assert_eq!(
                 got,
