@@ -1750,3 +1750,179 @@ fn describe_replica_sets(sets: &[ReplicaSet]) -> String {
         .collect();
     format!("{} ReplicaSets: [{}]", sets.len(), rows.join("; "))
 }
+
+// ---------------------------------------------------------------------------
+// The helpers that need no cluster
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    /// The printer columns of the served version of `K`'s CRD, as `stash crds` makes it.
+    fn printer_columns<K: CustomResourceExt + Resource<DynamicType = ()>>()
+    -> Vec<CustomResourceColumnDefinition> {
+        let crd = K::crd();
+        let version = K::version(&());
+        crd.spec
+            .versions
+            .into_iter()
+            .find(|v| v.name == version)
+            .and_then(|v| v.additional_printer_columns)
+            .unwrap_or_default()
+    }
+
+    fn object(kind: &str) -> Value {
+        json!({
+            "kind": kind,
+            "metadata": {"name": "x", "creationTimestamp": "2026-12-07T00:00:00Z"},
+            "spec": {
+                "schedule": "*/5 * * * *", "paused": true,
+                "invoker": {"kind": "BackupConfiguration", "name": BC},
+                "repository": {"name": REPO}
+            },
+            "status": {"phase": "Running"}
+        })
+    }
+
+    #[test]
+    fn every_guide_table_is_the_default_view_of_its_crd() {
+        let bc = object("BackupConfiguration");
+        let shown = default_view(&printer_columns::<BackupConfiguration>(), &bc);
+        assert_eq!(
+            check_guide_columns("BackupConfiguration", &shown, &bc),
+            cols(&[
+                ("TASK", ""),
+                ("SCHEDULE", "*/5 * * * *"),
+                ("PAUSED", "true")
+            ])
+        );
+        let bs = object("BackupSession");
+        let shown = default_view(&printer_columns::<BackupSession>(), &bs);
+        assert_eq!(
+            check_guide_columns("BackupSession", &shown, &bs),
+            cols(&[
+                ("INVOKER-TYPE", "BackupConfiguration"),
+                ("INVOKER-NAME", BC),
+                ("PHASE", "Running")
+            ])
+        );
+        let rs = object("RestoreSession");
+        let shown = default_view(&printer_columns::<RestoreSession>(), &rs);
+        assert_eq!(
+            check_guide_columns("RestoreSession", &shown, &rs),
+            cols(&[("REPOSITORY", REPO), ("PHASE", "Running")])
+        );
+    }
+
+    #[test]
+    fn a_wide_only_column_is_not_in_the_default_view() {
+        let mut columns = printer_columns::<BackupConfiguration>();
+        let phase: CustomResourceColumnDefinition = serde_json::from_value(json!({
+            "name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1
+        }))
+        .unwrap();
+        columns.insert(3, phase);
+        let bc = object("BackupConfiguration");
+        let shown = default_view(&columns, &bc);
+        let headers: Vec<&str> = shown.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(headers, ["TASK", "SCHEDULE", "PAUSED", "AGE"]);
+        // Priority 0 written out is the default view too.
+        columns[3].priority = Some(0);
+        let shown = default_view(&columns, &bc);
+        assert_eq!(shown[3], ("PHASE".to_string(), "Running".to_string()));
+    }
+
+    #[test]
+    #[should_panic(expected = "kubectl get RestoreSession's columns")]
+    fn a_column_the_guide_does_not_print_fails() {
+        let mut columns = printer_columns::<RestoreSession>();
+        columns.push(
+            serde_json::from_value(json!({
+                "name": "Host", "type": "string", "jsonPath": ".status.stats[0].hostname"
+            }))
+            .unwrap(),
+        );
+        let rs = object("RestoreSession");
+        check_guide_columns("RestoreSession", &default_view(&columns, &rs), &rs);
+    }
+
+    #[test]
+    fn a_pod_runs_as_its_service_account_or_default() {
+        assert_eq!(pod_service_account(&json!({"containers": []})), "default");
+        assert_eq!(
+            pod_service_account(&json!({"serviceAccountName": ""})),
+            "default"
+        );
+        assert_eq!(
+            pod_service_account(&json!({"serviceAccountName": CRONJOB})),
+            CRONJOB
+        );
+        assert_eq!(
+            pod_service_account(&json!({"serviceAccount": "old"})),
+            "old"
+        );
+    }
+
+    #[test]
+    fn a_binding_counts_only_for_that_account_role_and_namespace() {
+        let rb = |role_kind: &str, role: &str, sa_ns: &str, sa: &str| -> RoleBinding {
+            serde_json::from_value(json!({
+                "metadata": {"name": "b", "namespace": "t"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}]
+            }))
+            .unwrap()
+        };
+        assert!(binds(
+            &rb("ClusterRole", SIDECAR_ROLE, "t", "default"),
+            "t",
+            "default",
+            SIDECAR_ROLE
+        ));
+        assert!(!binds(
+            &rb("Role", SIDECAR_ROLE, "t", "default"),
+            "t",
+            "default",
+            SIDECAR_ROLE
+        ));
+        assert!(!binds(
+            &rb("ClusterRole", CRON_JOB_ROLE, "t", "default"),
+            "t",
+            "default",
+            SIDECAR_ROLE
+        ));
+        assert!(!binds(
+            &rb("ClusterRole", SIDECAR_ROLE, "u", "default"),
+            "t",
+            "default",
+            SIDECAR_ROLE
+        ));
+        assert!(!binds(
+            &rb("ClusterRole", SIDECAR_ROLE, "t", "other"),
+            "t",
+            "default",
+            SIDECAR_ROLE
+        ));
+    }
+
+    #[test]
+    fn the_server_runs_with_the_rendered_args_and_local_paths() {
+        let options = install::options("t", IMAGE, CaBundle::Missing("ca".into()));
+        let mut args = stash::manifests::server::server_args(&options);
+        set_flag(&mut args, "--listen", "0.0.0.0:9443");
+        set_flag(&mut args, "--shutdown-delay", "0s");
+        assert!(
+            args.contains(&"--listen=0.0.0.0:9443".to_string()),
+            "{args:?}"
+        );
+        assert!(args.contains(&format!("--image={IMAGE}")), "{args:?}");
+        assert!(
+            args.contains(&"--namespace=stash-system".to_string()),
+            "{args:?}"
+        );
+        assert_eq!(args.iter().filter(|a| a.starts_with("--listen")).count(), 1);
+        assert_eq!(args.last().map(String::as_str), Some("--shutdown-delay=0s"));
+    }
+}
