@@ -1,12 +1,25 @@
 //! The user's guide (`docs/guide/pause-backup.md`) against a REAL control plane,
-//! opt-in: skipped unless `STASH_E2E_KUBECONFIG` names a kubeconfig (README,
-//! "Real-cluster end-to-end test").
+//! opt-in: `#[ignore]`d unless run with `cargo test --test e2e_cluster --
+//! --ignored` and `STASH_E2E_KUBECONFIG` naming a kubeconfig (README,
+//! "Real-cluster end-to-end test"). The helpers' own tests run always.
 //!
-//! `stash serve` (webhooks + reconciler) and `stash run-backup` (the sidecar)
-//! run as local processes of the compiled binary, so no pod has to run: a
-//! kube-apiserver and a kube-controller-manager (deployment, replicaset,
-//! garbage collector) without any kubelet are enough. The API server calls the
-//! webhooks on this machine through `clientConfig.url`.
+//! `stash serve` (webhooks + reconciler), `stash create-backupsession` (the
+//! CronJob), `stash run-backup` (the sidecar) and `stash restore`
+//! (`stash-init`) run as local processes of the compiled binary, so no pod
+//! has to run: a kube-apiserver and a kube-controller-manager (deployment,
+//! replicaset, serviceaccount, garbage collector) without any kubelet are
+//! enough. The API server calls the webhooks on this machine through
+//! `clientConfig.url`.
+//!
+//! The install is `stash manifests` as rendered ([`install`]): its RBAC and
+//! its ValidatingAdmissionPolicies apply, and every process runs as the
+//! ServiceAccount its pod would have ([`identity`]): the server as
+//! `stash-system/stash-webhook`, the CronJob's container as its
+//! `stash-backup-<bc>`, the sidecar and `stash-init` as the Deployment's. So a
+//! write the install does not allow fails the test, as it would fail in a
+//! cluster. Only what a person does (`kubectl`) and the kubelet's part
+//! (Secret volumes, the downward API) use the admin's kubeconfig, and the
+//! cleanup.
 //!
 //! What the test changes in the guide's YAMLs, and why: everything lives in a
 //! fresh namespace instead of `demo`; the Repository is a `local` backend in
@@ -440,7 +453,11 @@ async fn guide(c: &Cluster) {
                 if container_names(&d) == ["busybox", "stash"] {
                     Ok(d)
                 } else {
-                    Err(format!("containers {:?}", container_names(&d)))
+                    Err(format!(
+                        "containers {:?}; {}",
+                        container_names(&d),
+                        bc_conditions(c).await
+                    ))
                 }
             },
         )
@@ -473,11 +490,12 @@ async fn guide(c: &Cluster) {
     // ---- Verify CronJob -------------------------------------------------------
     let cron = c
         .wait_for(&format!("CronJob {CRONJOB}"), SHORT, async || {
-            cronjobs
-                .get_opt(CRONJOB)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "not there".to_string())
+            match cronjobs.get_opt(CRONJOB).await.map_err(|e| e.to_string())? {
+                Some(cron) => Ok(cron),
+                // Why not, as the reconciler reports it (a 403 from RBAC or
+                // an admission policy shows here).
+                None => Err(format!("not there; {}", bc_conditions(c).await)),
+            }
         })
         .await;
     let cron_json = serde_json::to_value(&cron).unwrap();
@@ -1568,6 +1586,16 @@ fn restic_snapshots(c: &Cluster) -> Vec<Value> {
 // ---------------------------------------------------------------------------
 // Reading objects
 // ---------------------------------------------------------------------------
+
+/// The BackupConfiguration's conditions, for failure messages: where the
+/// reconciler reports a write the API server refused (RBAC, a policy).
+async fn bc_conditions(c: &Cluster) -> String {
+    let conditions = c
+        .raw::<BackupConfiguration>(BC)
+        .await
+        .map_or(Value::Null, |bc| bc["status"]["conditions"].clone());
+    format!("BackupConfiguration conditions {conditions}")
+}
 
 /// `kubectl get <kind>`'s columns of `object` from the CRD on the cluster
 /// (`additionalPrinterColumns`): the names must be the guide's, AGE must be
