@@ -103,20 +103,32 @@ fn current_cluster(kc: &Kubeconfig) -> anyhow::Result<NamedCluster> {
         })
 }
 
-/// Writes `text` to `path`, readable and writable by its owner only (also
-/// when the file was there before with wider permissions).
+/// Writes `text` to `path`, readable and writable by its owner only, at
+/// once: a temp file (0600 from its creation) renamed over `path`, so a
+/// process starting meanwhile reads the old file or the new one, never half
+/// of one, and a file there before with wider permissions is replaced.
 pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} names no file", path.display()))?;
+    let mut temp_name = name.to_os_string();
+    temp_name.push(".tmp");
+    let temp = path.with_file_name(temp_name);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
+        .open(&temp)
+        .with_context(|| format!("open {}", temp.display()))?;
+    // The mode of `open` applies only to a file it creates.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+        .with_context(|| format!("chmod 0600 {}", temp.display()))?;
     file.write_all(text.as_bytes())
-        .with_context(|| format!("write {}", path.display()))?;
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write {}", temp.display()))?;
+    std::fs::rename(&temp, path)
+        .with_context(|| format!("rename {} to {}", temp.display(), path.display()))?;
     Ok(())
 }
 
