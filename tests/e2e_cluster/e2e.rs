@@ -1,9 +1,11 @@
 //! Harness of the real-cluster end-to-end test (`tests/e2e_cluster/main.rs`):
-//! settings from the environment, the throwaway namespace and webhook
-//! configurations with their cleanup (a Drop guard), the local `stash`
-//! processes, bounded waits, and the reads `kubectl get`/`describe` would do.
+//! settings from the environment, the throwaway namespace and the install's
+//! objects with their cleanup (a Drop guard), the local `stash` processes
+//! (each with its own kubeconfig: the identity it has in a cluster), bounded
+//! waits, and the reads `kubectl get`/`describe` would do.
 //!
-//! Nothing here runs unless `STASH_E2E_KUBECONFIG` names a kubeconfig.
+//! Nothing here talks to a cluster unless `STASH_E2E_KUBECONFIG` names a
+//! kubeconfig (and the ignored test is run with `--ignored`).
 
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
@@ -12,9 +14,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -23,13 +22,15 @@ use kube::core::{ApiResource, DynamicObject};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::identity;
+use crate::install::{self, Created};
 use stash::api::{BackupConfiguration, RestoreSession};
 use stash::reconcile::apply::is_not_found;
 
-/// What a test prints, and does, when no cluster is configured.
-pub const SKIP_LINE: &str = "skipped: set STASH_E2E_KUBECONFIG=<kubeconfig> (a throwaway cluster, \
-     cluster-admin rights; this machine's address must be reachable from the API server, see \
-     README \"Real-cluster end-to-end test\") to run the real-cluster test";
+/// Why the ignored test fails when run (`--ignored`) without a cluster.
+pub const NO_CLUSTER: &str = "needs a real cluster: set STASH_E2E_KUBECONFIG=<kubeconfig> (a \
+     throwaway cluster, cluster-admin rights; this machine's address must be reachable from the \
+     API server, see README \"Real-cluster end-to-end test\")";
 
 /// How often waits poll.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -228,15 +229,19 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 /// The test's namespace and everything around it. Dropping it (also when the
 /// test panics) stops the local processes, deletes the webhook
-/// configurations, releases stash's finalizers and deletes the namespace.
+/// configurations, releases stash's finalizers, and deletes the rest of the
+/// install the test created and the namespace.
 pub struct Cluster {
+    /// The admin's client: what `kubectl` does in the guide, and the test's reads.
     pub client: kube::Client,
     pub settings: Settings,
-    /// The test's namespace (unique); also the webhook configurations' name.
+    /// The test's namespace (unique).
     pub ns: String,
-    /// Certificates, logs, the restic repository, the data, the pod's dirs.
+    /// Certificates, kubeconfigs, logs, the restic repository, the data, the pod's dirs.
     pub dir: tempfile::TempDir,
     procs: Mutex<Vec<Proc>>,
+    /// The install's objects the test created, in creation order.
+    installed: Mutex<Vec<Created>>,
     started: Instant,
 }
 
@@ -265,6 +270,7 @@ impl Cluster {
                 .tempdir()
                 .expect("temp dir"),
             procs: Mutex::new(Vec::new()),
+            installed: Mutex::new(Vec::new()),
             started: Instant::now(),
         };
         cluster.step(&format!(
@@ -288,16 +294,49 @@ impl Cluster {
         self.dir.path().join(rel)
     }
 
-    /// Starts a local `stash` process with `args`, `KUBECONFIG` pointing at the
-    /// test's cluster and `env` on top of this process's environment (minus
-    /// anything that would set one of stash's flags behind the test's back).
-    pub fn spawn(&self, name: &str, args: &[String], env: &[(String, String)]) {
+    /// Creates one object of the rendered install (see [`install::create`])
+    /// and records it for the cleanup.
+    pub async fn install(&self, object: &stash::manifests::Object) {
+        let created = install::create(&self.client, object)
+            .await
+            .unwrap_or_else(|e| panic!("install: {e:#}"));
+        self.installed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(created);
+    }
+
+    /// A kubeconfig (in the temp dir, mode 0600) for ServiceAccount
+    /// `ns/name`: the identity a pod running as it has.
+    pub async fn kubeconfig_for(&self, ns: &str, name: &str) -> PathBuf {
+        let path = identity::service_account_kubeconfig(
+            &self.client,
+            &self.settings.kubeconfig,
+            ns,
+            name,
+            self.dir.path(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig for ServiceAccount {ns}/{name}: {e:#}"));
+        self.step(&format!(
+            "kubeconfig for {} in {}",
+            identity::username(ns, name),
+            path.display()
+        ));
+        path
+    }
+
+    /// Starts a local `stash` process with `args`, `KUBECONFIG` = `kubeconfig`
+    /// (the identity it runs as) and `env` on top of this process's
+    /// environment (minus anything that would set one of stash's flags
+    /// behind the test's back).
+    pub fn spawn(&self, name: &str, kubeconfig: &Path, args: &[String], env: &[(String, String)]) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stash"));
         cmd.args(args);
         for key in flag_vars() {
             cmd.env_remove(key);
         }
-        cmd.env("KUBECONFIG", &self.settings.kubeconfig);
+        cmd.env("KUBECONFIG", kubeconfig);
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let log = self.p(&format!("{name}.log"));
         self.step(&format!(
@@ -486,6 +525,12 @@ impl Drop for Cluster {
         let kubeconfig = self.settings.kubeconfig.clone();
         let ns = self.ns.clone();
         let keep = self.settings.keep;
+        let installed = std::mem::take(
+            &mut *self
+                .installed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
         // A fresh runtime and client on their own thread: this runs inside the
         // test's runtime (maybe while it unwinds), where blocking is not allowed.
         let done = std::thread::spawn(move || {
@@ -493,7 +538,7 @@ impl Drop for Cluster {
                 .enable_all()
                 .build()
                 .expect("a runtime for the cleanup");
-            rt.block_on(cleanup(&kubeconfig, &ns, keep))
+            rt.block_on(cleanup(&kubeconfig, &ns, keep, &installed))
         })
         .join();
         match done {
@@ -504,26 +549,21 @@ impl Drop for Cluster {
     }
 }
 
-/// Deletes what the test made on the cluster (CRDs stay: they are shared,
-/// and deleting them would delete every such object cluster-wide).
-async fn cleanup(kubeconfig: &Path, ns: &str, keep: bool) -> Vec<String> {
+/// Deletes what the test made on the cluster, with the admin's rights (CRDs
+/// stay: they are shared, and deleting them would delete every such object
+/// cluster-wide). `STASH_E2E_KEEP` keeps the namespace and the install for
+/// inspection, but not the webhook configurations.
+async fn cleanup(kubeconfig: &Path, ns: &str, keep: bool, installed: &[Created]) -> Vec<String> {
     let mut problems = Vec::new();
     let (client, _) = client(kubeconfig).await;
     // The webhooks point at a process that is gone.
-    let dp = DeleteParams::default();
-    if let Err(e) = Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .delete(ns, &dp)
-        .await
-        && !is_not_found(&e)
-    {
-        problems.push(format!("delete MutatingWebhookConfiguration {ns}: {e}"));
-    }
-    if let Err(e) = Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .delete(ns, &dp)
-        .await
-        && !is_not_found(&e)
-    {
-        problems.push(format!("delete ValidatingWebhookConfiguration {ns}: {e}"));
+    let (webhooks, rest): (Vec<&Created>, Vec<&Created>) = installed
+        .iter()
+        .partition(|c| c.resource.kind.ends_with("WebhookConfiguration"));
+    for created in webhooks {
+        if let Err(e) = created.delete(&client).await {
+            problems.push(e);
+        }
     }
     // Nobody is left to honour stash's finalizer.
     release_finalizers(
@@ -537,40 +577,59 @@ async fn cleanup(kubeconfig: &Path, ns: &str, keep: bool) -> Vec<String> {
     )
     .await;
     if keep {
-        eprintln!("e2e: STASH_E2E_KEEP is set; namespace {ns} left in place");
+        eprintln!(
+            "e2e: STASH_E2E_KEEP is set; namespace {ns} and the install ({}) left in place",
+            rest.iter().map(|c| c.id()).collect::<Vec<_>>().join(", ")
+        );
         return problems;
     }
-    let namespaces: Api<Namespace> = Api::all(client);
-    match namespaces.delete(ns, &dp).await {
-        Ok(_) => {}
-        Err(e) if is_not_found(&e) => return problems,
-        Err(e) => {
-            problems.push(format!("delete namespace {ns}: {e}"));
-            return problems;
+    // The install in reverse order (policies and bindings before roles, the
+    // install namespace last), then the test's namespace.
+    for created in rest.iter().rev() {
+        if let Err(e) = created.delete(&client).await {
+            problems.push(e);
         }
     }
+    let namespaces: Api<Namespace> = Api::all(client);
+    match namespaces.delete(ns, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => problems.push(format!("delete namespace {ns}: {e}")),
+    }
+    // Both namespaces gone, so that the next run can create them again.
+    let mut gone: Vec<String> = rest
+        .iter()
+        .filter(|c| c.resource.kind == "Namespace")
+        .map(|c| c.name.clone())
+        .collect();
+    gone.push(ns.to_string());
+    for name in gone {
+        if let Err(e) = namespace_gone(&namespaces, &name).await {
+            problems.push(e);
+        }
+    }
+    problems
+}
+
+/// Waits (at most 120 s) for namespace `ns` to be gone.
+async fn namespace_gone(namespaces: &Api<Namespace>, ns: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         match namespaces.get_opt(ns).await {
             Ok(None) => {
                 println!("e2e: namespace {ns} deleted");
-                break;
+                return Ok(());
             }
             Ok(Some(n)) if Instant::now() >= deadline => {
                 let phase = n.status.and_then(|s| s.phase).unwrap_or_default();
-                problems.push(format!(
+                return Err(format!(
                     "namespace {ns} still exists after 120s (phase {phase}); it is being deleted"
                 ));
-                break;
             }
             Ok(Some(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
-            Err(e) => {
-                problems.push(format!("get namespace {ns}: {e}"));
-                break;
-            }
+            Err(e) => return Err(format!("get namespace {ns}: {e}")),
         }
     }
-    problems
 }
 
 /// Drops every finalizer of the objects in `api`. For a moment after its
@@ -674,8 +733,9 @@ fn flag_vars() -> Vec<String> {
         .collect()
 }
 
-/// Runs `stash <args>` to completion (at most 60 s) with `env`; its stdout, or
-/// a failure with its stderr.
+/// Runs `stash <args>` to completion (at most 60 s) with `env`, as the
+/// identity of `kubeconfig` (none: no cluster); its stdout, or a failure
+/// with its stderr.
 pub async fn run_stash(
     kubeconfig: Option<&Path>,
     args: &[String],

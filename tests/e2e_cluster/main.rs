@@ -1,12 +1,25 @@
 //! The user's guide (`docs/guide/pause-backup.md`) against a REAL control plane,
-//! opt-in: skipped unless `STASH_E2E_KUBECONFIG` names a kubeconfig (README,
-//! "Real-cluster end-to-end test").
+//! opt-in: `#[ignore]`d unless run with `cargo test --test e2e_cluster --
+//! --ignored` and `STASH_E2E_KUBECONFIG` naming a kubeconfig (README,
+//! "Real-cluster end-to-end test"). The helpers' own tests run always.
 //!
-//! `stash serve` (webhooks + reconciler) and `stash run-backup` (the sidecar)
-//! run as local processes of the compiled binary, so no pod has to run: a
-//! kube-apiserver and a kube-controller-manager (deployment, replicaset,
-//! garbage collector) without any kubelet are enough. The API server calls the
-//! webhooks on this machine through `clientConfig.url`.
+//! `stash serve` (webhooks + reconciler), `stash create-backupsession` (the
+//! CronJob), `stash run-backup` (the sidecar) and `stash restore`
+//! (`stash-init`) run as local processes of the compiled binary, so no pod
+//! has to run: a kube-apiserver and a kube-controller-manager (deployment,
+//! replicaset, serviceaccount, garbage collector) without any kubelet are
+//! enough. The API server calls the webhooks on this machine through
+//! `clientConfig.url`.
+//!
+//! The install is `stash manifests` as rendered ([`install`]): its RBAC and
+//! its ValidatingAdmissionPolicies apply, and every process runs as the
+//! ServiceAccount its pod would have ([`identity`]): the server as
+//! `stash-system/stash-webhook`, the CronJob's container as its
+//! `stash-backup-<bc>`, the sidecar and `stash-init` as the Deployment's. So a
+//! write the install does not allow fails the test, as it would fail in a
+//! cluster. Only what a person does (`kubectl`) and the kubelet's part
+//! (Secret volumes, the downward API) use the admin's kubeconfig, and the
+//! cleanup.
 //!
 //! What the test changes in the guide's YAMLs, and why: everything lives in a
 //! fresh namespace instead of `demo`; the Repository is a `local` backend in
@@ -16,26 +29,30 @@
 //! its order: Deployment (and PVC), Secret, Repository, BackupConfiguration.
 
 mod e2e;
+mod identity;
+mod install;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
-};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceColumnDefinition, CustomResourceDefinition,
+};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use e2e::{Cluster, SKIP_LINE, Settings};
+use e2e::{Cluster, NO_CLUSTER, Settings};
 use stash::api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
+use stash::manifests::names::{CRON_JOB_ROLE, SIDECAR_ROLE};
+use stash::manifests::{CaBundle, Object};
 
 /// The guide's names.
 const BC: &str = "pause-backup";
@@ -65,13 +82,9 @@ const LONG: Duration = Duration::from_secs(120);
 const SETTLE: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real cluster: set STASH_E2E_KUBECONFIG (README, Real-cluster end-to-end test)"]
 async fn pause_backup_guide_on_a_real_cluster() {
-    let Some(settings) = Settings::from_env() else {
-        // Straight to stderr, so the line shows without --nocapture.
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "{SKIP_LINE}");
-        return;
-    };
+    let settings = Settings::from_env().unwrap_or_else(|| panic!("{NO_CLUSTER}"));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let restic = std::process::Command::new("restic").arg("version").output();
     assert!(
@@ -103,11 +116,58 @@ async fn pause_backup_guide_on_a_real_cluster() {
 }
 
 // ---------------------------------------------------------------------------
-// Install: CRDs, certificates, `stash serve`, the webhook configurations
+// Install: CRDs, certificates, the rendered install, `stash serve` as its
+// ServiceAccount
 // ---------------------------------------------------------------------------
 
 async fn install(c: &Cluster, host: &str, listen: SocketAddr) {
-    // $ stash crds | kubectl apply -f -
+    apply_crds(c).await;
+
+    // Certificates for the address the API server dials (what `stash certs`
+    // makes, with this machine's name instead of the Service's).
+    let bundle = stash::certs::generate(&[host.to_string()], stash::certs::Validity::default())
+        .expect("certificates");
+    let (ca, cert, key) = (c.p("ca.crt"), c.p("tls.crt"), c.p("tls.key"));
+    stash::certs::write_bundle(&bundle, &ca, &cert, &key).expect("write certificates");
+
+    // $ stash manifests --image IMAGE --ca-bundle-file ca.crt --namespaces <test ns>
+    //   | kubectl apply -f -   (minus the server's Deployment and Service)
+    let ca_bundle = CaBundle::read(&ca).expect("the CA bundle");
+    let options = install::options(&c.ns, IMAGE, ca_bundle);
+    let base = format!("https://{}", e2e::host_port(host, listen.port()));
+    let objects = install::objects(&options, &base).expect("the rendered install");
+    let (webhooks, rest): (Vec<&Object>, Vec<&Object>) = objects
+        .iter()
+        .partition(|o| install::is_webhook_configuration(o));
+    for object in &rest {
+        c.install(object).await;
+    }
+    c.step(&format!(
+        "install applied as rendered: {}",
+        rest.iter().map(|o| o.id()).collect::<Vec<_>>().join(", ")
+    ));
+    // The server's identity: the install's ServiceAccount, as its pods have it.
+    let server = c
+        .kubeconfig_for(&options.namespace, stash::manifests::names::SERVICE)
+        .await;
+    policies_in_force(c, &server).await;
+    serve_as_installed(c, &options, &server, listen, (&cert, &key)).await;
+
+    // The webhook configurations last, once the server answers.
+    for object in &webhooks {
+        c.install(object).await;
+    }
+    let hooks: Vec<String> = webhooks.iter().flat_map(|o| webhook_names(o)).collect();
+    assert_eq!(hooks.len(), 6, "one webhook per endpoint: {hooks:?}");
+    c.step(&format!(
+        "webhook configurations created, calling {base}: {}",
+        hooks.join(", ")
+    ));
+    webhooks_reachable(c, &base, listen.port()).await;
+}
+
+/// $ stash crds | kubectl apply -f -, then waits for them to be Established.
+async fn apply_crds(c: &Cluster) {
     let crds = e2e::run_stash(None, &["crds".into()], &[]).await;
     let crd_api: Api<CustomResourceDefinition> = Api::all(c.client.clone());
     let mut names = Vec::new();
@@ -139,38 +199,75 @@ async fn install(c: &Cluster, host: &str, listen: SocketAddr) {
         .await;
     }
     c.step("CRDs applied from `stash crds` and Established");
+}
 
-    // Certificates for the address the API server dials (what `stash certs`
-    // makes, with this machine's name instead of the Service's).
-    let bundle = stash::certs::generate(&[host.to_string()], stash::certs::Validity::default())
-        .expect("certificates");
-    let (ca, cert, key) = (c.p("ca.crt"), c.p("tls.crt"), c.p("tls.key"));
-    stash::certs::write_bundle(&bundle, &ca, &cert, &key).expect("write certificates");
+/// The admission policies are loaded and match the server's identity: a dry
+/// run of a write its RBAC allows but `stash-webhook-owned` refuses (a
+/// ServiceAccount not named `stash-backup-*`) is denied by the policy.
+/// Without this, a write made before the API server loaded the policies
+/// would pass unchecked.
+async fn policies_in_force(c: &Cluster, server: &Path) {
+    let (as_server, _) = e2e::client(server).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(as_server, &c.ns);
+    let probe: ServiceAccount = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "e2e-policy-probe", "namespace": c.ns}
+    }))
+    .unwrap();
+    let dry_run = PostParams {
+        dry_run: true,
+        field_manager: None,
+    };
+    let policy = stash::manifests::policy::OWNED_POLICY;
+    let denial = c
+        .wait_for(
+            &format!("ValidatingAdmissionPolicy {policy} to refuse the server's dry run"),
+            SHORT,
+            async || match accounts.create(&dry_run, &probe).await {
+                Ok(_) => Err("a ServiceAccount e2e-policy-probe was admitted".to_string()),
+                Err(kube::Error::Api(s))
+                    if s.message.contains("ValidatingAdmissionPolicy")
+                        && s.message.contains(policy) =>
+                {
+                    Ok(s.message.clone())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        )
+        .await;
+    c.step(&format!("the admission policies are in force: {denial}"));
+}
 
-    // $ stash serve, in cluster mode (KUBECONFIG), the Lease in the test's namespace.
+/// $ stash serve as the Deployment runs it: the rendered args (local
+/// addresses and certificate paths instead of the pod's), POD_NAME and
+/// POD_NAMESPACE as the downward API sets them, and the install's
+/// ServiceAccount (`kubeconfig`) as its identity. Waits for `/readyz`.
+async fn serve_as_installed(
+    c: &Cluster,
+    options: &stash::manifests::Options,
+    kubeconfig: &Path,
+    listen: SocketAddr,
+    (cert, key): (&Path, &Path),
+) {
     let probe = SocketAddr::new(
         "127.0.0.1".parse().unwrap(),
         e2e::free_port("127.0.0.1".parse().unwrap()),
     );
-    let serve_args: Vec<String> = vec![
-        "serve".into(),
-        format!("--listen={listen}"),
-        format!("--probe-listen={probe}"),
-        format!("--tls-cert-file={}", cert.display()),
-        format!("--tls-key-file={}", key.display()),
-        format!("--namespace={}", c.ns),
-        format!("--image={IMAGE}"),
-        "--shutdown-delay=0s".into(),
-        "--drain-timeout=2s".into(),
+    let mut args = stash::manifests::server::server_args(options);
+    set_flag(&mut args, "--listen", &listen.to_string());
+    set_flag(&mut args, "--probe-listen", &probe.to_string());
+    set_flag(&mut args, "--tls-cert-file", &cert.display().to_string());
+    set_flag(&mut args, "--tls-key-file", &key.display().to_string());
+    set_flag(&mut args, "--drain-timeout", "2s");
+    set_flag(&mut args, "--shutdown-delay", "0s");
+    let env = [
+        (
+            "POD_NAME".to_string(),
+            format!("stash-webhook-e2e-{}", std::process::id()),
+        ),
+        ("POD_NAMESPACE".to_string(), options.namespace.clone()),
     ];
-    c.spawn(
-        "serve",
-        &serve_args,
-        &[(
-            "POD_NAME".into(),
-            format!("stash-e2e-serve-{}", std::process::id()),
-        )],
-    );
+    c.spawn("serve", kubeconfig, &args, &env);
     c.wait_for(
         "stash serve /readyz = 200 ok",
         SHORT,
@@ -180,64 +277,33 @@ async fn install(c: &Cluster, host: &str, listen: SocketAddr) {
         },
     )
     .await;
-    c.step("stash serve is ready (its informers listed the cluster)");
+    c.step(
+        "stash serve is ready as the install's ServiceAccount (its informers listed the cluster)",
+    );
+}
 
-    // $ stash manifests --ca-bundle-file ca.crt: the install's own webhook
-    // configurations, calling this machine and scoped to the test's namespace.
-    let rendered = e2e::run_stash(
-        None,
-        &[
-            "manifests".into(),
-            format!("--ca-bundle-file={}", ca.display()),
-        ],
-        &[],
-    )
-    .await;
-    let docs = e2e::yaml_docs(&rendered);
-    let by_kind = |kind: &str| -> Value {
-        let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
-        assert_eq!(found.len(), 1, "`stash manifests` renders one {kind}");
-        found[0].clone()
-    };
-    let base = format!("https://{}", e2e::host_port(host, listen.port()));
-    let mut mutating: MutatingWebhookConfiguration =
-        serde_json::from_value(by_kind("MutatingWebhookConfiguration")).unwrap();
-    mutating.metadata.name = Some(c.ns.clone());
-    for hook in mutating.webhooks.iter_mut().flatten() {
-        redirect(&mut hook.client_config, &base, &hook.name);
-        hook.namespace_selector = Some(only_namespace(&c.ns));
+/// The names of the webhooks of a webhook configuration.
+fn webhook_names(object: &Object) -> Vec<String> {
+    match object {
+        Object::MutatingWebhookConfiguration(m) => m
+            .webhooks
+            .iter()
+            .flatten()
+            .map(|h| h.name.clone())
+            .collect(),
+        Object::ValidatingWebhookConfiguration(v) => v
+            .webhooks
+            .iter()
+            .flatten()
+            .map(|h| h.name.clone())
+            .collect(),
+        _ => Vec::new(),
     }
-    let mut validating: ValidatingWebhookConfiguration =
-        serde_json::from_value(by_kind("ValidatingWebhookConfiguration")).unwrap();
-    validating.metadata.name = Some(c.ns.clone());
-    for hook in validating.webhooks.iter_mut().flatten() {
-        redirect(&mut hook.client_config, &base, &hook.name);
-        hook.namespace_selector = Some(only_namespace(&c.ns));
-    }
-    let hooks: Vec<String> = mutating
-        .webhooks
-        .iter()
-        .flatten()
-        .map(|h| h.name.clone())
-        .chain(validating.webhooks.iter().flatten().map(|h| h.name.clone()))
-        .collect();
-    assert_eq!(hooks.len(), 6, "one webhook per endpoint: {hooks:?}");
-    Api::<MutatingWebhookConfiguration>::all(c.client.clone())
-        .create(&PostParams::default(), &mutating)
-        .await
-        .unwrap_or_else(|e| panic!("create MutatingWebhookConfiguration {}: {e}", c.ns));
-    Api::<ValidatingWebhookConfiguration>::all(c.client.clone())
-        .create(&PostParams::default(), &validating)
-        .await
-        .unwrap_or_else(|e| panic!("create ValidatingWebhookConfiguration {}: {e}", c.ns));
-    c.step(&format!(
-        "webhook configurations {} created: {}",
-        c.ns,
-        hooks.join(", ")
-    ));
+}
 
-    // The API server must reach the webhooks before the guide starts: a
-    // Repository with two backends, dry run, must be denied by ours.
+/// The API server must reach the webhooks before the guide starts: a
+/// Repository with two backends, dry run, must be denied by ours.
+async fn webhooks_reachable(c: &Cluster, base: &str, port: u16) {
     let repos: Api<Repository> = Api::namespaced(c.client.clone(), &c.ns);
     let two_backends: Repository = serde_json::from_value(json!({
         "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
@@ -257,9 +323,8 @@ async fn install(c: &Cluster, host: &str, listen: SocketAddr) {
         .wait_for(
             &format!(
                 "the API server to call the validating webhook at {base} (can it reach this \
-                 machine's port {}? If not, set STASH_E2E_WEBHOOK_HOST to this machine's address \
-                 as the API server sees it; kind: the gateway of docker network `kind`)",
-                listen.port()
+                 machine's port {port}? If not, set STASH_E2E_WEBHOOK_HOST to this machine's \
+                 address as the API server sees it; kind: the gateway of docker network `kind`)"
             ),
             Duration::from_secs(60),
             async || match repos.create(&dry_run, &two_backends).await {
@@ -279,33 +344,6 @@ async fn install(c: &Cluster, host: &str, listen: SocketAddr) {
         "{denial}"
     );
     c.step(&format!("the API server calls the webhooks: {denial}"));
-}
-
-/// `clientConfig.service` → `clientConfig.url` on this machine, same path.
-fn redirect(config: &mut WebhookClientConfig, base: &str, hook: &str) {
-    let service = config
-        .service
-        .take()
-        .unwrap_or_else(|| panic!("webhook {hook} calls a Service in the install"));
-    let path = service
-        .path
-        .unwrap_or_else(|| panic!("webhook {hook} has a path"));
-    config.url = Some(format!("{base}{path}"));
-    assert!(
-        config.ca_bundle.is_some(),
-        "webhook {hook} carries the caBundle"
-    );
-}
-
-/// Only the namespace named `ns` (its `kubernetes.io/metadata.name` label).
-fn only_namespace(ns: &str) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(BTreeMap::from([(
-            "kubernetes.io/metadata.name".to_string(),
-            ns.to_string(),
-        )])),
-        ..LabelSelector::default()
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -415,7 +453,11 @@ async fn guide(c: &Cluster) {
                 if container_names(&d) == ["busybox", "stash"] {
                     Ok(d)
                 } else {
-                    Err(format!("containers {:?}", container_names(&d)))
+                    Err(format!(
+                        "containers {:?}; {}",
+                        container_names(&d),
+                        bc_conditions(c).await
+                    ))
                 }
             },
         )
@@ -448,11 +490,12 @@ async fn guide(c: &Cluster) {
     // ---- Verify CronJob -------------------------------------------------------
     let cron = c
         .wait_for(&format!("CronJob {CRONJOB}"), SHORT, async || {
-            cronjobs
-                .get_opt(CRONJOB)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "not there".to_string())
+            match cronjobs.get_opt(CRONJOB).await.map_err(|e| e.to_string())? {
+                Some(cron) => Ok(cron),
+                // Why not, as the reconciler reports it (a 403 from RBAC or
+                // an admission policy shows here).
+                None => Err(format!("not there; {}", bc_conditions(c).await)),
+            }
         })
         .await;
     let cron_json = serde_json::to_value(&cron).unwrap();
@@ -1028,11 +1071,12 @@ async fn run_init(c: &Cluster, deploy: &Deployment, pod: &str) {
     set_flag(&mut args, "--secret-dir", &secret_dir.display().to_string());
     set_flag(&mut args, "--scratch-dir", &scratch.display().to_string());
     let env = downward_env(&init["env"], &c.ns, pod, "");
+    let identity = bound_identity(c, &pod_service_account(pod_spec), SIDECAR_ROLE).await;
     c.step(&format!(
         "stash-init of pod {pod}: stash {}",
         args.join(" ")
     ));
-    let out = e2e::run_stash(Some(&c.settings.kubeconfig), &args, &env).await;
+    let out = e2e::run_stash(Some(&identity), &args, &env).await;
     if !out.trim().is_empty() {
         c.step(out.trim());
     }
@@ -1244,7 +1288,8 @@ async fn start_sidecar(c: &Cluster, deploy: &Deployment, uid: &str) {
             "the sidecar gets {want}: {env:?}"
         );
     }
-    c.spawn("run-backup", &args, &env);
+    let identity = bound_identity(c, &pod_service_account(pod_spec), SIDECAR_ROLE).await;
+    c.spawn("run-backup", &identity, &args, &env);
     c.step(&format!("run-backup started as pod {pod_name}"));
 }
 
@@ -1303,8 +1348,80 @@ async fn cron_fires(c: &Cluster, cron: &CronJob) {
         jiff::Timestamp::now().as_second() / 60
     );
     let env = downward_env(&container["env"], &c.ns, &pod, "");
+    let pod_spec = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let account = pod_service_account(pod_spec);
+    assert_eq!(
+        account, CRONJOB,
+        "the CronJob runs as its own ServiceAccount"
+    );
+    let identity = bound_identity(c, &account, CRON_JOB_ROLE).await;
     c.step(&format!("the CronJob fires: stash {}", args.join(" ")));
-    e2e::run_stash(Some(&c.settings.kubeconfig), &args, &env).await;
+    e2e::run_stash(Some(&identity), &args, &env).await;
+}
+
+/// The ServiceAccount a pod of `pod_spec` runs as: `serviceAccountName`
+/// (or the deprecated `serviceAccount`), else `default`.
+fn pod_service_account(pod_spec: &Value) -> String {
+    ["serviceAccountName", "serviceAccount"]
+        .iter()
+        .find_map(|k| pod_spec[*k].as_str().filter(|s| !s.is_empty()))
+        .unwrap_or("default")
+        .to_string()
+}
+
+/// Waits until ServiceAccount `account` of the test's namespace exists and
+/// a RoleBinding there binds it to ClusterRole `role` (the reconciler makes
+/// both; `default` comes from the serviceaccount controller), then a
+/// kubeconfig for it: the identity a pod running as it has.
+async fn bound_identity(c: &Cluster, account: &str, role: &str) -> std::path::PathBuf {
+    let accounts: Api<ServiceAccount> = Api::namespaced(c.client.clone(), &c.ns);
+    let bindings: Api<RoleBinding> = Api::namespaced(c.client.clone(), &c.ns);
+    c.wait_for(
+        &format!("ServiceAccount {account} bound to ClusterRole {role}"),
+        SHORT,
+        async || {
+            if accounts
+                .get_opt(account)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err(format!("no ServiceAccount {account}"));
+            }
+            let list = bindings
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let bound: Vec<String> = list
+                .items
+                .iter()
+                .filter(|rb| binds(rb, &c.ns, account, role))
+                .map(|rb| rb.name_any())
+                .collect();
+            if bound.is_empty() {
+                Err(format!(
+                    "RoleBindings {:?}, none binds it to {role}",
+                    list.items
+                        .iter()
+                        .map(|rb| rb.name_any())
+                        .collect::<Vec<_>>()
+                ))
+            } else {
+                Ok(bound)
+            }
+        },
+    )
+    .await;
+    c.kubeconfig_for(&c.ns, account).await
+}
+
+/// Whether `rb` binds ServiceAccount `ns/account` to ClusterRole `role`.
+fn binds(rb: &RoleBinding, ns: &str, account: &str, role: &str) -> bool {
+    rb.role_ref.kind == "ClusterRole"
+        && rb.role_ref.name == role
+        && rb.subjects.iter().flatten().any(|s| {
+            s.kind == "ServiceAccount" && s.name == account && s.namespace.as_deref() == Some(ns)
+        })
 }
 
 /// `kubectl apply -f backupsession.yaml`, the session named `name`.
@@ -1470,6 +1587,16 @@ fn restic_snapshots(c: &Cluster) -> Vec<Value> {
 // Reading objects
 // ---------------------------------------------------------------------------
 
+/// The BackupConfiguration's conditions, for failure messages: where the
+/// reconciler reports a write the API server refused (RBAC, a policy).
+async fn bc_conditions(c: &Cluster) -> String {
+    let conditions = c
+        .raw::<BackupConfiguration>(BC)
+        .await
+        .map_or(Value::Null, |bc| bc["status"]["conditions"].clone());
+    format!("BackupConfiguration conditions {conditions}")
+}
+
 /// `kubectl get <kind>`'s columns of `object` from the CRD on the cluster
 /// (`additionalPrinterColumns`): the names must be the guide's, AGE must be
 /// set; the other (column, value) pairs are returned.
@@ -1489,29 +1616,71 @@ where
         .iter()
         .find(|v| v.name == version)
         .unwrap_or_else(|| panic!("CRD {crd_name} serves {version}"));
-    let mut printed = Vec::new();
-    let mut headers = Vec::new();
-    for column in served.additional_printer_columns.iter().flatten() {
-        let header = column.name.to_uppercase();
-        headers.push(header.clone());
-        let value = match object.pointer(&column.json_path.replace('.', "/")) {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-        };
-        if header == "AGE" {
-            assert_eq!(column.json_path, ".metadata.creationTimestamp");
-            assert!(!value.is_empty(), "AGE: no creationTimestamp in {object}");
-        } else {
-            printed.push((header, value));
-        }
-    }
-    let want: &[&str] = match &*K::kind(&()) {
+    let kind = K::kind(&());
+    let shown = default_view(
+        served
+            .additional_printer_columns
+            .as_deref()
+            .unwrap_or_default(),
+        object,
+    );
+    check_guide_columns(&kind, &shown, object)
+}
+
+/// The columns `kubectl get` shows without `-o wide`, with `object`'s
+/// values: those of priority 0 (a column of priority > 0 is for `-o wide`
+/// only), in order, headers upper-cased as kubectl prints them. A value
+/// the path does not reach is empty.
+fn default_view(
+    columns: &[CustomResourceColumnDefinition],
+    object: &Value,
+) -> Vec<(String, String)> {
+    columns
+        .iter()
+        .filter(|column| column.priority.unwrap_or(0) <= 0)
+        .map(|column| {
+            let value = match object.pointer(&column.json_path.replace('.', "/")) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            (column.name.to_uppercase(), value)
+        })
+        .collect()
+}
+
+/// The guide's headers of `kubectl get <kind>`.
+fn guide_headers(kind: &str) -> &'static [&'static str] {
+    match kind {
         "BackupConfiguration" => &["TASK", "SCHEDULE", "PAUSED", "AGE"],
         "BackupSession" => &["INVOKER-TYPE", "INVOKER-NAME", "PHASE", "AGE"],
+        // docs/restore.md
+        "RestoreSession" => &["REPOSITORY", "PHASE", "AGE"],
         other => panic!("no guide columns for {other}"),
-    };
-    assert_eq!(headers, want, "kubectl get {}'s columns", K::plural(&()));
+    }
+}
+
+/// Checks the default view's headers are the guide's and AGE is set; the
+/// other (header, value) pairs.
+fn check_guide_columns(
+    kind: &str,
+    shown: &[(String, String)],
+    object: &Value,
+) -> Vec<(String, String)> {
+    let headers: Vec<&str> = shown.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(headers, guide_headers(kind), "kubectl get {kind}'s columns");
+    let mut printed = Vec::new();
+    for (header, value) in shown {
+        if header == "AGE" {
+            assert!(!value.is_empty(), "AGE: no creationTimestamp in {object}");
+            assert_eq!(
+                *value, object["metadata"]["creationTimestamp"],
+                "AGE is the creationTimestamp"
+            );
+        } else {
+            printed.push((header.clone(), value.clone()));
+        }
+    }
     printed
 }
 
@@ -1608,4 +1777,180 @@ fn describe_replica_sets(sets: &[ReplicaSet]) -> String {
         })
         .collect();
     format!("{} ReplicaSets: [{}]", sets.len(), rows.join("; "))
+}
+
+// ---------------------------------------------------------------------------
+// The helpers that need no cluster
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    /// The printer columns of the served version of `K`'s CRD, as `stash crds` makes it.
+    fn printer_columns<K: CustomResourceExt + Resource<DynamicType = ()>>()
+    -> Vec<CustomResourceColumnDefinition> {
+        let crd = K::crd();
+        let version = K::version(&());
+        crd.spec
+            .versions
+            .into_iter()
+            .find(|v| v.name == version)
+            .and_then(|v| v.additional_printer_columns)
+            .unwrap_or_default()
+    }
+
+    fn object(kind: &str) -> Value {
+        json!({
+            "kind": kind,
+            "metadata": {"name": "x", "creationTimestamp": "2026-12-07T00:00:00Z"},
+            "spec": {
+                "schedule": "*/5 * * * *", "paused": true,
+                "invoker": {"kind": "BackupConfiguration", "name": BC},
+                "repository": {"name": REPO}
+            },
+            "status": {"phase": "Running"}
+        })
+    }
+
+    #[test]
+    fn every_guide_table_is_the_default_view_of_its_crd() {
+        let bc = object("BackupConfiguration");
+        let shown = default_view(&printer_columns::<BackupConfiguration>(), &bc);
+        assert_eq!(
+            check_guide_columns("BackupConfiguration", &shown, &bc),
+            cols(&[
+                ("TASK", ""),
+                ("SCHEDULE", "*/5 * * * *"),
+                ("PAUSED", "true")
+            ])
+        );
+        let bs = object("BackupSession");
+        let shown = default_view(&printer_columns::<BackupSession>(), &bs);
+        assert_eq!(
+            check_guide_columns("BackupSession", &shown, &bs),
+            cols(&[
+                ("INVOKER-TYPE", "BackupConfiguration"),
+                ("INVOKER-NAME", BC),
+                ("PHASE", "Running")
+            ])
+        );
+        let rs = object("RestoreSession");
+        let shown = default_view(&printer_columns::<RestoreSession>(), &rs);
+        assert_eq!(
+            check_guide_columns("RestoreSession", &shown, &rs),
+            cols(&[("REPOSITORY", REPO), ("PHASE", "Running")])
+        );
+    }
+
+    #[test]
+    fn a_wide_only_column_is_not_in_the_default_view() {
+        let mut columns = printer_columns::<BackupConfiguration>();
+        let phase: CustomResourceColumnDefinition = serde_json::from_value(json!({
+            "name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1
+        }))
+        .unwrap();
+        columns.insert(3, phase);
+        let bc = object("BackupConfiguration");
+        let shown = default_view(&columns, &bc);
+        let headers: Vec<&str> = shown.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(headers, ["TASK", "SCHEDULE", "PAUSED", "AGE"]);
+        // Priority 0 written out is the default view too.
+        columns[3].priority = Some(0);
+        let shown = default_view(&columns, &bc);
+        assert_eq!(shown[3], ("PHASE".to_string(), "Running".to_string()));
+    }
+
+    #[test]
+    #[should_panic(expected = "kubectl get RestoreSession's columns")]
+    fn a_column_the_guide_does_not_print_fails() {
+        let mut columns = printer_columns::<RestoreSession>();
+        columns.push(
+            serde_json::from_value(json!({
+                "name": "Host", "type": "string", "jsonPath": ".status.stats[0].hostname"
+            }))
+            .unwrap(),
+        );
+        let rs = object("RestoreSession");
+        check_guide_columns("RestoreSession", &default_view(&columns, &rs), &rs);
+    }
+
+    #[test]
+    fn a_pod_runs_as_its_service_account_or_default() {
+        assert_eq!(pod_service_account(&json!({"containers": []})), "default");
+        assert_eq!(
+            pod_service_account(&json!({"serviceAccountName": ""})),
+            "default"
+        );
+        assert_eq!(
+            pod_service_account(&json!({"serviceAccountName": CRONJOB})),
+            CRONJOB
+        );
+        assert_eq!(
+            pod_service_account(&json!({"serviceAccount": "old"})),
+            "old"
+        );
+    }
+
+    #[test]
+    fn a_binding_counts_only_for_that_account_role_and_namespace() {
+        let rb = |role_kind: &str, role: &str, sa_ns: &str, sa: &str| -> RoleBinding {
+            serde_json::from_value(json!({
+                "metadata": {"name": "b", "namespace": "t"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_ns}]
+            }))
+            .unwrap()
+        };
+        assert!(binds(
+            &rb("ClusterRole", SIDECAR_ROLE, "t", "default"),
+            "t",
+            "default",
+            SIDECAR_ROLE
+        ));
+        assert!(!binds(
+            &rb("Role", SIDECAR_ROLE, "t", "default"),
+            "t",
+            "default",
+            SIDECAR_ROLE
+        ));
+        assert!(!binds(
+            &rb("ClusterRole", CRON_JOB_ROLE, "t", "default"),
+            "t",
+            "default",
+            SIDECAR_ROLE
+        ));
+        assert!(!binds(
+            &rb("ClusterRole", SIDECAR_ROLE, "u", "default"),
+            "t",
+            "default",
+            SIDECAR_ROLE
+        ));
+        assert!(!binds(
+            &rb("ClusterRole", SIDECAR_ROLE, "t", "other"),
+            "t",
+            "default",
+            SIDECAR_ROLE
+        ));
+    }
+
+    #[test]
+    fn the_server_runs_with_the_rendered_args_and_local_paths() {
+        let options = install::options("t", IMAGE, CaBundle::Missing("ca".into()));
+        let mut args = stash::manifests::server::server_args(&options);
+        set_flag(&mut args, "--listen", "0.0.0.0:9443");
+        set_flag(&mut args, "--shutdown-delay", "0s");
+        assert!(
+            args.contains(&"--listen=0.0.0.0:9443".to_string()),
+            "{args:?}"
+        );
+        assert!(args.contains(&format!("--image={IMAGE}")), "{args:?}");
+        assert!(
+            args.contains(&"--namespace=stash-system".to_string()),
+            "{args:?}"
+        );
+        assert_eq!(args.iter().filter(|a| a.starts_with("--listen")).count(), 1);
+        assert_eq!(args.last().map(String::as_str), Some("--shutdown-delay=0s"));
+    }
 }
