@@ -299,9 +299,15 @@ async fn apply(
         secret,
         validation,
     };
-    let status = desired_status(bc, &obs, now);
-    if write_status(bc, ctx, &ns, &status).await? {
-        record_events(bc, ctx, &status).await;
+    // A write that lost a race (the workload changed between its GET and
+    // the guarded patch) is no failure to report: the status and its
+    // events wait for the retry, which decides on the newer state. Else a
+    // busy Deployment would flap StashSidecarInjected and its event.
+    if !errors.raced {
+        let status = desired_status(bc, &obs, now);
+        if write_status(bc, ctx, &ns, &status).await? {
+            record_events(bc, ctx, &status).await;
+        }
     }
     errors.into_result(recheck)
 }
@@ -390,22 +396,27 @@ async fn record_events(
 }
 
 /// The first API error of a pass (returned, so the pass is retried) while
-/// every error's text goes into the conditions.
+/// every error's text goes into the conditions; and whether a write lost a
+/// race (then the pass reports nothing: see [`apply`]).
 #[derive(Default)]
-struct FirstError(Option<ApiError>);
+struct FirstError {
+    first: Option<ApiError>,
+    raced: bool,
+}
 
 impl FirstError {
     /// Keeps `e` if it is the first, and gives its text for a condition.
     fn note(&mut self, e: ApiError) -> String {
         let msg = e.to_string();
-        self.0.get_or_insert(e);
+        self.raced |= e.is_race();
+        self.first.get_or_insert(e);
         msg
     }
 
     /// The pass's outcome: the first error, else wait for a change, or
     /// for [`SECRET_RECHECK`] when `recheck` (something not watched is missing).
     fn into_result(self, recheck: bool) -> Result<Action, ApiError> {
-        match self.0 {
+        match self.first {
             Some(e) => Err(e),
             None if recheck => Ok(Action::requeue(SECRET_RECHECK)),
             None => Ok(Action::await_change()),
