@@ -45,7 +45,6 @@ use stash::backup::LockHolders;
 use stash::backup::controller::{Handled, Sidecar};
 use stash::backup::locks::PodLockHolders;
 use stash::backup::metrics::Metrics;
-use stash::reconcile::apply::Backoff;
 use stash::reconcile::{backup_configuration, backup_session};
 use stash::recorder::Recorder;
 use stash::settings::Settings;
@@ -174,13 +173,12 @@ impl Cluster {
 
     /// The BackupConfiguration controller's context, its cache fed from the fake.
     fn config_context(&self) -> backup_configuration::Context {
-        backup_configuration::Context {
-            client: self.reconciler(),
-            image: IMAGE.into(),
-            settings: self.settings.clone(),
-            index: self.k.index(),
-            backoff: Backoff::default(),
-        }
+        backup_configuration::Context::new(
+            self.reconciler(),
+            IMAGE.into(),
+            self.settings.clone(),
+            self.k.index(),
+        )
     }
 
     /// One BackupConfiguration reconcile, as its watch would trigger it.
@@ -460,8 +458,21 @@ fn downward_api(command: &clap::Command, env: &Value, pod: &str) -> Vec<String> 
 }
 
 /// `kubectl get <kind>`'s printer columns of `object` (the CRD's
-/// `additionalPrinterColumns`, simple `.a.b` paths), AGE left out.
+/// `additionalPrinterColumns` of priority 0, simple `.a.b` paths), AGE
+/// left out.
 fn printed_columns<K: kube::CustomResourceExt>(object: &Value) -> Vec<(String, String)> {
+    columns_up_to::<K>(object, 0)
+}
+
+/// `kubectl get <kind> -o wide`'s: every column, AGE left out.
+fn wide_columns<K: kube::CustomResourceExt>(object: &Value) -> Vec<(String, String)> {
+    columns_up_to::<K>(object, i32::MAX)
+}
+
+fn columns_up_to<K: kube::CustomResourceExt>(
+    object: &Value,
+    priority: i32,
+) -> Vec<(String, String)> {
     let crd = K::crd();
     let version = &crd.spec.versions[0];
     version
@@ -469,6 +480,7 @@ fn printed_columns<K: kube::CustomResourceExt>(object: &Value) -> Vec<(String, S
         .iter()
         .flatten()
         .filter(|c| c.json_path != ".metadata.creationTimestamp")
+        .filter(|c| c.priority.unwrap_or(0) <= priority)
         .map(|c| {
             let pointer = c.json_path.replace('.', "/");
             let value = match object.pointer(&pointer) {
@@ -575,16 +587,28 @@ async fn pause_backup_guide_end_to_end() {
     assert_eq!(
         conditions,
         BTreeMap::from([
+            ("BackendSecretFound", "True"),
             ("BackupTargetFound", "True"),
             ("CronJobCreated", "True"),
             ("RepositoryFound", "True"),
             ("StashSidecarInjected", "True"),
+            ("ValidationPassed", "True"),
         ])
     );
     // $ kubectl get backupconfiguration -n demo
     assert_eq!(
         printed_columns::<BackupConfiguration>(&c.get(BC)),
         columns(&[("TASK", ""), ("SCHEDULE", "*/5 * * * *"), ("PAUSED", "")])
+    );
+    // $ kubectl get backupconfiguration -n demo -o wide
+    assert_eq!(
+        wide_columns::<BackupConfiguration>(&c.get(BC)),
+        columns(&[
+            ("TASK", ""),
+            ("SCHEDULE", "*/5 * * * *"),
+            ("PAUSED", ""),
+            ("PHASE", "Ready")
+        ])
     );
     // Its own writes re-trigger it; the second pass writes nothing.
     let mark = c.mark();

@@ -80,7 +80,7 @@ pub fn admit<T: Validated>(req: &Request, snap: &Snapshot, settings: &Settings) 
     }
     let namespace = read::namespace(req);
     let name = read::name(req);
-    let me = format!("{} {namespace}/{name}", T::KIND);
+    let me = me::<T>(&namespace, &name);
     if req.operation == Operation::Update {
         let old = req
             .old_object
@@ -90,14 +90,7 @@ pub fn admit<T: Validated>(req: &Request, snap: &Snapshot, settings: &Settings) 
             return answer;
         }
     }
-    let ctx = Ctx {
-        me: &me,
-        namespace: &namespace,
-        name: &name,
-        snap,
-        settings,
-    };
-    let rule = match typed.rule(&ctx) {
+    let rule = match judge(&typed, &namespace, &name, snap, settings) {
         Ok(warnings) => warnings,
         Err(denial) => return Decision::deny(denial),
     };
@@ -112,6 +105,33 @@ pub fn admit<T: Validated>(req: &Request, snap: &Snapshot, settings: &Settings) 
         [rule, unknown].concat()
     };
     decision
+}
+
+/// How every message names the object: `"<Kind> <namespace>/<name>"`.
+fn me<T: Validated>(namespace: &str, name: &str) -> String {
+    format!("{} {namespace}/{name}", T::KIND)
+}
+
+/// `T`'s rule on `obj` (named `namespace/name`) against `snap`: the
+/// warnings of an allowed object, or the one-line denial. What the webhook
+/// answers on CREATE, and what the reconciler reports as `ValidationPassed`
+/// on an object that got in while the webhook was down or before a rule
+/// existed: one place per rule.
+pub fn judge<T: Validated>(
+    obj: &T,
+    namespace: &str,
+    name: &str,
+    snap: &Snapshot,
+    settings: &Settings,
+) -> Result<Vec<String>, String> {
+    let me = me::<T>(namespace, name);
+    obj.rule(&Ctx {
+        me: &me,
+        namespace,
+        name,
+        snap,
+        settings,
+    })
 }
 
 /// The request's object read into `K`, or the early answer: allowed when

@@ -34,6 +34,12 @@ use std::collections::BTreeMap;
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
     printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -266,10 +272,34 @@ pub struct EmptyDirSettings {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupConfigurationStatus {
+    /// Ready, NotReady or Invalid, from the conditions (Stash's CalculateBackupInvokerPhase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<BackupInvokerPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Phase of a backup invoker (`status.phase`), as Stash v0.18+ computes it.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+pub enum BackupInvokerPhase {
+    /// Valid, its CronJob, Repository and backend Secret in place.
+    Ready,
+    /// Something it needs is missing or failed (see the conditions).
+    NotReady,
+    /// It breaks a validation rule (condition `ValidationPassed`).
+    Invalid,
+}
+
+impl BackupInvokerPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupInvokerPhase::Ready => "Ready",
+            BackupInvokerPhase::NotReady => "NotReady",
+            BackupInvokerPhase::Invalid => "Invalid",
+        }
+    }
 }
 
 /// A status condition (kmodules `Condition` shape).

@@ -101,6 +101,10 @@ pub fn webhook_read_rules() -> Vec<PolicyRule> {
         rule(&["rbac.authorization.k8s.io"], &["rolebindings"], READ),
         // `recorder::Recorder` posts core/v1 Events, nothing else.
         rule(&[""], &["events"], &["create"]),
+        // Condition `BackendSecretFound`: one GET of the Secret a
+        // configuration's Repository names (does it hold RESTIC_PASSWORD?).
+        // Never list or watch: no Secret is ever enumerated or cached.
+        rule(&[""], &["secrets"], &["get"]),
     ]
 }
 

@@ -18,12 +18,32 @@ use super::desired::FIELD_MANAGER;
 use crate::sidecar::covers;
 
 /// An API call that failed, with what it was doing.
+///
+/// Displayed as one line a person can act on: for an answer of the API
+/// server, `<what>: <Status.message> (<code> <reason>)` — kube's own
+/// `Display` of [`kube::Error::Api`] appends a `Debug` dump of the whole
+/// `Status`, which is what the logs used to carry.
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: {source}")]
 pub struct ApiError {
     pub what: String,
     #[source]
     pub source: kube::Error,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            kube::Error::Api(s) => write!(
+                f,
+                "{}: {} ({} {})",
+                self.what,
+                s.message.trim(),
+                s.code,
+                s.reason
+            ),
+            other => write!(f, "{}: {other}", self.what),
+        }
+    }
 }
 
 impl ApiError {
@@ -33,6 +53,37 @@ impl ApiError {
             source,
         }
     }
+
+    /// Whether a guarded write lost a race: 409 Conflict (a stale
+    /// `metadata.resourceVersion` precondition) or 422 from a JSON patch
+    /// whose `test` of `/metadata/resourceVersion` or of a finalizer failed
+    /// (the API server names the tested path in its message). Someone else
+    /// wrote in between; the next pass, on the newer object, decides again.
+    pub fn is_race(&self) -> bool {
+        match &self.source {
+            kube::Error::Api(s) => {
+                s.code == 409
+                    || (s.code == 422
+                        && ["/metadata/resourceVersion", "/metadata/finalizers"]
+                            .iter()
+                            .any(|p| s.message.contains(p)))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Logs a failed pass the way its cause deserves and returns the retry
+/// delay: a lost race at DEBUG (it is retried and is no news), anything
+/// else as one WARN line carrying the API server's message.
+pub fn log_failure(kind: &str, key: &str, err: &ApiError, backoff: &Backoff) -> Duration {
+    let delay = backoff.failed(key);
+    if err.is_race() {
+        tracing::debug!(object = %key, error = %err, retry_in = ?delay, "{kind} changed meanwhile; reconciling again");
+    } else {
+        tracing::warn!(object = %key, error = %err, retry_in = ?delay, "{kind} reconcile failed");
+    }
+    delay
 }
 
 /// Whether an error is the API server's 404.
@@ -158,6 +209,66 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api(code: u16, reason: &str, message: &str) -> ApiError {
+        let status = kube::core::Status {
+            code,
+            reason: reason.into(),
+            message: message.into(),
+            ..Default::default()
+        };
+        ApiError::new(
+            "update status of BackupConfiguration demo/a",
+            kube::Error::Api(status.boxed()),
+        )
+    }
+
+    #[test]
+    fn an_api_error_reads_as_the_servers_message() {
+        let e = api(
+            403,
+            "Forbidden",
+            "cronjobs.batch is forbidden: denied by policy",
+        );
+        assert_eq!(
+            e.to_string(),
+            "update status of BackupConfiguration demo/a: cronjobs.batch is forbidden: denied by policy (403 Forbidden)"
+        );
+        assert!(!e.is_race());
+    }
+
+    #[test]
+    fn lost_races_are_told_apart_from_failures() {
+        assert!(api(409, "Conflict", "the object has been modified").is_race());
+        // kube-apiserver's and the json-patch crate's words for a failed `test`
+        assert!(
+            api(
+                422,
+                "Invalid",
+                "testing value /metadata/resourceVersion failed: test failed"
+            )
+            .is_race()
+        );
+        assert!(
+            api(
+                422,
+                "Invalid",
+                "operation '/0' failed at path '/metadata/resourceVersion': value did not match"
+            )
+            .is_race()
+        );
+        assert!(
+            api(
+                422,
+                "Invalid",
+                "testing value /metadata/finalizers/0 failed"
+            )
+            .is_race()
+        );
+        // a policy's or a schema's 422 is not a race
+        assert!(!api(422, "Invalid", "spec.schedule: Invalid value").is_race());
+        assert!(!api(500, "InternalError", "etcd timeout").is_race());
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -15,13 +15,24 @@
 //!
 //! Configurations and Repositories are read from the index the webhooks read
 //! ([`crate::feed`]), never fetched again: the two decide on the same state.
+//! The status also says whether the Repository's storage Secret holds
+//! `RESTIC_PASSWORD` (one GET: Secrets are not watched, so a missing one is
+//! checked again a minute later) and whether the configuration passes the
+//! validating webhook's own rule; `status.phase` sums the conditions up
+//! ([`super::desired::invoker_phase`]). A condition that goes `False` is told once
+//! as a Warning event, after the status saying so is written
+//! ([`super::desired::condition_events`]).
+//!
+//! The controller's cache lags its own writes; a pass handed a copy this
+//! controller has already written past does nothing ([`OwnWrites`]), and a
+//! write that loses a real race is retried quietly ([`log_failure`]).
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::{Action, Controller};
@@ -30,19 +41,29 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::apply::{ApiError, Backoff, ensure, get_workload, patch_params, workload_api};
+use super::apply::{
+    ApiError, Backoff, ensure, get_workload, is_not_found, log_failure, patch_params, workload_api,
+};
 use super::desired::{
-    LABEL_MANAGED_BY, Observations, TargetState, cron_role_binding, cron_service_account, cronjob,
-    desired_status, guarded_patch, sidecar_role_binding, workload_service_account,
+    BackendSecret, LABEL_MANAGED_BY, Observations, RESTIC_PASSWORD, TargetState, condition_events,
+    cron_role_binding, cron_service_account, cronjob, desired_status, guarded_patch,
+    sidecar_role_binding, workload_service_account,
 };
 use super::finalizer::{Event, finalizer};
+use super::own_writes::OwnWrites;
+use crate::api::events::COMPONENT_BACKUPCONFIGURATION_CONTROLLER;
 use crate::api::{
-    BackupConfiguration, BackupConfigurationStatus, WORKLOAD_API_VERSION, namespace_of,
+    BackupConfiguration, BackupConfigurationStatus, Repository, WORKLOAD_API_VERSION, namespace_of,
 };
 use crate::feed::Feed;
+use crate::recorder::{EventType, Recorder};
 use crate::settings::Settings;
 use crate::sidecar;
 use crate::store::Store;
+
+/// How soon a configuration whose backend Secret is missing is checked
+/// again (Secrets are not watched: the reconciler may only `get` them).
+pub const SECRET_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the BackupConfiguration controller shares between reconciles.
 pub struct Context {
@@ -55,6 +76,24 @@ pub struct Context {
     /// sees all that target a workload) and every Repository.
     pub index: Arc<Store>,
     pub backoff: Backoff,
+    /// Publishes the Warning events of failed conditions.
+    pub recorder: Recorder,
+    /// The configurations' versions this controller's own writes superseded.
+    pub own_writes: OwnWrites,
+}
+
+impl Context {
+    pub fn new(client: Client, image: String, settings: Settings, index: Arc<Store>) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), COMPONENT_BACKUPCONFIGURATION_CONTROLLER),
+            client,
+            image,
+            settings,
+            index,
+            backoff: Backoff::default(),
+            own_writes: OwnWrites::default(),
+        }
+    }
 }
 
 /// Runs the controller until the returned future is dropped. The
@@ -84,13 +123,7 @@ pub async fn run(client: Client, image: String, settings: Settings, feed: Feed) 
     let controller = watch_workload::<StatefulSet>(controller, &client, &index);
     let controller = watch_workload::<DaemonSet>(controller, &client, &index);
     let controller = watch_workload::<ReplicaSet>(controller, &client, &index);
-    let ctx = Arc::new(Context {
-        client,
-        image,
-        settings,
-        index,
-        backoff: Backoff::default(),
-    });
+    let ctx = Arc::new(Context::new(client, image, settings, index));
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -135,11 +168,15 @@ fn key(bc: &BackupConfiguration) -> String {
     crate::store::display_name(bc)
 }
 
-/// Retries a failed reconcile with per-configuration exponential backoff.
+/// Retries a failed reconcile with per-configuration exponential backoff; a
+/// lost race is logged at DEBUG, anything else as one WARN line.
 pub fn error_policy(bc: Arc<BackupConfiguration>, err: &ApiError, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.failed(&key(&bc));
-    tracing::warn!(config = %key(&bc), error = %err, retry_in = ?delay, "BackupConfiguration reconcile failed");
-    Action::requeue(delay)
+    Action::requeue(log_failure(
+        "BackupConfiguration",
+        &key(&bc),
+        err,
+        &ctx.backoff,
+    ))
 }
 
 /// One level-triggered pass over one configuration.
@@ -157,7 +194,7 @@ pub async fn reconcile_at(
     now: jiff::Timestamp,
 ) -> Result<Action, ApiError> {
     let api = configs_api(ctx, namespace_of(bc));
-    let action = finalizer(&api, bc, &key(bc), |event| async move {
+    let action = finalizer(&api, bc, &key(bc), &ctx.own_writes, |event| async move {
         match event {
             Event::Apply(bc) => apply(&bc, ctx, now).await,
             Event::Cleanup(bc) => cleanup(&bc, ctx).await,
@@ -246,40 +283,142 @@ async fn apply(
 ) -> Result<Action, ApiError> {
     let ns = namespace_of(bc).to_owned();
     let mut errors = FirstError::default();
-    // A Repository that appears or changes re-triggers this pass through the
-    // feed, after the index has it: no need to read it from the API server.
-    let repository = bc.repository_name().map(|name| {
-        let found = ctx.index.snapshot().repository(&ns, name).is_some();
-        (format!("{ns}/{name}"), found)
-    });
+    let (repo, validation) = from_index(bc, ctx, &ns);
+    let repository = bc
+        .repository_name()
+        .map(|name| (format!("{ns}/{name}"), repo.is_some()));
+    let secret = observe_secret(ctx, &ns, repo.as_deref(), &mut errors).await;
     let cronjob = observe_cronjob(bc, ctx, &ns, &mut errors).await;
     let (target, sidecar) = observe_target(bc, ctx, &ns, &mut errors).await;
+    let recheck = secret.needs_recheck();
     let obs = Observations {
         repository,
         target,
         cronjob,
         sidecar,
+        secret,
+        validation,
     };
-    write_status(bc, ctx, &ns, desired_status(bc, &obs, now)).await?;
-    errors.into_result()
+    // A write that lost a race (the workload changed between its GET and
+    // the guarded patch) is no failure to report: the status and its
+    // events wait for the retry, which decides on the newer state. Else a
+    // busy Deployment would flap StashSidecarInjected and its event.
+    if !errors.raced {
+        let status = desired_status(bc, &obs, now);
+        if write_status(bc, ctx, &ns, &status).await? {
+            record_events(bc, ctx, &status).await;
+        }
+    }
+    errors.into_result(recheck)
+}
+
+/// What the index says: the configuration's Repository, and the validating
+/// webhook's own rule on the configuration (its denial, if any). A
+/// Repository that appears or changes re-triggers the pass through the feed,
+/// after the index has it: no need to read it from the API server.
+fn from_index(
+    bc: &BackupConfiguration,
+    ctx: &Context,
+    ns: &str,
+) -> (Option<Arc<Repository>>, Result<(), String>) {
+    let mut snap = ctx.index.snapshot();
+    // The object this pass was handed is at least as fresh as the index.
+    snap.ensure_config(bc);
+    let repo = bc
+        .repository_name()
+        .and_then(|name| snap.repository(ns, name).cloned());
+    let validation =
+        crate::admission::validate::judge(bc, ns, &bc.name_any(), &snap, &ctx.settings)
+            .map(|_warnings| ());
+    (repo, validation)
+}
+
+/// The Repository's storage Secret: named, there, holding `RESTIC_PASSWORD`.
+/// A Secret that does not exist is an answer, not an error; any other
+/// failure to read it is both.
+async fn observe_secret(
+    ctx: &Context,
+    ns: &str,
+    repo: Option<&Repository>,
+    errors: &mut FirstError,
+) -> BackendSecret {
+    let Some(repo) = repo else {
+        return BackendSecret::NoRepository;
+    };
+    let Some(name) = repo
+        .spec
+        .backend
+        .storage_secret_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+    else {
+        return BackendSecret::NotNamed(format!("{ns}/{}", repo.name_any()));
+    };
+    let label = format!("{ns}/{name}");
+    match Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get(name)
+        .await
+    {
+        Ok(secret) => {
+            let in_data = secret.data.is_some_and(|d| d.contains_key(RESTIC_PASSWORD));
+            let in_string_data = secret
+                .string_data
+                .is_some_and(|d| d.contains_key(RESTIC_PASSWORD));
+            if in_data || in_string_data {
+                BackendSecret::Found(label)
+            } else {
+                BackendSecret::NoPassword(label)
+            }
+        }
+        Err(e) if is_not_found(&e) => BackendSecret::Missing(label),
+        Err(e) => {
+            let why = errors.note(ApiError::new(format!("get Secret {label}"), e));
+            BackendSecret::Unreadable(label, why)
+        }
+    }
+}
+
+/// One Warning event per condition the new status newly reports `False`
+/// (or `False` for another reason), from `BackupConfiguration Controller`.
+/// Called only once the status saying so is written, so a pass retried on
+/// the same state repeats none; an event that cannot be written is logged.
+async fn record_events(
+    bc: &BackupConfiguration,
+    ctx: &Context,
+    status: &BackupConfigurationStatus,
+) {
+    let regarding = bc.object_ref(&());
+    for event in condition_events(bc.status.as_ref(), status) {
+        ctx.recorder
+            .publish_or_log(&regarding, EventType::Warning, event.reason, &event.message)
+            .await;
+    }
 }
 
 /// The first API error of a pass (returned, so the pass is retried) while
-/// every error's text goes into the conditions.
+/// every error's text goes into the conditions; and whether a write lost a
+/// race (then the pass reports nothing: see [`apply`]).
 #[derive(Default)]
-struct FirstError(Option<ApiError>);
+struct FirstError {
+    first: Option<ApiError>,
+    raced: bool,
+}
 
 impl FirstError {
     /// Keeps `e` if it is the first, and gives its text for a condition.
     fn note(&mut self, e: ApiError) -> String {
         let msg = e.to_string();
-        self.0.get_or_insert(e);
+        self.raced |= e.is_race();
+        self.first.get_or_insert(e);
         msg
     }
 
-    fn into_result(self) -> Result<Action, ApiError> {
-        match self.0 {
+    /// The pass's outcome: the first error, else wait for a change, or
+    /// for [`SECRET_RECHECK`] when `recheck` (something not watched is missing).
+    fn into_result(self, recheck: bool) -> Result<Action, ApiError> {
+        match self.first {
             Some(e) => Err(e),
+            None if recheck => Ok(Action::requeue(SECRET_RECHECK)),
             None => Ok(Action::await_change()),
         }
     }
@@ -377,21 +516,22 @@ fn sidecar_verdict(
 
 /// Writes `status` when it differs from what `bc` holds, decided on `bc` as
 /// this pass read it: if it changed since, the write fails with a conflict
-/// and the newer state gets its own pass.
+/// and the newer state gets its own pass. Returns whether it wrote; the
+/// version written over is remembered as superseded.
 async fn write_status(
     bc: &BackupConfiguration,
     ctx: &Context,
     ns: &str,
-    status: BackupConfigurationStatus,
-) -> Result<(), ApiError> {
-    if bc.status.as_ref() == Some(&status) {
-        return Ok(());
+    status: &BackupConfigurationStatus,
+) -> Result<bool, ApiError> {
+    if bc.status.as_ref() == Some(status) {
+        return Ok(false);
     }
     let body = json!({
         "metadata": {"resourceVersion": bc.resource_version()},
         "status": status
     });
-    configs_api(ctx, ns)
+    let written = configs_api(ctx, ns)
         .patch_status(&bc.name_any(), &patch_params(), &Patch::Merge(&body))
         .await
         .map_err(|e| {
@@ -400,7 +540,12 @@ async fn write_status(
                 e,
             )
         })?;
-    Ok(())
+    ctx.own_writes.wrote(
+        &key(bc),
+        bc.resource_version().as_deref(),
+        written.resource_version().as_deref(),
+    );
+    Ok(true)
 }
 
 #[cfg(test)]

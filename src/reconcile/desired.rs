@@ -19,8 +19,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 use crate::api::{
-    BackupConfiguration, BackupConfigurationStatus, BackupSession, BackupSessionPhase, Condition,
-    DEFAULT_BACKUP_HISTORY_LIMIT, HostBackupPhase, INVOKER_KIND_BACKUP_CONFIGURATION,
+    BackupConfiguration, BackupConfigurationStatus, BackupInvokerPhase, BackupSession,
+    BackupSessionPhase, Condition, DEFAULT_BACKUP_HISTORY_LIMIT, HostBackupPhase,
+    INVOKER_KIND_BACKUP_CONFIGURATION,
 };
 use crate::manifests::names::{CRON_JOB_ROLE, LABEL_COMPONENT_BACKUP, SIDECAR_ROLE};
 
@@ -36,6 +37,11 @@ pub const CONDITION_REPOSITORY_FOUND: &str = "RepositoryFound";
 pub const CONDITION_BACKUP_TARGET_FOUND: &str = "BackupTargetFound";
 pub const CONDITION_CRONJOB_CREATED: &str = "CronJobCreated";
 pub const CONDITION_SIDECAR_INJECTED: &str = "StashSidecarInjected";
+pub const CONDITION_BACKEND_SECRET_FOUND: &str = "BackendSecretFound";
+pub const CONDITION_VALIDATION_PASSED: &str = "ValidationPassed";
+
+/// The key the Repository's storage Secret must hold (restic's password).
+pub const RESTIC_PASSWORD: &str = "RESTIC_PASSWORD";
 
 /// `stash-backup-<bc>`, cut to the 52 characters a CronJob name may have and
 /// without a trailing `-` or `.` left by the cut. Also the name of the
@@ -270,6 +276,40 @@ pub struct Observations {
     pub cronjob: Result<(), String>,
     /// The target carries this configuration's sidecar, or why not.
     pub sidecar: Result<(), String>,
+    /// The Repository's storage Secret.
+    pub secret: BackendSecret,
+    /// The validating webhook's verdict on the configuration, or its denial.
+    pub validation: Result<(), String>,
+}
+
+/// What the controller found of the Repository's storage Secret
+/// (`namespace/name` in each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendSecret {
+    /// No Repository to read its name from (condition `Unknown`: the
+    /// Repository's own condition says why).
+    NoRepository,
+    /// The Repository (named) has no `spec.backend.storageSecretName`.
+    NotNamed(String),
+    /// Exists and holds `RESTIC_PASSWORD`.
+    Found(String),
+    /// No such Secret.
+    Missing(String),
+    /// Exists without `RESTIC_PASSWORD`.
+    NoPassword(String),
+    /// Could not be read (the API server's answer).
+    Unreadable(String, String),
+}
+
+impl BackendSecret {
+    /// Whether the next check must be asked for (Secrets are not watched:
+    /// one appearing or changing triggers no pass).
+    pub fn needs_recheck(&self) -> bool {
+        matches!(
+            self,
+            BackendSecret::Missing(_) | BackendSecret::NoPassword(_)
+        )
+    }
 }
 
 /// What the controller found for the target workload.
@@ -284,7 +324,7 @@ pub enum TargetState {
 fn condition(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
     Condition {
         type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
+        status: if ok { TRUE } else { FALSE }.into(),
         reason: Some(reason.into()),
         message: Some(message),
         last_transition_time: None,
@@ -292,7 +332,74 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String) -> Condition 
     }
 }
 
-/// The four conditions for what was observed (without times).
+const TRUE: &str = "True";
+const FALSE: &str = "False";
+const UNKNOWN: &str = "Unknown";
+
+/// `BackendSecretFound` for what was found.
+fn secret_condition(secret: &BackendSecret) -> Condition {
+    let t = CONDITION_BACKEND_SECRET_FOUND;
+    let missing = "BackendSecretNotAvailable";
+    match secret {
+        BackendSecret::NoRepository => Condition {
+            status: UNKNOWN.into(),
+            ..condition(
+                t,
+                false,
+                "RepositoryNotAvailable",
+                "The Repository is not available, so its backend Secret cannot be checked.".into(),
+            )
+        },
+        BackendSecret::NotNamed(repo) => condition(
+            t,
+            false,
+            missing,
+            format!(
+                "Repository {repo} names no backend Secret: set its spec.backend.storageSecretName."
+            ),
+        ),
+        BackendSecret::Found(name) => condition(
+            t,
+            true,
+            "BackendSecretAvailable",
+            format!("Backend Secret {name} exists and holds {RESTIC_PASSWORD}."),
+        ),
+        BackendSecret::Missing(name) => condition(
+            t,
+            false,
+            missing,
+            format!("Backend Secret {name} does not exist."),
+        ),
+        BackendSecret::NoPassword(name) => condition(
+            t,
+            false,
+            missing,
+            format!("Backend Secret {name} has no key {RESTIC_PASSWORD}."),
+        ),
+        BackendSecret::Unreadable(name, why) => condition(
+            t,
+            false,
+            missing,
+            format!("Cannot read backend Secret {name}: {why}"),
+        ),
+    }
+}
+
+/// `ValidationPassed` for the webhook's verdict.
+fn validation_condition(verdict: &Result<(), String>) -> Condition {
+    let t = CONDITION_VALIDATION_PASSED;
+    match verdict {
+        Ok(()) => condition(
+            t,
+            true,
+            "ResourceValidationPassed",
+            "The BackupConfiguration passes validation.".into(),
+        ),
+        Err(denial) => condition(t, false, "ResourceValidationFailed", denial.clone()),
+    }
+}
+
+/// The six conditions for what was observed (without times).
 pub fn conditions(obs: &Observations) -> Vec<Condition> {
     let repository = match &obs.repository {
         Some((name, true)) => condition(
@@ -370,11 +477,85 @@ pub fn conditions(obs: &Observations) -> Vec<Condition> {
             format!("Failed to inject stash sidecar: {why}"),
         ),
     };
-    vec![repository, target, cronjob, sidecar]
+    vec![
+        repository,
+        target,
+        cronjob,
+        sidecar,
+        secret_condition(&obs.secret),
+        validation_condition(&obs.validation),
+    ]
+}
+
+/// `status.phase` from the conditions, as Stash's
+/// `CalculateBackupInvokerPhase`: `Invalid` when validation failed;
+/// `NotReady` while the Repository or its Secret is not there; `Ready` when
+/// valid with CronJob, Repository and Secret in place; else `NotReady`.
+/// `paused` is not an input.
+pub fn invoker_phase(conditions: &[Condition]) -> BackupInvokerPhase {
+    let is = |t: &str, want: &str| conditions.iter().any(|c| c.type_ == t && c.status == want);
+    let ok = |t: &str| is(t, TRUE);
+    if is(CONDITION_VALIDATION_PASSED, FALSE) {
+        BackupInvokerPhase::Invalid
+    } else if !ok(CONDITION_REPOSITORY_FOUND) || !ok(CONDITION_BACKEND_SECRET_FOUND) {
+        BackupInvokerPhase::NotReady
+    } else if ok(CONDITION_VALIDATION_PASSED) && ok(CONDITION_CRONJOB_CREATED) {
+        BackupInvokerPhase::Ready
+    } else {
+        BackupInvokerPhase::NotReady
+    }
+}
+
+/// A Warning event a status change calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionEvent {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The Warning event's reason for a condition type gone `False`.
+pub fn failure_reason(condition_type: &str) -> &'static str {
+    match condition_type {
+        CONDITION_VALIDATION_PASSED => "ValidationFailed",
+        CONDITION_REPOSITORY_FOUND => "RepositoryNotFound",
+        CONDITION_BACKEND_SECRET_FOUND => "BackendSecretNotFound",
+        CONDITION_BACKUP_TARGET_FOUND => "BackupTargetNotFound",
+        CONDITION_CRONJOB_CREATED => "CronJobCreationFailed",
+        CONDITION_SIDECAR_INJECTED => "SidecarInjectionFailed",
+        _ => "ConditionFailed",
+    }
+}
+
+/// The events a status change from `old` to `new` calls for: one Warning
+/// per condition that is `False` in `new` and was not, or was with another
+/// reason or message (message = the condition's). The same status twice
+/// calls for none, so a retried pass that finds its status written repeats
+/// nothing.
+pub fn condition_events(
+    old: Option<&BackupConfigurationStatus>,
+    new: &BackupConfigurationStatus,
+) -> Vec<ConditionEvent> {
+    let before = old.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    new.conditions
+        .iter()
+        .filter(|c| c.status == FALSE)
+        .filter(|c| {
+            !before.iter().any(|o| {
+                o.type_ == c.type_
+                    && o.status == c.status
+                    && o.reason == c.reason
+                    && o.message == c.message
+            })
+        })
+        .map(|c| ConditionEvent {
+            reason: failure_reason(&c.type_),
+            message: c.message.clone().unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// The status to hold: `observedGeneration` = the configuration's generation,
-/// the conditions for `obs`, each keeping its old `lastTransitionTime` unless
+/// the phase ([`invoker_phase`]), the conditions for `obs`, each keeping its old `lastTransitionTime` unless
 /// its status changed (then `now`). Equal to the old status when nothing
 /// changed, so the caller can skip the write.
 pub fn desired_status(
@@ -388,7 +569,7 @@ pub fn desired_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or(&[]);
     let generation = bc.metadata.generation;
-    let conditions = conditions(obs)
+    let conditions: Vec<Condition> = conditions(obs)
         .into_iter()
         .map(|mut c| {
             let previous = old.iter().find(|o| o.type_ == c.type_);
@@ -403,6 +584,7 @@ pub fn desired_status(
         })
         .collect();
     BackupConfigurationStatus {
+        phase: Some(invoker_phase(&conditions)),
         observed_generation: generation,
         conditions,
     }

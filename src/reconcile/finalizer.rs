@@ -12,6 +12,11 @@
 //! overwritten) under the field manager `stash`, and the pass that adds the
 //! finalizer goes on to apply at once, where kube's helper returns
 //! `await_change` and applies on the next pass.
+//!
+//! It is also where a pass on a copy this controller has already moved past
+//! stops ([`OwnWrites`]): both controllers that use it write their object
+//! twice on a first pass (finalizer, status), and their caches lag those
+//! writes.
 
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
@@ -21,6 +26,7 @@ use serde_json::{Value, json};
 
 use super::apply::{ApiError, is_not_found, patch_params};
 use super::desired::guarded_patch;
+use super::own_writes::OwnWrites;
 use crate::api::FINALIZER;
 
 /// What the handler is asked to do.
@@ -34,18 +40,26 @@ pub enum Event<K> {
 
 /// Runs `handler` on `obj` with the finalizer in place: adds it first if
 /// missing; on deletion, removes it after `handler`'s cleanup succeeded. A
-/// deleted object without our finalizer costs no request. `key` names the
+/// deleted object without our finalizer costs no request, and so does a
+/// copy whose resourceVersion `writes` says this controller has superseded
+/// (the newer one's watch event triggers the next pass). `key` names the
 /// object in errors (`namespace/name`).
 pub async fn finalizer<K, Fut>(
     api: &Api<K>,
     obj: &K,
     key: &str,
+    writes: &OwnWrites,
     handler: impl FnOnce(Event<K>) -> Fut,
 ) -> Result<Action, ApiError>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     Fut: Future<Output = Result<Action, ApiError>>,
 {
+    let rv = obj.meta().resource_version.as_deref();
+    if writes.is_stale(key, rv) {
+        tracing::debug!(kind = %K::kind(&()), object = %key, resource_version = rv, "skipped a copy this controller has already written past");
+        return Ok(Action::await_change());
+    }
     let index = obj.finalizers().iter().position(|f| f == FINALIZER);
     if obj.meta().deletion_timestamp.is_some() {
         let Some(index) = index else {
@@ -53,12 +67,17 @@ where
         };
         let action = handler(Event::Cleanup(obj.clone())).await?;
         release(api, obj, key, index).await?;
+        writes.forget(key);
         tracing::info!(kind = %K::kind(&()), object = %key, "released the finalizer");
         return Ok(action);
     }
     let obj = match index {
         Some(_) => obj.clone(),
-        None => add(api, obj, key).await?,
+        None => {
+            let added = add(api, obj, key).await?;
+            writes.wrote(key, rv, added.meta().resource_version.as_deref());
+            added
+        }
     };
     handler(Event::Apply(obj)).await
 }

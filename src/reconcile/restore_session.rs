@@ -11,8 +11,10 @@
 //!
 //! Every status write carries the resourceVersion of the session the decision
 //! was made on, so a decision on a stale store copy fails with 409 and is
-//! made again on the latest state. Events are written only after the state
-//! change they describe. A paused BackupConfiguration of the same workload is
+//! made again on the latest state (quietly: a lost race is logged at DEBUG);
+//! a pass on a copy this controller's own writes superseded does nothing
+//! ([`OwnWrites`]). Events are written only after the state change they
+//! describe. A paused BackupConfiguration of the same workload is
 //! not an input: pause never blocks a restore, and nothing here creates a
 //! BackupSession.
 
@@ -26,9 +28,12 @@ use kube::runtime::controller::{Action, Controller};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::Value;
 
-use super::apply::{ApiError, Backoff, ensure, get_workload, patch_params, workload_api};
+use super::apply::{
+    ApiError, Backoff, ensure, get_workload, log_failure, patch_params, workload_api,
+};
 use super::desired::{LABEL_MANAGED_BY, go_duration, guarded_patch, workload_service_account};
 use super::finalizer::{Event, finalizer};
+use super::own_writes::OwnWrites;
 use super::transition::{self, Transition, TransitionEvent};
 use crate::api::events::{
     COMPONENT_RESTORESESSION_CONTROLLER, REASON_RESTORESESSION_FAILED,
@@ -56,6 +61,8 @@ pub struct Context {
     pub index: Arc<Store>,
     pub recorder: Recorder,
     pub backoff: Backoff,
+    /// The sessions' versions this controller's own writes superseded.
+    pub own_writes: OwnWrites,
 }
 
 impl Context {
@@ -66,6 +73,7 @@ impl Context {
             settings,
             index,
             backoff: Backoff::default(),
+            own_writes: OwnWrites::default(),
         }
     }
 }
@@ -200,11 +208,10 @@ fn key(rs: &RestoreSession) -> String {
     crate::store::display_name(rs)
 }
 
-/// Retries a failed reconcile with per-session exponential backoff.
+/// Retries a failed reconcile with per-session exponential backoff; a lost
+/// race is logged at DEBUG, anything else as one WARN line.
 pub fn error_policy(rs: Arc<RestoreSession>, err: &ApiError, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.failed(&key(&rs));
-    tracing::warn!(restoresession = %key(&rs), error = %err, retry_in = ?delay, "RestoreSession reconcile failed");
-    Action::requeue(delay)
+    Action::requeue(log_failure("RestoreSession", &key(&rs), err, &ctx.backoff))
 }
 
 /// One level-triggered pass over one session.
@@ -222,6 +229,7 @@ pub async fn reconcile_at(
         &api(ctx, namespace_of(rs)),
         rs,
         &key(rs),
+        &ctx.own_writes,
         |event| async move {
             match event {
                 Event::Apply(rs) => apply(&rs, ctx, now).await,
@@ -364,7 +372,12 @@ async fn apply(
             Action::await_change()
         });
     };
-    transition::write(&api(ctx, &ns), rs, &transition, &ctx.recorder).await?;
+    let written = transition::write(&api(ctx, &ns), rs, &transition, &ctx.recorder).await?;
+    ctx.own_writes.wrote(
+        &key(rs),
+        rs.resource_version().as_deref(),
+        written.as_deref(),
+    );
     Ok(Action::await_change())
 }
 

@@ -89,13 +89,14 @@ impl Transition {
 }
 
 /// Writes `transition` onto `session` (as read: its resourceVersion is the
-/// precondition), then records its event.
+/// precondition), then records its event. Returns the resourceVersion the
+/// write left the session at (a controller remembers the one it superseded).
 pub async fn write<K>(
     api: &Api<K>,
     session: &K,
     transition: &Transition,
     recorder: &Recorder,
-) -> Result<(), ApiError>
+) -> Result<Option<String>, ApiError>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -103,7 +104,8 @@ where
     let ns = crate::api::namespace_of(session);
     let kind = K::kind(&());
     let patch = transition.patch(session.meta().resource_version.as_deref());
-    api.patch_status(&name, &patch_params(), &Patch::Merge(&patch))
+    let written = api
+        .patch_status(&name, &patch_params(), &Patch::Merge(&patch))
         .await
         .map_err(|e| ApiError::new(format!("mark {kind} {ns}/{name} {}", transition.phase), e))?;
     if let Some(event) = &transition.event {
@@ -126,7 +128,7 @@ where
             })?;
     }
     tracing::info!(kind = %kind, session = %format!("{ns}/{name}"), phase = transition.phase, "session phase written");
-    Ok(())
+    Ok(written.meta().resource_version.clone())
 }
 
 #[cfg(test)]

@@ -511,7 +511,7 @@ async fn guide(c: &Cluster) {
     );
     let cron_uid = cron.uid().unwrap();
     c.wait_for(
-        "the BackupConfiguration's conditions all True",
+        "the BackupConfiguration's conditions all True, its phase Ready",
         SHORT,
         async || {
             let bc = c.raw::<BackupConfiguration>(BC).await.ok_or("gone")?;
@@ -527,14 +527,17 @@ async fn guide(c: &Cluster) {
                 })
                 .collect();
             let want = [
+                "BackendSecretFound",
                 "BackupTargetFound",
                 "CronJobCreated",
                 "RepositoryFound",
                 "StashSidecarInjected",
+                "ValidationPassed",
             ];
             if want
                 .iter()
                 .all(|w| conditions.get(*w).map(String::as_str) == Some("True"))
+                && bc["status"]["phase"] == "Ready"
             {
                 Ok(())
             } else {

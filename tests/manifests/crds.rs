@@ -94,20 +94,38 @@ fn crds_carry_the_columns_names_and_status_design_md_fixes() {
         assert_eq!(v["served"], true);
         assert_eq!(v["storage"], true);
         assert_eq!(v["subresources"]["status"], serde_json::json!({}));
+        // What `kubectl get` shows: the columns of priority 0 (the guide's).
         let names: Vec<&str> = v["additionalPrinterColumns"]
             .as_array()
             .unwrap()
             .iter()
+            .filter(|c| c["priority"].as_i64().unwrap_or(0) == 0)
             .map(|c| c["name"].as_str().unwrap())
             .collect();
         assert_eq!(names, columns, "{kind}");
     }
+    // `kubectl get backupconfiguration -o wide` adds the phase, and only it.
+    let wide: Vec<Value> =
+        by_kind("BackupConfiguration")["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["priority"].as_i64().unwrap_or(0) > 0)
+            .cloned()
+            .collect();
+    assert_eq!(
+        wide,
+        [
+            serde_json::json!({"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1})
+        ]
+    );
     let bc_columns =
         &by_kind("BackupConfiguration")["spec"]["versions"][0]["additionalPrinterColumns"];
     let paths: Vec<&str> = bc_columns
         .as_array()
         .unwrap()
         .iter()
+        .filter(|c| c["priority"].as_i64().unwrap_or(0) == 0)
         .map(|c| c["jsonPath"].as_str().unwrap())
         .collect();
     assert_eq!(

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use stash::api::BackupConfiguration;
-use stash::reconcile::apply::Backoff;
 use stash::reconcile::backup_configuration::{Context, reconcile_at};
 use stash::settings::Settings;
 use support::{Cluster, Identity, PatchBody, Recorded, Status};
@@ -43,6 +42,13 @@ pub(super) fn bc() -> Value {
     })
 }
 
+/// The guide's storage Secret, holding the restic password.
+pub(super) fn secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+           "metadata": {"name": "gcs-secret", "namespace": "demo"},
+           "data": {"RESTIC_PASSWORD": "Y2hhbmdlaXQ="}})
+}
+
 /// The guide's Repository.
 pub(super) fn repository() -> Value {
     json!({"apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
@@ -65,6 +71,7 @@ fn cluster_with(bc: Value, repo: bool, deploy: bool) -> Cluster {
     let c = Cluster::new();
     c.seed(bc);
     if repo {
+        c.seed(secret());
         c.seed(repository());
     }
     if deploy {
@@ -82,18 +89,22 @@ fn now(s: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(s).unwrap()
 }
 
+/// The controller's context on `c`, its index caught up with `c`.
+fn context(c: &Cluster) -> Context {
+    Context::new(
+        c.client(Identity::reconciler()),
+        "stash:test".into(),
+        Settings::default(),
+        c.index(),
+    )
+}
+
 /// One reconcile of the configuration stored at `BC`, by the reconciler's
 /// identity: its result and the requests it made.
 async fn pass(c: &Cluster, at: i64) -> (Result<(), String>, Vec<Recorded>) {
     let obj: BackupConfiguration = c.typed(BC);
     let mark = c.mark();
-    let ctx = Context {
-        client: c.client(Identity::reconciler()),
-        image: "stash:test".into(),
-        settings: Settings::default(),
-        index: c.index(),
-        backoff: Backoff::default(),
-    };
+    let ctx = context(c);
     let result = reconcile_at(&obj, &ctx, now(at))
         .await
         .map(|_| ())
@@ -474,9 +485,14 @@ async fn a_concurrent_workload_change_fails_the_patch_instead_of_misapplying() {
     // the patch was tried against the version read, and refused as a whole
     assert_eq!(find(&log, "PATCH", DEPLOY).body[0]["value"], "5");
     assert_eq!(containers(&c.object(DEPLOY)), ["busybox"]);
-    // the status still says what happened, and the error policy will retry
-    let injected = condition(&c, "StashSidecarInjected");
-    assert_eq!(injected["status"], "False");
+    // A lost race is no failure to report: no status (it would flap
+    // StashSidecarInjected), no event; the error policy retries quietly.
+    assert!(
+        !writes(&log)
+            .iter()
+            .any(|(_, p)| p == &format!("{BC}/status"))
+    );
+    assert_eq!(events(&c), []);
 }
 
 #[tokio::test]
@@ -530,4 +546,182 @@ async fn kube_runtimes_finalizer_helper_works_against_the_fake() {
     c.delete(Identity::admin(), BC).expect("deleted");
     run(c.typed(BC)).await.unwrap();
     assert_eq!(c.get(BC), None);
+}
+
+const EVENTS: &str = "/api/v1/namespaces/demo/events";
+
+/// The events recorded on the configuration: (type, reason, component, message).
+fn events(c: &Cluster) -> Vec<(String, String, String, String)> {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    c.list(EVENTS, None)
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "pause-backup")
+        .map(|e| {
+            (
+                s(&e["type"]),
+                s(&e["reason"]),
+                s(&e["source"]["component"]),
+                s(&e["message"]),
+            )
+        })
+        .collect()
+}
+
+fn warning(reason: &str, message: &str) -> (String, String, String, String) {
+    (
+        "Warning".into(),
+        reason.into(),
+        "BackupConfiguration Controller".into(),
+        message.into(),
+    )
+}
+
+#[tokio::test]
+async fn a_refused_cronjob_is_told_once_and_the_sidecar_still_goes_in() {
+    let c = cluster();
+    // What the install's ValidatingAdmissionPolicy answers on a real cluster.
+    c.refuse_writes(
+        CRONJOB,
+        Status::new(
+            403,
+            "Forbidden",
+            "cronjobs.batch \"stash-backup-pause-backup\" is forbidden: ValidatingAdmissionPolicy 'stash-cronjobs' denied request",
+        ),
+    );
+    let (res, _) = pass(&c, 1000).await;
+    // one line, the API server's message, no Debug dump
+    assert_eq!(
+        res.unwrap_err(),
+        "apply CronJob stash-backup-pause-backup: cronjobs.batch \"stash-backup-pause-backup\" is forbidden: ValidatingAdmissionPolicy 'stash-cronjobs' denied request (403 Forbidden)"
+    );
+    let cj = condition(&c, "CronJobCreated");
+    assert_eq!(cj["status"], "False");
+    assert_eq!(condition(&c, "StashSidecarInjected")["status"], "True");
+    assert_eq!(c.object(BC)["status"]["phase"], "NotReady");
+    assert_eq!(
+        events(&c),
+        [warning(
+            "CronJobCreationFailed",
+            cj["message"].as_str().unwrap()
+        )]
+    );
+    // The retry finds the same status: nothing written, no second event.
+    let (res, log) = pass(&c, 2000).await;
+    assert!(res.is_err());
+    assert!(!writes(&log).iter().any(|(m, p)| m == "POST" && p == EVENTS));
+    assert!(
+        !writes(&log)
+            .iter()
+            .any(|(_, p)| p == &format!("{BC}/status"))
+    );
+    assert_eq!(events(&c).len(), 1);
+}
+
+const SECRET: &str = "/api/v1/namespaces/demo/secrets/gcs-secret";
+
+#[tokio::test]
+async fn the_backend_secret_is_one_event_per_reason_and_gates_ready() {
+    let c = cluster();
+    c.remove(SECRET);
+    pass(&c, 1000).await.0.unwrap();
+    let secret = condition(&c, "BackendSecretFound");
+    assert_eq!(
+        (&secret["status"], &secret["reason"], &secret["message"]),
+        (
+            &json!("False"),
+            &json!("BackendSecretNotAvailable"),
+            &json!("Backend Secret demo/gcs-secret does not exist.")
+        )
+    );
+    assert_eq!(c.object(BC)["status"]["phase"], "NotReady");
+    assert_eq!(
+        events(&c),
+        [warning(
+            "BackendSecretNotFound",
+            "Backend Secret demo/gcs-secret does not exist."
+        )]
+    );
+    // Same state again: no event.
+    pass(&c, 1500).await.0.unwrap();
+    assert_eq!(events(&c).len(), 1);
+
+    // The Secret appears without the password: still False, another reason.
+    let mut no_password = super::config::secret();
+    no_password["data"] = json!({"other": "eA=="});
+    c.seed(no_password);
+    pass(&c, 2000).await.0.unwrap();
+    assert_eq!(
+        events(&c)[1],
+        warning(
+            "BackendSecretNotFound",
+            "Backend Secret demo/gcs-secret has no key RESTIC_PASSWORD."
+        )
+    );
+
+    // With the password: True, Ready, and no event for good news.
+    c.edit(SECRET, |s| s["data"] = json!({"RESTIC_PASSWORD": "eA=="}));
+    pass(&c, 3000).await.0.unwrap();
+    assert_eq!(condition(&c, "BackendSecretFound")["status"], "True");
+    assert_eq!(c.object(BC)["status"]["phase"], "Ready");
+    assert_eq!(events(&c).len(), 2);
+    assert_eq!(c.forbidden_requests(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_configuration_the_webhook_would_deny_is_invalid_with_its_words() {
+    let mut config = bc();
+    // Got in while the webhook was down: prune with nothing to keep.
+    config["spec"]["retentionPolicy"] = json!({"name": "prune-all", "prune": true});
+    let denial = Cluster::new()
+        .admit(Identity::admin(), "CREATE", config.clone(), None)
+        .expect_err("the webhook denies it")
+        .message;
+    let c = cluster_with(config, true, true);
+    pass(&c, 1000).await.0.unwrap();
+    let valid = condition(&c, "ValidationPassed");
+    assert_eq!(valid["status"], "False");
+    assert_eq!(valid["reason"], "ResourceValidationFailed");
+    assert!(
+        denial.ends_with(valid["message"].as_str().unwrap()),
+        "{denial} / {valid}"
+    );
+    assert_eq!(c.object(BC)["status"]["phase"], "Invalid");
+    assert_eq!(
+        events(&c),
+        [warning(
+            "ValidationFailed",
+            valid["message"].as_str().unwrap()
+        )]
+    );
+    // The steps stay independent: the CronJob and the sidecar are in place.
+    assert_eq!(condition(&c, "CronJobCreated")["status"], "True");
+    assert_eq!(condition(&c, "StashSidecarInjected")["status"], "True");
+}
+
+#[tokio::test]
+async fn a_copy_this_controller_has_written_past_costs_nothing() {
+    let c = cluster();
+    let ctx = context(&c);
+    let first: BackupConfiguration = c.typed(BC);
+    reconcile_at(&first, &ctx, now(1000)).await.unwrap();
+    // The finalizer patch and the status write superseded two versions.
+    let after_finalizer = c
+        .log()
+        .iter()
+        .find(|r| r.method == "PATCH" && r.path == BC)
+        .map(|r| r.code)
+        .unwrap();
+    assert_eq!(after_finalizer, 200);
+    // A lagging cache hands the pass its first copy again: no request.
+    let mark = c.mark();
+    reconcile_at(&first, &ctx, now(2000)).await.unwrap();
+    let log = c.log_since(mark);
+    assert!(log.is_empty(), "{log:#?}");
+    // The latest copy is fresh: a full pass, which writes nothing.
+    with_server_defaults(&c);
+    let latest: BackupConfiguration = c.typed(BC);
+    let mark = c.mark();
+    reconcile_at(&latest, &ctx, now(3000)).await.unwrap();
+    assert!(!c.log_since(mark).is_empty());
+    assert_eq!(c.writes_since(mark), Vec::<(String, String)>::new());
 }

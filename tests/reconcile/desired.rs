@@ -236,12 +236,14 @@ fn all_good() -> Observations {
         target: Some(("Deployment/stash-demo".into(), TargetState::Found)),
         cronjob: Ok(()),
         sidecar: Ok(()),
+        secret: BackendSecret::Found("demo/gcs-secret".into()),
+        validation: Ok(()),
     }
 }
 
 #[test]
 fn conditions_table() {
-    type Expected = [(&'static str, &'static str, &'static str); 4];
+    type Expected = [(&'static str, &'static str, &'static str); 6];
     let cases: Vec<(Observations, Expected)> = vec![
         (
             all_good(),
@@ -250,6 +252,8 @@ fn conditions_table() {
                 ("BackupTargetFound", "True", "TargetAvailable"),
                 ("CronJobCreated", "True", "CronJobCreationSucceeded"),
                 ("StashSidecarInjected", "True", "SidecarInjectionSucceeded"),
+                ("BackendSecretFound", "True", "BackendSecretAvailable"),
+                ("ValidationPassed", "True", "ResourceValidationPassed"),
             ],
         ),
         (
@@ -258,12 +262,16 @@ fn conditions_table() {
                 target: Some(("Deployment/stash-demo".into(), TargetState::Missing)),
                 cronjob: Err("forbidden".into()),
                 sidecar: Err("target missing".into()),
+                secret: BackendSecret::NoRepository,
+                validation: Err("BackupConfiguration demo/pause-backup has no spec.schedule".into()),
             },
             [
                 ("RepositoryFound", "False", "RepositoryNotAvailable"),
                 ("BackupTargetFound", "False", "TargetNotAvailable"),
                 ("CronJobCreated", "False", "CronJobCreationFailed"),
                 ("StashSidecarInjected", "False", "SidecarInjectionFailed"),
+                ("BackendSecretFound", "Unknown", "RepositoryNotAvailable"),
+                ("ValidationPassed", "False", "ResourceValidationFailed"),
             ],
         ),
         (
@@ -277,6 +285,8 @@ fn conditions_table() {
                 ("BackupTargetFound", "False", "TargetNotSpecified"),
                 ("CronJobCreated", "True", "CronJobCreationSucceeded"),
                 ("StashSidecarInjected", "True", "SidecarInjectionSucceeded"),
+                ("BackendSecretFound", "True", "BackendSecretAvailable"),
+                ("ValidationPassed", "True", "ResourceValidationPassed"),
             ],
         ),
     ];
@@ -559,4 +569,181 @@ fn history_keeps_the_newest_finished() {
     );
     b.spec.backup_history_limit = Some(-4);
     assert_eq!(sessions_to_delete(&b, &sessions).len(), 3);
+}
+
+fn cond(type_: &str, status: &str, reason: &str, message: &str) -> stash::api::Condition {
+    stash::api::Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn phase_table_as_stash_calculates_it() {
+    use stash::api::BackupInvokerPhase::*;
+    let all = |over: &[(&str, &str)]| -> Vec<stash::api::Condition> {
+        [
+            "ValidationPassed",
+            "RepositoryFound",
+            "BackendSecretFound",
+            "BackupTargetFound",
+            "CronJobCreated",
+            "StashSidecarInjected",
+        ]
+        .iter()
+        .map(|t| {
+            let status = over.iter().find(|(o, _)| o == t).map_or("True", |(_, s)| s);
+            cond(t, status, "r", "m")
+        })
+        .collect()
+    };
+    let cases: [(&[(&str, &str)], _); 9] = [
+        (&[], Ready),
+        // invalid wins over everything
+        (
+            &[("ValidationPassed", "False"), ("RepositoryFound", "False")],
+            Invalid,
+        ),
+        (&[("RepositoryFound", "False")], NotReady),
+        (&[("BackendSecretFound", "Unknown")], NotReady),
+        (&[("BackendSecretFound", "False")], NotReady),
+        (&[("CronJobCreated", "False")], NotReady),
+        // validation not known yet: not Ready, not Invalid
+        (&[("ValidationPassed", "Unknown")], NotReady),
+        // target and sidecar are not part of the phase, as in Stash
+        (&[("BackupTargetFound", "False")], Ready),
+        (&[("StashSidecarInjected", "False")], Ready),
+    ];
+    for (over, want) in cases {
+        assert_eq!(invoker_phase(&all(over)), want, "{over:?}");
+    }
+    assert_eq!(invoker_phase(&[]), NotReady);
+    // paused does not change the phase
+    let mut paused = bc(json!({"paused": true}));
+    assert_eq!(
+        desired_status(&paused, &all_good(), ts(1)).phase,
+        Some(Ready)
+    );
+    paused.spec.paused = false;
+    assert_eq!(
+        desired_status(&paused, &all_good(), ts(1)).phase,
+        Some(Ready)
+    );
+}
+
+#[test]
+fn one_event_per_condition_gone_false_or_changed_while_false() {
+    let status = |conds: Vec<stash::api::Condition>| stash::api::BackupConfigurationStatus {
+        conditions: conds,
+        ..Default::default()
+    };
+    let refused = cond("CronJobCreated", "False", "CronJobCreationFailed", "denied");
+    let ok = cond("CronJobCreated", "True", "CronJobCreationSucceeded", "ok");
+    let no_secret = cond(
+        "BackendSecretFound",
+        "False",
+        "BackendSecretNotAvailable",
+        "gone",
+    );
+    let unknown = cond(
+        "BackendSecretFound",
+        "Unknown",
+        "RepositoryNotAvailable",
+        "?",
+    );
+    let reasons = |old: Option<Vec<_>>, new: Vec<_>| -> Vec<(&'static str, String)> {
+        condition_events(old.map(status).as_ref(), &status(new))
+            .into_iter()
+            .map(|e| (e.reason, e.message))
+            .collect()
+    };
+    // first status: every False condition is news; Unknown and True are not
+    assert_eq!(
+        reasons(None, vec![refused.clone(), unknown.clone()]),
+        [("CronJobCreationFailed", "denied".to_string())]
+    );
+    // True → False
+    assert_eq!(
+        reasons(Some(vec![ok.clone()]), vec![refused.clone()]),
+        [("CronJobCreationFailed", "denied".to_string())]
+    );
+    // the same False again: nothing
+    assert_eq!(
+        reasons(Some(vec![refused.clone()]), vec![refused.clone()]),
+        []
+    );
+    // False with another message: news
+    let other = cond(
+        "CronJobCreated",
+        "False",
+        "CronJobCreationFailed",
+        "timeout",
+    );
+    assert_eq!(
+        reasons(Some(vec![refused.clone()]), vec![other]),
+        [("CronJobCreationFailed", "timeout".to_string())]
+    );
+    // Unknown → False, and back to True: one event, then none
+    assert_eq!(
+        reasons(Some(vec![unknown]), vec![no_secret.clone()]),
+        [("BackendSecretNotFound", "gone".to_string())]
+    );
+    assert_eq!(reasons(Some(vec![no_secret]), vec![ok]), []);
+    for (t, r) in [
+        ("ValidationPassed", "ValidationFailed"),
+        ("RepositoryFound", "RepositoryNotFound"),
+        ("BackupTargetFound", "BackupTargetNotFound"),
+        ("StashSidecarInjected", "SidecarInjectionFailed"),
+    ] {
+        assert_eq!(failure_reason(t), r);
+    }
+}
+
+#[test]
+fn backend_secret_conditions_name_the_secret_and_what_is_missing() {
+    let msg = |secret: BackendSecret| {
+        let obs = Observations {
+            secret,
+            ..all_good()
+        };
+        let c = conditions(&obs).remove(4);
+        assert_eq!(c.type_, "BackendSecretFound");
+        (c.status, c.reason.unwrap(), c.message.unwrap())
+    };
+    let s = || "demo/gcs-secret".to_string();
+    assert_eq!(
+        msg(BackendSecret::Found(s())),
+        (
+            "True".into(),
+            "BackendSecretAvailable".into(),
+            "Backend Secret demo/gcs-secret exists and holds RESTIC_PASSWORD.".into()
+        )
+    );
+    assert_eq!(
+        msg(BackendSecret::NoPassword(s())).2,
+        "Backend Secret demo/gcs-secret has no key RESTIC_PASSWORD."
+    );
+    assert_eq!(
+        msg(BackendSecret::Missing(s())).2,
+        "Backend Secret demo/gcs-secret does not exist."
+    );
+    assert_eq!(
+        msg(BackendSecret::NotNamed("demo/gcs-repo".into())).2,
+        "Repository demo/gcs-repo names no backend Secret: set its spec.backend.storageSecretName."
+    );
+    let unreadable = msg(BackendSecret::Unreadable(
+        s(),
+        "forbidden (403 Forbidden)".into(),
+    ));
+    assert_eq!(
+        (unreadable.0.as_str(), unreadable.2.as_str()),
+        (
+            "False",
+            "Cannot read backend Secret demo/gcs-secret: forbidden (403 Forbidden)"
+        )
+    );
+    assert_eq!(msg(BackendSecret::NoRepository).0, "Unknown");
 }

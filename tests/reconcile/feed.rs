@@ -25,7 +25,7 @@ const REPO: &str = "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositori
 
 /// The feed of `stash serve`, running against `c` as the reconciler, until
 /// the returned signal is dropped; waits for its first full list.
-async fn start_feed(c: &Cluster) -> (Feed, Signal) {
+pub(super) async fn start_feed(c: &Cluster) -> (Feed, Signal) {
     let (feed, feeder) = stash::feed::new(Arc::default());
     let (signal, drain) = channel();
     tokio::spawn(feeder.run(c.client(Identity::reconciler()), drain));

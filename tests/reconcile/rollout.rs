@@ -21,7 +21,6 @@ use serde_json::{Value, json};
 
 use stash::admission::{Endpoint, handle};
 use stash::api::BackupConfiguration;
-use stash::reconcile::apply::Backoff;
 use stash::reconcile::backup_configuration;
 use stash::settings::Settings;
 use support::deployment_controller::{POD_TEMPLATE_HASH, equal_ignore_hash};
@@ -93,13 +92,12 @@ fn apply_configuration(c: &Cluster) {
 async fn reconcile(c: &Cluster) {
     let Some(bc) = c.get(BC) else { return };
     let bc: BackupConfiguration = serde_json::from_value(bc).unwrap();
-    let ctx = backup_configuration::Context {
-        client: c.client(Identity::reconciler()),
-        image: stash::settings::DEFAULT_IMAGE.into(),
-        settings: Settings::default(),
-        index: c.index(),
-        backoff: Backoff::default(),
-    };
+    let ctx = backup_configuration::Context::new(
+        c.client(Identity::reconciler()),
+        stash::settings::DEFAULT_IMAGE.into(),
+        Settings::default(),
+        c.index(),
+    );
     backup_configuration::reconcile_at(&bc, &ctx, jiff::Timestamp::now())
         .await
         .expect("BackupConfiguration reconcile");

@@ -32,7 +32,6 @@ use stash::api::{
 };
 use stash::backup::controller::Handled;
 use stash::backup::restic::resolve_binary;
-use stash::reconcile::apply::Backoff;
 use stash::reconcile::{backup_configuration, backup_session, restore_session};
 use stash::settings::Settings;
 use support::restic::{Env, NS, PASSWORD};
@@ -199,13 +198,12 @@ impl Walk {
     }
 
     fn config_context(&self) -> backup_configuration::Context {
-        backup_configuration::Context {
-            client: self.k.client(Identity::reconciler()),
-            image: IMAGE.into(),
-            settings: self.settings.clone(),
-            index: self.k.index(),
-            backoff: Backoff::default(),
-        }
+        backup_configuration::Context::new(
+            self.k.client(Identity::reconciler()),
+            IMAGE.into(),
+            self.settings.clone(),
+            self.k.index(),
+        )
     }
 
     /// One BackupConfiguration reconcile, as its watch would trigger it.
