@@ -3,7 +3,9 @@
 //! (`stash::manifests::webhooks::{mutating, validating}` with the default
 //! options): rules (group, version, resource, operation), the namespace
 //! selector, mutating webhooks first and their base64 JSONPatch applied,
-//! then validating webhooks on the mutated object. A denial becomes the
+//! then the object defaulted again ([`super::defaults`]: the API server
+//! decodes the patched object) and the install's ValidatingAdmissionPolicies
+//! ([`super::policy`]), then validating webhooks on the mutated object. A denial becomes the
 //! Status error the API server answers the write with (`admission webhook
 //! "…" denied the request: …`, code ≥ 400). The webhooks' store is built
 //! from the cluster's current BackupConfigurations, Repositories and

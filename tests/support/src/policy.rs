@@ -32,7 +32,8 @@
 //! `paramKind`/`paramRef`, the bindings' own `matchResources`, namespace and
 //! object selectors (the install sets none), and cost limits.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::admissionregistration::v1::{
     NamedRuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -328,8 +329,18 @@ pub struct Policies {
 }
 
 impl Policies {
-    /// Those `stash manifests` renders for an install running `image`.
+    /// Those `stash manifests` renders for an install running `image`
+    /// (rendered once per image: every fake cluster asks).
     pub fn install(image: &str) -> Policies {
+        static RENDERED: Mutex<BTreeMap<String, Policies>> = Mutex::new(BTreeMap::new());
+        let mut rendered = RENDERED.lock().unwrap_or_else(|e| e.into_inner());
+        rendered
+            .entry(image.to_string())
+            .or_insert_with(|| Self::render(image))
+            .clone()
+    }
+
+    fn render(image: &str) -> Policies {
         let options = Options {
             image: image.to_string(),
             ..Options::default()
