@@ -345,12 +345,13 @@ impl State {
     /// The authorizer ([`rbac`]): a request of a stash identity its
     /// ClusterRole does not allow is refused with 403 (and remembered).
     pub fn authorize(&mut self, req: &ApiRequest) -> Result<(), Status> {
+        let Some(target) = Target::parse(&req.path) else {
+            return Ok(()); // not a resource: answered 404
+        };
         if req.identity.cluster_role.is_none() {
             return Ok(());
         }
-        let exists = Target::parse(&req.path)
-            .filter(|t| t.name.is_some())
-            .is_some_and(|t| self.objects.contains_key(&t.object_path()));
+        let exists = target.name.is_some() && self.objects.contains_key(&target.object_path());
         let attrs = rbac::attributes(
             &req.method,
             &req.path,

@@ -172,7 +172,7 @@ fn resource_listed(list: &Option<Vec<String>>, request: &Request) -> bool {
     let Some(list) = list else { return false };
     list.iter().any(|x| {
         if request.sub_resource.is_empty() {
-            x == &request.resource || x == "*"
+            x == &request.resource || x == "*" || x == "*/*"
         } else {
             x == &format!("{}/{}", request.resource, request.sub_resource)
                 || x == &format!("{}/*", request.resource)
@@ -294,7 +294,7 @@ fn validate(
 ) -> Option<Failure> {
     if let Some((_, expression, e)) = broken
         .iter()
-        .find(|(name, _, _)| v.expression.contains(&format!("variables.{name}")))
+        .find(|(name, _, _)| uses_variable(&v.expression, name))
     {
         return error(expression, e);
     }
@@ -309,6 +309,18 @@ fn validate(
         }),
         Err(e) => error(&v.expression, &e),
     }
+}
+
+/// Whether `expression` reads `variables.<name>` (not a longer name
+/// starting with it).
+fn uses_variable(expression: &str, name: &str) -> bool {
+    let needle = format!("variables.{name}");
+    expression.match_indices(&needle).any(|(at, _)| {
+        expression[at + needle.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+    })
 }
 
 /// The code kube-apiserver answers a denial's reason with.
@@ -424,4 +436,17 @@ fn denial(request: &Request, policy: &str, binding: &str, failure: &Failure) -> 
         "causes": [{"message": message}],
     });
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variable_is_used_by_its_whole_name() {
+        assert!(uses_variable("variables.new.spec == 1", "new"));
+        assert!(uses_variable("size(variables.new)", "new"));
+        assert!(!uses_variable("variables.newPod.spec == 1", "new"));
+        assert!(uses_variable("variables.newPod.spec == 1", "newPod"));
+    }
 }

@@ -118,3 +118,38 @@ fn the_stored_deployment_without_its_defaults_gets_them_back() {
     defaults::apply("apps", "deployments", &mut bare);
     assert_eq!(bare, stored);
 }
+
+/// The objects of the AdmissionReviews a real kube-apiserver sent the
+/// workload webhook (`tests/fixtures/real-apiserver/workloads-injected-*`):
+/// the API server defaults before it calls the webhooks, so each object
+/// (and old object) is already what the defaulting makes of it.
+#[test]
+fn the_objects_a_real_api_server_sent_the_webhook_are_fixed_points() {
+    let dir = repo_root().join("tests/fixtures/real-apiserver");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("the fixtures") {
+        let path = entry.expect("an entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("workloads-injected-") {
+            continue;
+        }
+        let review: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let request = &review["request"];
+        let (group, resource) = (
+            request["resource"]["group"].as_str().unwrap(),
+            request["resource"]["resource"].as_str().unwrap(),
+        );
+        for key in ["object", "oldObject"] {
+            let object = &request[key];
+            if object.is_null() {
+                continue;
+            }
+            let mut again = object.clone();
+            defaults::apply(group, resource, &mut again);
+            assert_eq!(&again, object, "{name}: {key}");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "{seen} objects checked");
+}
