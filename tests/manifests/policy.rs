@@ -1,7 +1,7 @@
 //! The install's ValidatingAdmissionPolicies, evaluated on their own CEL (the
-//! testkit's evaluator, `stash_testkit::policy`, with the `cel` crate; the
-//! policies use standard CEL only) over a table of requests they must admit or refuse: the reconciler's real sidecar injection and
-//! removal (from `stash::sidecar::plan`) and the CronJob, ServiceAccount and
+//! `cel` crate, through the testkit's `stash_testkit::policy`; the policies
+//! use standard CEL only) over a table of requests they must admit or
+//! refuse: the reconciler's real sidecar injection and removal (from `stash::sidecar::plan`) and the CronJob, ServiceAccount and
 //! RoleBindings `reconcile::desired` builds pass; anything else the server's
 //! identity might be made to write does not; other users are never matched.
 

@@ -382,8 +382,9 @@ impl Cluster {
     }
 
     /// Changes the stored object out of band, as another writer the test
-    /// does not model would (no admission, no log, no generation logic):
-    /// a new resourceVersion and a MODIFIED watch event.
+    /// does not model would (no admission, no log, no generation logic, no
+    /// defaulting: the object is stored as `f` leaves it): a new
+    /// resourceVersion and a MODIFIED watch event.
     pub fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) -> Value {
         self.shared.with(|s| {
             let mut obj = s
