@@ -30,7 +30,9 @@
 //! compile can still evaluate, and a missing field is only a runtime
 //! `no such key` error. Also not modelled: `messageExpression`,
 //! `paramKind`/`paramRef`, the bindings' own `matchResources`, namespace and
-//! object selectors (the install sets none), and cost limits.
+//! object selectors (the install sets none), cost limits, and DELETE (the
+//! fake evaluates creates and updates only; no policy of the install
+//! matches a DELETE).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
