@@ -22,8 +22,11 @@
 //! pod with those volumes mounted.
 //!
 //! Every request is made by the identity that would make it (CronJob pod,
-//! reconciler, sidecar: each its own client) and checked against that
-//! identity's ClusterRole as `stash manifests` renders it. Besides the guide's walk
+//! reconciler, sidecar: each its own client) and refused with 403 when that
+//! identity's ClusterRole, as `stash manifests` renders it, does not allow
+//! it; every write is defaulted as kube-apiserver defaults it and must pass
+//! the install's ValidatingAdmissionPolicies (a real API server once refused
+//! the reconciler's CronJob there). Besides the guide's walk
 //! (`pause_backup_guide_end_to_end`), three tests take the turns the guide
 //! does not: its real order (Deployment before configuration), a pause while
 //! a session runs, and the sidecar seeing a paused session first.
@@ -113,7 +116,7 @@ impl Cluster {
     }
 
     /// Every request, with the ClusterRole of the identity that made it, that
-    /// the install's RBAC would refuse.
+    /// the install's RBAC refused (answered 403).
     fn forbidden_requests(&self) -> Vec<String> {
         self.k.forbidden_requests()
     }

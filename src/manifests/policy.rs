@@ -282,11 +282,11 @@ pub fn owned_validations(options: &Options) -> Vec<Validation> {
         ),
         validation(
             format!(
-                "request.resource.resource != 'rolebindings' || (object.roleRef.apiGroup == 'rbac.authorization.k8s.io' && object.roleRef.kind == 'ClusterRole' && ((object.roleRef.name == {cron} && object.metadata.name.startsWith('stash-backup-')) || (object.roleRef.name == {sidecar} && object.metadata.name.startsWith('stash-sidecar-'))) && has(object.subjects) && object.subjects.all(s, s.kind == 'ServiceAccount' && has(s.namespace) && s.namespace == object.metadata.namespace))",
+                "request.resource.resource != 'rolebindings' || (object.roleRef.apiGroup == 'rbac.authorization.k8s.io' && object.roleRef.kind == 'ClusterRole' && ((object.roleRef.name == {cron} && object.metadata.name.startsWith('stash-backup-')) || (object.roleRef.name == {sidecar} && (object.metadata.name.startsWith('stash-sidecar-') || object.metadata.name.startsWith('stash-restore-')))) && has(object.subjects) && object.subjects.all(s, s.kind == 'ServiceAccount' && has(s.namespace) && s.namespace == object.metadata.namespace))",
                 cron = lit(CRON_JOB_ROLE),
                 sidecar = lit(SIDECAR_ROLE),
             ),
-            "stash creates only RoleBindings of its own ServiceAccounts in their namespace to stash-cron-job (stash-backup-*) or stash-sidecar (stash-sidecar-*)",
+            "stash creates only RoleBindings of its own ServiceAccounts in their namespace to stash-cron-job (stash-backup-*) or stash-sidecar (stash-sidecar-*, stash-restore-*)",
         ),
     ]
 }

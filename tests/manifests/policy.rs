@@ -1,20 +1,19 @@
 //! The install's ValidatingAdmissionPolicies, evaluated on their own CEL (the
-//! `cel` crate; the policies use standard CEL only) over a table of requests
-//! they must admit or refuse: the reconciler's real sidecar injection and
-//! removal (from `stash::sidecar::plan`) and the CronJob, ServiceAccount and
+//! `cel` crate, through the testkit's `stash_testkit::policy`; the policies
+//! use standard CEL only) over a table of requests they must admit or
+//! refuse: the reconciler's real sidecar injection and removal (from `stash::sidecar::plan`) and the CronJob, ServiceAccount and
 //! RoleBindings `reconcile::desired` builds pass; anything else the server's
 //! identity might be made to write does not; other users are never matched.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use stash::api::{BackupConfiguration, Repository};
 use stash::manifests::{Object, Options, objects};
 use stash::reconcile::desired;
 use stash::settings::Settings;
 use stash::sidecar::plan;
 use stash::store::Snapshot;
+use stash_testkit::policy as vap;
 
 const SERVER: &str = "system:serviceaccount:stash-system:stash-webhook";
 
@@ -36,21 +35,9 @@ fn policy_for(name: &str, options: &Options) -> ValidatingAdmissionPolicy {
         .unwrap_or_else(|| panic!("ValidatingAdmissionPolicy {name}"))
 }
 
-fn eval(env: &Arc<cel::Env>, expression: &str, vars: &Map<String, Value>) -> cel::Value {
-    let program = env
-        .compile(expression)
-        .unwrap_or_else(|e| panic!("{expression}: {e:?}"));
-    let mut ctx = cel::Context::with_env(env.clone());
-    for (k, v) in vars {
-        ctx.add_variable(k.clone(), v.clone()).expect("variable");
-    }
-    program
-        .execute(&ctx)
-        .unwrap_or_else(|e| panic!("{expression}: {e:?}"))
-}
-
-/// What the API server would answer: `None` when the policy does not match
-/// the request, otherwise the messages of the failed validations.
+/// What the API server would answer (the testkit's evaluator,
+/// `stash_testkit::policy`): `None` when the policy does not match the
+/// request, otherwise the messages of the failed validations.
 fn admit(
     p: &ValidatingAdmissionPolicy,
     user: &str,
@@ -59,47 +46,9 @@ fn admit(
     object: &Value,
     old: Option<&Value>,
 ) -> Option<Vec<String>> {
-    let spec = p.spec.as_ref().expect("spec");
-    let rules = spec
-        .match_constraints
-        .as_ref()
-        .and_then(|m| m.resource_rules.as_ref())
-        .expect("resourceRules");
-    let matched = rules.iter().any(|r| {
-        r.resources.iter().flatten().any(|x| x == resource)
-            && r.operations.iter().flatten().any(|x| x == operation)
-    });
-    if !matched {
-        return None;
-    }
-    let env = Arc::new(cel::Env::stdlib());
-    let mut vars = Map::new();
-    vars.insert(
-        "request".into(),
-        json!({"userInfo": {"username": user}, "resource": {"resource": resource}, "operation": operation}),
-    );
-    vars.insert("object".into(), object.clone());
-    vars.insert("oldObject".into(), old.cloned().unwrap_or(Value::Null));
-    for c in spec.match_conditions.iter().flatten() {
-        if eval(&env, &c.expression, &vars) != cel::Value::Bool(true) {
-            return None;
-        }
-    }
-    let mut variables = Map::new();
-    for v in spec.variables.iter().flatten() {
-        vars.insert("variables".into(), Value::Object(variables.clone()));
-        let value = eval(&env, &v.expression, &vars).json().expect("json");
-        variables.insert(v.name.clone(), value);
-    }
-    vars.insert("variables".into(), Value::Object(variables));
-    Some(
-        spec.validations
-            .iter()
-            .flatten()
-            .filter(|v| eval(&env, &v.expression, &vars) != cel::Value::Bool(true))
-            .map(|v| v.message.clone().unwrap_or_default())
-            .collect(),
-    )
+    let request = vap::Request::by_user(user, operation, object, old);
+    assert_eq!(request.resource, resource, "the object's own resource");
+    vap::evaluate(p, &request).map(|failures| failures.into_iter().map(|f| f.message).collect())
 }
 
 fn deployment() -> Value {
@@ -365,12 +314,13 @@ fn the_reconcilers_own_objects_are_admitted() {
     let bc = config();
     let image = stash::settings::DEFAULT_IMAGE;
     let mut cj = serde_json::to_value(desired::cronjob(&bc, image).expect("CronJob")).unwrap();
-    // API server defaults.
-    let pod = &mut cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
-    pod["dnsPolicy"] = json!("ClusterFirst");
-    pod["schedulerName"] = json!("default-scheduler");
-    pod["securityContext"] = json!({});
-    pod["terminationGracePeriodSeconds"] = json!(30);
+    // As the API server stores it: defaulted (serviceAccount, dnsPolicy,
+    // imagePullPolicy, terminationMessagePath, …) before the policy runs.
+    stash_testkit::defaults::apply("batch", "cronjobs", &mut cj);
+    assert_eq!(
+        cj.pointer("/spec/jobTemplate/spec/template/spec/serviceAccount"),
+        cj.pointer("/spec/jobTemplate/spec/template/spec/serviceAccountName")
+    );
     accepted(owned("cronjobs", &cj));
     accepted(admit(
         &policy("stash-webhook-owned"),
@@ -386,6 +336,23 @@ fn the_reconcilers_own_objects_are_admitted() {
     accepted(owned("rolebindings", &rb));
     let rb = serde_json::to_value(desired::sidecar_role_binding(
         &bc,
+        "Deployment",
+        "app",
+        "default",
+    ))
+    .unwrap();
+    accepted(owned("rolebindings", &rb));
+    // The RestoreSession controller's binding for stash-init's ServiceAccount
+    // (once refused: only stash-sidecar-* names were allowed that role).
+    let rs: stash::api::RestoreSession = serde_json::from_value(json!({
+        "apiVersion": "stash.appscode.com/v1beta1", "kind": "RestoreSession",
+        "metadata": {"name": "restore", "namespace": "demo", "uid": "u-2"},
+        "spec": {"repository": {"name": "repo"},
+                 "target": {"ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"}}}
+    }))
+    .expect("RestoreSession");
+    let rb = serde_json::to_value(stash::reconcile::restore_session::init_role_binding(
+        &rs,
         "Deployment",
         "app",
         "default",

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use stash::settings::Settings;
 use support::{Cluster, Identity, Recorded};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::LevelFilter;
@@ -161,8 +160,9 @@ async fn fifty_new_configurations_converge_without_a_single_conflict() {
     let mark = c.mark();
     let controller = tokio::spawn(stash::reconcile::backup_configuration::run(
         c.client(Identity::reconciler()),
-        "stash:test".into(),
-        Settings::default(),
+        // The install's image: what its policies let the CronJob run.
+        c.settings().image.clone(),
+        c.settings(),
         feed,
     ));
     // $ kubectl apply -f configs/ (all at once)

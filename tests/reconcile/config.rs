@@ -66,9 +66,16 @@ pub(super) fn deployment() -> Value {
                                  "spec": {"containers": [{"name": "busybox", "image": "busybox"}]}}}})
 }
 
+/// The install's image: the reconciler's CronJob, the sidecar, and what
+/// the install's policies allow.
+const IMAGE: &str = "stash:test";
+
 /// A cluster holding `bc` and, when asked, the Repository and the Deployment.
 fn cluster_with(bc: Value, repo: bool, deploy: bool) -> Cluster {
-    let c = Cluster::new();
+    let c = Cluster::with_settings(Settings {
+        image: IMAGE.into(),
+        ..Settings::default()
+    });
     c.seed(bc);
     if repo {
         c.seed(secret());
@@ -93,8 +100,8 @@ fn now(s: i64) -> jiff::Timestamp {
 fn context(c: &Cluster) -> Context {
     Context::new(
         c.client(Identity::reconciler()),
-        "stash:test".into(),
-        Settings::default(),
+        IMAGE.into(),
+        c.settings(),
         c.index(),
     )
 }
@@ -211,15 +218,19 @@ async fn first_pass_adds_finalizer_cronjob_rbac_and_status() {
     assert_eq!(c.forbidden_requests(), Vec::<String>::new());
 }
 
-/// Adds what an API server would default (and the CronJob controller's
-/// status), so the comparison must ignore it.
+/// Adds what others write (the CronJob controller's status, a subject's
+/// empty apiGroup), so the comparison must ignore it; the API server's
+/// defaults the fake cluster stores itself.
 fn with_server_defaults(c: &Cluster) {
     if c.get(CRONJOB).is_some() {
+        let cj = c.object(CRONJOB);
+        assert_eq!(cj["spec"]["concurrencyPolicy"], "Allow", "defaulted");
+        assert_eq!(
+            cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccount"],
+            cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"],
+            "defaulted"
+        );
         c.edit(CRONJOB, |cj| {
-            cj["spec"]["concurrencyPolicy"] = json!("Allow");
-            cj["spec"]["suspend"] = json!(false);
-            cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"] =
-                json!("ClusterFirst");
             cj["status"] = json!({"lastScheduleTime": "2019-08-01T17:40:00Z"});
         });
     }

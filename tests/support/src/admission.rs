@@ -3,7 +3,9 @@
 //! (`stash::manifests::webhooks::{mutating, validating}` with the default
 //! options): rules (group, version, resource, operation), the namespace
 //! selector, mutating webhooks first and their base64 JSONPatch applied,
-//! then validating webhooks on the mutated object. A denial becomes the
+//! then the object defaulted again ([`super::defaults`]: the API server
+//! decodes the patched object) and the install's ValidatingAdmissionPolicies
+//! ([`super::policy`]), then validating webhooks on the mutated object. A denial becomes the
 //! Status error the API server answers the write with (`admission webhook
 //! "…" denied the request: …`, code ≥ 400). The webhooks' store is built
 //! from the cluster's current BackupConfigurations, Repositories and
@@ -25,6 +27,8 @@ use stash::settings::Settings;
 use stash::store::Snapshot;
 
 use super::Identity;
+use super::defaults;
+use super::policy::{self, Policies};
 use super::objects::{Target, status_body};
 
 /// The webhooks' verdict on one write.
@@ -175,21 +179,30 @@ pub fn snapshot<'a>(objects: impl Iterator<Item = (&'a String, &'a Value)>) -> S
     snap
 }
 
-/// Runs the chain for one write of `object` (the old object on UPDATE) to `target`.
-#[allow(clippy::too_many_arguments)]
-pub fn admit(
-    snap: &Snapshot,
-    settings: &Settings,
-    identity: &Identity,
-    target: &Target,
-    operation: &str,
-    object: Value,
-    old: Option<&Value>,
-    dry_run: bool,
-    serial: u64,
-) -> Result<Admitted, Status> {
-    let namespace = target.namespace.clone().unwrap_or_default();
-    let kind = object["kind"].as_str().unwrap_or_default().to_string();
+/// One write as the admission chain sees it.
+pub struct Write<'a> {
+    pub snap: &'a Snapshot,
+    pub settings: &'a Settings,
+    pub policies: &'a Policies,
+    pub identity: &'a Identity,
+    pub target: &'a Target,
+    pub operation: &'a str,
+    pub old: Option<&'a Value>,
+    pub dry_run: bool,
+    pub serial: u64,
+}
+
+impl Write<'_> {
+    fn namespace(&self) -> String {
+        self.target.namespace.clone().unwrap_or_default()
+    }
+}
+
+/// Runs the chain for one write of `object` to `w.target`, in the API
+/// server's order: the mutating webhooks (of the configuration, in order),
+/// defaulting again (the API server decodes the patched object), the
+/// ValidatingAdmissionPolicies, then the validating webhooks.
+pub fn admit(w: &Write, object: Value) -> Result<Admitted, Status> {
     let mut admitted = Admitted {
         object,
         warnings: Vec::new(),
@@ -197,98 +210,113 @@ pub fn admit(
     };
     let hooks: Vec<Hook> = hooks()
         .into_iter()
-        .filter(|h| h.rules.iter().any(|r| rule_matches(r, target, operation)))
-        .filter(|h| namespace_matches(&h.namespace_selector, &namespace))
+        .filter(|h| h.rules.iter().any(|r| rule_matches(r, w.target, w.operation)))
+        .filter(|h| namespace_matches(&h.namespace_selector, &w.namespace()))
         .collect();
-    // Mutating webhooks first (the order of the configuration), then validating.
-    for hook in hooks
-        .iter()
-        .filter(|h| h.mutating)
-        .chain(hooks.iter().filter(|h| !h.mutating))
-    {
-        let gvk = json!({"group": target.group, "version": target.version, "kind": kind});
-        let gvr =
-            json!({"group": target.group, "version": target.version, "resource": target.plural});
-        let name = admitted.object["metadata"]["name"].clone();
-        let review = json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": format!("00000000-0000-4000-8000-{serial:012}"),
-                "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
-                "name": name, "namespace": namespace,
-                "operation": operation,
-                "userInfo": {"username": identity.username, "groups": identity.groups},
-                "object": admitted.object,
-                "oldObject": old.cloned().unwrap_or(Value::Null),
-                "dryRun": dry_run,
-                "options": {"apiVersion": "meta.k8s.io/v1",
-                            "kind": if operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" }}
-            }
-        });
-        let body = serde_json::to_vec(&review).expect("serialize a review");
-        admitted.called.push(hook.endpoint);
-        let answer = match handle(hook.endpoint, &body, snap, settings) {
-            Ok(a) => a,
-            Err(e) if hook.fail_closed => {
-                return Err(Status::new(
-                    500,
-                    "InternalError",
-                    format!(
-                        "Internal error occurred: failed calling webhook \"{}\": {e}",
-                        hook.name
-                    ),
-                ));
-            }
-            Err(_) => continue,
-        };
-        let answer: Value = serde_json::from_slice(&answer.body).expect("an AdmissionReview");
-        let response = &answer["response"];
-        if let Some(w) = response["warnings"].as_array() {
-            admitted
-                .warnings
-                .extend(w.iter().filter_map(Value::as_str).map(String::from));
-        }
-        if response["allowed"] != true {
-            let status = &response["status"];
-            let code = status["code"].as_u64().unwrap_or(0).max(400) as u16;
-            let denied = format!("admission webhook \"{}\" denied the request", hook.name);
-            let message = match (status["message"].as_str(), status["reason"].as_str()) {
-                (Some(m), _) if !m.is_empty() => format!("{denied}: {m}"),
-                (_, Some(r)) if !r.is_empty() => format!("{denied}: {r}"),
-                _ => format!("{denied} without explanation"),
-            };
-            let reason = status["reason"].as_str().unwrap_or("").to_string();
-            return Err(Status {
-                code,
-                reason,
-                message,
-                details: Value::Null,
-            });
-        }
-        if let Some(b64) = response["patch"].as_str() {
-            assert!(
-                hook.mutating,
-                "{} patched from a validating webhook",
-                hook.name
-            );
-            assert_eq!(response["patchType"], "JSONPatch");
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .expect("the patch is base64");
-            let patch: json_patch::Patch =
-                serde_json::from_slice(&bytes).expect("the patch is a JSON patch");
-            if let Err(e) = json_patch::patch(&mut admitted.object, &patch) {
-                return Err(Status::new(
-                    500,
-                    "InternalError",
-                    format!(
-                        "Internal error occurred: admission webhook \"{}\" returned a patch that does not apply: {e}",
-                        hook.name
-                    ),
-                ));
-            }
-        }
+    for hook in hooks.iter().filter(|h| h.mutating) {
+        call(w, hook, &mut admitted)?;
+    }
+    defaults::apply(&w.target.group, &w.target.plural, &mut admitted.object);
+    let request = policy::Request::new(
+        w.identity,
+        w.target,
+        w.operation,
+        &admitted.object,
+        w.old,
+    );
+    admitted.warnings.extend(w.policies.check(&request)?);
+    for hook in hooks.iter().filter(|h| !h.mutating) {
+        call(w, hook, &mut admitted)?;
     }
     Ok(admitted)
+}
+
+/// Calls one webhook with the object as admitted so far: its warnings and
+/// patch are taken, its denial is the write's answer.
+fn call(w: &Write, hook: &Hook, admitted: &mut Admitted) -> Result<(), Status> {
+    let kind = admitted.object["kind"].as_str().unwrap_or_default().to_string();
+    let gvk = json!({"group": w.target.group, "version": w.target.version, "kind": kind});
+    let gvr =
+        json!({"group": w.target.group, "version": w.target.version, "resource": w.target.plural});
+    let name = admitted.object["metadata"]["name"].clone();
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("00000000-0000-4000-8000-{:012}", w.serial),
+            "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+            "name": name, "namespace": w.namespace(),
+            "operation": w.operation,
+            "userInfo": {"username": w.identity.username, "groups": w.identity.groups},
+            "object": admitted.object,
+            "oldObject": w.old.cloned().unwrap_or(Value::Null),
+            "dryRun": w.dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1",
+                        "kind": if w.operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" }}
+        }
+    });
+    let body = serde_json::to_vec(&review).expect("serialize a review");
+    admitted.called.push(hook.endpoint);
+    let answer = match handle(hook.endpoint, &body, w.snap, w.settings) {
+        Ok(a) => a,
+        Err(e) if hook.fail_closed => {
+            return Err(Status::new(
+                500,
+                "InternalError",
+                format!(
+                    "Internal error occurred: failed calling webhook \"{}\": {e}",
+                    hook.name
+                ),
+            ));
+        }
+        Err(_) => return Ok(()),
+    };
+    let answer: Value = serde_json::from_slice(&answer.body).expect("an AdmissionReview");
+    let response = &answer["response"];
+    if let Some(warnings) = response["warnings"].as_array() {
+        admitted
+            .warnings
+            .extend(warnings.iter().filter_map(Value::as_str).map(String::from));
+    }
+    if response["allowed"] != true {
+        let status = &response["status"];
+        let code = status["code"].as_u64().unwrap_or(0).max(400) as u16;
+        let denied = format!("admission webhook \"{}\" denied the request", hook.name);
+        let message = match (status["message"].as_str(), status["reason"].as_str()) {
+            (Some(m), _) if !m.is_empty() => format!("{denied}: {m}"),
+            (_, Some(r)) if !r.is_empty() => format!("{denied}: {r}"),
+            _ => format!("{denied} without explanation"),
+        };
+        let reason = status["reason"].as_str().unwrap_or("").to_string();
+        return Err(Status {
+            code,
+            reason,
+            message,
+            details: Value::Null,
+        });
+    }
+    if let Some(b64) = response["patch"].as_str() {
+        assert!(
+            hook.mutating,
+            "{} patched from a validating webhook",
+            hook.name
+        );
+        assert_eq!(response["patchType"], "JSONPatch");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("the patch is base64");
+        let patch: json_patch::Patch =
+            serde_json::from_slice(&bytes).expect("the patch is a JSON patch");
+        if let Err(e) = json_patch::patch(&mut admitted.object, &patch) {
+            return Err(Status::new(
+                500,
+                "InternalError",
+                format!(
+                    "Internal error occurred: admission webhook \"{}\" returned a patch that does not apply: {e}",
+                    hook.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -14,9 +14,15 @@
 //! - DELETE of an object with finalizers sets `deletionTimestamp`; the write
 //!   that empties the finalizers removes it; removal garbage-collects the
 //!   objects it solely owns (ownerReferences), unless the policy is Orphan;
-//! - stash's custom resources are pruned to their CRD schema and every
-//!   apps/v1 workload and stash resource write goes through
-//!   [`super::admission`], as the install registers the webhooks.
+//! - stash's custom resources are pruned to their CRD schema; built-in
+//!   workloads are defaulted as kube-apiserver v1.36 defaults them
+//!   ([`super::defaults`]), before admission and again after the mutating
+//!   webhooks; every write goes through [`super::admission`]: the webhooks
+//!   the install registers and its ValidatingAdmissionPolicies
+//!   ([`super::policy`]);
+//! - a request of a stash identity that its ClusterRole does not allow is
+//!   answered 403 Forbidden, worded as kube-apiserver words it
+//!   ([`super::rbac`]), and changes nothing.
 //!
 //! Every request is logged with the identity that made it.
 
@@ -34,7 +40,10 @@ use serde_json::{Value, json};
 use stash::settings::Settings;
 
 use super::Identity;
-use super::admission::{self, Admitted, Status};
+use super::admission::{self, Admitted, Status, Write};
+use super::defaults;
+use super::policy::{self, Policies};
+use super::rbac;
 use super::objects::{
     LabelSelector, Target, apply, field_selector_matches, has_status_subresource, kind_of, leaves,
     param, strategic_merge,
@@ -160,6 +169,10 @@ pub struct State {
     pub(crate) change_after_get: BTreeSet<String>,
     /// (object path, field manager) → last applied configuration.
     applied: BTreeMap<(String, String), Value>,
+    /// The install's ValidatingAdmissionPolicies and bindings.
+    pub policies: Policies,
+    /// Every request RBAC refused (answered 403), as `role: message (method path)`.
+    pub forbidden: Vec<String>,
 }
 
 /// The state and the tick that wakes the watches after every change.
@@ -176,12 +189,14 @@ impl Shared {
                 rv: 0,
                 history: Vec::new(),
                 log: Vec::new(),
-                settings,
                 serial: 0,
                 watch: WatchKnobs::default(),
                 refused: BTreeMap::new(),
                 change_after_get: BTreeSet::new(),
                 applied: BTreeMap::new(),
+                policies: Policies::install(&settings.image),
+                forbidden: Vec::new(),
+                settings,
             }),
             tick: tokio::sync::watch::channel(0).0,
         })
@@ -280,34 +295,40 @@ impl State {
         admission::snapshot(self.objects.iter())
     }
 
-    /// The admission chain against the current store.
+    /// The object as decoded (defaulted), then the admission chain against
+    /// the current store.
     pub fn admit(
         &mut self,
         identity: &Identity,
         target: &Target,
         operation: &str,
-        object: Value,
+        mut object: Value,
         old: Option<&Value>,
         dry_run: bool,
     ) -> Result<Admitted, Status> {
         self.serial += 1;
         let snap = self.snapshot();
-        admission::admit(
-            &snap,
-            &self.settings,
+        defaults::apply(&target.group, &target.plural, &mut object);
+        let write = Write {
+            snap: &snap,
+            settings: &self.settings,
+            policies: &self.policies,
             identity,
             target,
             operation,
-            object,
             old,
             dry_run,
-            self.serial,
-        )
+            serial: self.serial,
+        };
+        admission::admit(&write, object)
     }
 
     /// Serves one request (not a watch) and logs it.
     pub fn handle(&mut self, req: &ApiRequest) -> ApiResponse {
-        let response = self.route(req);
+        let response = match self.authorize(req) {
+            Ok(()) => self.route(req),
+            Err(status) => ApiResponse::error(status),
+        };
         self.log.push(Recorded {
             user: req.identity.username.clone(),
             cluster_role: req.identity.cluster_role,
@@ -321,8 +342,39 @@ impl State {
         response
     }
 
-    /// Logs a watch request (served by [`watch`]).
-    pub fn log_watch(&mut self, req: &ApiRequest) {
+    /// The authorizer ([`rbac`]): a request of a stash identity its
+    /// ClusterRole does not allow is refused with 403 (and remembered).
+    pub fn authorize(&mut self, req: &ApiRequest) -> Result<(), Status> {
+        let Some(target) = Target::parse(&req.path) else {
+            return Ok(()); // not a resource: answered 404
+        };
+        if req.identity.cluster_role.is_none() {
+            return Ok(());
+        }
+        let exists = target.name.is_some() && self.objects.contains_key(&target.object_path());
+        let attrs = rbac::attributes(
+            &req.method,
+            &req.path,
+            &req.query,
+            &req.content_type,
+            exists,
+        );
+        rbac::authorize(&req.identity, &attrs).map_err(|(a, message)| {
+            self.forbidden.push(format!(
+                "{}: {message} ({} {})",
+                req.identity.cluster_role.unwrap_or_default(),
+                req.method,
+                req.path
+            ));
+            let mut status = Status::new(403, "Forbidden", message);
+            let base = a.resource.split('/').next().unwrap_or_default();
+            status.details = json!({"name": a.name, "group": a.group, "kind": base});
+            status
+        })
+    }
+
+    /// Logs a watch request (served by [`watch`]) and the code it was answered with.
+    pub fn log_watch(&mut self, req: &ApiRequest, code: u16) {
         self.log.push(Recorded {
             user: req.identity.username.clone(),
             cluster_role: req.identity.cluster_role,
@@ -331,7 +383,7 @@ impl State {
             query: req.query.clone(),
             content_type: req.content_type.clone(),
             body: Value::Null,
-            code: 200,
+            code,
         });
     }
 
@@ -704,6 +756,10 @@ impl State {
             warnings.extend(admitted.warnings);
             new = admitted.object;
             schema::prune(&target.group, &target.version, &target.plural, &mut new);
+        } else {
+            // Only a policy whose rules list the status subresource matches.
+            let request = policy::Request::new(&req.identity, target, "UPDATE", &new, Some(&old));
+            warnings.extend(self.policies.check(&request)?);
         }
         if spec_part(&new) != spec_part(&old)
             && let Some(g) = old.pointer("/metadata/generation").and_then(Value::as_i64)
@@ -870,7 +926,20 @@ async fn serve_http(
         )
         && let Some(target) = Target::parse(&request.path).filter(|t| t.name.is_none())
     {
-        shared.with(|s| s.log_watch(&request));
+        let refused = shared.with(|s| {
+            let refused = s.authorize(&request).err();
+            s.log_watch(&request, refused.as_ref().map_or(200, |r| r.code));
+            refused
+        });
+        if let Some(status) = refused {
+            return Response::builder()
+                .status(status.code)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(full(
+                    serde_json::to_vec(&status.body()).expect("serialize"),
+                ))
+                .expect("a response");
+        }
         let stream = watch::serve(shared.clone(), target, &request.query);
         return Response::builder()
             .status(200)

@@ -7,12 +7,17 @@
 //!
 //! - [`api_server`]: objects, resourceVersions, verbs and patch flavours,
 //!   status subresource, finalizers, garbage collection, the request log;
+//! - [`defaults`]: what kube-apiserver v1.36 defaults on the workloads
+//!   stored, before admission and again after the mutating webhooks;
 //! - [`admission`]: the install's webhooks called through the real
 //!   `stash::admission::handle` on every write they are registered for;
+//! - [`policy`]: the install's ValidatingAdmissionPolicies, evaluated with
+//!   the `cel` crate on every write, answered 403 as kube-apiserver does;
 //! - [`schema`]: stash's custom resources pruned to their CRD schemas;
 //! - [`watch`]: list-then-watch streams with delay, bursts and forced relists;
 //! - [`deployment_controller`]: ReplicaSets per pod template, through admission;
-//! - [`rbac`]: every request of a stash identity checked against its ClusterRole;
+//! - [`rbac`]: every request of a stash identity checked against its
+//!   ClusterRole, refused with 403 Forbidden when it does not allow it;
 //! - [`restic`]: a backup test's temp dir, local repository and sidecar;
 //! - [`scripted`]: a request-by-request mock, for tests that craft each answer.
 //!
@@ -38,8 +43,10 @@
 pub mod admission;
 pub mod api_server;
 pub mod big;
+pub mod defaults;
 pub mod deployment_controller;
 pub mod objects;
+pub mod policy;
 pub mod rbac;
 pub mod restic;
 pub mod reviews;
@@ -344,9 +351,10 @@ impl Cluster {
     // ---- out of band: what a test sets up without a request -------------
 
     /// Stores `object` as if it had been there before the test (no
-    /// admission, no log): uid, creationTimestamp and generation filled
-    /// when missing; a resourceVersion it carries is kept and the
-    /// cluster's counter moves past it.
+    /// admission, no log): defaulted as the API server stored it when it
+    /// was written; uid, creationTimestamp and generation filled when
+    /// missing; a resourceVersion it carries is kept and the cluster's
+    /// counter moves past it.
     pub fn seed(&self, object: Value) -> Value {
         let path = path_of(&object);
         self.seed_at(&path, object)
@@ -354,6 +362,9 @@ impl Cluster {
 
     /// [`Cluster::seed`] at an explicit path.
     pub fn seed_at(&self, path: &str, mut object: Value) -> Value {
+        if let Some(t) = Target::parse(path) {
+            defaults::apply(&t.group, &t.plural, &mut object);
+        }
         self.shared.with(|s| {
             s.fill_created(&mut object);
             let given = object
@@ -371,8 +382,9 @@ impl Cluster {
     }
 
     /// Changes the stored object out of band, as another writer the test
-    /// does not model would (no admission, no log, no generation logic):
-    /// a new resourceVersion and a MODIFIED watch event.
+    /// does not model would (no admission, no log, no generation logic, no
+    /// defaulting: the object is stored as `f` leaves it): a new
+    /// resourceVersion and a MODIFIED watch event.
     pub fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) -> Value {
         self.shared.with(|s| {
             let mut obj = s
@@ -445,9 +457,10 @@ impl Cluster {
         self.writes_by_since(None, mark)
     }
 
-    /// Every request of a stash identity that the install's RBAC would refuse.
+    /// Every request of a stash identity that the install's RBAC refused
+    /// (answered 403 Forbidden), as `role: message (method path)`.
     pub fn forbidden_requests(&self) -> Vec<String> {
-        rbac::forbidden(&self.log())
+        self.shared.read(|s| s.forbidden.clone())
     }
 
     // ---- watches -----------------------------------------------------------

@@ -1,15 +1,20 @@
-//! The authorizer's view of the request log: each request a stash identity
-//! made, as (verb, group, resource[/subresource], name), checked against
-//! the ClusterRole `stash manifests` binds to that identity
-//! (`stash::manifests::rbac`). A request the install would refuse on a real
-//! cluster fails the test that made it. The reconciler's Lease is granted by
-//! the install's namespaced Role `stash-webhook`, in the install namespace only.
+//! The authorizer, in force: each request a stash identity makes is checked,
+//! as (verb, group, resource[/subresource], name), against the ClusterRole
+//! `stash manifests` binds to that identity (`stash::manifests::rbac`), and
+//! one the install would refuse is answered 403 Forbidden, worded as
+//! kube-apiserver words it, before anything is read or stored. Why in force
+//! rather than after the fact: code that handles a 403 (or gives up on one)
+//! must meet it here as it will on a cluster. The reconciler's Lease is
+//! granted by the install's namespaced Role `stash-webhook`, in the install
+//! namespace only. Identities that are not stash's (admin, the deployment
+//! controller) are not checked.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
 use stash::manifests::{names, rbac};
 
-use super::api_server::Recorded;
+use super::Identity;
+use super::objects::param;
 
 /// The rules of one of the install's ClusterRoles.
 pub fn rules(cluster_role: &str) -> Vec<PolicyRule> {
@@ -21,31 +26,53 @@ pub fn rules(cluster_role: &str) -> Vec<PolicyRule> {
     }
 }
 
-/// What the API server's authorizer checks for one request: (verb, group,
-/// resource[/subresource], name). A server-side apply may create, so it
-/// needs `create` besides `patch`.
-pub fn authorization_attributes(r: &Recorded) -> Vec<(String, String, String, String)> {
-    let parts: Vec<&str> = r.path.split('/').filter(|p| !p.is_empty()).collect();
+/// What the authorizer checks of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attributes {
+    pub verb: String,
+    pub group: String,
+    /// `resource` or `resource/subresource`.
+    pub resource: String,
+    /// `""` for a collection.
+    pub name: String,
+    /// `""` for a cluster-scoped request.
+    pub namespace: String,
+}
+
+/// The attributes of one request (method, path, query, content type). A
+/// server-side apply is a `patch`, and also a `create` when it creates
+/// (`object_exists` false), as kube-apiserver authorizes it.
+pub fn attributes(
+    method: &str,
+    path: &str,
+    query: &str,
+    content_type: &str,
+    object_exists: bool,
+) -> Vec<Attributes> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let (group, rest) = match parts.as_slice() {
-        ["api", _, "namespaces", _, rest @ ..] => ("", rest),
-        ["apis", group, _, "namespaces", _, rest @ ..] => (*group, rest),
         ["api", _, rest @ ..] => ("", rest),
         ["apis", group, _, rest @ ..] => (*group, rest),
-        _ => panic!("not a resource request: {}", r.path),
+        _ => panic!("not a resource request: {path}"),
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (*ns, rest),
+        rest => ("", rest),
     };
     let (resource, name) = match rest {
         [res] => (res.to_string(), ""),
         [res, name] => (res.to_string(), *name),
         [res, name, sub] => (format!("{res}/{sub}"), *name),
-        _ => panic!("unexpected path {}", r.path),
+        _ => panic!("unexpected path {path}"),
     };
-    let verbs: &[&str] = match (r.method.as_str(), name.is_empty()) {
-        ("GET", true) if r.is_watch() => &["watch"],
+    let watch = matches!(param(query, "watch").as_deref(), Some("true" | "1"));
+    let verbs: &[&str] = match (method, name.is_empty()) {
+        ("GET", true) if watch => &["watch"],
         ("GET", true) => &["list"],
         ("GET", false) => &["get"],
         ("POST", _) => &["create"],
         ("PUT", _) => &["update"],
-        ("PATCH", _) if r.content_type.starts_with("application/apply-patch") => {
+        ("PATCH", _) if content_type.starts_with("application/apply-patch") && !object_exists => {
             &["patch", "create"]
         }
         ("PATCH", _) => &["patch"],
@@ -55,51 +82,132 @@ pub fn authorization_attributes(r: &Recorded) -> Vec<(String, String, String, St
     };
     verbs
         .iter()
-        .map(|v| {
-            (
-                v.to_string(),
-                group.to_string(),
-                resource.clone(),
-                name.to_string(),
-            )
+        .map(|verb| Attributes {
+            verb: verb.to_string(),
+            group: group.to_string(),
+            resource: resource.clone(),
+            name: name.to_string(),
+            namespace: namespace.to_string(),
         })
         .collect()
 }
 
 /// Whether `rule` grants these attributes.
-pub fn allows(
-    rule: &PolicyRule,
-    (verb, group, resource, name): &(String, String, String, String),
-) -> bool {
+pub fn allows(rule: &PolicyRule, a: &Attributes) -> bool {
     let has = |list: &Option<Vec<String>>, want: &str| {
         list.as_ref()
             .is_some_and(|l| l.iter().any(|x| x == want || x == "*"))
     };
-    rule.verbs.iter().any(|v| v == verb || v == "*")
-        && has(&rule.api_groups, group)
-        && has(&rule.resources, resource)
+    rule.verbs.iter().any(|v| v == &a.verb || v == "*")
+        && has(&rule.api_groups, &a.group)
+        && has(&rule.resources, &a.resource)
         && rule
             .resource_names
             .as_ref()
-            .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == name))
+            .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == &a.name))
 }
 
-/// Every logged request of a stash identity that its ClusterRole would refuse.
-pub fn forbidden(log: &[Recorded]) -> Vec<String> {
-    let mut refused = Vec::new();
-    for r in log {
-        let Some(role) = r.cluster_role else { continue };
-        let mut rules = rules(role);
-        // The install's namespaced Role `stash-webhook` (its Lease) in its own namespace.
-        let install_ns = format!("/namespaces/{}/", names::DEFAULT_NAMESPACE);
-        if role == "stash-webhook" && r.path.contains(&install_ns) {
-            rules.extend(rbac::webhook_namespaced_rules());
-        }
-        for attrs in authorization_attributes(r) {
-            if !rules.iter().any(|rule| allows(rule, &attrs)) {
-                refused.push(format!("{role}: {attrs:?} ({} {})", r.method, r.path));
-            }
+/// The rules `role` holds in `namespace`: its ClusterRole, and for the
+/// server the namespaced Role of the install's namespace.
+fn rules_in(role: &str, namespace: &str) -> Vec<PolicyRule> {
+    let mut rules = rules(role);
+    if role == "stash-webhook" && namespace == names::DEFAULT_NAMESPACE {
+        rules.extend(rbac::webhook_namespaced_rules());
+    }
+    rules
+}
+
+/// kube-apiserver's message for a refused request.
+pub fn forbidden_message(username: &str, a: &Attributes) -> String {
+    let base = a.resource.split('/').next().unwrap_or(&a.resource);
+    let qualified = if a.group.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}.{}", a.group)
+    };
+    let object = if a.name.is_empty() {
+        qualified
+    } else {
+        format!("{qualified} \"{}\"", a.name)
+    };
+    let scope = if a.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", a.namespace)
+    };
+    format!(
+        "{object} is forbidden: User \"{username}\" cannot {} resource \"{}\" in API group \"{}\" {scope}",
+        a.verb, a.resource, a.group
+    )
+}
+
+/// The authorizer's verdict on a request by `identity`: `Err` with the
+/// first refused attributes' message (`None` role: not checked).
+pub fn authorize(identity: &Identity, attrs: &[Attributes]) -> Result<(), (Attributes, String)> {
+    let Some(role) = identity.cluster_role else {
+        return Ok(());
+    };
+    for a in attrs {
+        if !rules_in(role, &a.namespace).iter().any(|r| allows(r, a)) {
+            return Err((a.clone(), forbidden_message(&identity.username, a)));
         }
     }
-    refused
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_worded_as_kube_apiserver_words_them() {
+        let a = &attributes(
+            "PATCH",
+            "/apis/apps/v1/namespaces/demo/deployments/app",
+            "",
+            "application/merge-patch+json",
+            true,
+        )[0];
+        assert_eq!(
+            forbidden_message("system:serviceaccount:demo:sa", a),
+            "deployments.apps \"app\" is forbidden: User \"system:serviceaccount:demo:sa\" cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"demo\""
+        );
+        let a = &attributes("POST", "/api/v1/namespaces/demo/secrets", "", "", false)[0];
+        assert_eq!(
+            forbidden_message("u", a),
+            "secrets is forbidden: User \"u\" cannot create resource \"secrets\" in API group \"\" in the namespace \"demo\""
+        );
+        let a = &attributes(
+            "PUT",
+            "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupsessions/s/status",
+            "",
+            "",
+            true,
+        )[0];
+        assert!(
+            forbidden_message("u", a).starts_with(
+                "backupsessions.stash.appscode.com \"s\" is forbidden: User \"u\" cannot update resource \"backupsessions/status\""
+            ),
+            "{}",
+            forbidden_message("u", a)
+        );
+    }
+
+    #[test]
+    fn an_apply_needs_create_only_when_it_creates() {
+        let verbs = |exists| {
+            attributes(
+                "PATCH",
+                "/apis/batch/v1/namespaces/demo/cronjobs/x",
+                "fieldManager=m",
+                "application/apply-patch+yaml",
+                exists,
+            )
+            .into_iter()
+            .map(|a| a.verb)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(verbs(true), ["patch"]);
+        assert_eq!(verbs(false), ["patch", "create"]);
+    }
 }
