@@ -1,5 +1,5 @@
 //! The reconciler on the fake cluster: BackupConfiguration (`config`) and
-//! BackupSession (`session`) controllers, the Lease (`leader`), desired state
+//! BackupSession (`session`, `deadline`) controllers, the Lease (`leader`), desired state
 //! as pure functions (`desired`), rollouts through the deployment controller
 //! (`rollout`), and the fake cluster's own behaviour (`fake_cluster`).
 //!
@@ -8,6 +8,7 @@
 //! (`tests/support`).
 
 mod config;
+mod deadline;
 mod desired;
 mod fake_cluster;
 mod feed;
