@@ -262,19 +262,24 @@ impl Sidecar {
         }
     }
 
-    /// [`Sidecar::back_up`], stopped at the session's deadline `by`: restic
-    /// is killed (its child is dropped) and the host reported Failed, as the
-    /// BackupSession controller marks the session Failed then. The lock the
-    /// killed restic leaves is this host's, which the next run's `restic
-    /// unlock` removes.
+    /// [`Sidecar::back_up`], stopped [`STOP_GRACE`] after the session's
+    /// deadline `by`: restic is killed (its child is dropped) and the host
+    /// reported Failed. At the deadline itself the BackupSession controller
+    /// marks the session Failed (`DeadlineExceeded`) and this host's claim
+    /// with it, so the report that follows finds the claim gone and writes
+    /// nothing over that verdict; the grace lets the controller say it
+    /// first, and the host is still reported should the controller not run.
+    /// The lock the killed restic leaves is this host's, which the next
+    /// run's `restic unlock` removes.
     async fn back_up_by(
         &self,
         config: &BackupConfiguration,
         host: &str,
         by: jiff::Timestamp,
     ) -> HostBackupOutcome {
-        let left =
-            Duration::try_from(by.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+        let left = Duration::try_from(by.duration_since(jiff::Timestamp::now()))
+            .unwrap_or_default()
+            + STOP_GRACE;
         match tokio::time::timeout(left, self.back_up(config, host)).await {
             Ok(outcome) => outcome,
             Err(_) => {
@@ -441,6 +446,10 @@ fn error_policy(session: Arc<BackupSession>, err: &HandleError, _: Arc<Sidecar>)
 
 /// How long a session whose pass failed (API server unreachable, …) waits.
 const RETRY: Duration = Duration::from_secs(10);
+
+/// How long past the session's deadline restic may still run before the
+/// sidecar stops it (see [`Sidecar::back_up_by`]).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// This host's claim: its entry with `phase: Running`, written before restic starts.
 fn claim(host: &str) -> HostBackupStats {
