@@ -157,22 +157,20 @@ async fn step(
             _ => Ok(Action::await_change()),
         };
     }
-    let due = deadline::due(session, &deadlines, now);
-    let next = match due {
-        Due::None => None,
-        Due::At(at) => Some(until(now, at)),
-        Due::NoHostClaimed | Due::SessionDeadline => {
+    match deadline::due(session, &deadlines, now) {
+        Due::None => Ok(wait_action(session, &view, None)),
+        Due::At(at) => Ok(wait_action(session, &view, Some(until(now, at)))),
+        due => {
             let target = target_view(bc.as_ref(), ctx, &ns, due).await?;
-            if let Some(expired) = deadline::expire(session, due, &deadlines, &target, now) {
-                transition::write(&sessions, session, &expired, &ctx.recorder).await?;
+            if let Some(failed) = deadline::expire(session, due, &deadlines, &target, now) {
+                transition::write(&sessions, session, &failed, &ctx.recorder).await?;
                 if let Some(bc) = &bc {
                     cleanup_history(&sessions, bc).await?;
                 }
             }
-            return Ok(Action::await_change());
+            Ok(Action::await_change())
         }
-    };
-    Ok(wait_action(session, &view, next))
+    }
 }
 
 /// The session's deadlines under its invoker's `timeOut` (the default
