@@ -216,7 +216,7 @@ pub fn expire(
         Due::None | Due::At(_) => return None,
     };
     let stats = failed_hosts(&status.stats, target, total, &host_error);
-    let mut conditions = status.conditions.clone();
+    let mut conditions = status.conditions;
     conditions.retain(|c| c.type_ != CONDITION_DEADLINE_EXCEEDED);
     conditions.push(Condition {
         type_: CONDITION_DEADLINE_EXCEEDED.into(),
