@@ -1,5 +1,5 @@
-//! `POST /validate/backupconfigurations`: schedule, target, retention, one
-//! configuration per workload.
+//! `POST /validate/backupconfigurations`: schedule, target, retention,
+//! `timeOut`, one configuration per workload.
 //!
 //! Everything that would only fail later — a CronJob the API server refuses, a
 //! sidecar that cannot be injected, `restic forget --prune` with nothing to
@@ -9,7 +9,7 @@
 
 use super::validate::{self, Ctx, Validated};
 use super::{Decision, Request, cron};
-use crate::api::{BackupConfiguration, WORKLOAD_API_VERSION, WORKLOAD_KINDS};
+use crate::api::{BackupConfiguration, WORKLOAD_API_VERSION, WORKLOAD_KINDS, timeout};
 use crate::settings::Settings;
 use crate::store::Snapshot;
 
@@ -160,6 +160,11 @@ fn check_spec(bc: &BackupConfiguration, me: &str) -> Result<(), String> {
     if let Some(n) = spec.backup_history_limit.filter(|n| *n < 0) {
         return Err(format!(
             "{me} has backupHistoryLimit: {n}: it cannot be negative"
+        ));
+    }
+    if let (Some(text), Err(why)) = (spec.time_out.as_deref(), timeout::time_out(bc)) {
+        return Err(format!(
+            "{me} has an invalid spec.timeOut {text:?}: {why}; use a Go duration such as \"30m\" or \"2h\""
         ));
     }
     Ok(())

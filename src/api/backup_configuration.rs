@@ -74,6 +74,11 @@ pub struct BackupConfigurationSpec {
     /// How many finished BackupSessions to keep (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_history_limit: Option<i32>,
+    /// Longest a BackupSession may run, a Go duration such as `30m` or `2h`
+    /// (default 24h); a session still unfinished then is marked Failed with
+    /// the condition DeadlineExceeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_out: Option<String>,
 }
 
 /// Default number of finished BackupSessions kept per configuration (as in Stash).

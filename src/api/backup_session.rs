@@ -1,6 +1,7 @@
 //! `BackupSession` (stash.appscode.com/v1beta1): one run of a backup, created
 //! by the CronJob or by hand, driven to a phase by the reconciler and the sidecar.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,10 @@ pub struct BackupSessionStatus {
     /// Wall time from creation to completion, Go duration style (`1m2.3s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_duration: Option<String>,
+    /// When the session fails with DeadlineExceeded if it has not finished:
+    /// its creation plus its configuration's `timeOut` (default 24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_deadline: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stats: Vec<HostBackupStats>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

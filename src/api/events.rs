@@ -49,10 +49,15 @@ pub const REASON_BACKUPSESSION_FAILED: &str = "BackupSession Failed";
 
 /// Message of the failure event, naming the hosts that failed.
 pub fn backupsession_failed_message(failed_hosts: &[String]) -> String {
-    format!(
-        "Backup session failed to complete. Reason: backup failed for host(s) {}",
+    backupsession_failure_message(&format!(
+        "backup failed for host(s) {}",
         failed_hosts.join(", ")
-    )
+    ))
+}
+
+/// Message of the failure event for any `reason` (a missed deadline, …).
+pub fn backupsession_failure_message(reason: &str) -> String {
+    format!("Backup session failed to complete. Reason: {reason}")
 }
 
 /// Reporting component of the RestoreSession controller.

@@ -14,6 +14,7 @@ pub mod backup_session;
 pub mod events;
 pub mod repository;
 pub mod restore_session;
+pub mod timeout;
 pub mod unknown;
 
 pub use backup_configuration::*;

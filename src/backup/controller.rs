@@ -39,7 +39,7 @@ use super::engine::{
 use super::locks::PodLockHolders;
 use super::metrics::{Labels, Metrics};
 use super::repository::ResticSettings;
-use super::session::{Decision, INTERRUPTED, decide, runs_integrity_check, settled};
+use super::session::{Decision, INTERRUPTED, deadline, decide, runs_integrity_check, settled};
 use crate::lease::Turns;
 use crate::recorder::{EventType, Recorder};
 
@@ -198,7 +198,7 @@ impl Sidecar {
         let sessions: Api<BackupSession> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut current = seen.clone();
         for _ in 0..WRITE_ATTEMPTS {
-            let entry = match decide(&current, &config, &host) {
+            let entry = match decide(&current, &config, &host, jiff::Timestamp::now()) {
                 Decision::Ignore(why) => return Ok(Handled::Ignored(why)),
                 Decision::Skip => {
                     self.count_skip(&current, &config, &host).await;
@@ -227,13 +227,14 @@ impl Sidecar {
                 self.publish(&written, &host, &entry).await;
                 return Ok(Handled::Interrupted);
             }
-            tracing::info!(session = %name, host, "claimed; backing up");
+            let by = deadline(&written, &config, jiff::Timestamp::now());
+            tracing::info!(session = %name, host, deadline = %by, "claimed; backing up");
             let outcome = match &self.turns {
-                Some(turns) => match turns.hold(self.back_up(&config, &host)).await {
+                Some(turns) => match turns.hold(self.back_up_by(&config, &host, by)).await {
                     Ok(o) => o,
                     Err(e) => failed_outcome(&host, e.to_string()),
                 },
-                None => self.back_up(&config, &host).await,
+                None => self.back_up_by(&config, &host, by).await,
             };
             self.report(&written, &config, &host, &outcome).await?;
             return Ok(Handled::BackedUp(Box::new(outcome)));
@@ -258,6 +259,33 @@ impl Sidecar {
                 .map(|r| r.name.clone())
                 .unwrap_or_default();
             self.metrics.record_skip(&self.labels(host, &repo));
+        }
+    }
+
+    /// [`Sidecar::back_up`], stopped [`STOP_GRACE`] after the session's
+    /// deadline `by`: restic is killed (its child is dropped) and the host
+    /// reported Failed. At the deadline itself the BackupSession controller
+    /// marks the session Failed (`DeadlineExceeded`) and this host's claim
+    /// with it, so the report that follows finds the claim gone and writes
+    /// nothing over that verdict; the grace lets the controller say it
+    /// first, and the host is still reported should the controller not run.
+    /// The lock the killed restic leaves is this host's, which the next
+    /// run's `restic unlock` removes.
+    async fn back_up_by(
+        &self,
+        config: &BackupConfiguration,
+        host: &str,
+        by: jiff::Timestamp,
+    ) -> HostBackupOutcome {
+        let left = Duration::try_from(by.duration_since(jiff::Timestamp::now()))
+            .unwrap_or_default()
+            + STOP_GRACE;
+        match tokio::time::timeout(left, self.back_up(config, host)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::warn!(host, deadline = %by, "the session's deadline passed during the backup; restic stopped");
+                failed_outcome(host, deadline_exceeded(by))
+            }
         }
     }
 
@@ -419,6 +447,10 @@ fn error_policy(session: Arc<BackupSession>, err: &HandleError, _: Arc<Sidecar>)
 /// How long a session whose pass failed (API server unreachable, …) waits.
 const RETRY: Duration = Duration::from_secs(10);
 
+/// How long past the session's deadline restic may still run before the
+/// sidecar stops it (see [`Sidecar::back_up_by`]).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// This host's claim: its entry with `phase: Running`, written before restic starts.
 fn claim(host: &str) -> HostBackupStats {
     HostBackupStats {
@@ -426,6 +458,13 @@ fn claim(host: &str) -> HostBackupStats {
         phase: Some(HostBackupPhase::Running),
         ..Default::default()
     }
+}
+
+/// The error of a host whose backup the session's deadline stopped.
+pub fn deadline_exceeded(by: jiff::Timestamp) -> String {
+    format!(
+        "deadline exceeded: the session's deadline {by} passed during the backup; restic was stopped"
+    )
 }
 
 fn failed_outcome(host: &str, error: String) -> HostBackupOutcome {

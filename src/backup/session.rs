@@ -7,7 +7,9 @@
 //! state, so restic runs at most once per (session, host) whatever the
 //! watch delivers.
 
-use crate::api::{BackupConfiguration, BackupSession, BackupSessionPhase, HostBackupPhase};
+use crate::api::{
+    BackupConfiguration, BackupSession, BackupSessionPhase, HostBackupPhase, timeout,
+};
 
 /// What to do with one BackupSession.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +62,17 @@ pub fn host_phase(session: &BackupSession, host: &str) -> Option<Option<HostBack
 }
 
 /// Decides what this host does with `session`, invoked by `config` (the
-/// configuration as read now, not when the session was created). Called
-/// while this process runs no backup, so a claim found here is never its own.
-pub fn decide(session: &BackupSession, config: &BackupConfiguration, host: &str) -> Decision {
+/// configuration as read now, not when the session was created), at `now`.
+/// Called while this process runs no backup, so a claim found here is never
+/// its own. A session past its deadline is not started: the BackupSession
+/// controller marks it Failed (`DeadlineExceeded`), and a backup begun then
+/// would only be stopped at once.
+pub fn decide(
+    session: &BackupSession,
+    config: &BackupConfiguration,
+    host: &str,
+    now: jiff::Timestamp,
+) -> Decision {
     let config_name = config.metadata.name.as_deref().unwrap_or_default();
     if let Some(why) = settled(session, config_name) {
         return Decision::Ignore(why);
@@ -79,7 +89,21 @@ pub fn decide(session: &BackupSession, config: &BackupConfiguration, host: &str)
     if config.spec.paused && session.phase() != BackupSessionPhase::Running {
         return Decision::Skip;
     }
+    if now >= deadline(session, config, now) {
+        return Decision::Ignore("the session's deadline has passed");
+    }
     Decision::Backup
+}
+
+/// When `session` must be finished: its `status.sessionDeadline`, else its
+/// creation plus the configuration's `timeOut` (the default when unset), the
+/// instant the BackupSession controller writes (see [`timeout`]).
+pub fn deadline(
+    session: &BackupSession,
+    config: &BackupConfiguration,
+    now: jiff::Timestamp,
+) -> jiff::Timestamp {
+    timeout::session_deadline(session, timeout::effective_time_out(Some(config)), now)
 }
 
 /// Whether the host that has just written its result into `session` runs
@@ -117,6 +141,9 @@ mod tests {
         BackupConfigurationSpec, BackupInvokerRef, BackupSessionSpec, BackupSessionStatus,
         HostBackupStats,
     };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const NOW: jiff::Timestamp = jiff::Timestamp::constant(1_564_660_000, 0);
 
     fn config(paused: bool) -> BackupConfiguration {
         let mut bc = BackupConfiguration::new(
@@ -167,19 +194,20 @@ mod tests {
     #[test]
     fn new_sessions_are_backed_up_unless_paused() {
         assert_eq!(
-            decide(&session(None, &[]), &config(false), "host-0"),
+            decide(&session(None, &[]), &config(false), "host-0", NOW),
             Decision::Backup
         );
         assert_eq!(
             decide(
                 &session(Some(BackupSessionPhase::Running), &["host-1"]),
                 &config(false),
-                "host-0"
+                "host-0",
+                NOW
             ),
             Decision::Backup
         );
         assert_eq!(
-            decide(&session(None, &[]), &config(true), "host-0"),
+            decide(&session(None, &[]), &config(true), "host-0", NOW),
             Decision::Skip
         );
     }
@@ -190,7 +218,8 @@ mod tests {
             decide(
                 &session(Some(BackupSessionPhase::Running), &[]),
                 &config(true),
-                "host-0"
+                "host-0",
+                NOW
             ),
             Decision::Backup
         );
@@ -198,7 +227,8 @@ mod tests {
             decide(
                 &session(Some(BackupSessionPhase::Pending), &[]),
                 &config(true),
-                "host-0"
+                "host-0",
+                NOW
             ),
             Decision::Skip
         );
@@ -212,7 +242,7 @@ mod tests {
             BackupSessionPhase::Skipped,
         ] {
             assert!(matches!(
-                decide(&session(Some(phase), &[]), &config(true), "host-0"),
+                decide(&session(Some(phase), &[]), &config(true), "host-0", NOW),
                 Decision::Ignore(_)
             ));
         }
@@ -220,14 +250,15 @@ mod tests {
             decide(
                 &session(Some(BackupSessionPhase::Running), &["host-0"]),
                 &config(false),
-                "host-0"
+                "host-0",
+                NOW
             ),
             Decision::Ignore(_)
         ));
         let mut other = session(None, &[]);
         other.spec.invoker.name = "other".into();
         assert!(matches!(
-            decide(&other, &config(false), "host-0"),
+            decide(&other, &config(false), "host-0", NOW),
             Decision::Ignore(_)
         ));
     }
@@ -242,20 +273,23 @@ mod tests {
             Some(HostBackupPhase::Running),
         );
         assert_eq!(
-            decide(&claimed, &config(false), "host-0"),
+            decide(&claimed, &config(false), "host-0", NOW),
             Decision::Interrupted
         );
         // Paused or not: the claim was made, so it is reported, not skipped.
         assert_eq!(
-            decide(&claimed, &config(true), "host-0"),
+            decide(&claimed, &config(true), "host-0", NOW),
             Decision::Interrupted
         );
         // Another host's claim is that host's business.
-        assert_eq!(decide(&claimed, &config(false), "host-1"), Decision::Backup);
+        assert_eq!(
+            decide(&claimed, &config(false), "host-1", NOW),
+            Decision::Backup
+        );
         // An entry with no phase at all counts as reported.
         let bare = with_hosts(Some(BackupSessionPhase::Running), &["host-0"], None);
         assert!(matches!(
-            decide(&bare, &config(false), "host-0"),
+            decide(&bare, &config(false), "host-0", NOW),
             Decision::Ignore(_)
         ));
         for reported in [HostBackupPhase::Succeeded, HostBackupPhase::Failed] {
@@ -265,10 +299,75 @@ mod tests {
                 Some(reported),
             );
             assert!(matches!(
-                decide(&s, &config(false), "host-0"),
+                decide(&s, &config(false), "host-0", NOW),
                 Decision::Ignore(_)
             ));
         }
+    }
+
+    #[test]
+    fn a_session_past_its_deadline_is_not_started() {
+        let hours_ago = |h: i64| {
+            let mut s = session(Some(BackupSessionPhase::Running), &[]);
+            s.metadata.creation_timestamp = Some(Time(NOW - jiff::SignedDuration::from_hours(h)));
+            s
+        };
+        let with_time_out = |t: Option<&str>| {
+            let mut c = config(false);
+            c.spec.time_out = t.map(String::from);
+            c
+        };
+        let past = Decision::Ignore("the session's deadline has passed");
+        for (what, s, c, expect) in [
+            (
+                "timeOut 1h, 2h old",
+                hours_ago(2),
+                with_time_out(Some("1h")),
+                past.clone(),
+            ),
+            (
+                "timeOut 3h, 2h old",
+                hours_ago(2),
+                with_time_out(Some("3h")),
+                Decision::Backup,
+            ),
+            (
+                "default 24h, 25h old",
+                hours_ago(25),
+                with_time_out(None),
+                past.clone(),
+            ),
+            (
+                "default 24h, 23h old",
+                hours_ago(23),
+                with_time_out(None),
+                Decision::Backup,
+            ),
+        ] {
+            assert_eq!(decide(&s, &c, "host-0", NOW), expect, "{what}");
+        }
+        // The deadline the controller wrote wins over the configuration's.
+        let mut s = hours_ago(2);
+        s.status.as_mut().unwrap().session_deadline =
+            Some(Time(NOW + jiff::SignedDuration::from_hours(1)));
+        assert_eq!(
+            decide(&s, &with_time_out(Some("1h")), "host-0", NOW),
+            Decision::Backup
+        );
+        s.status.as_mut().unwrap().session_deadline = Some(Time(NOW));
+        assert_eq!(decide(&s, &with_time_out(None), "host-0", NOW), past);
+        // A claim left behind is still reported, deadline or not.
+        let mut claimed = with_hosts(
+            Some(BackupSessionPhase::Running),
+            &["host-0"],
+            Some(HostBackupPhase::Running),
+        );
+        claimed.metadata.creation_timestamp =
+            Some(Time(NOW - jiff::SignedDuration::from_hours(48)));
+        assert_eq!(
+            decide(&claimed, &config(false), "host-0", NOW),
+            Decision::Interrupted
+        );
     }
 
     #[test]

@@ -7,11 +7,18 @@
 //! `Succeeded` or `Failed` with `sessionDuration`, an event, and the invoker's
 //! finished sessions beyond `backupHistoryLimit` are deleted. The decision is
 //! [`desired::session_step`]; this module only reads and writes.
+//!
+//! A session nothing runs does not stay `Running` for ever: marking it
+//! Running writes `status.sessionDeadline`, the controller requeues itself
+//! for the next deadline, and a session still unfinished then is marked
+//! `Failed` with the condition `DeadlineExceeded` and the reason
+//! ([`deadline`] decides; [`crate::api::timeout`] has the values and why).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -20,6 +27,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::apply::{ApiError, Backoff, get_workload, is_not_found};
+use super::deadline::{self, Deadlines, Due, SidecarSeen, TargetView};
 use super::desired::{InvokerView, SessionStep, session_step, sessions_to_delete, total_hosts};
 use super::transition::{self, Transition, TransitionEvent};
 use crate::api::events::{
@@ -29,7 +37,7 @@ use crate::api::events::{
 };
 use crate::api::{
     BackupConfiguration, BackupSession, BackupSessionPhase, INVOKER_KIND_BACKUP_CONFIGURATION,
-    LABEL_BACKUP_CONFIGURATION,
+    LABEL_BACKUP_CONFIGURATION, timeout,
 };
 use crate::feed::Kind;
 use crate::recorder::{EventType, Recorder};
@@ -132,15 +140,91 @@ async fn step(
     let bc = read_invoker(session, ctx, &ns).await?;
     let view = invoker_view(session, bc.as_ref(), ctx, &ns).await?;
     let step = session_step(session, &view, now);
-    let Some(transition) = transition(&step) else {
-        return Ok(wait_action(session, &view));
-    };
+    let deadlines = deadlines(session, bc.as_ref(), now);
     let sessions: Api<BackupSession> = Api::namespaced(ctx.client.clone(), &ns);
-    transition::write(&sessions, session, &transition, &ctx.recorder).await?;
-    if let (SessionStep::Finish { .. }, Some(bc)) = (&step, &bc) {
-        cleanup_history(&sessions, bc).await?;
+    if let Some(mut transition) = transition(&step) {
+        if let SessionStep::Run { .. } = step {
+            transition.status["sessionDeadline"] = json!(Time(deadlines.session));
+        }
+        transition::write(&sessions, session, &transition, &ctx.recorder).await?;
+        return match (&step, &bc) {
+            (SessionStep::Finish { .. }, Some(bc)) => {
+                cleanup_history(&sessions, bc).await?;
+                Ok(Action::await_change())
+            }
+            // Woken at the first deadline, should no watch event come first.
+            (SessionStep::Run { .. }, _) => Ok(Action::requeue(until(now, deadlines.claim))),
+            _ => Ok(Action::await_change()),
+        };
     }
-    Ok(Action::await_change())
+    match deadline::due(session, &deadlines, now) {
+        Due::None => Ok(wait_action(session, &view, None)),
+        Due::At(at) => Ok(wait_action(session, &view, Some(until(now, at)))),
+        due => {
+            let target = target_view(bc.as_ref(), ctx, &ns, due).await?;
+            if let Some(failed) = deadline::expire(session, due, &deadlines, &target, now) {
+                transition::write(&sessions, session, &failed, &ctx.recorder).await?;
+                if let Some(bc) = &bc {
+                    cleanup_history(&sessions, bc).await?;
+                }
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// The session's deadlines under its invoker's `timeOut` (the default
+/// when unset, unreadable, or the invoker is gone).
+fn deadlines(
+    session: &BackupSession,
+    bc: Option<&BackupConfiguration>,
+    now: jiff::Timestamp,
+) -> Deadlines {
+    let configured = bc.and_then(|bc| timeout::time_out(bc).ok().flatten());
+    let time_out = configured.unwrap_or(timeout::DEFAULT_SESSION_TIMEOUT);
+    Deadlines::of(session, time_out, configured.is_some(), now)
+}
+
+/// From `now` until `at`, at least a second (a deadline just passed is
+/// looked at again at once, not in a busy loop).
+fn until(now: jiff::Timestamp, at: jiff::Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now))
+        .unwrap_or_default()
+        .max(Duration::from_secs(1))
+}
+
+/// What an expiring session's message says of its target. The workload is
+/// read (with the `get` the controller already has) only when no host
+/// claimed the session: whether its pod template has the sidecar is the
+/// answer an operator needs then.
+async fn target_view(
+    bc: Option<&BackupConfiguration>,
+    ctx: &Context,
+    ns: &str,
+    due: Due,
+) -> Result<TargetView, ApiError> {
+    let Some(target) = bc.and_then(|bc| bc.spec.target.as_ref()) else {
+        return Ok(TargetView {
+            workload: None,
+            kind: String::new(),
+            alias: None,
+            sidecar: SidecarSeen::Unknown,
+        });
+    };
+    let r = &target.target_ref;
+    let sidecar = match due {
+        Due::NoHostClaimed => {
+            let workload = get_workload(ctx.client.clone(), ns, &r.kind, &r.name).await?;
+            deadline::sidecar_seen(workload.as_ref())
+        }
+        _ => SidecarSeen::Unknown,
+    };
+    Ok(TargetView {
+        workload: Some(format!("{} {ns}/{}", r.kind, r.name)),
+        kind: r.kind.clone(),
+        alias: target.alias.clone().filter(|a| !a.is_empty()),
+        sidecar,
+    })
 }
 
 /// The session's invoker, when it is a BackupConfiguration that exists.
@@ -234,22 +318,28 @@ pub fn transition(step: &SessionStep) -> Option<Transition> {
     }
 }
 
-/// When to look again at a session that waits.
-fn wait_action(session: &BackupSession, view: &InvokerView) -> Action {
+/// When to look again at a session that waits: at its next deadline
+/// (`deadline`, from now), or sooner for a host count still unknown.
+fn wait_action(session: &BackupSession, view: &InvokerView, deadline: Option<Duration>) -> Action {
     let invoker = &session.spec.invoker.name;
-    match view {
+    let recheck = match view {
         // The workload's host count may appear without any event this
         // controller watches: look again later.
         InvokerView::Active { total_hosts: None } if needs_hosts(session) => {
             tracing::info!(session = %key(session), %invoker, "BackupSession waits for its target's host count");
-            Action::requeue(RECHECK)
+            Some(RECHECK)
         }
         // A missing invoker re-triggers the session when it appears.
         InvokerView::Missing => {
             tracing::info!(session = %key(session), %invoker, "BackupSession waits for its invoker to exist");
-            Action::await_change()
+            None
         }
-        _ => Action::await_change(),
+        _ => None,
+    };
+    match (recheck, deadline) {
+        (Some(a), Some(b)) => Action::requeue(a.min(b)),
+        (Some(d), None) | (None, Some(d)) => Action::requeue(d),
+        (None, None) => Action::await_change(),
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod backup_configuration;
 pub mod backup_session;
+pub mod deadline;
 pub mod desired;
 pub mod finalizer;
 pub mod own_writes;

@@ -138,7 +138,10 @@ fn start(cluster: &Cluster, env: &Env) -> (Running, tokio::task::JoinHandle<()>)
 }
 
 fn start_sidecar(cluster: &Cluster, env: &Env) -> tokio::task::JoinHandle<()> {
-    let sidecar = sidecar(env, cluster);
+    spawn_sidecar(sidecar(env, cluster))
+}
+
+fn spawn_sidecar(sidecar: Arc<Sidecar>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let _ = sidecar.watch().await;
     })
@@ -263,4 +266,107 @@ async fn a_sidecar_killed_mid_backup_is_reported_interrupted_and_not_rerun() {
     assert_eq!(env.snapshots().len(), snapshots_after_kill + 1);
     let _ = read(&cluster, "next");
     restarted.abort();
+}
+
+/// A restic whose `backup` hangs (exec'ed `sleep`, killed with it) while
+/// the file `hang` exists in the temp dir; every other command is restic's.
+fn hanging_restic(env: &Env) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let which = |b: &str| {
+        stash::backup::restic::resolve_binary(
+            std::path::Path::new(b),
+            std::env::var_os("PATH").as_deref(),
+        )
+        .unwrap_or_else(|| panic!("{b} on PATH"))
+    };
+    let script = env.p("restic-hangs");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = backup ] && [ -e {hang} ]; then exec {sleep} 120; fi\ndone\nexec {restic} \"$@\"\n",
+            hang = env.p("hang").display(),
+            sleep = which("sleep").display(),
+            restic = which("restic").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_still_running_at_its_deadline_fails_the_session_and_frees_the_sidecar() {
+    let env = Env::new();
+    let cluster = Cluster::new();
+    let mut config = env.config(false);
+    config["spec"]["timeOut"] = json!("3s");
+    // Keep the failed session when the next one finishes.
+    config["spec"]["backupHistoryLimit"] = json!(5);
+    cluster.seed(config);
+    cluster.seed(env.repository());
+    std::fs::write(env.p("hang"), "").unwrap();
+    let mut hangs = env.sidecar(cluster.client(Identity::sidecar(NS, "default")), None);
+    hangs.settings.binary = hanging_restic(&env);
+
+    let client = cluster.client(Identity::reconciler());
+    let (feed, feeder) = stash::feed::new(Arc::default());
+    let (_signal, drain) = stash::server::shutdown::channel();
+    let _running = Running {
+        tasks: vec![
+            tokio::spawn(feeder.run(client.clone(), drain)),
+            tokio::spawn(backup_session::run(
+                Arc::new(backup_session::Context::new(client)),
+                feed.configs.clone(),
+            )),
+        ],
+        _feed_signal: _signal,
+    };
+    let sidecar = spawn_sidecar(Arc::new(hangs));
+    cluster.wait_for_open_watches(WATCHES).await;
+
+    // restic's backup is still at work when the 3 s are up: the controller
+    // marks the session Failed at its deadline, restic is stopped.
+    cluster.create(Identity::admin(), session("hangs")).unwrap();
+    let s = finished(&cluster, "hangs").await;
+    assert_eq!(s.phase(), BackupSessionPhase::Failed, "{s:?}");
+    let status = s.status.clone().unwrap();
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DeadlineExceeded")
+        .unwrap_or_else(|| panic!("no DeadlineExceeded condition: {s:?}"));
+    assert_eq!(c.status, "True");
+    assert!(
+        c.message
+            .as_deref()
+            .unwrap()
+            .contains("(timeOut 3s): 1 of 1 hosts had not reported: host-0 still backing up"),
+        "{c:?}"
+    );
+    assert_eq!(status.stats[0].phase, Some(HostBackupPhase::Failed));
+    assert_eq!(env.snapshots().len(), 0);
+
+    // The sidecar is free again once restic is stopped (STOP_GRACE later);
+    // its late result does not overwrite the verdict, and the next session,
+    // with a timeOut that fits, backs up as usual.
+    std::fs::remove_file(env.p("hang")).unwrap();
+    cluster
+        .patch(
+            Identity::admin(),
+            "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup",
+            support::PatchBody::Merge(json!({"spec": {"timeOut": "10m"}})),
+        )
+        .unwrap();
+    cluster.create(Identity::admin(), session("next")).unwrap();
+    let next = finished(&cluster, "next").await;
+    assert_eq!(next.phase(), BackupSessionPhase::Succeeded, "{next:?}");
+    assert_eq!(env.snapshots().len(), 1);
+    assert_eq!(
+        read(&cluster, "hangs"),
+        s,
+        "the stopped run wrote nothing more"
+    );
+    assert_eq!(host_writes(&cluster, "hangs"), ["Running"]);
+    assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
+    sidecar.abort();
 }

@@ -524,6 +524,9 @@ fn captured_watch_events() -> Vec<(String, BackupSession)> {
     )
     .unwrap();
     let events: Vec<Value> = serde_json::from_str(&raw).unwrap();
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+        .unwrap()
+        .to_string();
     events
         .into_iter()
         .map(|e| {
@@ -531,6 +534,9 @@ fn captured_watch_events() -> Vec<(String, BackupSession)> {
             o["metadata"]["labels"] =
                 json!({"stash.appscode.com/backup-configuration": "pause-backup"});
             o["spec"]["invoker"]["name"] = json!("pause-backup");
+            // Replayed as if captured just now: a session created days ago
+            // is past its deadline, and the sidecar would rightly not start it.
+            o["metadata"]["creationTimestamp"] = json!(now);
             (
                 e["type"].as_str().unwrap().to_string(),
                 serde_json::from_value(o).unwrap(),

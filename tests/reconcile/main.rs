@@ -1,5 +1,5 @@
 //! The reconciler on the fake cluster: BackupConfiguration (`config`) and
-//! BackupSession (`session`) controllers, the Lease (`leader`), desired state
+//! BackupSession (`session`, `deadline`) controllers, the Lease (`leader`), desired state
 //! as pure functions (`desired`), rollouts through the deployment controller
 //! (`rollout`), and the fake cluster's own behaviour (`fake_cluster`).
 //!
@@ -9,6 +9,7 @@
 
 mod burst;
 mod config;
+mod deadline;
 mod desired;
 mod fake_cluster;
 mod feed;

@@ -145,7 +145,10 @@ async fn pending_session_of_active_deployment_runs_with_one_host() {
     assert_status_patch(&patch, "pause-backup-1564659789");
     assert_eq!(
         patch.body,
-        json!({"metadata": {"resourceVersion": "11"}, "status": {"phase": "Running", "totalHosts": 1}})
+        json!({"metadata": {"resourceVersion": "11"},
+               "status": {"phase": "Running", "totalHosts": 1,
+                          // created at NOW, plus the default timeout of 24h
+                          "sessionDeadline": "2019-08-02T11:46:40Z"}})
     );
     patch.ok(session(
         "pause-backup-1564659789",
@@ -174,7 +177,7 @@ async fn statefulset_hosts_come_from_its_replicas() {
         .await;
     assert_eq!(
         patch.body["status"],
-        json!({"phase": "Running", "totalHosts": 3})
+        json!({"phase": "Running", "totalHosts": 3, "sessionDeadline": "2019-08-02T11:46:40Z"})
     );
     patch.ok(session(
         "s",
