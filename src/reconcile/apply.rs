@@ -75,13 +75,19 @@ impl ApiError {
 
 /// Logs a failed pass the way its cause deserves and returns the retry
 /// delay: a lost race at DEBUG (it is retried and is no news), anything
-/// else as one WARN line carrying the API server's message.
+/// else as one WARN line carrying the API server's message — once: the
+/// same failure again on the retries behind the backoff is logged at DEBUG
+/// (the object's conditions and its one Warning event keep saying it).
 pub fn log_failure(kind: &str, key: &str, err: &ApiError, backoff: &Backoff) -> Duration {
-    let delay = backoff.failed(key);
+    let text = err.to_string();
+    let retry = backoff.failed(key, &text);
+    let delay = retry.delay;
     if err.is_race() {
-        tracing::debug!(object = %key, error = %err, retry_in = ?delay, "{kind} changed meanwhile; reconciling again");
+        tracing::debug!(object = %key, error = %text, retry_in = ?delay, "{kind} changed meanwhile; reconciling again");
+    } else if retry.repeated {
+        tracing::debug!(object = %key, error = %text, retry_in = ?delay, "{kind} reconcile still failing");
     } else {
-        tracing::warn!(object = %key, error = %err, retry_in = ?delay, "{kind} reconcile failed");
+        tracing::warn!(object = %key, error = %text, retry_in = ?delay, "{kind} reconcile failed");
     }
     delay
 }
@@ -187,16 +193,40 @@ pub fn backoff_delay(failures: u32) -> Duration {
 /// Consecutive failures per object, for the controllers' error policy.
 #[derive(Default)]
 pub struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, Failing>>,
+}
+
+/// How one object has been failing: consecutive failures and the last one's text.
+#[derive(Default)]
+struct Failing {
+    count: u32,
+    last: String,
+}
+
+/// What [`Backoff::failed`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// How long to wait before the next pass.
+    pub delay: Duration,
+    /// The previous pass failed with the very same error: no news to report.
+    pub repeated: bool,
 }
 
 impl Backoff {
-    /// Records a failure of `key` and returns how long to wait before retrying.
-    pub fn failed(&self, key: &str) -> Duration {
+    /// Records a failure of `key` with `error` and returns how long to wait
+    /// before retrying, and whether it is the same failure as the last one.
+    pub fn failed(&self, key: &str, error: &str) -> Retry {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(key.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        backoff_delay(*n)
+        let f = map.entry(key.to_string()).or_default();
+        f.count = f.count.saturating_add(1);
+        let repeated = f.count > 1 && f.last == error;
+        if !repeated {
+            f.last = error.to_string();
+        }
+        Retry {
+            delay: backoff_delay(f.count),
+            repeated,
+        }
     }
 
     /// Forgets `key`'s failures after a successful reconcile.
@@ -276,9 +306,15 @@ mod tests {
         assert_eq!(got, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
         let b = Backoff::default();
-        assert_eq!(b.failed("a").as_secs(), 2);
-        assert_eq!(b.failed("a").as_secs(), 4);
+        let first = b.failed("a", "x");
+        assert_eq!((first.delay.as_secs(), first.repeated), (2, false));
+        let again = b.failed("a", "x");
+        assert_eq!((again.delay.as_secs(), again.repeated), (4, true));
+        // Another failure is news again; the backoff goes on doubling.
+        let other = b.failed("a", "y");
+        assert_eq!((other.delay.as_secs(), other.repeated), (8, false));
         b.succeeded("a");
-        assert_eq!(b.failed("a").as_secs(), 2);
+        let fresh = b.failed("a", "y");
+        assert_eq!((fresh.delay.as_secs(), fresh.repeated), (2, false));
     }
 }

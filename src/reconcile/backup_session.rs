@@ -26,7 +26,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::apply::{ApiError, Backoff, get_workload, is_not_found};
+use super::apply::{ApiError, Backoff, get_workload, is_not_found, log_failure};
 use super::deadline::{self, Deadlines, Due, SidecarSeen, TargetView};
 use super::desired::{InvokerView, SessionStep, session_step, sessions_to_delete, total_hosts};
 use super::transition::{self, Transition, TransitionEvent};
@@ -104,9 +104,7 @@ fn key(s: &BackupSession) -> String {
 
 /// Retries a failed reconcile with per-session exponential backoff.
 pub fn error_policy(s: Arc<BackupSession>, err: &ApiError, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.failed(&key(&s));
-    tracing::warn!(session = %key(&s), error = %err, retry_in = ?delay, "BackupSession reconcile failed");
-    Action::requeue(delay)
+    Action::requeue(log_failure("BackupSession", &key(&s), err, &ctx.backoff))
 }
 
 /// One level-triggered pass over one session.
