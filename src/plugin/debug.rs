@@ -527,7 +527,7 @@ fn pod_lines(r: &Report) -> Vec<String> {
             name,
             pods: Some(pods),
         }) => std::iter::once(format!("{name}:"))
-            .chain(pods.iter().map(pod_line))
+            .chain(pods.iter().map(|p| format!("  {}", pod_line(p))))
             .collect(),
     }
 }

@@ -79,7 +79,10 @@ async fn debug_shows_every_section_and_what_stops_the_backup() {
         "== Events (oldest first)",
         "== Repository locks",
     ] {
-        assert!(out.contains(&format!("{section}\n")), "no {section:?} in\n{out}");
+        assert!(
+            out.contains(&format!("{section}\n")),
+            "no {section:?} in\n{out}"
+        );
     }
     for line in [
         "  - paused: scheduled runs create no BackupSession and instant ones are Skipped; resume with kubectl stash resume backup pause-backup -n demo",
@@ -98,7 +101,10 @@ async fn debug_shows_every_section_and_what_stops_the_backup() {
     }
     assert!(!out.contains("not ours"), "{out}");
     // The repository was never initialized: restic says so in its section.
-    assert!(out.contains("== Repository locks\n  (not reachable from this machine: "), "{out}");
+    assert!(
+        out.contains("== Repository locks\n  (not reachable from this machine: "),
+        "{out}"
+    );
     println!("{out}");
 }
 
@@ -111,10 +117,25 @@ async fn missing_pieces_are_findings_not_failures() {
     c.remove(&format!("{SESSIONS}/pause-backup-1564659789"));
     let ran = kubectl_stash(&c, "debug backup -n demo --backupconfig pause-backup").await;
     let out = ran.ok();
-    assert!(out.contains("  - Repository \"gcs-repo\" not found: the sidecar has nowhere to back up"), "{out}");
-    assert!(out.contains("  - CronJob stash-backup-pause-backup not found: nothing fires on schedule"), "{out}");
-    assert!(out.contains("== CronJob\n  stash-backup-pause-backup: NOT FOUND"), "{out}");
-    assert!(out.contains("== BackupSessions (newest first)\n  none"), "{out}");
+    assert!(
+        out.contains("  - Repository \"gcs-repo\" not found: the sidecar has nowhere to back up"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  - CronJob stash-backup-pause-backup not found: nothing fires on schedule"),
+        "{out}"
+    );
+    assert!(
+        out.contains("== CronJob\n  stash-backup-pause-backup: NOT FOUND"),
+        "{out}"
+    );
+    assert!(
+        out.contains("== BackupSessions (newest first)\n  none"),
+        "{out}"
+    );
     let ran = kubectl_stash(&c, "debug backup -n demo nope").await;
-    assert_eq!(ran.error(), "backupconfiguration \"nope\" not found in namespace \"demo\"");
+    assert_eq!(
+        ran.error(),
+        "backupconfiguration \"nope\" not found in namespace \"demo\""
+    );
 }

@@ -79,7 +79,12 @@ pub async fn kubectl_stash_as(
 ) -> Ran {
     let argv = std::iter::once("kubectl-stash").chain(line.split_whitespace());
     let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{line}: {e}"));
-    let namespace = cli.args.kube.namespace.clone().unwrap_or_else(|| "default".into());
+    let namespace = cli
+        .args
+        .kube
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let cx = Connected::new(cluster.client(identity), namespace);
     let mut writer = out.clone();
     let mut input = std::io::Cursor::new(answer.as_bytes().to_vec());

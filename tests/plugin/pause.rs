@@ -45,7 +45,9 @@ async fn pause_and_resume_by_name_write_the_guides_merge_patch() {
 #[tokio::test]
 async fn already_in_the_asked_state_writes_nothing() {
     let c = cluster();
-    kubectl_stash(&c, "pause backup -n demo pause-backup").await.ok();
+    kubectl_stash(&c, "pause backup -n demo pause-backup")
+        .await
+        .ok();
     let mark = c.mark();
     let ran = kubectl_stash(&c, "pause backup -n demo pause-backup").await;
     assert_eq!(
@@ -102,7 +104,10 @@ async fn a_missing_name_changes_nothing_and_says_which() {
         "backupconfiguration \"x\" not found in namespace \"demo\""
     );
     assert_eq!(ran.out, "");
-    assert!(!paused(&c, "db"), "nothing changed before the typo was found");
+    assert!(
+        !paused(&c, "db"),
+        "nothing changed before the typo was found"
+    );
     assert_eq!(c.writes_since(mark), Vec::<(String, String)>::new());
     let ran = kubectl_stash(&c, "pause backup -n demo").await;
     assert!(ran.error().starts_with("name the BackupConfigurations"));

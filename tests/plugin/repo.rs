@@ -39,7 +39,11 @@ fn restic(env: &Env) -> Command {
 
 fn run(env: &Env, args: &[&str]) -> String {
     let out = restic(env).args(args).output().expect("restic runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -55,7 +59,14 @@ fn backed_up(env: &Env) {
 fn lock_holder(env: &Env) -> Child {
     let before = lock_files(env);
     let child = restic(env)
-        .args(["backup", "--stdin", "--stdin-filename", "x", "--host", "holder"])
+        .args([
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "x",
+            "--host",
+            "holder",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -79,8 +90,18 @@ async fn unlock_removes_stale_locks_and_keeps_live_ones() {
     backed_up(&env);
     let c = cluster(&env);
     let ran = kubectl_stash(&c, "unlock -n demo gcs-repo").await;
-    assert!(ran.ok().ends_with("repository.stash.appscode.com/gcs-repo has no locks\n"), "{}", ran.out);
-    assert!(ran.out.starts_with("note: repository \"gcs-repo\" has a local backend; using "), "{}", ran.out);
+    assert!(
+        ran.ok()
+            .ends_with("repository.stash.appscode.com/gcs-repo has no locks\n"),
+        "{}",
+        ran.out
+    );
+    assert!(
+        ran.out
+            .starts_with("note: repository \"gcs-repo\" has a local backend; using "),
+        "{}",
+        ran.out
+    );
 
     // A restic killed mid-run on this host: its lock is stale.
     let mut dead = lock_holder(&env);
@@ -92,16 +113,43 @@ async fn unlock_removes_stale_locks_and_keeps_live_ones() {
     let out = ran.ok();
     assert!(out.contains("removed stale lock "), "{out}");
     assert!(out.contains("kept lock "), "{out}");
-    assert!(out.ends_with("repository.stash.appscode.com/gcs-repo: 1 stale lock(s) removed, 1 kept\n"), "{out}");
+    assert!(
+        out.ends_with("repository.stash.appscode.com/gcs-repo: 1 stale lock(s) removed, 1 kept\n"),
+        "{out}"
+    );
     assert_eq!(lock_files(&env), 1);
 
     // --remove-all asks first; no is no.
-    let ran = kubectl_stash_as(&c, Identity::admin(), "unlock -n demo gcs-repo --remove-all", "n\n", Captured::default()).await;
+    let ran = kubectl_stash_as(
+        &c,
+        Identity::admin(),
+        "unlock -n demo gcs-repo --remove-all",
+        "n\n",
+        Captured::default(),
+    )
+    .await;
     assert_eq!(ran.error(), "aborted: no lock removed");
-    assert!(ran.out.contains("Remove all 1 lock(s) of repository \"gcs-repo\""), "{}", ran.out);
+    assert!(
+        ran.out
+            .contains("Remove all 1 lock(s) of repository \"gcs-repo\""),
+        "{}",
+        ran.out
+    );
     assert_eq!(lock_files(&env), 1);
-    let ran = kubectl_stash_as(&c, Identity::admin(), "unlock -n demo gcs-repo --remove-all", "y\n", Captured::default()).await;
-    assert!(ran.ok().ends_with("repository.stash.appscode.com/gcs-repo: 1 lock(s) removed\n"), "{}", ran.out);
+    let ran = kubectl_stash_as(
+        &c,
+        Identity::admin(),
+        "unlock -n demo gcs-repo --remove-all",
+        "y\n",
+        Captured::default(),
+    )
+    .await;
+    assert!(
+        ran.ok()
+            .ends_with("repository.stash.appscode.com/gcs-repo: 1 lock(s) removed\n"),
+        "{}",
+        ran.out
+    );
     assert_eq!(lock_files(&env), 0);
     live.kill().unwrap();
     live.wait().unwrap();
@@ -122,13 +170,22 @@ async fn check_reports_integrity_in_the_repository_status() {
     assert_eq!(status["integrity"], json!(true));
 
     // A truncated pack file: the data is damaged.
-    let pack = walk(&env.p("repo/data")).into_iter().next().expect("a pack file");
+    let pack = walk(&env.p("repo/data"))
+        .into_iter()
+        .next()
+        .expect("a pack file");
     let f = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
     f.set_len(8).unwrap();
     let ran = kubectl_stash(&c, "check -n demo gcs-repo").await;
     let err = ran.error();
-    assert!(err.starts_with("repository \"gcs-repo\" contains errors (status.integrity: false): "), "{err}");
-    assert_eq!(c.object(&format!("{REPOS}/gcs-repo"))["status"]["integrity"], json!(false));
+    assert!(
+        err.starts_with("repository \"gcs-repo\" contains errors (status.integrity: false): "),
+        "{err}"
+    );
+    assert_eq!(
+        c.object(&format!("{REPOS}/gcs-repo"))["status"]["integrity"],
+        json!(false)
+    );
 }
 
 #[tokio::test]
@@ -136,12 +193,18 @@ async fn a_check_that_cannot_run_leaves_integrity_alone() {
     let env = Env::new();
     backed_up(&env);
     let c = cluster(&env);
-    c.edit("/api/v1/namespaces/demo/secrets/gcs-secret", |s| *s = secret("wrong"));
+    c.edit("/api/v1/namespaces/demo/secrets/gcs-secret", |s| {
+        *s = secret("wrong")
+    });
     let ran = kubectl_stash(&c, "check -n demo gcs-repo").await;
     let err = ran.error();
     assert!(err.contains("wrong password"), "{err}");
     assert!(err.ends_with("status.integrity left as it was"), "{err}");
-    assert!(c.object(&format!("{REPOS}/gcs-repo")).get("status").is_none());
+    assert!(
+        c.object(&format!("{REPOS}/gcs-repo"))
+            .get("status")
+            .is_none()
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -163,7 +226,11 @@ async fn download_restores_the_hosts_latest_snapshot_here() {
     backed_up(&env);
     let c = cluster(&env);
     let dest = env.p("restored");
-    let ran = kubectl_stash(&c, &format!("download -n demo gcs-repo --destination {}", dest.display())).await;
+    let ran = kubectl_stash(
+        &c,
+        &format!("download -n demo gcs-repo --destination {}", dest.display()),
+    )
+    .await;
     let out = ran.ok();
     assert!(out.contains("restored snapshot "), "{out}");
     assert!(out.contains("(host host-0, "), "{out}");
@@ -176,10 +243,33 @@ async fn download_restores_the_hosts_latest_snapshot_here() {
     let id: Vec<Value> = serde_json::from_str(&id).unwrap();
     let id = id[0]["short_id"].as_str().unwrap().to_string();
     let other = env.p("by-id");
-    let ran = kubectl_stash(&c, &format!("download -n demo gcs-repo --destination {} --snapshots {id}", other.display())).await;
-    assert!(ran.ok().contains(&format!("restored snapshot {id} into ")), "{}", ran.out);
-    assert!(other.join(data.trim_start_matches('/')).join("data.txt").is_file());
-    let ran = kubectl_stash(&c, &format!("download -n demo gcs-repo --destination {} --host host-9", other.display())).await;
+    let ran = kubectl_stash(
+        &c,
+        &format!(
+            "download -n demo gcs-repo --destination {} --snapshots {id}",
+            other.display()
+        ),
+    )
+    .await;
+    assert!(
+        ran.ok().contains(&format!("restored snapshot {id} into ")),
+        "{}",
+        ran.out
+    );
+    assert!(
+        other
+            .join(data.trim_start_matches('/'))
+            .join("data.txt")
+            .is_file()
+    );
+    let ran = kubectl_stash(
+        &c,
+        &format!(
+            "download -n demo gcs-repo --destination {} --host host-9",
+            other.display()
+        ),
+    )
+    .await;
     assert_eq!(
         ran.error(),
         "repository \"gcs-repo\": the repository holds no snapshot of host \"host-9\" (hosts: host-0)"
@@ -201,11 +291,26 @@ async fn unreachable_local_backend_missing_restic_and_missing_secret_are_one_lin
         ran.error(),
         "repository \"pod-only\" has a local backend (/safe/data), reachable only from pods that mount its volume: run restic in one, e.g. kubectl exec -n demo <pod with the stash sidecar> -c stash -- restic -r /safe/data --password-file /etc/stash/repository/secret/RESTIC_PASSWORD unlock"
     );
-    let ran = kubectl_stash(&c, "check -n demo gcs-repo --restic-binary /nonexistent/restic").await;
-    assert!(ran.error().starts_with("restic not found (/nonexistent/restic): install restic"), "{}", ran.error());
+    let ran = kubectl_stash(
+        &c,
+        "check -n demo gcs-repo --restic-binary /nonexistent/restic",
+    )
+    .await;
+    assert!(
+        ran.error()
+            .starts_with("restic not found (/nonexistent/restic): install restic"),
+        "{}",
+        ran.error()
+    );
     c.remove("/api/v1/namespaces/demo/secrets/gcs-secret");
     let ran = kubectl_stash(&c, "check -n demo gcs-repo").await;
-    assert_eq!(ran.error(), "secret \"gcs-secret\" not found in namespace \"demo\"");
+    assert_eq!(
+        ran.error(),
+        "secret \"gcs-secret\" not found in namespace \"demo\""
+    );
     let ran = kubectl_stash(&c, "check -n demo nope").await;
-    assert_eq!(ran.error(), "repository \"nope\" not found in namespace \"demo\"");
+    assert_eq!(
+        ran.error(),
+        "repository \"nope\" not found in namespace \"demo\""
+    );
 }

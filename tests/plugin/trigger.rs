@@ -19,7 +19,12 @@ fn cluster(paused: bool) -> Cluster {
 
 /// A stored object without what the API server fills per write.
 fn comparable(mut v: Value) -> Value {
-    for f in ["uid", "creationTimestamp", "resourceVersion", "managedFields"] {
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "resourceVersion",
+        "managedFields",
+    ] {
         v["metadata"].as_object_mut().unwrap().remove(f);
     }
     v
@@ -133,7 +138,14 @@ async fn wait_follows_each_host_to_succeeded() {
     let c = cluster(false);
     let out = Captured::default();
     let (task, name) = start_waiting(&c, &out).await;
-    drive(&c, &out, &name, json!({"phase": "Running", "totalHosts": 1}), "phase Running (1 host)").await;
+    drive(
+        &c,
+        &out,
+        &name,
+        json!({"phase": "Running", "totalHosts": 1}),
+        "phase Running (1 host)",
+    )
+    .await;
     drive(
         &c,
         &out,
@@ -161,7 +173,14 @@ async fn wait_exits_non_zero_with_the_hosts_error_when_it_failed() {
     let c = cluster(false);
     let out = Captured::default();
     let (task, name) = start_waiting(&c, &out).await;
-    drive(&c, &out, &name, json!({"phase": "Running", "totalHosts": 1}), "phase Running").await;
+    drive(
+        &c,
+        &out,
+        &name,
+        json!({"phase": "Running", "totalHosts": 1}),
+        "phase Running",
+    )
+    .await;
     c.edit(&format!("{SESSIONS}/{name}"), |s| {
         s["status"] = json!({"phase": "Failed", "totalHosts": 1,
             "stats": [{"hostname": "host-0", "phase": "Failed", "duration": "1s",
@@ -170,9 +189,16 @@ async fn wait_exits_non_zero_with_the_hosts_error_when_it_failed() {
     let ran = task.await.unwrap();
     assert_eq!(
         ran.error(),
-        format!("backupsession demo/{name} Failed: host-0: backup of /source/data: restic backup failed (exit code 1): Fatal: wrong password or no key found")
+        format!(
+            "backupsession demo/{name} Failed: host-0: backup of /source/data: restic backup failed (exit code 1): Fatal: wrong password or no key found"
+        )
     );
-    assert!(ran.out.contains("host-0: Failed in 1s: backup of /source/data"), "{}", ran.out);
+    assert!(
+        ran.out
+            .contains("host-0: Failed in 1s: backup of /source/data"),
+        "{}",
+        ran.out
+    );
 }
 
 #[tokio::test]
@@ -181,10 +207,14 @@ async fn wait_reports_a_session_skipped_after_it_was_created() {
     let out = Captured::default();
     let (task, name) = start_waiting(&c, &out).await;
     // Paused right after the trigger: the BackupSession controller skips it.
-    c.edit(&format!("{SESSIONS}/{name}"), |s| s["status"] = json!({"phase": "Skipped"}));
+    c.edit(&format!("{SESSIONS}/{name}"), |s| {
+        s["status"] = json!({"phase": "Skipped"})
+    });
     let ran = task.await.unwrap();
     assert_eq!(
         ran.error(),
-        format!("backupsession demo/{name} Skipped: Backup Configuration is paused (resume it with: kubectl stash resume backup pause-backup -n demo)")
+        format!(
+            "backupsession demo/{name} Skipped: Backup Configuration is paused (resume it with: kubectl stash resume backup pause-backup -n demo)"
+        )
     );
 }
