@@ -7,6 +7,7 @@
 mod debug;
 mod guide;
 mod pause;
+mod process;
 mod repo;
 mod trigger;
 
