@@ -148,7 +148,7 @@ async fn watch_to_end(cx: &Connected, name: &str, io: &mut Io<'_>) -> Outcome {
                 last = Some(session);
             }
             Ok(None) => anyhow::bail!(
-                "backupsession {name:?} in namespace {:?} was deleted before it finished",
+                "backupsession {name:?} in namespace {:?} was deleted before the watch saw it finish",
                 cx.namespace
             ),
             Err(e) => {

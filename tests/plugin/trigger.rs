@@ -218,3 +218,27 @@ async fn wait_reports_a_session_skipped_after_it_was_created() {
         )
     );
 }
+
+#[tokio::test]
+async fn wait_fails_when_the_session_goes_or_time_runs_out() {
+    let c = cluster(false);
+    let out = Captured::default();
+    let (task, name) = start_waiting(&c, &out).await;
+    c.remove(&format!("{SESSIONS}/{name}"));
+    let ran = task.await.unwrap();
+    assert_eq!(
+        ran.error(),
+        format!(
+            "backupsession \"{name}\" in namespace \"demo\" was deleted before the watch saw it finish"
+        )
+    );
+
+    let c = cluster(false);
+    let ran = kubectl_stash(&c, "trigger -n demo pause-backup --wait --timeout 300ms").await;
+    let err = ran.error();
+    assert!(
+        err.starts_with("gave up waiting for backupsession \"pause-backup-"),
+        "{err}"
+    );
+    assert!(err.contains("after 300ms (it goes on;"), "{err}");
+}
