@@ -27,6 +27,11 @@ pub const REPOSITORY: Kind = Kind {
     singular: "repository",
     resource: "repositories.stash.appscode.com",
 };
+/// A Repository's status subresource, which `check` patches (RBAC: `repositories/status`).
+pub const REPOSITORY_STATUS: Kind = Kind {
+    singular: "repository",
+    resource: "repositories.stash.appscode.com/status",
+};
 pub const SECRET: Kind = Kind {
     singular: "secret",
     resource: "secrets",

@@ -28,7 +28,7 @@ use crate::backup::restic::{
 use crate::restore::decide::{latest_per_path_args, restore_args};
 
 use super::connect::Connected;
-use super::errors::{REPOSITORY, Request, SECRET, describe};
+use super::errors::{REPOSITORY, REPOSITORY_STATUS, Request, SECRET, describe};
 use super::{Io, Outcome, say};
 
 /// Where the sidecar mounts the storage Secret (for the `kubectl exec` hint).
@@ -411,7 +411,7 @@ pub async fn check(cx: &Connected, args: &CheckArgs, io: &mut Io<'_>) -> Outcome
         )
         .await
         .map_err(|e| {
-            let req = Request::new("patch", REPOSITORY, Some(name), &cx.namespace);
+            let req = Request::new("patch", REPOSITORY_STATUS, Some(name), &cx.namespace);
             anyhow::anyhow!(
                 "restic check: {}; but {}",
                 if intact {

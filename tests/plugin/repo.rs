@@ -314,3 +314,22 @@ async fn unreachable_local_backend_missing_restic_and_missing_secret_are_one_lin
         "repository \"nope\" not found in namespace \"demo\""
     );
 }
+
+#[tokio::test]
+async fn a_check_whose_result_cannot_be_written_says_both() {
+    let env = Env::new();
+    backed_up(&env);
+    let c = cluster(&env);
+    let message = "repositories.stash.appscode.com \"gcs-repo\" is forbidden: User \"jane\" cannot patch resource \"repositories/status\" in API group \"stash.appscode.com\" in the namespace \"demo\"";
+    c.refuse_writes(
+        &format!("{REPOS}/gcs-repo"),
+        stash_testkit::Status::new(403, "Forbidden", message),
+    );
+    let ran = kubectl_stash(&c, "check -n demo gcs-repo").await;
+    assert_eq!(
+        ran.error(),
+        format!(
+            "restic check: no errors were found; but no permission to patch repositories.stash.appscode.com/status \"gcs-repo\" in namespace \"demo\": {message}"
+        )
+    );
+}
