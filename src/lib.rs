@@ -16,6 +16,7 @@ pub mod lease;
 pub(crate) mod lenient;
 pub mod manifests;
 pub mod patch;
+pub mod plugin;
 pub mod reconcile;
 pub mod recorder;
 pub mod restore;

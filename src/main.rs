@@ -41,10 +41,18 @@ enum Command {
     Crds(stash::crds::Args),
     /// Print the install: namespace, RBAC, webhook server and webhook configurations.
     Manifests(stash::manifests::Args),
+    /// The kubectl plugin (`kubectl stash …`, installed as a `kubectl-stash` symlink).
+    Kubectl(stash::plugin::Args),
 }
 
 fn main() -> ExitCode {
+    if stash::plugin::invoked_as_plugin(std::env::args_os().next().as_deref()) {
+        return stash::plugin::main();
+    }
     let cli = Cli::parse();
+    if let Command::Kubectl(args) = cli.command {
+        return stash::plugin::run_process(args);
+    }
     telemetry::init(cli.log_format);
     // One process-wide rustls provider: kube's client and our server share it.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -68,6 +76,7 @@ fn main() -> ExitCode {
             Command::Certs(a) => stash::certs::run(a).await,
             Command::Crds(a) => stash::crds::run(a).await,
             Command::Manifests(a) => stash::manifests::run(a).await,
+            Command::Kubectl(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -9,6 +9,9 @@ pub const COMPONENT_BACKUPSESSION_CONTROLLER: &str = "BackupSession Controller";
 pub const COMPONENT_BACKUPCONFIGURATION_CONTROLLER: &str = "BackupConfiguration Controller";
 /// Reporting component of the `run-backup` sidecar.
 pub const COMPONENT_SIDECAR: &str = "Backup Sidecar";
+/// Reporting component of `kubectl stash trigger` (its `Backup Skipped`
+/// event says a person, not the CronJob, asked while paused).
+pub const COMPONENT_PLUGIN: &str = "kubectl stash";
 
 /// Reason of the event the CronJob records when it skips a paused configuration.
 pub const REASON_BACKUP_SKIPPED: &str = "Backup Skipped";
