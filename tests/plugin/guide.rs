@@ -12,7 +12,6 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde_json::json;
 use stash::reconcile::{backup_configuration, backup_session};
-use stash::settings::Settings;
 use stash_testkit::restic::{Env, NS, PASSWORD};
 use stash_testkit::{Cluster, Identity};
 
@@ -72,8 +71,9 @@ async fn pause_trigger_resume_trigger_wait() {
     let sessions = tokio::spawn(backup_session::run(ctx, feed.configs.clone()));
     let configs = tokio::spawn(backup_configuration::run(
         client,
-        "stash:test".into(),
-        Settings::default(),
+        // The install's image: what its policies let the CronJob run.
+        c.settings().image.clone(),
+        c.settings(),
         feed,
     ));
     let sidecar = Arc::new(env.sidecar(c.client(Identity::sidecar(NS, "default")), None));

@@ -16,7 +16,6 @@ use serde_json::json;
 use stash::api::{BackupConfiguration, Repository};
 use stash::feed::{Feed, Kind};
 use stash::server::shutdown::{Signal, channel};
-use stash::settings::Settings;
 use support::{Cluster, Identity};
 
 const BC: &str =
@@ -163,8 +162,8 @@ async fn a_repository_created_after_its_configuration_is_found_by_the_next_pass(
     assert_eq!(configs.reader().state().len(), 1);
     let controller = tokio::spawn(stash::reconcile::backup_configuration::run(
         c.client(Identity::reconciler()),
-        "stash:test".into(),
-        Settings::default(),
+        c.settings().image.clone(),
+        c.settings(),
         feed,
     ));
     c.wait_until("RepositoryFound is False", |c| {
