@@ -11,4 +11,5 @@ mod cluster;
 mod kube;
 mod metrics;
 mod restic;
+mod stop;
 mod trigger;

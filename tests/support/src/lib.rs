@@ -14,7 +14,8 @@
 //! - [`deployment_controller`]: ReplicaSets per pod template, through admission;
 //! - [`rbac`]: every request of a stash identity checked against its ClusterRole;
 //! - [`restic`]: a backup test's temp dir, local repository and sidecar;
-//! - [`scripted`]: a request-by-request mock, for tests that craft each answer.
+//! - [`scripted`]: a request-by-request mock, for tests that craft each answer;
+//! - [`http`]: the cluster over plain HTTP, for a spawned `stash` process.
 //!
 //! Besides the cluster: [`tls`] (certificates on disk, a server on
 //! 127.0.0.1:0, HTTP/1.1 and HTTP/2 clients), [`reviews`] (AdmissionReview
@@ -39,6 +40,8 @@ pub mod admission;
 pub mod api_server;
 pub mod big;
 pub mod deployment_controller;
+pub mod http;
+pub mod locks;
 pub mod objects;
 pub mod rbac;
 pub mod restic;
