@@ -206,8 +206,20 @@ async fn a_damaged_repository_turns_integrity_false_and_the_backup_still_succeed
         (BC_PATH, env.config(false)),
         (REPO_PATH, env.repository()),
     ]);
-    let sidecar = env.sidecar(client, None);
-    for (i, damage) in [(1, false), (2, true)] {
+    // `restic check` runs at most once per --check-interval (a day by
+    // default); with 0 after every session.
+    let daily = env.sidecar(client.clone(), None);
+    let every_session = env
+        .sidecar(client, None)
+        .with_check_interval(Duration::ZERO);
+    let sessions = [
+        (1, false, &daily, true),
+        // Damaged, but checked less than a day ago: not checked again.
+        (2, true, &daily, true),
+        (3, false, &every_session, false),
+    ];
+    let mut checked_at = serde_json::Value::Null;
+    for (i, damage, sidecar, intact) in sessions {
         if damage {
             // A truncated pack file: restic writes new packs and reads only
             // the index, so the backup succeeds; `restic check` finds the
@@ -225,8 +237,14 @@ async fn a_damaged_repository_turns_integrity_false_and_the_backup_still_succeed
         };
         assert!(o.succeeded(), "{:?}", o.stats.error);
         let repo = cluster.object(REPO_PATH);
-        assert_eq!(repo["status"]["integrity"], !damage, "{}", repo["status"]);
+        assert_eq!(repo["status"]["integrity"], intact, "{}", repo["status"]);
         assert_eq!(repo["status"]["snapshotCount"], i);
+        let at = repo["status"]["lastIntegrityCheckTime"].clone();
+        assert!(at.is_string(), "{}", repo["status"]);
+        if i == 2 {
+            assert_eq!(at, checked_at, "not checked again within the interval");
+        }
+        checked_at = at;
     }
 }
 

@@ -10,6 +10,7 @@
 mod cluster;
 mod kube;
 mod metrics;
+mod process;
 mod restic;
 mod stop;
 mod trigger;

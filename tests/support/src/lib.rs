@@ -39,6 +39,7 @@
 pub mod admission;
 pub mod api_server;
 pub mod big;
+pub mod container;
 pub mod deployment_controller;
 pub mod http;
 pub mod locks;
