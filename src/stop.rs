@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use crate::server::shutdown::{self, Drain, Signal};
 
-
 /// How long restic gets between SIGINT and SIGKILL.
 pub const RESTIC_GRACE: Duration = Duration::from_secs(10);
 /// How long the whole stop may take, from the signal to the process's exit

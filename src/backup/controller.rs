@@ -33,9 +33,7 @@ use crate::api::{
 };
 
 use super::cluster::{WRITE_ATTEMPTS, report_over_claim, write_entry, write_repository_totals};
-use super::engine::{
-    HostBackupOutcome, NoLockHolders, backup_host_with, check_integrity,
-};
+use super::engine::{HostBackupOutcome, NoLockHolders, backup_host_with, check_integrity};
 use super::locks::{PodLockHolders, ReportWaits};
 use super::metrics::{Labels, Metrics};
 use super::repository::ResticSettings;
@@ -284,7 +282,9 @@ impl Sidecar {
     /// own pod), its waits recorded as events on `session`.
     fn lock_judge<'a>(
         &'a self,
-        pods: &'a Option<PodLockHolders>, session: &BackupSession) -> ReportWaits<'a> {
+        pods: &'a Option<PodLockHolders>,
+        session: &BackupSession,
+    ) -> ReportWaits<'a> {
         ReportWaits {
             judge: match pods {
                 Some(j) => j,

@@ -34,8 +34,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
 use super::restic::{LockInfo, Restic, ResticError};
@@ -139,10 +139,7 @@ pub fn next_step(judged: &[(LockInfo, Holder)]) -> Next {
     if judged.is_empty() {
         return Next::RetryNow;
     }
-    match judged
-        .iter()
-        .find(|(_, h)| matches!(h, Holder::Live(_)))
-    {
+    match judged.iter().find(|(_, h)| matches!(h, Holder::Live(_))) {
         Some((lock, _)) => Next::Wait(lock.clone()),
         None => Next::RemoveAll(judged.iter().map(|(l, _)| l.hostname.clone()).collect()),
     }
@@ -191,9 +188,9 @@ pub struct NoLockHolders;
 
 impl LockHolders for NoLockHolders {
     fn judge<'a>(&'a self, lock: &'a LockInfo) -> BoxFuture<'a, Holder> {
-        Box::pin(async move {
-            Holder::Live(format!("{}: no judge of lock holders", lock.hostname))
-        })
+        Box::pin(
+            async move { Holder::Live(format!("{}: no judge of lock holders", lock.hostname)) },
+        )
     }
 }
 
@@ -259,7 +256,10 @@ impl LockHolders for ReportWaits<'_> {
 }
 
 /// Every lock of the repository, judged; `None` when they cannot be read.
-async fn judge_locks(restic: &Restic, holders: &dyn LockHolders) -> Option<Vec<(LockInfo, Holder)>> {
+async fn judge_locks(
+    restic: &Restic,
+    holders: &dyn LockHolders,
+) -> Option<Vec<(LockInfo, Holder)>> {
     let ids = match restic.list_locks().await {
         Ok(ids) => ids,
         Err(e) => {
@@ -429,15 +429,55 @@ mod tests {
         let gone = |h: &Holder| matches!(h, Holder::Gone(_));
         let cases: Vec<(&str, LockInfo, Option<PodState>, bool)> = vec![
             ("this pod", lock("db-0", taken), None, true),
-            ("another workload's pod", lock("web-0", taken), Some(PodState::Missing), false),
+            (
+                "another workload's pod",
+                lock("web-0", taken),
+                Some(PodState::Missing),
+                false,
+            ),
             ("a laptop", lock("vm", taken), None, false),
-            ("a deleted pod", lock("db-1", taken), Some(PodState::Missing), true),
-            ("a live pod", lock("db-1", taken), Some(PodState::Created(Some(ts("2026-12-06T23:00:00Z")))), false),
-            ("recreated after the lock", lock("db-1", taken), Some(PodState::Created(Some(ts("2026-12-07T00:05:00Z")))), true),
-            ("created within the clock skew", lock("db-1", taken), Some(PodState::Created(Some(ts("2026-12-07T00:00:05Z")))), false),
-            ("no creation time", lock("db-1", taken), Some(PodState::Created(None)), false),
-            ("unreadable lock time", lock("db-1", "yesterday"), Some(PodState::Created(Some(ts("2026-12-07T00:05:00Z")))), false),
-            ("pod unreadable", lock("db-1", taken), Some(PodState::Unreadable("403".into())), false),
+            (
+                "a deleted pod",
+                lock("db-1", taken),
+                Some(PodState::Missing),
+                true,
+            ),
+            (
+                "a live pod",
+                lock("db-1", taken),
+                Some(PodState::Created(Some(ts("2026-12-06T23:00:00Z")))),
+                false,
+            ),
+            (
+                "recreated after the lock",
+                lock("db-1", taken),
+                Some(PodState::Created(Some(ts("2026-12-07T00:05:00Z")))),
+                true,
+            ),
+            (
+                "created within the clock skew",
+                lock("db-1", taken),
+                Some(PodState::Created(Some(ts("2026-12-07T00:00:05Z")))),
+                false,
+            ),
+            (
+                "no creation time",
+                lock("db-1", taken),
+                Some(PodState::Created(None)),
+                false,
+            ),
+            (
+                "unreadable lock time",
+                lock("db-1", "yesterday"),
+                Some(PodState::Created(Some(ts("2026-12-07T00:05:00Z")))),
+                false,
+            ),
+            (
+                "pod unreadable",
+                lock("db-1", taken),
+                Some(PodState::Unreadable("403".into())),
+                false,
+            ),
             ("not looked up", lock("db-1", taken), None, false),
         ];
         for (what, l, pod, want) in cases {

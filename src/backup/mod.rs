@@ -132,31 +132,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let work = async {
         match election {
-        host::Election::Leader => {
-            let sidecar = std::sync::Arc::new(first);
-            crate::lease::while_leader(
-                client.clone(),
-                &args.namespace,
-                &lease,
-                &args.pod_name,
-                timing,
-                || sidecar.clone().watch(),
-            )
-            .await
-        }
-        host::Election::TakeTurns => {
-            let turns = crate::lease::Turns::new(
-                client.clone(),
-                &args.namespace,
-                &lease,
-                &args.pod_name,
-                timing,
-            )
-            .await?;
-            std::sync::Arc::new(sidecar_with_stop(&args, client, metrics, Some(turns), &stop)?)
+            host::Election::Leader => {
+                let sidecar = std::sync::Arc::new(first);
+                crate::lease::while_leader(
+                    client.clone(),
+                    &args.namespace,
+                    &lease,
+                    &args.pod_name,
+                    timing,
+                    || sidecar.clone().watch(),
+                )
+                .await
+            }
+            host::Election::TakeTurns => {
+                let turns = crate::lease::Turns::new(
+                    client.clone(),
+                    &args.namespace,
+                    &lease,
+                    &args.pod_name,
+                    timing,
+                )
+                .await?;
+                std::sync::Arc::new(sidecar_with_stop(
+                    &args,
+                    client,
+                    metrics,
+                    Some(turns),
+                    &stop,
+                )?)
                 .watch()
                 .await
-        }
+            }
         }
     };
     tokio::select! {

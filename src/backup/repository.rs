@@ -353,11 +353,7 @@ mod tests {
     use crate::api::{GcsSpec, LocalSpec, RestSpec, S3Spec};
 
     fn settings(dir: &Path) -> ResticSettings {
-        ResticSettings::new(
-            PathBuf::from("/usr/bin/restic"),
-            dir.join("scratch"),
-            false,
-        )
+        ResticSettings::new(PathBuf::from("/usr/bin/restic"), dir.join("scratch"), false)
     }
 
     #[test]

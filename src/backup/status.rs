@@ -170,12 +170,42 @@ mod tests {
         let now = at("2026-12-07T12:00:00Z");
         let cases = [
             ("never checked", None, day, true),
-            ("no check time", Some(RepositoryStatus::default()), day, true),
-            ("checked an hour ago", Some(checked("2026-12-07T11:00:00Z")), day, false),
-            ("checked a day ago", Some(checked("2026-12-06T12:00:00Z")), day, true),
-            ("checked two days ago", Some(checked("2026-12-05T12:00:00Z")), day, true),
-            ("a time in the future", Some(checked("2026-12-08T12:00:00Z")), day, true),
-            ("interval zero", Some(checked("2026-12-07T12:00:00Z")), std::time::Duration::ZERO, true),
+            (
+                "no check time",
+                Some(RepositoryStatus::default()),
+                day,
+                true,
+            ),
+            (
+                "checked an hour ago",
+                Some(checked("2026-12-07T11:00:00Z")),
+                day,
+                false,
+            ),
+            (
+                "checked a day ago",
+                Some(checked("2026-12-06T12:00:00Z")),
+                day,
+                true,
+            ),
+            (
+                "checked two days ago",
+                Some(checked("2026-12-05T12:00:00Z")),
+                day,
+                true,
+            ),
+            (
+                "a time in the future",
+                Some(checked("2026-12-08T12:00:00Z")),
+                day,
+                true,
+            ),
+            (
+                "interval zero",
+                Some(checked("2026-12-07T12:00:00Z")),
+                std::time::Duration::ZERO,
+                true,
+            ),
         ];
         for (what, status, interval, due) in cases {
             assert_eq!(

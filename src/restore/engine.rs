@@ -54,7 +54,10 @@ pub async fn restore_host_with(
     holders: &dyn LockHolders,
 ) -> HostRestoreStats {
     let started = Instant::now();
-    let result = run(rule, repository, secret_dir, host, settings, target, holders).await;
+    let result = run(
+        rule, repository, secret_dir, host, settings, target, holders,
+    )
+    .await;
     let (phase, error) = match result {
         Ok(()) => (HostRestorePhase::Succeeded, None),
         Err(e) => (HostRestorePhase::Failed, Some(e)),
@@ -83,7 +86,13 @@ async fn run(
     for selection in selections(rule, host) {
         match selection {
             Selection::Snapshot(id) => {
-                run_restore(&restic, holders, wait, restore_args(&id, &target, None, None)).await?;
+                run_restore(
+                    &restic,
+                    holders,
+                    wait,
+                    restore_args(&id, &target, None, None),
+                )
+                .await?;
             }
             Selection::LatestOfPath { host, path } => {
                 run_restore(
@@ -107,7 +116,13 @@ async fn run(
                     ));
                 }
                 for s in snapshots {
-                    run_restore(&restic, holders, wait, restore_args(&s.id, &target, None, None)).await?;
+                    run_restore(
+                        &restic,
+                        holders,
+                        wait,
+                        restore_args(&s.id, &target, None, None),
+                    )
+                    .await?;
                 }
             }
         }

@@ -37,11 +37,11 @@ use crate::api::events::{
     host_restore_failed_message, host_restore_succeeded_message,
 };
 use crate::api::{HostRestorePhase, HostRestoreStats, Repository, RestoreSession};
-use crate::backup::{ResticSettings, host, restic};
 use crate::backup::locks::{PodLockHolders, ReportWaits};
+use crate::backup::{ResticSettings, host, restic};
 use crate::lease::{LeaseTiming, Turns};
-use crate::stop::Stop;
 use crate::recorder::{EventType, Recorder};
+use crate::stop::Stop;
 
 use decide::{Decision, INTERRUPTED, decide, upsert_host};
 

@@ -13,8 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use stash::api::{
-    BackupConfiguration, BackupSession, HostBackupPhase, HostRestorePhase, Repository,
-    RestoreRule,
+    BackupConfiguration, BackupSession, HostBackupPhase, HostRestorePhase, Repository, RestoreRule,
 };
 use stash::backup::locks::NoLockHolders;
 use stash::backup::restic::resolve_binary;
@@ -71,9 +70,7 @@ async fn sigterm_of_run_backup_mid_backup_leaves_no_lock_and_reports_the_host() 
     let cluster = Cluster::new();
     cluster.seed(env.config(false));
     cluster.seed(env.repository());
-    let served = cluster
-        .serve_http(Identity::sidecar(NS, "default"))
-        .await;
+    let served = cluster.serve_http(Identity::sidecar(NS, "default")).await;
     std::fs::create_dir_all(env.p("etc")).unwrap();
     let kubeconfig = served.kubeconfig(&env.p("etc"));
     let blocking = BlockingRestic::new(&env.p("bin"), &restic_binary(), &env.p("repo"), "backup");
@@ -103,8 +100,14 @@ async fn sigterm_of_run_backup_mid_backup_leaves_no_lock_and_reports_the_host() 
 
     let (status, took) = sidecar.stop(TERMINATION_GRACE).await;
     blocking.unblock();
-    assert!(status.is_some(), "run-backup exited by itself after SIGTERM");
-    assert!(took < STOP_BUDGET + Duration::from_secs(2), "within the stop budget: {took:?}");
+    assert!(
+        status.is_some(),
+        "run-backup exited by itself after SIGTERM"
+    );
+    assert!(
+        took < STOP_BUDGET + Duration::from_secs(2),
+        "within the stop budget: {took:?}"
+    );
     assert_eq!(
         lock_files(&env.p("repo")),
         Vec::<PathBuf>::new(),
@@ -119,8 +122,13 @@ async fn sigterm_of_run_backup_mid_backup_leaves_no_lock_and_reports_the_host() 
     );
     let events = cluster.list("/api/v1/namespaces/demo/events", None);
     assert!(
-        events.iter().any(|e: &Value| e["reason"] == "Host Backup Failed"
-            && e["message"].as_str().unwrap_or_default().contains("interrupted")),
+        events
+            .iter()
+            .any(|e: &Value| e["reason"] == "Host Backup Failed"
+                && e["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("interrupted")),
         "{events:?}"
     );
 
@@ -140,7 +148,12 @@ async fn sigterm_of_run_backup_mid_backup_leaves_no_lock_and_reports_the_host() 
         &NoLockHolders,
     )
     .await;
-    assert_eq!(restored.phase, Some(HostRestorePhase::Succeeded), "{:?}", restored.error);
+    assert_eq!(
+        restored.phase,
+        Some(HostRestorePhase::Succeeded),
+        "{:?}",
+        restored.error
+    );
     let again = backup_host_with(
         &config,
         &repository,

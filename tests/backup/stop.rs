@@ -159,7 +159,11 @@ impl Fixture {
     /// the backup, does not run `restic unlock` first) and a backup that
     /// succeed with no lock wait at all.
     async fn then_backup_and_restore_succeed_at_once(&self) {
-        assert_eq!(lock_files(&self.repo()), Vec::<PathBuf>::new(), "restic removed its lock");
+        assert_eq!(
+            lock_files(&self.repo()),
+            Vec::<PathBuf>::new(),
+            "restic removed its lock"
+        );
         let settings = self.settings(restic_binary());
         let restored = self.restore(&settings, &NoLockHolders).await;
         assert_eq!(
@@ -248,7 +252,10 @@ async fn sigterm_during_check_leaves_no_exclusive_lock() {
     let (repository, secret) = (f.repository(), f.p("secret"));
     let check = check_integrity(&repository, &secret, &settings, &NoLockHolders);
     let (intact, took) = stopped_during(&blocking, &stop, check).await;
-    assert_eq!(intact, None, "an interrupted check says nothing about the data");
+    assert_eq!(
+        intact, None,
+        "an interrupted check says nothing about the data"
+    );
     assert_clean_stop(took);
     f.then_backup_and_restore_succeed_at_once().await;
 }
@@ -329,7 +336,10 @@ async fn a_live_holder_is_waited_for_up_to_the_bound_and_never_removed() {
     let judge = Judge::default();
     let started = Instant::now();
     let o = f.backup_judged(&settings, &judge).await;
-    assert!(started.elapsed() >= Duration::from_secs(3), "waited the bound");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "waited the bound"
+    );
     assert_eq!(o.stats.phase, Some(HostBackupPhase::Failed));
     let err = o.stats.error.unwrap();
     assert!(
@@ -340,9 +350,16 @@ async fn a_live_holder_is_waited_for_up_to_the_bound_and_never_removed() {
     );
     let waits = judge.waits();
     assert_eq!(waits.len(), 1, "told once per holder: {waits:?}");
-    let expected = format!("waiting for the repository lock held by {} (pid {pid}) since ", this_host());
+    let expected = format!(
+        "waiting for the repository lock held by {} (pid {pid}) since ",
+        this_host()
+    );
     assert!(waits[0].starts_with(&expected), "{waits:?}");
-    assert_eq!(lock_files(&f.repo()).len(), 1, "the live holder's lock stays");
+    assert_eq!(
+        lock_files(&f.repo()).len(),
+        1,
+        "the live holder's lock stays"
+    );
 
     // The holder finishes while a command waits for it: that command goes on.
     settings.lock_wait = Duration::from_secs(120);
@@ -350,7 +367,10 @@ async fn a_live_holder_is_waited_for_up_to_the_bound_and_never_removed() {
     let release = async {
         let deadline = Instant::now() + Duration::from_secs(90);
         while judge.waits().len() < 2 {
-            assert!(Instant::now() < deadline, "the second wait was never reported");
+            assert!(
+                Instant::now() < deadline,
+                "the second wait was never reported"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         held.finish();
@@ -365,7 +385,14 @@ async fn an_exclusive_lock_of_a_live_pod_holds_a_restore_back_until_its_pod_is_g
     let f = Fixture::with_a_snapshot().await;
     // A `check` of pod stash-demo-0 (exclusive lock), killed with its node:
     // restic alone would keep refusing for 30 minutes.
-    let Some(held) = hold_lock(&restic_binary(), &f.repo(), PASSWORD, Some("stash-demo-0"), true).await
+    let Some(held) = hold_lock(
+        &restic_binary(),
+        &f.repo(),
+        PASSWORD,
+        Some("stash-demo-0"),
+        true,
+    )
+    .await
     else {
         return;
     };
@@ -379,9 +406,13 @@ async fn an_exclusive_lock_of_a_live_pod_holds_a_restore_back_until_its_pod_is_g
     let o = f.restore(&settings, &live).await;
     assert_eq!(o.phase, Some(HostRestorePhase::Failed));
     let err = o.error.unwrap();
-    assert!(err.contains("locked exclusively") && err.contains("stash-demo-0"), "{err}");
     assert!(
-        live.waits()[0].starts_with("waiting for the repository exclusive lock held by stash-demo-0 (pid "),
+        err.contains("locked exclusively") && err.contains("stash-demo-0"),
+        "{err}"
+    );
+    assert!(
+        live.waits()[0]
+            .starts_with("waiting for the repository exclusive lock held by stash-demo-0 (pid "),
         "{:?}",
         live.waits()
     );

@@ -70,9 +70,7 @@ async fn sigterm_of_stash_restore_mid_restore_leaves_no_lock_and_reports_the_hos
     let cluster = Cluster::new();
     cluster.seed(env.config(false));
     cluster.seed(env.repository());
-    let served = cluster
-        .serve_http(Identity::sidecar(NS, "default"))
-        .await;
+    let served = cluster.serve_http(Identity::sidecar(NS, "default")).await;
     std::fs::create_dir_all(env.p("etc")).unwrap();
     let kubeconfig = served.kubeconfig(&env.p("etc"));
     let blocking = BlockingRestic::new(&env.p("bin"), &restic_binary(), &env.p("repo"), "restore");
@@ -103,8 +101,14 @@ async fn sigterm_of_stash_restore_mid_restore_leaves_no_lock_and_reports_the_hos
     let (status, took) = init.stop(TERMINATION_GRACE).await;
     blocking.unblock();
     let status = status.expect("stash restore exited by itself after SIGTERM");
-    assert!(!status.success(), "an interrupted restore exits non-zero: the pod stays in Init");
-    assert!(took < STOP_BUDGET + Duration::from_secs(2), "within the stop budget: {took:?}");
+    assert!(
+        !status.success(),
+        "an interrupted restore exits non-zero: the pod stays in Init"
+    );
+    assert!(
+        took < STOP_BUDGET + Duration::from_secs(2),
+        "within the stop budget: {took:?}"
+    );
     assert_eq!(
         lock_files(&env.p("repo")),
         Vec::<PathBuf>::new(),
@@ -119,8 +123,13 @@ async fn sigterm_of_stash_restore_mid_restore_leaves_no_lock_and_reports_the_hos
     );
     let events = cluster.list("/api/v1/namespaces/demo/events", None);
     assert!(
-        events.iter().any(|e: &Value| e["reason"] == "Host Restore Failed"
-            && e["message"].as_str().unwrap_or_default().contains("interrupted")),
+        events
+            .iter()
+            .any(|e: &Value| e["reason"] == "Host Restore Failed"
+                && e["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("interrupted")),
         "{events:?}"
     );
 
@@ -139,7 +148,12 @@ async fn sigterm_of_stash_restore_mid_restore_leaves_no_lock_and_reports_the_hos
         &NoLockHolders,
     )
     .await;
-    assert_eq!(restored.phase, Some(HostRestorePhase::Succeeded), "{:?}", restored.error);
+    assert_eq!(
+        restored.phase,
+        Some(HostRestorePhase::Succeeded),
+        "{:?}",
+        restored.error
+    );
     let again = backup_host_with(
         &config,
         &repository,
