@@ -315,6 +315,9 @@ where
             Err(e) if e.is_lock_conflict() => e,
             Err(e) => return Err(e),
         };
+        if let Some(signal) = restic.stop.reason() {
+            return Err(interrupted(conflict, signal));
+        }
         // restic's own rule first: locks of dead processes on this host, or older than 30 min.
         if let Err(e) = restic.unlock().await {
             tracing::debug!(error = %e, "restic unlock failed");
@@ -363,15 +366,18 @@ where
         let pause = backoff(round).min(wait - waited);
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            signal = restic.stop.stopped() => {
-                let command = match conflict {
-                    ResticError::Failed { command, .. } => command,
-                    _ => String::new(),
-                };
-                return Err(ResticError::Interrupted { command, signal });
-            }
+            signal = restic.stop.stopped() => return Err(interrupted(conflict, signal)),
         }
     }
+}
+
+/// The interruption of the command that met `conflict`.
+fn interrupted(conflict: ResticError, signal: &'static str) -> ResticError {
+    let command = match conflict {
+        ResticError::Failed { command, .. } => command,
+        _ => String::new(),
+    };
+    ResticError::Interrupted { command, signal }
 }
 
 /// restic's lock error, saying how long it was waited for (if at all).

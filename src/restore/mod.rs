@@ -258,9 +258,12 @@ impl Restorer {
             let Some(current) = self.get().await? else {
                 return Ok(Outcome::Done("the RestoreSession does not exist"));
             };
-            // Stopped before claiming: nothing was started, the next pod decides.
-            if self.settings.stop.is_stopping() {
-                return Ok(Outcome::Done("the pod is stopping"));
+            // Stopped before claiming: nothing is written, the next pod decides;
+            // this one has not restored, so it does not exit 0.
+            if let Some(signal) = self.settings.stop.reason() {
+                anyhow::bail!(
+                    "stopped ({signal}) before host {host} claimed the restore; nothing was restored or written"
+                );
             }
             let (entry, outcome) = match decide(&current, host) {
                 Decision::Done(why) => return Ok(Outcome::Done(why)),
