@@ -246,7 +246,13 @@ impl Sidecar {
             }
             tracing::info!(session = %name, host, "claimed; backing up");
             let outcome = match &self.turns {
-                Some(turns) => match turns.hold(self.back_up(&written, &config, &host)).await {
+                Some(turns) => match turns
+                    .hold_unless(
+                        self.back_up(&written, &config, &host),
+                        self.settings.stop.stopped(),
+                    )
+                    .await
+                {
                     Ok(o) => o,
                     Err(e) => failed_outcome(&host, e.to_string()),
                 },

@@ -134,15 +134,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         match election {
             host::Election::Leader => {
                 let sidecar = std::sync::Arc::new(first);
-                crate::lease::while_leader(
+                let candidate = crate::lease::Candidate::backup(
                     client.clone(),
                     &args.namespace,
                     &lease,
                     &args.pod_name,
                     timing,
-                    || sidecar.clone().watch(),
-                )
-                .await
+                );
+                let stopped = async {
+                    stop.stopped().await;
+                };
+                crate::lease::while_leader_until(candidate, || sidecar.clone().watch(), stopped)
+                    .await
             }
             host::Election::TakeTurns => {
                 let turns = crate::lease::Turns::new(

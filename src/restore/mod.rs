@@ -166,7 +166,9 @@ pub async fn run_with_stop(args: Args, client: kube::Client, stop: &Stop) -> any
         own_pod: args.pod_name.clone(),
         target_name: target.name.clone(),
     };
-    let outcome = turns.hold(restorer.turn(&host, &judge)).await??;
+    let outcome = turns
+        .hold_unless(restorer.turn(&host, &judge), stop.stopped())
+        .await??;
     finish(&host, outcome)
 }
 

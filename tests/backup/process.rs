@@ -196,3 +196,79 @@ async fn sigterm_of_run_backup_during(subcommand: &str) {
     .await;
     assert!(again.succeeded(), "{:?}", again.stats.error);
 }
+
+/// With no session in hand, both the leader and a replica still waiting for
+/// the Lease stop at once on SIGTERM, and exit 0 (the leader releases its
+/// Lease on the way out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_replicas_stop_at_once_on_sigterm() {
+    let env = Env::new();
+    let cluster = Cluster::new();
+    cluster.seed(env.config(false));
+    cluster.seed(env.repository());
+    // One server per replica, so that the request log tells them apart.
+    let (first, second) = (
+        cluster.serve_http(Identity::sidecar(NS, "first")).await,
+        cluster.serve_http(Identity::sidecar(NS, "second")).await,
+    );
+    for d in ["etc/first", "etc/second"] {
+        std::fs::create_dir_all(env.p(d)).unwrap();
+    }
+    let kubeconfigs = [
+        first.kubeconfig(&env.p("etc/first")),
+        second.kubeconfig(&env.p("etc/second")),
+    ];
+    let replica = |pod: &str, kubeconfig: &Path| {
+        let args: Vec<String> = vec![
+            "run-backup".into(),
+            "--invoker-name=pause-backup".into(),
+            "--target-kind=Deployment".into(),
+            "--target-name=stash-demo".into(),
+            format!("--secret-dir={}", env.p("secret").display()),
+            format!("--namespace={NS}"),
+            format!("--pod-name={pod}"),
+            format!("--restic-binary={}", restic_binary().display()),
+            format!("--scratch-dir={}", env.p("tmp").display()),
+            "--metrics-listen=off".into(),
+        ];
+        Container::start(&stash_binary(), &args, kubeconfig)
+    };
+    let pods = ["stash-demo-7c9d6b8f4d-aaaaa", "stash-demo-7c9d6b8f4d-bbbbb"];
+    let mut a = replica(pods[0], &kubeconfigs[0]);
+    let lease =
+        "/apis/coordination.k8s.io/v1/namespaces/demo/leases/lock-deployment-stash-demo-backup";
+    cluster
+        .wait_until("the first replica leads", |c| {
+            c.get(lease)
+                .is_some_and(|l| l["spec"]["holderIdentity"] == pods[0])
+        })
+        .await;
+    let b = replica(pods[1], &kubeconfigs[1]);
+    // The second replica is up and waiting for the Lease (it has read it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !cluster
+        .log()
+        .iter()
+        .any(|r| r.path.starts_with(lease) && r.user.ends_with(":second"))
+    {
+        assert!(a.running(), "the leader is still running");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second replica never competed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (name, replica) in [("waiting replica", b), ("leader", a)] {
+        let (status, took) = replica.stop(TERMINATION_GRACE).await;
+        let status =
+            status.unwrap_or_else(|| panic!("the {name} was killed after the grace period"));
+        assert!(
+            status.success(),
+            "the {name} exits 0 on SIGTERM: {status:?}"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "the {name} stopped at once: {took:?}"
+        );
+    }
+}
