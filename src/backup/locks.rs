@@ -274,8 +274,21 @@ async fn judge_locks(
                 let holder = holders.judge(&lock).await;
                 judged.push((lock, holder));
             }
-            // Removed since it was listed: its holder finished.
-            Err(ResticError::Failed { .. }) => continue,
+            // Removed since it was listed (its holder finished): skipped. Or
+            // unreadable (another key, damaged): never judged gone, so never
+            // removed.
+            Err(e @ ResticError::Failed { .. }) => {
+                tracing::debug!(lock = %id, error = %e, "cannot read a lock");
+                if restic.list_locks().await.is_ok_and(|now| !now.contains(id)) {
+                    continue;
+                }
+                let lock = LockInfo {
+                    hostname: format!("<lock {id}, unreadable>"),
+                    ..Default::default()
+                };
+                let holder = Holder::Live(format!("lock {id} cannot be read: {e}"));
+                judged.push((lock, holder));
+            }
             Err(e) => {
                 tracing::warn!(lock = %id, error = %e, "cannot read a lock");
                 return None;
