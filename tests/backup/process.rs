@@ -266,8 +266,9 @@ async fn idle_replicas_stop_at_once_on_sigterm() {
             status.success(),
             "the {name} exits 0 on SIGTERM: {status:?}"
         );
+        // Well before the stop budget (25 s), whose end would exit 0 too.
         assert!(
-            took < Duration::from_secs(10),
+            took < Duration::from_secs(20),
             "the {name} stopped at once: {took:?}"
         );
     }
