@@ -15,11 +15,15 @@ pub struct Container {
     pid: u32,
 }
 
-fn kill(signal: &str, target: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([signal, "--", target])
-        .stderr(Stdio::null())
-        .status();
+/// kill(2) of `pid`, or of its process group when `group`.
+fn kill(signal: i32, pid: u32, group: bool) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let target = if group { -pid } else { pid };
+    // SAFETY: kill(2) has no memory effects; `pid` is our child's, whose
+    // group (made for it with `process_group(0)`) only it and its children use.
+    unsafe {
+        libc::kill(target, signal);
+    }
 }
 
 impl Container {
@@ -55,13 +59,13 @@ impl Container {
     /// `None` if it had to be killed) and how long it took after SIGTERM.
     pub async fn stop(mut self, grace: Duration) -> (Option<ExitStatus>, Duration) {
         let sent = Instant::now();
-        kill("-TERM", &self.pid.to_string());
+        kill(libc::SIGTERM, self.pid, false);
         let status = tokio::time::timeout(grace, self.child.wait())
             .await
             .ok()
             .and_then(Result::ok);
         let took = sent.elapsed();
-        kill("-KILL", &format!("-{}", self.pid));
+        kill(libc::SIGKILL, self.pid, true);
         let _ = self.child.wait().await;
         (status, took)
     }
@@ -69,6 +73,6 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        kill("-KILL", &format!("-{}", self.pid));
+        kill(libc::SIGKILL, self.pid, true);
     }
 }
