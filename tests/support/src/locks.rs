@@ -22,10 +22,17 @@ pub fn lock_files(repo: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Waits (polling, at most [`LOCK_WAIT`]) until the repository holds a lock.
+/// Waits (polling, at most [`LOCK_WAIT`]) until the repository holds a
+/// lock: a complete lock file, not the temporary file restic's local backend
+/// writes first and then renames.
 pub async fn until_locked(repo: &Path) {
     let deadline = tokio::time::Instant::now() + LOCK_WAIT;
-    while lock_files(repo).is_empty() {
+    let complete = |p: &PathBuf| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| !n.contains("-tmp-"))
+    };
+    while !lock_files(repo).iter().any(complete) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "restic never took its lock in {}",
