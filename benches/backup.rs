@@ -84,11 +84,7 @@ fn main() {
     eprintln!("making a {mib} MiB tree…");
     make_tree(&tree, mib);
 
-    let settings = ResticSettings {
-        binary: binary.clone(),
-        scratch_dir: scratch.clone(),
-        enable_cache: false,
-    };
+    let settings = ResticSettings::new(binary.clone(), scratch.clone(), false);
     let config = BackupConfiguration::new(
         "bench",
         BackupConfigurationSpec {

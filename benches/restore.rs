@@ -74,11 +74,7 @@ fn main() {
     std::fs::write(secret.join("RESTIC_PASSWORD"), "bench").expect("password");
     eprintln!("making a {mib} MiB tree and its snapshot…");
     make_tree(&tree, mib);
-    let settings = ResticSettings {
-        binary: binary.clone(),
-        scratch_dir: scratch,
-        enable_cache: false,
-    };
+    let settings = ResticSettings::new(binary.clone(), scratch, false);
     let repository = Repository::new(
         "bench",
         RepositorySpec {

@@ -88,7 +88,7 @@ impl Candidate {
     }
 
     /// The candidate `run-backup` and `stash restore` use.
-    fn backup(
+    pub fn backup(
         client: kube::Client,
         namespace: &str,
         lease: &str,
@@ -357,18 +357,45 @@ pub async fn while_leader<F, Fut>(
     lease: &str,
     identity: &str,
     timing: LeaseTiming,
-    mut work: F,
+    work: F,
 ) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let candidate = Candidate::backup(client, namespace, lease, identity, timing);
+    while_leader_until(candidate, work, std::future::pending()).await
+}
+
+/// [`while_leader`], which also returns `Ok(())` when `stop` resolves while
+/// this pod waits for the Lease (a replica that is not the leader has
+/// nothing to finish). Once `work` runs, `stop` is `work`'s to honour: it
+/// is not dropped (restic is stopped gracefully, the host reported).
+pub async fn while_leader_until<F, Fut>(
+    candidate: Candidate,
+    mut work: F,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let (lease, identity) = (candidate.lease.as_str(), candidate.identity.as_str());
     let manager = candidate.manager().await?;
     let (mut leading, task) = manager.watch().await;
+    let mut stop = std::pin::pin!(stop);
     tracing::info!(lease, identity, "waiting for the backup Lease");
     loop {
-        if !until_leading(&mut leading).await {
+        let leader = tokio::select! {
+            l = until_leading(&mut leading) => l,
+            () = &mut stop => {
+                tracing::info!(lease, identity, "stopping while waiting for the backup Lease");
+                drop(leading);
+                let _ = tokio::time::timeout(RETRY, task).await;
+                return Ok(());
+            }
+        };
+        if !leader {
             return Err(lease_task_error(task).await);
         }
         tracing::info!(
@@ -426,12 +453,34 @@ impl Turns {
     /// If the Lease is lost mid-way, `work` is dropped (restic is killed) and
     /// an error returned.
     pub async fn hold<T>(&self, work: impl Future<Output = T>) -> anyhow::Result<T> {
-        while !self
-            .manager
-            .changed()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot take Lease {}: {e}", self.lease))?
-        {}
+        self.hold_unless(work, std::future::pending()).await
+    }
+
+    /// [`Turns::hold`], giving up the wait for the Lease when `stop`
+    /// resolves first (an error naming why); once `work` has started it runs
+    /// to its end, whatever `stop` says (it honours the stop itself).
+    pub async fn hold_unless<T>(
+        &self,
+        work: impl Future<Output = T>,
+        stop: impl Future<Output = &'static str>,
+    ) -> anyhow::Result<T> {
+        let taken = async {
+            while !self
+                .manager
+                .changed()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot take Lease {}: {e}", self.lease))?
+            {
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            taken = taken => taken?,
+            signal = stop => anyhow::bail!(
+                "interrupted: the pod is stopping ({signal}) while waiting for its turn (Lease {})",
+                self.lease
+            ),
+        }
         let result = tokio::select! {
             value = work => Ok(value),
             lost = async {

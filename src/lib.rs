@@ -24,6 +24,7 @@ pub mod review;
 pub mod server;
 pub mod settings;
 pub mod sidecar;
+pub mod stop;
 pub mod store;
 pub mod targeting;
 pub mod telemetry;

@@ -185,6 +185,10 @@ pub struct RepositoryStatus {
     pub last_backup_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrity: Option<bool>,
+    /// When the sidecar last ran `restic check` (it runs at most once per
+    /// `--check-interval` per Repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_integrity_check_time: Option<Time>,
     /// Repository size, human readable (e.g. `2.5 MiB`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,

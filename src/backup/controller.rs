@@ -33,13 +33,12 @@ use crate::api::{
 };
 
 use super::cluster::{WRITE_ATTEMPTS, report_over_claim, write_entry, write_repository_totals};
-use super::engine::{
-    HostBackupOutcome, LockHolders, NoLockHolders, backup_host_with, check_integrity,
-};
-use super::locks::PodLockHolders;
+use super::engine::{HostBackupOutcome, NoLockHolders, backup_host_with, check_integrity};
+use super::locks::{PodLockHolders, ReportWaits};
 use super::metrics::{Labels, Metrics};
 use super::repository::ResticSettings;
 use super::session::{Decision, INTERRUPTED, deadline, decide, runs_integrity_check, settled};
+use super::status::{DEFAULT_CHECK_INTERVAL, integrity_check_due};
 use crate::lease::Turns;
 use crate::recorder::{EventType, Recorder};
 
@@ -73,6 +72,9 @@ pub struct Sidecar {
     pub turns: Option<Turns>,
     /// This pod's name; with it, locks left by deleted pods of the workload are cleared.
     pub pod_name: Option<String>,
+    /// `restic check` runs at most once per this long per Repository
+    /// (`--check-interval`; zero: after every session).
+    pub check_interval: Duration,
     skipped: Mutex<HashSet<String>>,
 }
 
@@ -110,6 +112,7 @@ impl Sidecar {
             metrics,
             turns,
             pod_name: None,
+            check_interval: DEFAULT_CHECK_INTERVAL,
             skipped: Mutex::new(HashSet::new()),
         }
     }
@@ -117,6 +120,12 @@ impl Sidecar {
     /// Sets this pod's name (see [`super::locks::PodLockHolders`]).
     pub fn with_pod_name(mut self, pod_name: &str) -> Self {
         self.pod_name = Some(pod_name.to_string());
+        self
+    }
+
+    /// Sets how often `restic check` runs per Repository (see [`integrity_check_due`]).
+    pub fn with_check_interval(mut self, interval: Duration) -> Self {
+        self.check_interval = interval;
         self
     }
 
@@ -152,15 +161,23 @@ impl Sidecar {
     pub async fn watch(self: Arc<Self>) -> anyhow::Result<()> {
         let api: Api<BackupSession> = Api::namespaced(self.client.clone(), &self.namespace);
         let config = watcher::Config::default().labels(&session_selector(&self.invoker_name));
+        let stop = self.settings.stop.clone();
         Controller::new(api, config)
             .with_config(controller::Config::default().concurrency(1))
-            .run(reconcile, error_policy, self)
+            // On SIGTERM: no new session; the one in hand is reported (its restic interrupted).
+            .graceful_shutdown_on(async move {
+                stop.stopped().await;
+            })
+            .run(reconcile, error_policy, self.clone())
             .for_each(|res| async move {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "BackupSession reconcile");
                 }
             })
             .await;
+        if self.settings.stop.is_stopping() {
+            return Ok(());
+        }
         anyhow::bail!("the BackupSession watch ended")
     }
 
@@ -230,11 +247,17 @@ impl Sidecar {
             let by = deadline(&written, &config, jiff::Timestamp::now());
             tracing::info!(session = %name, host, deadline = %by, "claimed; backing up");
             let outcome = match &self.turns {
-                Some(turns) => match turns.hold(self.back_up_by(&config, &host, by)).await {
+                Some(turns) => match turns
+                    .hold_unless(
+                        self.back_up_by(&written, &config, &host, by),
+                        self.settings.stop.stopped(),
+                    )
+                    .await
+                {
                     Ok(o) => o,
                     Err(e) => failed_outcome(&host, e.to_string()),
                 },
-                None => self.back_up_by(&config, &host, by).await,
+                None => self.back_up_by(&written, &config, &host, by).await,
             };
             self.report(&written, &config, &host, &outcome).await?;
             return Ok(Handled::BackedUp(Box::new(outcome)));
@@ -273,6 +296,7 @@ impl Sidecar {
     /// run's `restic unlock` removes.
     async fn back_up_by(
         &self,
+        session: &BackupSession,
         config: &BackupConfiguration,
         host: &str,
         by: jiff::Timestamp,
@@ -280,7 +304,7 @@ impl Sidecar {
         let left = Duration::try_from(by.duration_since(jiff::Timestamp::now()))
             .unwrap_or_default()
             + STOP_GRACE;
-        match tokio::time::timeout(left, self.back_up(config, host)).await {
+        match tokio::time::timeout(left, self.back_up(session, config, host)).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 tracing::warn!(host, deadline = %by, "the session's deadline passed during the backup; restic stopped");
@@ -289,7 +313,37 @@ impl Sidecar {
         }
     }
 
-    async fn back_up(&self, config: &BackupConfiguration, host: &str) -> HostBackupOutcome {
+    /// The lock judge of this sidecar (pods of the namespace, if it knows its
+    /// own pod), its waits recorded as events on `session`.
+    fn lock_judge<'a>(
+        &'a self,
+        pods: &'a Option<PodLockHolders>,
+        session: &BackupSession,
+    ) -> ReportWaits<'a> {
+        ReportWaits {
+            judge: match pods {
+                Some(j) => j,
+                None => &NoLockHolders,
+            },
+            recorder: &self.recorder,
+            regarding: session.object_ref(&()),
+        }
+    }
+
+    fn pod_judge(&self) -> Option<PodLockHolders> {
+        self.pod_name.as_ref().map(|own| PodLockHolders {
+            pods: Api::namespaced(self.client.clone(), &self.namespace),
+            own_pod: own.clone(),
+            target_name: self.target_name.clone(),
+        })
+    }
+
+    async fn back_up(
+        &self,
+        session: &BackupSession,
+        config: &BackupConfiguration,
+        host: &str,
+    ) -> HostBackupOutcome {
         let Some(repo_name) = config.spec.repository.as_ref().map(|r| r.name.clone()) else {
             return failed_outcome(host, "the BackupConfiguration names no repository".into());
         };
@@ -310,22 +364,15 @@ impl Sidecar {
             }
         };
         let started = Instant::now();
-        let judge = self.pod_name.as_ref().map(|own| PodLockHolders {
-            pods: Api::namespaced(self.client.clone(), &self.namespace),
-            own_pod: own.clone(),
-            target_name: self.target_name.clone(),
-        });
-        let holders: &dyn LockHolders = match &judge {
-            Some(j) => j,
-            None => &NoLockHolders,
-        };
+        let pods = self.pod_judge();
+        let holders = self.lock_judge(&pods, session);
         let outcome = backup_host_with(
             config,
             &repository,
             &self.secret_dir,
             host,
             &self.settings,
-            holders,
+            &holders,
         )
         .await;
         self.metrics.record(
@@ -354,8 +401,9 @@ impl Sidecar {
         };
         if let (Some(totals), Some(repo)) = (&outcome.totals, &config.spec.repository) {
             let mut totals = *totals;
-            if runs_integrity_check(&reported) {
-                totals.integrity = self.check_integrity(&repo.name, host).await;
+            // A stopping pod writes what it has and leaves `check` to a later session.
+            if runs_integrity_check(&reported) && !self.settings.stop.is_stopping() {
+                totals.integrity = self.check_integrity(&reported, &repo.name, host).await;
             }
             let repos: Api<Repository> = Api::namespaced(self.client.clone(), &self.namespace);
             if let Err(e) = write_repository_totals(&repos, &repo.name, &totals).await {
@@ -367,9 +415,15 @@ impl Sidecar {
     }
 
     /// `restic check` for the Repository's INTEGRITY column, run by the
-    /// session's last host to finish (see [`runs_integrity_check`]), in this
-    /// process's turn like the backup itself.
-    async fn check_integrity(&self, repo_name: &str, host: &str) -> Option<bool> {
+    /// session's last host to finish (see [`runs_integrity_check`]), at most
+    /// once per [`Sidecar::check_interval`] per Repository (see
+    /// [`integrity_check_due`]), in this process's turn like the backup itself.
+    async fn check_integrity(
+        &self,
+        session: &BackupSession,
+        repo_name: &str,
+        host: &str,
+    ) -> Option<bool> {
         let repos: Api<Repository> = Api::namespaced(self.client.clone(), &self.namespace);
         let repository = match repos.get_opt(repo_name).await {
             Ok(Some(r)) => r,
@@ -379,7 +433,17 @@ impl Sidecar {
                 return None;
             }
         };
-        let check = check_integrity(&repository, &self.secret_dir, &self.settings);
+        if !integrity_check_due(
+            repository.status.as_ref(),
+            jiff::Timestamp::now(),
+            self.check_interval,
+        ) {
+            tracing::debug!(repository = repo_name, interval = ?self.check_interval, "integrity checked recently; not checking");
+            return None;
+        }
+        let pods = self.pod_judge();
+        let holders = self.lock_judge(&pods, session);
+        let check = check_integrity(&repository, &self.secret_dir, &self.settings, &holders);
         let intact = match &self.turns {
             Some(turns) => turns.hold(check).await.ok().flatten(),
             None => check.await,

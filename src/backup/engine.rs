@@ -9,23 +9,25 @@
 //! complete line.
 //!
 //! Locks: `restic unlock` removes locks whose process is gone *on this host*
-//! or that are older than 30 minutes. A lock left by another pod that was
-//! killed mid-backup (a Deployment's old leader, a drained node) survives
-//! that and blocks `forget` for half an hour. So when a step fails and the
-//! repository holds locks, each lock's holder is judged ([`LockHolders`]);
-//! if every holder is gone for good, the locks are removed and the step is
-//! tried once more. With no judge (plain [`backup_host`]) nothing beyond
-//! restic's own rule is removed.
+//! or that are older than 30 minutes. Every command that takes a lock runs
+//! through [`super::locks::retry_on_lock`]: locks whose holders are all gone
+//! for good are removed, a live holder is waited for (`--lock-wait`), never
+//! removed. With no judge (plain [`backup_host`]) only restic's own rule
+//! applies, and a live holder is still waited for.
+//!
+//! Stop: a restic command interrupted by the process's stop (SIGTERM) ends
+//! the run with the host Failed, `interrupted: the pod is stopping (SIGTERM)
+//! during restic <command>`; restic has removed its lock on the way out.
 
 use std::path::Path;
-use std::time::Instant;
-
-use futures::future::BoxFuture;
+use std::time::{Duration, Instant};
 
 use crate::api::{
     BackupConfiguration, FileStats, HostBackupPhase, HostBackupStats, Repository, SnapshotStats,
 };
 
+use super::locks::retry_on_lock;
+pub use super::locks::{LockHolders, NoLockHolders};
 use super::repository::{ResticSettings, prepare};
 use super::restic::{BackupSummary, Integrity, Restic, ResticError, format_bytes, format_duration};
 
@@ -98,50 +100,11 @@ async fn open_repository(restic: &Restic) -> Result<bool, String> {
     }
 }
 
-/// Judges whether the holder of a restic lock (the lock's hostname) is gone
-/// for good, so that its locks can be removed.
-pub trait LockHolders: Sync {
-    /// True only when `hostname` certainly runs no restic any more.
-    fn is_gone<'a>(&'a self, hostname: &'a str) -> BoxFuture<'a, bool>;
-}
-
-/// Judges no holder gone: only restic's own stale rule applies.
-pub struct NoLockHolders;
-
-impl LockHolders for NoLockHolders {
-    fn is_gone<'a>(&'a self, _hostname: &'a str) -> BoxFuture<'a, bool> {
-        Box::pin(async { false })
-    }
-}
-
-/// Removes every lock if there are some and all their holders are gone.
-/// Returns whether locks were removed.
-async fn clear_abandoned_locks(restic: &Restic, holders: &dyn LockHolders) -> bool {
-    let Ok(ids) = restic.list_locks().await else {
-        return false;
-    };
-    if ids.is_empty() {
-        return false;
-    }
-    let mut names = Vec::new();
-    for id in &ids {
-        let Ok(lock) = restic.lock_info(id).await else {
-            return false;
-        };
-        if !holders.is_gone(&lock.hostname).await {
-            return false;
-        }
-        names.push(lock.hostname);
-    }
-    match restic.remove_all_locks().await {
-        Ok(()) => {
-            tracing::warn!(holders = ?names, "removed restic locks left by pods that are gone");
-            true
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot remove abandoned restic locks");
-            false
-        }
+/// `what: error`, but an interruption as it is (it names the command already).
+pub fn in_context(what: &str, e: ResticError) -> String {
+    match e {
+        ResticError::Interrupted { .. } => e.to_string(),
+        e => format!("{what}: {e}"),
     }
 }
 
@@ -154,6 +117,7 @@ pub async fn check_integrity(
     repository: &Repository,
     secret_dir: &Path,
     settings: &ResticSettings,
+    holders: &dyn LockHolders,
 ) -> Option<bool> {
     let name = repository.metadata.name.as_deref().unwrap_or_default();
     let restic = match prepare(&repository.spec.backend, secret_dir, settings) {
@@ -163,7 +127,8 @@ pub async fn check_integrity(
             return None;
         }
     };
-    match restic.check().await {
+    // Not waited for: a live holder's lock means "check on a later session".
+    match retry_on_lock(&restic, holders, Duration::ZERO, || restic.check()).await {
         Ok(Integrity::Intact) => {
             tracing::info!(repository = name, "integrity check: no errors were found");
             Some(true)
@@ -258,16 +223,13 @@ async fn run(
         .map_err(|e| format!("cannot set up restic: {e}"))?;
     out.initialized = open_repository(&restic).await?;
 
+    let wait = settings.lock_wait;
     for path in &target.paths {
-        let mut attempt = restic
-            .backup(path, host, &target.exclude, settings.enable_cache)
-            .await;
-        if attempt.is_err() && clear_abandoned_locks(&restic, holders).await {
-            attempt = restic
-                .backup(path, host, &target.exclude, settings.enable_cache)
-                .await;
-        }
-        let summary = attempt.map_err(|e| format!("backup of {path}: {e}"))?;
+        let summary = retry_on_lock(&restic, holders, wait, || {
+            restic.backup(path, host, &target.exclude, settings.enable_cache)
+        })
+        .await
+        .map_err(|e| in_context(&format!("backup of {path}"), e))?;
         tracing::info!(host, path = %path, snapshot = %summary.snapshot_id,
             uploaded = summary.data_added, "snapshot taken");
         out.stats.snapshots.push(snapshot_stats(path, &summary));
@@ -276,14 +238,14 @@ async fn run(
 
     let mut totals = RepositoryTotals::default();
     if let Some(policy) = &config.spec.retention_policy {
-        let mut attempt = restic.forget(policy).await;
-        if attempt.is_err() && clear_abandoned_locks(&restic, holders).await {
-            attempt = restic.forget(policy).await;
-        }
-        let forget = attempt.map_err(|e| format!("retention policy {:?}: {e}", policy.name))?;
+        let forget = retry_on_lock(&restic, holders, wait, || restic.forget(policy))
+            .await
+            .map_err(|e| in_context(&format!("retention policy {:?}", policy.name), e))?;
         totals.snapshots_removed = forget.map(|f| f.removed);
     }
-    let stats = restic.stats().await.map_err(|e| e.to_string())?;
+    let stats = retry_on_lock(&restic, holders, wait, || restic.stats())
+        .await
+        .map_err(|e| e.to_string())?;
     totals.size_bytes = stats.total_size;
     totals.snapshot_count = stats.snapshots_count;
     Ok(totals)

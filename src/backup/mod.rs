@@ -80,6 +80,14 @@ pub struct Args {
     /// Lease duration in seconds (a dead leader is replaced after this long).
     #[arg(long, env = "STASH_LEASE_DURATION", default_value_t = 15)]
     pub lease_duration: u64,
+    /// Seconds a restic command waits for a repository lock held by a live
+    /// host (a lock whose host is gone is removed at once).
+    #[arg(long, env = "STASH_LOCK_WAIT", default_value_t = locks::DEFAULT_LOCK_WAIT.as_secs())]
+    pub lock_wait: u64,
+    /// Seconds between two `restic check` runs of one Repository (0: after
+    /// every session).
+    #[arg(long, env = "STASH_CHECK_INTERVAL", default_value_t = status::DEFAULT_CHECK_INTERVAL.as_secs())]
+    pub check_interval: u64,
 }
 
 /// Runs the subcommand.
@@ -91,6 +99,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let election = host::election(&args.target_kind)?;
+    // First, so that a SIGTERM during start-up is a stop, not a kill.
+    let stop = crate::stop::Stop::on_signals();
     let client = kube::Client::try_default()
         .await
         .context("cannot connect to the Kubernetes API server")?;
@@ -115,36 +125,59 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         grace: (args.lease_duration / 3).max(1),
     };
     // Checked before the Lease is taken, so a misconfigured sidecar fails at once.
-    let first = sidecar(&args, client.clone(), metrics.clone(), None)?;
+    let first = sidecar_with_stop(&args, client.clone(), metrics.clone(), None, &stop)?;
     tracing::info!(
         invoker = %args.invoker_name, target = %format!("{}/{}", args.target_kind, args.target_name),
         host = %first.host, lease = %lease, "starting run-backup"
     );
-    match election {
-        host::Election::Leader => {
-            let sidecar = std::sync::Arc::new(first);
-            crate::lease::while_leader(
-                client.clone(),
-                &args.namespace,
-                &lease,
-                &args.pod_name,
-                timing,
-                || sidecar.clone().watch(),
-            )
-            .await
-        }
-        host::Election::TakeTurns => {
-            let turns = crate::lease::Turns::new(
-                client.clone(),
-                &args.namespace,
-                &lease,
-                &args.pod_name,
-                timing,
-            )
-            .await?;
-            std::sync::Arc::new(sidecar(&args, client, metrics, Some(turns))?)
+    let work = async {
+        match election {
+            host::Election::Leader => {
+                let sidecar = std::sync::Arc::new(first);
+                let candidate = crate::lease::Candidate::backup(
+                    client.clone(),
+                    &args.namespace,
+                    &lease,
+                    &args.pod_name,
+                    timing,
+                );
+                let stopped = async {
+                    stop.stopped().await;
+                };
+                crate::lease::while_leader_until(candidate, || sidecar.clone().watch(), stopped)
+                    .await
+            }
+            host::Election::TakeTurns => {
+                let turns = crate::lease::Turns::new(
+                    client.clone(),
+                    &args.namespace,
+                    &lease,
+                    &args.pod_name,
+                    timing,
+                )
+                .await?;
+                std::sync::Arc::new(sidecar_with_stop(
+                    &args,
+                    client,
+                    metrics,
+                    Some(turns),
+                    &stop,
+                )?)
                 .watch()
                 .await
+            }
+        }
+    };
+    tokio::select! {
+        result = work => {
+            if let Some(signal) = stop.reason() {
+                tracing::info!(signal, "stopped");
+            }
+            result
+        }
+        () = stop.budget_spent() => {
+            tracing::warn!(budget = ?crate::stop::STOP_BUDGET, "the stop took too long; exiting without waiting further");
+            Ok(())
         }
     }
 }
@@ -158,6 +191,17 @@ pub fn sidecar(
     client: kube::Client,
     metrics: metrics::Metrics,
     turns: Option<crate::lease::Turns>,
+) -> anyhow::Result<controller::Sidecar> {
+    sidecar_with_stop(args, client, metrics, turns, &crate::stop::Stop::new())
+}
+
+/// [`sidecar`], its restic runs interrupted on `stop`.
+pub fn sidecar_with_stop(
+    args: &Args,
+    client: kube::Client,
+    metrics: metrics::Metrics,
+    turns: Option<crate::lease::Turns>,
+    stop: &crate::stop::Stop,
 ) -> anyhow::Result<controller::Sidecar> {
     let node = args.node_name.as_deref().filter(|n| !n.is_empty());
     // The configuration's alias (if any) is read per session; the default identity is fixed.
@@ -173,6 +217,8 @@ pub fn sidecar(
         binary,
         scratch_dir: args.scratch_dir.clone(),
         enable_cache: args.enable_cache,
+        stop: stop.clone(),
+        lock_wait: std::time::Duration::from_secs(args.lock_wait),
     };
     let recorder = crate::recorder::Recorder::new(client.clone(), COMPONENT_SIDECAR)
         .on_host(node.map(String::from));
@@ -189,5 +235,6 @@ pub fn sidecar(
         metrics,
         turns,
     )
-    .with_pod_name(&args.pod_name))
+    .with_pod_name(&args.pod_name)
+    .with_check_interval(std::time::Duration::from_secs(args.check_interval)))
 }

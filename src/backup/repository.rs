@@ -199,6 +199,25 @@ pub struct ResticSettings {
     pub scratch_dir: PathBuf,
     /// Whether restic keeps its cache (`--enable-cache`).
     pub enable_cache: bool,
+    /// The process's stop signal, on which restic is interrupted.
+    pub stop: crate::stop::Stop,
+    /// How long a command waits for a repository lock held by a live host
+    /// (`--lock-wait`); see [`super::locks`].
+    pub lock_wait: std::time::Duration,
+}
+
+impl ResticSettings {
+    /// Settings with no stop signal but [`crate::stop::Stop::trigger`] and the
+    /// default lock wait ([`super::locks::DEFAULT_LOCK_WAIT`]).
+    pub fn new(binary: PathBuf, scratch_dir: PathBuf, enable_cache: bool) -> Self {
+        Self {
+            binary,
+            scratch_dir,
+            enable_cache,
+            stop: crate::stop::Stop::new(),
+            lock_wait: super::locks::DEFAULT_LOCK_WAIT,
+        }
+    }
 }
 
 fn read_secret(dir: &Path, name: &str) -> Result<Option<String>, SetupError> {
@@ -324,6 +343,7 @@ pub fn prepare(
         binary: settings.binary.clone(),
         env,
         global_args,
+        stop: settings.stop.clone(),
     })
 }
 
@@ -333,11 +353,7 @@ mod tests {
     use crate::api::{GcsSpec, LocalSpec, RestSpec, S3Spec};
 
     fn settings(dir: &Path) -> ResticSettings {
-        ResticSettings {
-            binary: PathBuf::from("/usr/bin/restic"),
-            scratch_dir: dir.join("scratch"),
-            enable_cache: false,
-        }
+        ResticSettings::new(PathBuf::from("/usr/bin/restic"), dir.join("scratch"), false)
     }
 
     #[test]

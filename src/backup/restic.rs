@@ -6,6 +6,12 @@
 //! prose. The only prose we use is restic's own error message, which becomes
 //! the one-line error a user sees on the BackupSession.
 //!
+//! Stopping: every command watches the process's [`Stop`]. When it fires,
+//! restic gets SIGINT, on which it removes its lock and exits, and
+//! [`RESTIC_GRACE`] to do so before SIGKILL; the command then fails with
+//! [`ResticError::Interrupted`]. A command asked for after the stop does not
+//! start. (restic 0.14 cleans up on SIGINT only, not on SIGTERM.)
+//!
 //! restic runs with a cleared environment: only the variables in
 //! [`ResticEnv`] (repository, password file, backend credentials, `HOME`,
 //! `TMPDIR`) reach it, so nothing from the sidecar's own environment leaks
@@ -18,9 +24,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::process::Command;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
 
 use crate::api::RetentionPolicy;
+use crate::stop::{RESTIC_GRACE, Stop};
 
 /// Environment handed to restic. Values are never printed: `Debug` shows names only.
 #[derive(Clone, Default)]
@@ -67,6 +75,8 @@ pub struct Restic {
     pub env: ResticEnv,
     /// Global flags placed before every subcommand (`--cacert`, `--option`, cache flags).
     pub global_args: Vec<OsString>,
+    /// The process's stop signal: a running command is interrupted on it.
+    pub stop: Stop,
 }
 
 /// Why a restic command failed.
@@ -92,6 +102,31 @@ pub enum ResticError {
     /// restic succeeded but its JSON was not what we expect.
     #[error("cannot read the output of restic {command}: {reason}")]
     Output { command: String, reason: String },
+    /// The process was told to stop (`signal`) while, or before, restic ran
+    /// `command`; restic was interrupted (or not started).
+    #[error("interrupted: the pod is stopping ({signal}) during restic {command}")]
+    Interrupted {
+        command: String,
+        signal: &'static str,
+    },
+}
+
+impl ResticError {
+    /// Whether restic failed because another process holds a lock that
+    /// conflicts with the one it needs (restic's own words, 0.14 to 0.17).
+    pub fn is_lock_conflict(&self) -> bool {
+        match self {
+            ResticError::Failed { message, .. } => is_lock_conflict(message),
+            _ => false,
+        }
+    }
+}
+
+/// Whether restic's message says the repository is locked by someone else:
+/// `unable to create lock in backend: repository is already locked
+/// [exclusively] by PID … on … by … (UID …, GID …)`.
+pub fn is_lock_conflict(message: &str) -> bool {
+    message.contains("repository is already locked")
 }
 
 /// restic ≥ 0.17 exits with this code when the repository does not exist.
@@ -359,6 +394,40 @@ pub fn parse_snapshots(stdout: &str) -> Result<Vec<SnapshotInfo>, String> {
     Ok(list.unwrap_or_default())
 }
 
+/// All of a child's pipe (empty if there is none or it fails).
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = p.read_to_end(&mut buf).await;
+    }
+    buf
+}
+
+/// Stops restic the way it cleans up: SIGINT (restic removes its lock and
+/// exits), [`RESTIC_GRACE`] to do so, then SIGKILL.
+async fn interrupt(child: &mut Child, command: &str) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet
+        // (`child.wait()` has not returned), so it cannot name another process.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+    }
+    match tokio::time::timeout(RESTIC_GRACE, child.wait()).await {
+        Ok(status) => {
+            tracing::info!(command, status = ?status.ok(), "restic interrupted; it removed its lock");
+        }
+        Err(_) => {
+            tracing::warn!(
+                command,
+                grace = ?RESTIC_GRACE,
+                "restic did not exit after SIGINT; killed (its lock may stay behind)"
+            );
+            let _ = child.kill().await;
+        }
+    }
+}
+
 /// Bytes the way restic and Stash print them: `512 B`, `1.5 KiB`, `12.346 MiB`.
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -399,9 +468,16 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 impl Restic {
-    /// Runs `restic <global args> <args>` and returns its stdout.
+    /// Runs `restic <global args> <args>` and returns its stdout. On the
+    /// process's stop, restic is interrupted (see the module's doc).
     pub async fn run(&self, args: &[String]) -> Result<String, ResticError> {
         let name = args.first().cloned().unwrap_or_default();
+        if let Some(signal) = self.stop.reason() {
+            return Err(ResticError::Interrupted {
+                command: name,
+                signal,
+            });
+        }
         let mut cmd = Command::new(&self.binary);
         cmd.env_clear()
             .envs(self.env.iter())
@@ -410,18 +486,36 @@ impl Restic {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Only the last resort, if this future is dropped mid-run.
             .kill_on_drop(true);
         tracing::debug!(command = %name, args = ?args, "running restic");
-        let out = cmd.output().await.map_err(|source| ResticError::Spawn {
+        let mut child = cmd.spawn().map_err(|source| ResticError::Spawn {
             binary: self.binary.display().to_string(),
             source,
         })?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
+        let stdout = tokio::spawn(read_all(child.stdout.take()));
+        let stderr = tokio::spawn(read_all(child.stderr.take()));
+        let status = tokio::select! {
+            status = child.wait() => status,
+            signal = self.stop.stopped() => {
+                interrupt(&mut child, &name).await;
+                return Err(ResticError::Interrupted { command: name, signal });
+            }
+        };
+        let status = status.map_err(|source| ResticError::Spawn {
+            binary: self.binary.display().to_string(),
+            source,
+        })?;
+        let stdout = String::from_utf8_lossy(&stdout.await.unwrap_or_default()).into_owned();
+        let stderr = stderr.await.unwrap_or_default();
+        if status.success() {
             Ok(stdout)
         } else {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            Err(classify(&name, out.status.code(), &stderr))
+            Err(classify(
+                &name,
+                status.code(),
+                &String::from_utf8_lossy(&stderr),
+            ))
         }
     }
 

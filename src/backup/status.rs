@@ -2,6 +2,12 @@
 //! this host's entry in `BackupSession.status.stats[]`, and the totals in
 //! `Repository.status`. The session's phase belongs to the reconciler and is
 //! never touched here.
+//!
+//! The Repository's status also remembers when `restic check` last ran
+//! (`lastIntegrityCheckTime`), so that it runs at most once per
+//! `--check-interval` per Repository ([`integrity_check_due`]): `check`
+//! takes restic's exclusive lock, which stops every other backup and restore
+//! of a repository that several workloads may share.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
@@ -10,6 +16,27 @@ use crate::api::{BackupSessionStatus, HostBackupStats, RepositoryStatus};
 
 use super::engine::RepositoryTotals;
 use super::restic::format_bytes;
+
+/// How often `restic check` runs per Repository by default: once a day.
+pub const DEFAULT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Whether `restic check` is due for a Repository whose status is `status`,
+/// at `now`: never checked, or last checked `interval` ago or more (a zero
+/// interval: always; a check time in the future, from a skewed clock: due).
+pub fn integrity_check_due(
+    status: Option<&RepositoryStatus>,
+    now: jiff::Timestamp,
+    interval: std::time::Duration,
+) -> bool {
+    let Some(last) = status.and_then(|s| s.last_integrity_check_time.as_ref()) else {
+        return true;
+    };
+    let Ok(interval) = jiff::SignedDuration::try_from(interval) else {
+        return false;
+    };
+    let since = now.duration_since(last.0);
+    since >= interval || since.is_negative()
+}
 
 /// `status` with this host's entry inserted or replaced (matched by hostname);
 /// other hosts' entries and every other field are kept as they are.
@@ -49,6 +76,7 @@ pub fn repository_patch(
     }
     if let Some(intact) = totals.integrity {
         status["integrity"] = json!(intact);
+        status["lastIntegrityCheckTime"] = json!(now);
     }
     if current.and_then(|s| s.first_backup_time.as_ref()).is_none() {
         status["firstBackupTime"] = json!(now);
@@ -126,6 +154,65 @@ mod tests {
             };
             let p = repository_patch(None, &checked, &now, None);
             assert_eq!(p["status"]["integrity"], json!(intact));
+            assert_eq!(p["status"]["lastIntegrityCheckTime"], json!(now));
+        }
+        assert!(p["status"].get("lastIntegrityCheckTime").is_none());
+    }
+
+    #[test]
+    fn integrity_is_checked_at_most_once_per_interval() {
+        let at = |s: &str| -> jiff::Timestamp { s.parse().unwrap() };
+        let checked = |s: &str| RepositoryStatus {
+            last_integrity_check_time: Some(Time(at(s))),
+            ..Default::default()
+        };
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let now = at("2026-12-07T12:00:00Z");
+        let cases = [
+            ("never checked", None, day, true),
+            (
+                "no check time",
+                Some(RepositoryStatus::default()),
+                day,
+                true,
+            ),
+            (
+                "checked an hour ago",
+                Some(checked("2026-12-07T11:00:00Z")),
+                day,
+                false,
+            ),
+            (
+                "checked a day ago",
+                Some(checked("2026-12-06T12:00:00Z")),
+                day,
+                true,
+            ),
+            (
+                "checked two days ago",
+                Some(checked("2026-12-05T12:00:00Z")),
+                day,
+                true,
+            ),
+            (
+                "a time in the future",
+                Some(checked("2026-12-08T12:00:00Z")),
+                day,
+                true,
+            ),
+            (
+                "interval zero",
+                Some(checked("2026-12-07T12:00:00Z")),
+                std::time::Duration::ZERO,
+                true,
+            ),
+        ];
+        for (what, status, interval, due) in cases {
+            assert_eq!(
+                integrity_check_due(status.as_ref(), now, interval),
+                due,
+                "{what}"
+            );
         }
     }
 }

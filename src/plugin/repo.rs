@@ -157,11 +157,9 @@ pub async fn open(cx: &Connected, flags: &RepoFlags, verb: &str) -> anyhow::Resu
         .map_err(|e| anyhow::anyhow!("cannot create a private temporary directory: {e}"))?;
     let secret_dir = dir.path().join("secret");
     write_secret(&secret_dir, &secret)?;
-    let settings = ResticSettings {
-        binary,
-        scratch_dir: dir.path().join("scratch"),
-        enable_cache: false,
-    };
+    // Ctrl-C reaches restic too (one process group) and restic removes its
+    // own lock on SIGINT; no stop signal of ours is needed.
+    let settings = ResticSettings::new(binary, dir.path().join("scratch"), false);
     let restic = prepare(backend, &secret_dir, &settings)
         .map_err(|e| anyhow::anyhow!(setup_error(name, secret_name, e)))?;
     Ok(Opened {

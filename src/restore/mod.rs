@@ -37,9 +37,11 @@ use crate::api::events::{
     host_restore_failed_message, host_restore_succeeded_message,
 };
 use crate::api::{HostRestorePhase, HostRestoreStats, Repository, RestoreSession};
+use crate::backup::locks::{PodLockHolders, ReportWaits};
 use crate::backup::{ResticSettings, host, restic};
 use crate::lease::{LeaseTiming, Turns};
 use crate::recorder::{EventType, Recorder};
+use crate::stop::Stop;
 
 use decide::{Decision, INTERRUPTED, decide, upsert_host};
 
@@ -80,6 +82,10 @@ pub struct Args {
     /// Lease duration in seconds (a dead holder is replaced after this long).
     #[arg(long, env = "STASH_LEASE_DURATION", default_value_t = 15)]
     pub lease_duration: u64,
+    /// Seconds a restic command waits for a repository lock held by a live
+    /// host (a lock whose host is gone is removed at once).
+    #[arg(long, env = "STASH_LOCK_WAIT", default_value_t = crate::backup::locks::DEFAULT_LOCK_WAIT.as_secs())]
+    pub lock_wait: u64,
 }
 
 /// Name of the restore Lease: `lock-<kind>-<name>-restore`, lowercase.
@@ -102,16 +108,30 @@ pub enum Outcome {
 
 /// Runs the subcommand: exit 0 lets the pod start.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // First, so that a SIGTERM during start-up is a stop, not a kill.
+    let stop = Stop::on_signals();
     let client = kube::Client::try_default()
         .await
         .context("cannot connect to the Kubernetes API server")?;
-    run_with(args, client).await
+    tokio::select! {
+        result = run_with_stop(args, client, &stop) => result,
+        () = stop.budget_spent() => anyhow::bail!(
+            "stopped ({}): the restore did not finish reporting within {}s",
+            stop.reason().unwrap_or("stop"),
+            crate::stop::STOP_BUDGET.as_secs()
+        ),
+    }
 }
 
 /// [`run`] on a given client (the pod's ServiceAccount): what the init
 /// container does once it is connected.
 pub async fn run_with(args: Args, client: kube::Client) -> anyhow::Result<()> {
-    let restorer = Restorer::new(&args, client.clone())?;
+    run_with_stop(args, client, &Stop::new()).await
+}
+
+/// [`run_with`], restic interrupted and this host reported Failed on `stop`.
+pub async fn run_with_stop(args: Args, client: kube::Client, stop: &Stop) -> anyhow::Result<()> {
+    let restorer = Restorer::new(&args, client.clone(), stop)?;
     let Some(rs) = restorer.get().await? else {
         tracing::info!(restoresession = %args.restoresession, "the RestoreSession does not exist; nothing to restore");
         return Ok(());
@@ -141,7 +161,14 @@ pub async fn run_with(args: Args, client: kube::Client) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(restoresession = %args.restoresession, host, lease, "waiting for the restore Lease");
-    let outcome = turns.hold(restorer.turn(&host)).await??;
+    let judge = PodLockHolders {
+        pods: Api::namespaced(restorer.client.clone(), &args.namespace),
+        own_pod: args.pod_name.clone(),
+        target_name: target.name.clone(),
+    };
+    let outcome = turns
+        .hold_unless(restorer.turn(&host, &judge), stop.stopped())
+        .await??;
     finish(&host, outcome)
 }
 
@@ -184,7 +211,7 @@ pub struct Restorer {
 
 impl Restorer {
     /// The restorer for `args`; no API call. A missing restic is a one-line error.
-    pub fn new(args: &Args, client: kube::Client) -> anyhow::Result<Self> {
+    pub fn new(args: &Args, client: kube::Client, stop: &Stop) -> anyhow::Result<Self> {
         let binary =
             restic::resolve_binary(&args.restic_binary, std::env::var_os("PATH").as_deref())
                 .with_context(|| {
@@ -204,6 +231,8 @@ impl Restorer {
                 binary,
                 scratch_dir: args.scratch_dir.clone(),
                 enable_cache: args.enable_cache,
+                stop: stop.clone(),
+                lock_wait: std::time::Duration::from_secs(args.lock_wait),
             },
             target_dir: args.target_dir.clone(),
         })
@@ -226,11 +255,18 @@ impl Restorer {
     /// This host's turn, to be run while holding the restore Lease: decide on
     /// the latest state, claim with its resourceVersion (a conflict means
     /// read again and decide anew), restore, and replace the claim.
-    pub async fn turn(&self, host: &str) -> anyhow::Result<Outcome> {
+    pub async fn turn(&self, host: &str, judge: &PodLockHolders) -> anyhow::Result<Outcome> {
         for _ in 0..crate::backup::cluster::WRITE_ATTEMPTS {
             let Some(current) = self.get().await? else {
                 return Ok(Outcome::Done("the RestoreSession does not exist"));
             };
+            // Stopped before claiming: nothing is written, the next pod decides;
+            // this one has not restored, so it does not exit 0.
+            if let Some(signal) = self.settings.stop.reason() {
+                anyhow::bail!(
+                    "stopped ({signal}) before host {host} claimed the restore; nothing was restored or written"
+                );
+            }
             let (entry, outcome) = match decide(&current, host) {
                 Decision::Done(why) => return Ok(Outcome::Done(why)),
                 Decision::Failed(reason) => return Ok(Outcome::Failed(reason)),
@@ -269,7 +305,7 @@ impl Restorer {
                 return Ok(outcome);
             }
             tracing::info!(restoresession = %self.name, host, "claimed; restoring");
-            let result = self.restore(&claimed, host).await;
+            let result = self.restore(&claimed, host, judge).await;
             return match self.report_over_claim(&result).await? {
                 Some(reported) => {
                     self.publish(&reported, host, &result).await;
@@ -290,7 +326,12 @@ impl Restorer {
         )
     }
 
-    async fn restore(&self, rs: &RestoreSession, host: &str) -> HostRestoreStats {
+    async fn restore(
+        &self,
+        rs: &RestoreSession,
+        host: &str,
+        judge: &PodLockHolders,
+    ) -> HostRestoreStats {
         let Some(rule) = decide::rule_for(rs, host) else {
             return failed(host, "no rule of the RestoreSession names this host".into());
         };
@@ -313,13 +354,19 @@ impl Restorer {
                 );
             }
         };
-        engine::restore_host(
+        let holders = ReportWaits {
+            judge,
+            recorder: &self.recorder,
+            regarding: rs.object_ref(&()),
+        };
+        engine::restore_host_with(
             rule,
             &repository,
             &self.secret_dir,
             host,
             &self.settings,
             &self.target_dir,
+            &holders,
         )
         .await
     }

@@ -206,8 +206,20 @@ async fn a_damaged_repository_turns_integrity_false_and_the_backup_still_succeed
         (BC_PATH, env.config(false)),
         (REPO_PATH, env.repository()),
     ]);
-    let sidecar = env.sidecar(client, None);
-    for (i, damage) in [(1, false), (2, true)] {
+    // `restic check` runs at most once per --check-interval (a day by
+    // default); with 0 after every session.
+    let daily = env.sidecar(client.clone(), None);
+    let every_session = env
+        .sidecar(client, None)
+        .with_check_interval(Duration::ZERO);
+    let sessions = [
+        (1, false, &daily, true),
+        // Damaged, but checked less than a day ago: not checked again.
+        (2, true, &daily, true),
+        (3, false, &every_session, false),
+    ];
+    let mut checked_at = serde_json::Value::Null;
+    for (i, damage, sidecar, intact) in sessions {
         if damage {
             // A truncated pack file: restic writes new packs and reads only
             // the index, so the backup succeeds; `restic check` finds the
@@ -225,8 +237,14 @@ async fn a_damaged_repository_turns_integrity_false_and_the_backup_still_succeed
         };
         assert!(o.succeeded(), "{:?}", o.stats.error);
         let repo = cluster.object(REPO_PATH);
-        assert_eq!(repo["status"]["integrity"], !damage, "{}", repo["status"]);
+        assert_eq!(repo["status"]["integrity"], intact, "{}", repo["status"]);
         assert_eq!(repo["status"]["snapshotCount"], i);
+        let at = repo["status"]["lastIntegrityCheckTime"].clone();
+        assert!(at.is_string(), "{}", repo["status"]);
+        if i == 2 {
+            assert_eq!(at, checked_at, "not checked again within the interval");
+        }
+        checked_at = at;
     }
 }
 
@@ -626,4 +644,118 @@ async fn a_restarted_sidecar_reports_its_unfinished_claim_interrupted_and_never_
         Handled::Ignored("this host has already reported")
     );
     assert_eq!(bodies(&cluster, Method::POST, EVENTS).len(), 1);
+}
+
+/// A restic lock whose host is a pod of the workload: waited for (bounded,
+/// reported as an event, never removed) while that pod is alive; removed at
+/// once when a pod of that name is one created after the lock (a StatefulSet
+/// pod recreated under its name), or when the pod is gone.
+#[tokio::test]
+async fn a_lock_of_a_live_pod_is_waited_for_and_removed_once_that_pod_is_gone() {
+    use stash_testkit::locks::{hold_lock, lock_files};
+    let env = Env::new();
+    let pod = |name: &str, created: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": NS, "creationTimestamp": created}})
+    };
+    let pods = "/api/v1/namespaces/demo/pods";
+    let (old, other) = ("stash-demo-69f9ffbbf7-old", "stash-demo-69f9ffbbf7-other");
+    let (client, cluster) = fake_api(vec![
+        (BC_PATH, env.config(false)),
+        (REPO_PATH, env.repository()),
+        (&format!("{pods}/{old}"), pod(old, "2020-01-01T00:00:00Z")),
+        (
+            &format!("{pods}/{other}"),
+            pod(other, "2020-01-01T00:00:00Z"),
+        ),
+    ]);
+    let mut sidecar = env
+        .sidecar(client, None)
+        .with_pod_name("stash-demo-7c9d6b8f4d-4xk2p");
+    sidecar.settings.lock_wait = Duration::from_secs(3);
+    let run = async |name: &str| {
+        cluster.seed_at(&format!("{SESSIONS}/{name}"), session(name));
+        let Handled::BackedUp(o) = sidecar
+            .handle(&typed_session(&cluster, name))
+            .await
+            .unwrap()
+        else {
+            panic!("expected a backup")
+        };
+        o
+    };
+    assert!(run("first").await.succeeded());
+    let restic = stash::backup::restic::resolve_binary(
+        Path::new("restic"),
+        std::env::var_os("PATH").as_deref(),
+    )
+    .unwrap();
+    // Pod `old` was running `restic check` (exclusive) when its node died.
+    let Some(held) = hold_lock(
+        &restic,
+        &env.p("repo"),
+        support::restic::PASSWORD,
+        Some(old),
+        true,
+    )
+    .await
+    else {
+        return;
+    };
+    held.kill();
+
+    // The pod is there as far as the API server knows: the backup waits, then fails.
+    let waited = run("while-old-lives").await;
+    assert_eq!(waited.stats.phase, Some(HostBackupPhase::Failed));
+    let err = waited.stats.error.unwrap();
+    assert!(
+        err.contains("locked exclusively by PID") && err.contains(old),
+        "{err}"
+    );
+    assert_eq!(
+        lock_files(&env.p("repo")).len(),
+        1,
+        "a live pod's lock is never removed"
+    );
+    let waits: Vec<Value> = bodies(&cluster, Method::POST, EVENTS)
+        .into_iter()
+        .filter(|e| e["reason"] == "Waiting For Repository Lock")
+        .collect();
+    assert_eq!(waits.len(), 1, "{waits:?}");
+    let message = waits[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "waiting for the repository exclusive lock held by {old} (pid "
+        )),
+        "{message}"
+    );
+    assert_eq!(waits[0]["involvedObject"]["name"], "while-old-lives");
+
+    // A pod of that name created after the lock is another pod: the lock goes.
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60)).to_string();
+    cluster.edit(&format!("{pods}/{old}"), |p| {
+        p["metadata"]["creationTimestamp"] = json!(later);
+    });
+    let recreated = run("after-old-was-recreated").await;
+    assert!(recreated.succeeded(), "{:?}", recreated.stats.error);
+    assert!(lock_files(&env.p("repo")).is_empty());
+
+    // A pod that no longer exists: its lock goes too.
+    let Some(held) = hold_lock(
+        &restic,
+        &env.p("repo"),
+        support::restic::PASSWORD,
+        Some(other),
+        true,
+    )
+    .await
+    else {
+        return;
+    };
+    held.kill();
+    cluster.remove(&format!("{pods}/{other}"));
+    let gone = run("after-other-was-deleted").await;
+    assert!(gone.succeeded(), "{:?}", gone.stats.error);
+    assert!(lock_files(&env.p("repo")).is_empty());
+    assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
 }

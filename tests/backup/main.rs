@@ -10,5 +10,7 @@
 mod cluster;
 mod kube;
 mod metrics;
+mod process;
 mod restic;
+mod stop;
 mod trigger;

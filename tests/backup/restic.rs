@@ -9,6 +9,7 @@ use stash::api::{
     Backend, BackupConfiguration, BackupConfigurationSpec, BackupTarget, HostBackupPhase,
     LocalSpec, Repository, RepositorySpec, RestSpec, RetentionPolicy, TargetRef,
 };
+use stash::backup::locks::Holder;
 use stash::backup::{ResticSettings, backup_host, restic::resolve_binary};
 
 fn restic_binary() -> PathBuf {
@@ -34,11 +35,9 @@ impl Fixture {
         std::fs::create_dir_all(&secrets).unwrap();
         std::fs::write(data.join("data.txt"), "sample_data\n").unwrap();
         std::fs::write(secrets.join("RESTIC_PASSWORD"), "changeit").unwrap();
-        let settings = ResticSettings {
-            binary: restic_binary(),
-            scratch_dir: dir.path().join("tmp"),
-            enable_cache: true,
-        };
+        let mut settings = ResticSettings::new(restic_binary(), dir.path().join("tmp"), true);
+        // A lock another host holds fails a command at once (tests/backup/stop.rs waits).
+        settings.lock_wait = Duration::ZERO;
         std::fs::create_dir_all(&settings.scratch_dir).unwrap();
         Self {
             data,
@@ -384,8 +383,17 @@ async fn excludes_are_honoured_and_cache_can_be_disabled() {
 struct Gone(Vec<&'static str>);
 
 impl stash::backup::LockHolders for Gone {
-    fn is_gone<'a>(&'a self, hostname: &'a str) -> futures::future::BoxFuture<'a, bool> {
-        Box::pin(async move { self.0.contains(&hostname) })
+    fn judge<'a>(
+        &'a self,
+        lock: &'a stash::backup::restic::LockInfo,
+    ) -> futures::future::BoxFuture<'a, Holder> {
+        Box::pin(async move {
+            if self.0.contains(&lock.hostname.as_str()) {
+                Holder::Gone("the test says so".into())
+            } else {
+                Holder::Live("the test says so".into())
+            }
+        })
     }
 }
 

@@ -183,7 +183,7 @@ impl Walk {
             "metadata": {"name": "gcs-secret", "namespace": NS},
             "data": {"RESTIC_PASSWORD": password}}),
         );
-        // The local backend standing in for GCS has its one warning.
+        // The test's local backend is a hostPath: admitted, with its warning.
         let warnings = self.kubectl_create(self.env.repository());
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(

@@ -8,5 +8,6 @@
 
 mod cluster;
 mod init_props;
+mod process;
 mod restic;
 mod validation;

@@ -44,12 +44,12 @@ impl Fixture {
         std::fs::write(data.join("data.txt"), "sample_data\n").unwrap();
         std::fs::write(data.join("nested/blob.bin"), pseudo_random(1_500_000, 7)).unwrap();
         std::fs::write(secrets.join("RESTIC_PASSWORD"), "changeit").unwrap();
-        let settings = ResticSettings {
-            binary: resolve_binary(Path::new("restic"), std::env::var_os("PATH").as_deref())
+        let settings = ResticSettings::new(
+            resolve_binary(Path::new("restic"), std::env::var_os("PATH").as_deref())
                 .expect("restic must be installed (apt-get install -y restic)"),
-            scratch_dir: dir.path().join("tmp"),
-            enable_cache: true,
-        };
+            dir.path().join("tmp"),
+            true,
+        );
         std::fs::create_dir_all(&settings.scratch_dir).unwrap();
         let mut repository = Repository::new(
             "local-repo",

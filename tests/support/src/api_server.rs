@@ -889,7 +889,7 @@ fn full(bytes: Vec<u8>) -> Body {
     Full::new(Bytes::from(bytes)).boxed_unsync()
 }
 
-async fn serve_http(
+pub(crate) async fn serve_http(
     shared: Arc<Shared>,
     identity: Identity,
     req: Request<kube::client::Body>,

@@ -19,7 +19,8 @@
 //! - [`rbac`]: every request of a stash identity checked against its
 //!   ClusterRole, refused with 403 Forbidden when it does not allow it;
 //! - [`restic`]: a backup test's temp dir, local repository and sidecar;
-//! - [`scripted`]: a request-by-request mock, for tests that craft each answer.
+//! - [`scripted`]: a request-by-request mock, for tests that craft each answer;
+//! - [`http`]: the cluster over plain HTTP, for a spawned `stash` process.
 //!
 //! Besides the cluster: [`tls`] (certificates on disk, a server on
 //! 127.0.0.1:0, HTTP/1.1 and HTTP/2 clients), [`reviews`] (AdmissionReview
@@ -44,7 +45,10 @@ pub mod admission;
 pub mod api_server;
 pub mod big;
 pub mod defaults;
+pub mod container;
 pub mod deployment_controller;
+pub mod http;
+pub mod locks;
 pub mod objects;
 pub mod policy;
 pub mod rbac;

@@ -72,11 +72,7 @@ impl Env {
             "stash-demo".into(),
             "host-0".into(),
             self.p("secret"),
-            ResticSettings {
-                binary,
-                scratch_dir: self.p("tmp"),
-                enable_cache: true,
-            },
+            ResticSettings::new(binary, self.p("tmp"), true),
             Recorder::new(client, "Backup Sidecar").on_host(Some("node-1".into())),
             Metrics::new(),
             turns,
