@@ -101,8 +101,13 @@ fn not_privileged(c: &str) -> String {
 /// who sets it in `runtimeSettings` (Pod Security `baseline` does not allow
 /// it, so stash never chooses it itself). Nothing that reaches beyond the
 /// files of the pod's own volumes (`SYS_ADMIN`, `NET_ADMIN`, `SYS_PTRACE`, …).
-pub const STASH_CAPABILITIES: [&str; 5] =
-    ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"];
+pub const STASH_CAPABILITIES: [&str; 5] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+];
 
 /// `c` (a `stash` or `stash-init` container) is not privileged, does not
 /// allow privilege escalation, adds only [`STASH_CAPABILITIES`] (with or

@@ -29,9 +29,9 @@ use crate::api::{
     WORKLOAD_KINDS,
 };
 use crate::lenient::{Entries, List, Obj};
-use privilege::{Identity, Ids, Member};
 use crate::sidecar::OWNED_VOLUMES;
 use crate::targeting;
+use privilege::{Identity, Ids, Member};
 
 /// A workload's identity and pod template, borrowed from its JSON text.
 pub(crate) struct View<'a> {
@@ -400,12 +400,14 @@ impl<'a> Item<'a> {
         };
         // A securityContext of the wrong shape (the API server admits none)
         // reads as declaring nothing.
-        let identity = fields.raw("securityContext").map_or_else(Ids::default, |raw| {
-            serde_json::from_str::<Obj<shape::Identity>>(raw.get())
-                .ok()
-                .and_then(Obj::get)
-                .map_or_else(Ids::default, ids)
-        });
+        let identity = fields
+            .raw("securityContext")
+            .map_or_else(Ids::default, |raw| {
+                serde_json::from_str::<Obj<shape::Identity>>(raw.get())
+                    .ok()
+                    .and_then(Obj::get)
+                    .map_or_else(Ids::default, ids)
+            });
         Ok(Self {
             name,
             mounts,

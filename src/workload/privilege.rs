@@ -266,7 +266,10 @@ mod tests {
                 "user without group",
                 NONE,
                 vec![mounting(u(999))],
-                Workload { uid: 999, gid: None },
+                Workload {
+                    uid: 999,
+                    gid: None,
+                },
             ),
             ("explicit root", NONE, vec![mounting(u(0))], Root),
             (
@@ -297,7 +300,10 @@ mod tests {
                 "only the mounting containers' users count",
                 NONE,
                 vec![mounting(u(999)), other(u(1000))],
-                Workload { uid: 999, gid: None },
+                Workload {
+                    uid: 999,
+                    gid: None,
+                },
             ),
             (
                 "several mounting containers agree",
@@ -318,7 +324,10 @@ mod tests {
                     mounting(ids(Some(999), Some(1), None)),
                     mounting(ids(Some(999), Some(2), None)),
                 ],
-                Workload { uid: 999, gid: None },
+                Workload {
+                    uid: 999,
+                    gid: None,
+                },
             ),
             (
                 "mounting containers disagree: no one owner",

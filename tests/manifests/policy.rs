@@ -704,7 +704,11 @@ fn each_privilege_case_of_stash_containers_is_admitted() {
         let old = secured_deployment(pod, app);
         let snap = snapshot_with_restore(&user);
         let new = planned_both(&old, &snap);
-        assert_eq!(stash_security(&new, "containers", "stash"), sidecar, "{case}");
+        assert_eq!(
+            stash_security(&new, "containers", "stash"),
+            sidecar,
+            "{case}"
+        );
         assert_eq!(
             stash_security(&new, "initContainers", "stash-init"),
             init,
