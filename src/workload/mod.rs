@@ -292,7 +292,7 @@ impl<'a> View<'a> {
     /// `volumeMounts` ([`privilege::identity`]): the workload's own
     /// containers and init containers count, stash's do not.
     pub fn identity(&self, target: &[VolumeMount]) -> Identity {
-        let members: Vec<Member> = self
+        let members = self
             .containers
             .iter()
             .chain(&self.init_containers)
@@ -300,9 +300,8 @@ impl<'a> View<'a> {
             .map(|c| Member {
                 ids: c.identity,
                 mounts_target: target.iter().any(|m| c.mounts(&m.name)),
-            })
-            .collect();
-        privilege::identity(self.pod_identity, &members)
+            });
+        privilege::identity(self.pod_identity, members)
     }
 
     /// Every container and init container, with whether it mounts volume `name`.

@@ -117,13 +117,18 @@ impl Role {
 
 /// Cases 2–4 for a pod whose own securityContext reads `pod` and whose
 /// containers (stash's excluded) are `members`.
-pub fn identity(pod: Ids, members: &[Member]) -> Identity {
-    if let Some((uid, gid)) = shared_user(pod, members) {
+pub fn identity<I>(pod: Ids, members: I) -> Identity
+where
+    I: IntoIterator<Item = Member>,
+    I::IntoIter: Clone,
+{
+    let members = members.into_iter();
+    if let Some((uid, gid)) = shared_user(pod, members.clone()) {
         return Identity::Workload { uid, gid };
     }
     let non_root = pod.run_as_non_root == Some(true)
         || members
-            .iter()
+            .into_iter()
             .any(|m| m.ids.over(pod).run_as_non_root == Some(true));
     if non_root {
         Identity::NonRoot
@@ -134,23 +139,26 @@ pub fn identity(pod: Ids, members: &[Member]) -> Identity {
 
 /// The one explicit non-zero uid every container mounting the target runs
 /// as (the pod's when none mounts it), with the one gid they all declare.
-fn shared_user(pod: Ids, members: &[Member]) -> Option<(i64, Option<i64>)> {
-    let mounting: Vec<Ids> = members
-        .iter()
-        .filter(|m| m.mounts_target)
-        .map(|m| m.ids.over(pod))
-        .collect();
-    let effective = if mounting.is_empty() {
-        vec![pod]
-    } else {
-        mounting
+/// Iterates instead of collecting: this runs on every webhook decision.
+fn shared_user(
+    pod: Ids,
+    members: impl Iterator<Item = Member> + Clone,
+) -> Option<(i64, Option<i64>)> {
+    let mounting = move || {
+        members
+            .clone()
+            .filter(|m| m.mounts_target)
+            .map(move |m| m.ids.over(pod))
     };
-    let uid = effective[0].run_as_user.filter(|u| *u > 0)?;
-    if effective.iter().any(|ids| ids.run_as_user != Some(uid)) {
+    let first = mounting().next().unwrap_or(pod);
+    let uid = first.run_as_user.filter(|u| *u > 0)?;
+    if mounting().any(|ids| ids.run_as_user != Some(uid)) {
         return None;
     }
-    let gid = effective[0].run_as_group.filter(|g| *g >= 0);
-    let gid = gid.filter(|g| effective.iter().all(|ids| ids.run_as_group == Some(*g)));
+    let gid = first
+        .run_as_group
+        .filter(|g| *g >= 0)
+        .filter(|g| mounting().all(|ids| ids.run_as_group == Some(*g)));
     Some((uid, gid))
 }
 
@@ -361,7 +369,7 @@ mod tests {
             ),
         ];
         for (name, pod, members, want) in cases {
-            assert_eq!(identity(pod, &members), want, "{name}");
+            assert_eq!(identity(pod, members.iter().copied()), want, "{name}");
         }
     }
 
