@@ -552,6 +552,48 @@ mod tests {
     }
 
     #[test]
+    fn reads_who_the_pod_and_its_containers_run_as() {
+        use privilege::{Identity, Ids};
+        let obj = deployment(json!({"template": {"spec": {
+            "securityContext": {"runAsUser": 70, "runAsNonRoot": true, "fsGroup": 70},
+            "containers": [
+                {"name": "db", "securityContext": {"runAsUser": 999, "runAsGroup": 999},
+                 "volumeMounts": [{"name": "data", "mountPath": "/d"}]},
+                {"name": "odd", "securityContext": {"runAsUser": "999", "runAsGroup": 1.5, "runAsNonRoot": "yes"}},
+                {"name": "stash", "securityContext": {"runAsUser": 0}}],
+            "initContainers": [{"name": "bad", "securityContext": 5}],
+            "volumes": [{"name": "data", "emptyDir": {}}]}}}));
+        let mut text = String::new();
+        let v = View::read(&obj, &mut text).unwrap().unwrap();
+        assert_eq!(
+            v.pod_identity,
+            Ids {
+                run_as_user: Some(70),
+                run_as_group: None,
+                run_as_non_root: Some(true)
+            }
+        );
+        assert_eq!(v.containers[0].identity.run_as_user, Some(999));
+        // Values of the wrong type read as absent, never as an error.
+        assert_eq!(v.containers[1].identity, Ids::default());
+        assert_eq!(v.init_containers[0].identity, Ids::default());
+        let data = [VolumeMount {
+            name: "data".into(),
+            mount_path: "/source/data".into(),
+            ..Default::default()
+        }];
+        assert_eq!(
+            v.identity(&data),
+            Identity::Workload {
+                uid: 999,
+                gid: Some(999)
+            }
+        );
+        // No container mounts it: the pod's user; stash's own never counts.
+        assert_eq!(v.identity(&[]), Identity::Workload { uid: 70, gid: None });
+    }
+
+    #[test]
     fn reads_escaped_text_and_annotations_as_a_tree_would() {
         let text = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"a\u0070p","annotations":{"x":1,"k":"v","k":"w"}},"spec":{"template":{"spec":{"containers":[{"image":"i","volumeMounts":[{"name":"m"}],"name":"stash"}]}}}}"#;
         let v = View::parse(text, None).unwrap().unwrap();

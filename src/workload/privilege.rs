@@ -167,6 +167,8 @@ fn shared_user(
 pub fn choose(user: Option<&SecurityContext>, identity: Identity, role: Role) -> SecurityContext {
     match (user, identity) {
         (Some(user), _) => user.clone(),
+        // `User` without the user's context (not what `case` gives): the
+        // safest of the others, the image's non-root user.
         (None, Identity::User) => hardened(Some(IMAGE_UID), Some(IMAGE_UID), &[]),
         (None, Identity::Workload { uid, gid }) => hardened(Some(uid), gid, &[]),
         (None, Identity::NonRoot) => hardened(Some(IMAGE_UID), Some(IMAGE_UID), &[]),
