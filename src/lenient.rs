@@ -67,6 +67,17 @@ pub(crate) struct Text<'a>(pub Option<Cow<'a, str>>);
 #[derive(Default)]
 pub(crate) struct Flag(pub bool);
 
+/// A field read as a whole number when it is one (an integral JSON number
+/// that fits an `i64`), else absent: a securityContext's `runAsUser`.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Int(pub Option<i64>);
+
+/// A field read as a bool when it is one, else absent (unlike [`Flag`],
+/// `false` and absent differ: a container's `runAsNonRoot: false`
+/// overrides its pod's `true`).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Bool(pub Option<bool>);
+
 /// A map's entries, keys read, values kept as their raw text: annotations,
 /// of which stash reads one or two among any number of the user's; the
 /// fields of a container or volume, read further only as far as needed.
@@ -225,6 +236,68 @@ impl<'de> Deserialize<'de> for Flag {
         d.deserialize_any(V)
     }
 }
+
+/// A visitor for a scalar read as `Some` from one JSON type and `None` from
+/// any other (wrong-type containers drained, never built).
+macro_rules! one_scalar {
+    ($ty:ident, $what:literal, { $($arms:tt)* }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    $($arms)*
+                    fn visit_str<E>(self, _: &str) -> Result<$ty, E> {
+                        Ok($ty(None))
+                    }
+                    fn visit_unit<E>(self) -> Result<$ty, E> {
+                        Ok($ty(None))
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<$ty, A::Error> {
+                        drain_seq(seq).map(|()| $ty(None))
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<$ty, A::Error> {
+                        drain_map(map).map(|()| $ty(None))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
+one_scalar!(Int, "any JSON value", {
+    fn visit_bool<E>(self, _: bool) -> Result<Int, E> {
+        Ok(Int(None))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Int, E> {
+        Ok(Int(Some(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Int, E> {
+        Ok(Int(i64::try_from(v).ok()))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Int, E> {
+        Ok(Int(None))
+    }
+});
+
+one_scalar!(Bool, "any JSON value", {
+    fn visit_bool<E>(self, v: bool) -> Result<Bool, E> {
+        Ok(Bool(Some(v)))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Bool, E> {
+        Ok(Bool(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Bool, E> {
+        Ok(Bool(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Bool, E> {
+        Ok(Bool(None))
+    }
+});
 
 impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -8,7 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::backup_configuration::{Condition, TargetRef};
+use super::backup_configuration::{Condition, RuntimeSettings, TargetRef};
 
 /// Spec of a RestoreSession.
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
@@ -43,6 +43,12 @@ pub struct RestoreSessionSpec {
     /// The workload to restore into and what to restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<RestoreTarget>,
+    /// Settings of the `stash-init` container, as Stash's: its
+    /// `container.securityContext` is used verbatim (else stash chooses one
+    /// from the workload, docs/restore.md), `container.resources`, `env` and
+    /// `envFrom` are the container's; `pod` and nice/ionice are not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_settings: Option<Box<RuntimeSettings>>,
 }
 
 /// The workload a RestoreSession restores into.

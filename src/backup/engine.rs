@@ -29,7 +29,9 @@ use crate::api::{
 use super::locks::retry_on_lock;
 pub use super::locks::{LockHolders, NoLockHolders};
 use super::repository::{ResticSettings, prepare};
-use super::restic::{BackupSummary, Integrity, Restic, ResticError, format_bytes, format_duration};
+use super::restic::{
+    BackupSummary, Integrity, Restic, ResticError, format_bytes, format_duration, item_errors,
+};
 
 /// Repository figures after a successful run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -202,6 +204,28 @@ pub async fn backup_host_with(
     out
 }
 
+/// The host's error for a failed `restic backup` of `path`: for files
+/// restic could not read, what they are and how to let the sidecar read
+/// them ([`super::unreadable`]); otherwise restic's own words.
+fn backup_failure(config: &BackupConfiguration, path: &str, e: ResticError) -> String {
+    if let ResticError::Failed {
+        command, message, ..
+    } = &e
+        && command == "backup"
+    {
+        let items = item_errors(message);
+        let name = format!(
+            "{}/{}",
+            config.metadata.namespace.as_deref().unwrap_or_default(),
+            config.metadata.name.as_deref().unwrap_or_default()
+        );
+        if let Some(line) = super::unreadable::report(&items, &name) {
+            return line;
+        }
+    }
+    in_context(&format!("backup of {path}"), e)
+}
+
 async fn run(
     config: &BackupConfiguration,
     repository: &Repository,
@@ -229,7 +253,7 @@ async fn run(
             restic.backup(path, host, &target.exclude, settings.enable_cache)
         })
         .await
-        .map_err(|e| in_context(&format!("backup of {path}"), e))?;
+        .map_err(|e| backup_failure(config, path, e))?;
         tracing::info!(host, path = %path, snapshot = %summary.snapshot_id,
             uploaded = summary.data_added, "snapshot taken");
         out.stats.snapshots.push(snapshot_stats(path, &summary));

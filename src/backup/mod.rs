@@ -20,6 +20,7 @@ pub mod repository;
 pub mod restic;
 pub mod session;
 pub mod status;
+pub mod unreadable;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -291,7 +291,12 @@ pub fn prepare(
             dir: secret_dir.display().to_string(),
         });
     }
-    let private = settings.scratch_dir.join("stash-restic");
+    // One private dir per uid: the sidecar and stash-init share the pod's
+    // `tmp-dir` and may run as different users (workload::privilege), and a
+    // 0700 dir the other one made first would be closed to this one.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let private = settings.scratch_dir.join(format!("stash-restic-{euid}"));
     private_dir(&private)?;
 
     let mut env = ResticEnv::default();

@@ -355,6 +355,73 @@ pub fn parse_backup(stdout: &str) -> Result<BackupSummary, String> {
     Err("no summary message in restic's output".to_string())
 }
 
+/// A file or directory `restic backup` reported it could not read: one of
+/// its `{"message_type":"error",…}` lines (printed on stderr, so found in
+/// the failure's one-line message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemError {
+    /// The path restic names.
+    pub item: String,
+    /// The phase: `scan`, `archival`.
+    pub during: String,
+    /// restic's words, when it gave any: restic 0.14 serializes the Go
+    /// error as `{}`, so this is `None` there.
+    pub message: Option<String>,
+}
+
+/// The items of every JSON error line in a `restic backup --json`
+/// failure's message, each path once (restic 0.14 reports an unreadable
+/// directory twice, `during` scan and archival: the first is kept).
+pub fn item_errors(message: &str) -> Vec<ItemError> {
+    #[derive(Deserialize)]
+    struct Line {
+        message_type: String,
+        #[serde(default)]
+        error: serde_json::Value,
+        #[serde(default)]
+        during: String,
+        #[serde(default)]
+        item: String,
+    }
+    let mut out: Vec<ItemError> = Vec::new();
+    let mut rest = message;
+    while let Some(start) = rest.find('{') {
+        let mut stream =
+            serde_json::Deserializer::from_str(&rest[start..]).into_iter::<serde_json::Value>();
+        let (value, used) = match stream.next() {
+            Some(Ok(value)) => (value, stream.byte_offset()),
+            _ => (serde_json::Value::Null, 1),
+        };
+        rest = &rest[start + used.max(1)..];
+        let Ok(line) = serde_json::from_value::<Line>(value) else {
+            continue;
+        };
+        if line.message_type != "error" || line.item.is_empty() {
+            continue;
+        }
+        if out.iter().any(|e| e.item == line.item) {
+            continue;
+        }
+        out.push(ItemError {
+            message: error_words(&line.error),
+            item: line.item,
+            during: line.during,
+        });
+    }
+    out
+}
+
+/// restic's error text in a JSON error line: a string, or an object's
+/// `message` (newer restic); `None` for restic 0.14's `{}`.
+fn error_words(error: &serde_json::Value) -> Option<String> {
+    let words = match error {
+        serde_json::Value::String(s) => s.as_str(),
+        serde_json::Value::Object(o) => o.get("message")?.as_str()?,
+        _ => return None,
+    };
+    (!words.trim().is_empty()).then(|| words.trim().to_string())
+}
+
 /// Reads the first JSON value of a command's output (restic < 0.16 may print
 /// prose after the JSON of `forget --prune`).
 fn first_json<T: serde::de::DeserializeOwned>(stdout: &str) -> Result<T, String> {
@@ -768,6 +835,34 @@ done
         assert_eq!(format_duration(Duration::from_millis(350)), "350ms");
         assert_eq!(format_duration(Duration::from_millis(62_500)), "1m2.5s");
         assert_eq!(format_duration(Duration::from_secs(3600)), "1h0m0s");
+    }
+
+    #[test]
+    fn item_errors_are_read_from_restic_0_14s_lines() {
+        let stderr = "unable to open cache: mkdir /root/.cache: permission denied\n\
+            {\"message_type\":\"error\",\"error\":{},\"during\":\"scan\",\"item\":\"/source/data/pgdata\"}\n\
+            {\"message_type\":\"error\",\"error\":{},\"during\":\"archival\",\"item\":\"/source/data/pgdata\"}\n\
+            {\"message_type\":\"error\",\"error\":{\"message\":\"open /source/data/x: permission denied\"},\"during\":\"archival\",\"item\":\"/source/data/x\"}\n\
+            Warning: at least one source file could not be read\n";
+        let message = one_line(stderr);
+        let items = item_errors(&message);
+        assert_eq!(
+            items,
+            [
+                ItemError {
+                    item: "/source/data/pgdata".into(),
+                    during: "scan".into(),
+                    message: None,
+                },
+                ItemError {
+                    item: "/source/data/x".into(),
+                    during: "archival".into(),
+                    message: Some("open /source/data/x: permission denied".into()),
+                },
+            ]
+        );
+        assert!(item_errors("Fatal: wrong password {").is_empty());
+        assert!(item_errors("{\"message_type\":\"status\"} {}").is_empty());
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //!   volumes and the `stash.appscode.com/*` annotations (plus the fields the
 //!   API server itself changes: managedFields, resourceVersion, generation,
 //!   status). The stash parts themselves must run the stash image, not
-//!   privileged, and the only stash volume that may be a hostPath is a
+//!   privileged, without privilege escalation, adding no capability beyond
+//!   [`STASH_CAPABILITIES`] (what `workload::privilege` gives a root
+//!   sidecar or `stash-init`, and `DAC_READ_SEARCH` for users who choose
+//!   it), and the only stash volume that may be a hostPath is a
 //!   Repository's local backend (`stash-local-backend`).
 //! - `stash-webhook-owned`: a CronJob, ServiceAccount or RoleBinding it
 //!   creates or updates must have the shape `reconcile::desired` builds.
@@ -88,6 +91,40 @@ fn not_privileged(c: &str) -> String {
     format!(
         "(!has({c}.securityContext) || ((!has({c}.securityContext.privileged) || !{c}.securityContext.privileged) && (!has({c}.securityContext.capabilities) || !has({c}.securityContext.capabilities.add) || size({c}.securityContext.capabilities.add) == 0) && {}))",
         not_host_process(&format!("{c}.securityContext"))
+    )
+}
+
+/// The capabilities a `stash` or `stash-init` container may add: those
+/// `workload::privilege` gives them as root (the sidecar `DAC_OVERRIDE`,
+/// `stash-init` `CHOWN`, `DAC_OVERRIDE`, `FOWNER`, `FSETID`) and
+/// `DAC_READ_SEARCH`, the read-only subset of `DAC_OVERRIDE`, for a user
+/// who sets it in `runtimeSettings` (Pod Security `baseline` does not allow
+/// it, so stash never chooses it itself). Nothing that reaches beyond the
+/// files of the pod's own volumes (`SYS_ADMIN`, `NET_ADMIN`, `SYS_PTRACE`, …).
+pub const STASH_CAPABILITIES: [&str; 5] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+];
+
+/// `c` (a `stash` or `stash-init` container) is not privileged, does not
+/// allow privilege escalation, adds only [`STASH_CAPABILITIES`] (with or
+/// without the `CAP_` prefix, as the runtime accepts both) and is no Windows
+/// host process.
+fn stash_unprivileged(c: &str) -> String {
+    let sc = format!("{c}.securityContext");
+    let allowed = STASH_CAPABILITIES
+        .iter()
+        .flat_map(|cap| [lit(cap), lit(&format!("CAP_{cap}"))])
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "(!has({sc}) || ({} && {} && (!has({sc}.capabilities) || !has({sc}.capabilities.add) || {sc}.capabilities.add.all(a, a in [{allowed}])) && {}))",
+        not_set(&sc, "privileged"),
+        not_set(&sc, "allowPrivilegeEscalation"),
+        not_host_process(&sc)
     )
 }
 
@@ -227,9 +264,9 @@ pub fn workload_validations(options: &Options) -> Vec<Validation> {
         validation(
             format!(
                 "({stash_containers}).all(c, c.image == {image} && !has(c.command) && {})",
-                not_privileged("c")
+                stash_unprivileged("c")
             ),
-            "the stash and stash-init containers run the stash image, with its entrypoint, unprivileged",
+            "the stash and stash-init containers run the stash image, with its entrypoint, unprivileged: no privilege escalation, no capability added but CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID",
         ),
         validation(
             format!(

@@ -32,7 +32,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use json_patch::PatchOperation;
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, VolumeMount};
 use serde_json::{Value, json};
 
 use crate::api::{
@@ -51,6 +51,7 @@ use crate::workload::patch::{
     INIT_CONTAINERS, META, VOLUMES, add, add_volumes, indexed, ptr, remove, remove_owned_volumes,
     remove_volumes, replace, set_annotation, unset_annotation,
 };
+use crate::workload::privilege::{self, Role};
 use crate::workload::{View, name_of};
 
 /// What the restore decision wants done to one workload; `O` as for
@@ -179,11 +180,7 @@ fn desired(
         owner: format!("RestoreSession {}/{rs_name}", view.namespace),
         container: "stash-init container",
         reaches: "the stash-init container",
-        target_mounts: rs
-            .spec
-            .target
-            .as_ref()
-            .map_or(&[], |t| t.volume_mounts.as_slice()),
+        target_mounts: what_mounts(rs),
         tmp: Default::default(),
     };
     let (mounts, volumes) = mounts_and_volumes(
@@ -194,6 +191,19 @@ fn desired(
         what,
         warnings,
     );
+    let rt = rs
+        .spec
+        .runtime_settings
+        .as_ref()
+        .and_then(|r| r.container.as_ref());
+    let user = rt.and_then(|c| c.security_context.as_ref());
+    let identity = view.identity(what_mounts(rs));
+    let mut env = vec![
+        field_env("NODE_NAME", "spec.nodeName"),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+    ];
+    env.extend(rt.iter().flat_map(|c| c.env.iter().cloned()));
     let container = Container {
         name: RESTORE_INIT_CONTAINER.into(),
         image: Some(settings.image.clone()),
@@ -202,11 +212,10 @@ fn desired(
             format!("--restoresession={rs_name}"),
             format!("--secret-dir={SECRET_DIR}"),
         ]),
-        env: Some(vec![
-            field_env("NODE_NAME", "spec.nodeName"),
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-        ]),
+        env: Some(env),
+        env_from: rt.map(|c| c.env_from.clone()).filter(|e| !e.is_empty()),
+        resources: rt.and_then(|c| c.resources.clone()),
+        security_context: Some(privilege::choose(user, identity, Role::Restore)),
         volume_mounts: Some(mounts),
         ..Default::default()
     };
@@ -214,6 +223,14 @@ fn desired(
         to_json(&container),
         volumes.iter().map(|v| Shared::new(to_json(v))).collect(),
     )
+}
+
+/// The RestoreSession's `target.volumeMounts`.
+fn what_mounts(rs: &RestoreSession) -> &[VolumeMount] {
+    rs.spec
+        .target
+        .as_ref()
+        .map_or(&[], |t| t.volume_mounts.as_slice())
 }
 
 fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings) -> InitPlan<Op> {

@@ -12,8 +12,10 @@
 //! by later objects while the entry lives, so a stale entry is never matched.
 //!
 //! Besides those two objects, [`super::desired`] reads the image, the
-//! workload's kind and name, and which of the configuration's
-//! `target.volumeMounts` name a volume the workload has: all part of the key.
+//! workload's kind and name, which of the configuration's
+//! `target.volumeMounts` name a volume the workload has, and who the
+//! workload's containers run as (the sidecar's securityContext case,
+//! [`crate::workload::privilege`]): all part of the key.
 //!
 //! One memo per thread (no lock on the request path), each bounded: when full
 //! it is emptied and refills with what is asked for next. Transparent: the
@@ -25,6 +27,7 @@ use std::sync::{Arc, Weak};
 
 use super::Desired;
 use crate::api::{BackupConfiguration, Repository};
+use crate::workload::privilege::Identity;
 
 /// Entries per thread before the memo is emptied.
 const CAPACITY: usize = 512;
@@ -37,6 +40,8 @@ pub(super) struct Inputs<'a> {
     pub name: &'a str,
     /// Bit `i`: the workload has the volume of `target.volumeMounts[i]`.
     pub mounts_present: u64,
+    /// The sidecar's securityContext case.
+    pub identity: Identity,
 }
 
 /// A computed sidecar and the warnings that came with it.
@@ -52,6 +57,7 @@ struct Entry {
     kind: String,
     name: String,
     mounts_present: u64,
+    identity: Identity,
     computed: Arc<Computed>,
 }
 
@@ -60,6 +66,7 @@ impl Entry {
         self.config.strong_count() > 0
             && self.repository.strong_count() > 0
             && self.mounts_present == inputs.mounts_present
+            && self.identity == inputs.identity
             && self.kind == inputs.kind
             && self.name == inputs.name
             && self.image == inputs.image
@@ -109,6 +116,7 @@ pub(super) fn get_or_compute(
             kind: inputs.kind.to_owned(),
             name: inputs.name.to_owned(),
             mounts_present: inputs.mounts_present,
+            identity: inputs.identity,
             computed: computed.clone(),
         });
     });
@@ -136,6 +144,7 @@ mod tests {
             kind: "Deployment",
             name,
             mounts_present,
+            identity: Identity::Root,
         }
     }
 
@@ -151,6 +160,12 @@ mod tests {
         assert_eq!(other_mounts.desired.hash, "m");
         let other_name = get_or_compute(&bc, &repo, inputs("other", 1), || computed("n"));
         assert_eq!(other_name.desired.hash, "n");
+        let other_user = Inputs {
+            identity: Identity::NonRoot,
+            ..inputs("app", 1)
+        };
+        let other_user = get_or_compute(&bc, &repo, other_user, || computed("u"));
+        assert_eq!(other_user.desired.hash, "u");
         // A new version of the configuration (a new Arc) is computed afresh.
         let bc2 = Arc::new((*bc).clone());
         let newer = get_or_compute(&bc2, &repo, inputs("app", 1), || computed("newer"));

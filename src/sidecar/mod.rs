@@ -21,7 +21,7 @@ use std::sync::Arc;
 use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::{
     Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, ObjectFieldSelector, SecretVolumeSource, Volume, VolumeMount,
+    EnvVarSource, ObjectFieldSelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -38,6 +38,7 @@ use crate::workload::patch::{
     CONTAINERS, META, TEMPLATE_META, VOLUMES, add, add_volumes, indexed, ptr, remove,
     remove_owned_volumes, remove_volumes, replace, set_annotation, unset_annotation,
 };
+use crate::workload::privilege::{self, Identity, Role};
 use crate::workload::{View as Workload, name_of};
 
 /// Downward-API volume with the pod's labels, mounted at [`PODINFO_DIR`].
@@ -296,16 +297,17 @@ fn memoized_desired(
     repo: &Arc<Repository>,
     settings: &Settings,
 ) -> Arc<memo::Computed> {
-    let compute = || {
-        let mut warnings = Vec::new();
-        let desired = desired(view, bc, bc_name, repo, settings, &mut warnings);
-        memo::Computed { desired, warnings }
-    };
     let mounts = bc
         .spec
         .target
         .as_ref()
         .map_or(&[][..], |t| t.volume_mounts.as_slice());
+    let identity = privilege::case(user_security(bc), view.identity(mounts));
+    let compute = || {
+        let mut warnings = Vec::new();
+        let desired = desired(view, bc, bc_name, repo, settings, identity, &mut warnings);
+        memo::Computed { desired, warnings }
+    };
     if mounts.len() > 64 {
         return Arc::new(compute());
     }
@@ -319,6 +321,7 @@ fn memoized_desired(
         kind: &view.kind,
         name: &view.name,
         mounts_present,
+        identity,
     };
     memo::get_or_compute(bc, repo, inputs, compute)
 }
@@ -329,6 +332,7 @@ fn desired(
     bc_name: &str,
     repo: &Repository,
     settings: &Settings,
+    identity: Identity,
     warnings: &mut Vec<String>,
 ) -> Desired {
     let enable_cache = !bc.spec.temp_dir.as_ref().is_some_and(|t| t.disable_caching);
@@ -369,7 +373,15 @@ fn desired(
         what,
         warnings,
     );
-    let container = to_json(&container(settings, args, sidecar_env(rt), rt, mounts));
+    let security = privilege::choose(user_security(bc), identity, Role::Backup);
+    let container = to_json(&container(
+        settings,
+        args,
+        sidecar_env(rt),
+        rt,
+        mounts,
+        security,
+    ));
     let volumes: Vec<Value> = volumes.iter().map(to_json).collect();
     // The hash covers exactly what lands in the pod template, so it moves
     // when and only when the sidecar does (never for paused/schedule/retention).
@@ -380,6 +392,17 @@ fn desired(
         volumes: volumes.into_iter().map(Shared::new).collect(),
         hash,
     }
+}
+
+/// The configuration's `runtimeSettings.container.securityContext`, if set.
+fn user_security(bc: &BackupConfiguration) -> Option<&SecurityContext> {
+    bc.spec
+        .runtime_settings
+        .as_ref()?
+        .container
+        .as_ref()?
+        .security_context
+        .as_ref()
 }
 
 /// The sidecar's environment: the downward-API identity, then the
@@ -545,6 +568,7 @@ fn container(
     env: Vec<EnvVar>,
     rt: Option<&ContainerRuntimeSettings>,
     mounts: Vec<VolumeMount>,
+    security: SecurityContext,
 ) -> Container {
     Container {
         name: SIDECAR_CONTAINER.into(),
@@ -553,7 +577,7 @@ fn container(
         env: Some(env),
         env_from: rt.map(|rt| rt.env_from.clone()).filter(|e| !e.is_empty()),
         resources: rt.and_then(|rt| rt.resources.clone()),
-        security_context: rt.and_then(|rt| rt.security_context.clone()),
+        security_context: Some(security),
         volume_mounts: Some(mounts),
         ..Default::default()
     }

@@ -16,10 +16,12 @@
 //! first ([`View::parse`] is the one reading for both).
 
 pub mod patch;
+pub mod privilege;
 mod shape;
 
 use std::borrow::Cow;
 
+use k8s_openapi::api::core::v1::VolumeMount;
 use serde_json::Value;
 
 use crate::api::{
@@ -29,6 +31,7 @@ use crate::api::{
 use crate::lenient::{Entries, List, Obj};
 use crate::sidecar::OWNED_VOLUMES;
 use crate::targeting;
+use privilege::{Identity, Ids, Member};
 
 /// A workload's identity and pod template, borrowed from its JSON text.
 pub(crate) struct View<'a> {
@@ -49,6 +52,8 @@ pub(crate) struct View<'a> {
     /// (kind, name) of the controller that stamps out this workload's pod
     /// template (see [`template_controller`]), if any.
     pub controller: Option<(Cow<'a, str>, Cow<'a, str>)>,
+    /// The identity fields of `spec.template.spec.securityContext`.
+    pub pod_identity: Ids,
 }
 
 /// An object's metadata as the planners read it: whether it has an
@@ -85,6 +90,8 @@ pub(crate) struct Item<'a> {
     mounts: Vec<Cow<'a, str>>,
     /// The whole element, for those stash owns (by name).
     whole: Option<Value>,
+    /// A container's `securityContext` identity fields (a volume's: none).
+    identity: Ids,
 }
 
 impl Item<'_> {
@@ -192,6 +199,7 @@ impl<'a> View<'a> {
                 "spec.template.spec is missing or not an object".into(),
             ));
         };
+        let pod_identity = ids(pod.security_context.get().unwrap_or_default());
         let containers = items(
             pod.containers,
             "spec.template.spec.containers",
@@ -220,6 +228,7 @@ impl<'a> View<'a> {
             init_containers: init_containers.unwrap_or_default(),
             volumes,
             claim_templates,
+            pod_identity,
         }))
     }
 
@@ -277,6 +286,22 @@ impl<'a> View<'a> {
     /// Whether a container of the pod may mount volume `name`.
     pub fn has_volume(&self, name: &str) -> bool {
         self.volume_index(name).is_some() || self.claim_templates.iter().any(|c| c == name)
+    }
+
+    /// Who stash's containers run as for a target with these
+    /// `volumeMounts` ([`privilege::identity`]): the workload's own
+    /// containers and init containers count, stash's do not.
+    pub fn identity(&self, target: &[VolumeMount]) -> Identity {
+        let members = self
+            .containers
+            .iter()
+            .chain(&self.init_containers)
+            .filter(|c| !c.name().is_some_and(stash_container))
+            .map(|c| Member {
+                ids: c.identity,
+                mounts_target: target.iter().any(|m| c.mounts(&m.name)),
+            });
+        privilege::identity(self.pod_identity, members)
     }
 
     /// Every container and init container, with whether it mounts volume `name`.
@@ -355,6 +380,7 @@ impl<'a> Item<'a> {
                 name: None,
                 mounts: Vec::new(),
                 whole: None,
+                identity: Ids::default(),
             });
         };
         let name = fields.string("name");
@@ -371,11 +397,31 @@ impl<'a> Item<'a> {
             Some(n) if whole(n) => Some(fields.to_value().map_err(|e| one_line(&e.to_string()))?),
             _ => None,
         };
+        // A securityContext of the wrong shape (the API server admits none)
+        // reads as declaring nothing.
+        let identity = fields
+            .raw("securityContext")
+            .map_or_else(Ids::default, |raw| {
+                serde_json::from_str::<Obj<shape::Identity>>(raw.get())
+                    .ok()
+                    .and_then(Obj::get)
+                    .map_or_else(Ids::default, ids)
+            });
         Ok(Self {
             name,
             mounts,
             whole,
+            identity,
         })
+    }
+}
+
+/// The identity fields as read from a securityContext.
+fn ids(read: shape::Identity) -> Ids {
+    Ids {
+        run_as_user: read.run_as_user.0,
+        run_as_group: read.run_as_group.0,
+        run_as_non_root: read.run_as_non_root.0,
     }
 }
 
@@ -503,6 +549,48 @@ mod tests {
         assert_eq!(mounting, [true, false]);
         let job = json!({"apiVersion": "batch/v1", "kind": "Job"});
         assert!(View::read(&job, &mut String::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn reads_who_the_pod_and_its_containers_run_as() {
+        use privilege::{Identity, Ids};
+        let obj = deployment(json!({"template": {"spec": {
+            "securityContext": {"runAsUser": 70, "runAsNonRoot": true, "fsGroup": 70},
+            "containers": [
+                {"name": "db", "securityContext": {"runAsUser": 999, "runAsGroup": 999},
+                 "volumeMounts": [{"name": "data", "mountPath": "/d"}]},
+                {"name": "odd", "securityContext": {"runAsUser": "999", "runAsGroup": 1.5, "runAsNonRoot": "yes"}},
+                {"name": "stash", "securityContext": {"runAsUser": 0}}],
+            "initContainers": [{"name": "bad", "securityContext": 5}],
+            "volumes": [{"name": "data", "emptyDir": {}}]}}}));
+        let mut text = String::new();
+        let v = View::read(&obj, &mut text).unwrap().unwrap();
+        assert_eq!(
+            v.pod_identity,
+            Ids {
+                run_as_user: Some(70),
+                run_as_group: None,
+                run_as_non_root: Some(true)
+            }
+        );
+        assert_eq!(v.containers[0].identity.run_as_user, Some(999));
+        // Values of the wrong type read as absent, never as an error.
+        assert_eq!(v.containers[1].identity, Ids::default());
+        assert_eq!(v.init_containers[0].identity, Ids::default());
+        let data = [VolumeMount {
+            name: "data".into(),
+            mount_path: "/source/data".into(),
+            ..Default::default()
+        }];
+        assert_eq!(
+            v.identity(&data),
+            Identity::Workload {
+                uid: 999,
+                gid: Some(999)
+            }
+        );
+        // No container mounts it: the pod's user; stash's own never counts.
+        assert_eq!(v.identity(&[]), Identity::Workload { uid: 70, gid: None });
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use serde::Deserialize;
 
-use crate::lenient::{Entries, Flag, List, Obj, Text};
+use crate::lenient::{Bool, Entries, Flag, Int, List, Obj, Text};
 
 #[derive(Deserialize)]
 pub(super) struct Object<'a> {
@@ -91,6 +91,21 @@ pub(super) struct Pod<'a> {
     pub init_containers: List<Obj<Entries<'a>>>,
     #[serde(default, borrow)]
     pub volumes: List<Obj<Entries<'a>>>,
+    #[serde(default, rename = "securityContext")]
+    pub security_context: Obj<Identity>,
+}
+
+/// The identity fields of a pod's or a container's `securityContext`: who
+/// its processes run as, which decides who stash's containers run as
+/// ([`crate::workload::privilege`]).
+#[derive(Deserialize, Default)]
+pub(super) struct Identity {
+    #[serde(default, rename = "runAsUser")]
+    pub run_as_user: Int,
+    #[serde(default, rename = "runAsGroup")]
+    pub run_as_group: Int,
+    #[serde(default, rename = "runAsNonRoot")]
+    pub run_as_non_root: Bool,
 }
 
 /// What names an object in a message, read on its own when the whole

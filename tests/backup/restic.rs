@@ -503,3 +503,126 @@ async fn a_lock_left_by_a_deleted_pod_is_cleared_once_the_pod_is_gone() {
     assert!(f.lock_hosts().is_empty());
     assert_eq!(o.totals.unwrap().snapshot_count, 1);
 }
+
+/// Where the child half of the case-3 test finds its layout.
+const CASE_3_DIR: &str = "STASH_TEST_CASE_3_DIR";
+
+/// The sidecar's half of `as_65532_an_unreadable_directory_is_named_...`:
+/// a no-op unless that test starts this binary as the planned identity
+/// (the sidecar and restic are one identity in a pod, and the sidecar looks
+/// at what restic could not read as itself). Prints the host's error.
+#[tokio::test]
+async fn case_3_sidecar_process() {
+    let Some(dir) = std::env::var_os(CASE_3_DIR) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let mut bc = BackupConfiguration::new(
+        "pause-backup",
+        BackupConfigurationSpec {
+            target: Some(BackupTarget {
+                target_ref: TargetRef {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: "stash-demo".into(),
+                },
+                paths: vec![dir.join("source/data").display().to_string()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    bc.metadata.namespace = Some("demo".into());
+    let settings = ResticSettings::new(restic_binary(), dir.join("scratch"), true);
+    let out = backup_host(
+        &bc,
+        &local_repository(&dir.join("repo")),
+        &dir.join("secret"),
+        "host-0",
+        &settings,
+    )
+    .await;
+    println!("HOST_PHASE={:?}", out.stats.phase);
+    println!("HOST_ERROR={}", out.stats.error.unwrap_or_default());
+}
+
+#[test]
+fn as_65532_an_unreadable_directory_is_named_with_its_owner_and_mode() {
+    use stash_testkit::restic as support;
+    use std::os::unix::fs::{PermissionsExt, chown};
+    if !support::is_root() {
+        println!(
+            "case 3: skipped: needs root, to chown files to uid 999 and run the sidecar as 65532 with setpriv (CI runs as root)"
+        );
+        return;
+    }
+    let (sidecar, _) = support::planned_security(
+        serde_json::json!({"runAsNonRoot": true}),
+        serde_json::Value::Null,
+    );
+    let who = support::Identity::of(&sidecar);
+    assert_eq!(
+        who,
+        support::Identity {
+            uid: 65532,
+            gid: 65532,
+            caps: Vec::new()
+        }
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    mode(dir.path(), 0o755).unwrap();
+    let data = dir.path().join("source/data");
+    let pgdata = data.join("pgdata");
+    for d in [
+        &pgdata,
+        &dir.path().join("secret"),
+        &dir.path().join("repo"),
+        &dir.path().join("scratch"),
+    ] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    mode(&dir.path().join("scratch"), 0o1777).unwrap();
+    chown(dir.path().join("repo"), Some(65532), Some(65532)).unwrap();
+    std::fs::write(dir.path().join("secret/RESTIC_PASSWORD"), "changeit").unwrap();
+    std::fs::write(data.join("data.txt"), "sample_data\n").unwrap();
+    std::fs::write(pgdata.join("PG_VERSION"), "16\n").unwrap();
+    mode(&pgdata.join("PG_VERSION"), 0o600).unwrap();
+    chown(pgdata.join("PG_VERSION"), Some(999), Some(999)).unwrap();
+    mode(&pgdata, 0o700).unwrap();
+    chown(&pgdata, Some(999), Some(999)).unwrap();
+
+    let exe = std::env::current_exe().unwrap();
+    let as_sidecar = who.wrapper(dir.path(), &exe);
+    let out = Command::new(as_sidecar)
+        .args([
+            "--exact",
+            "restic::case_3_sidecar_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CASE_3_DIR, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.find(key).map(|i| &l[i + key.len()..]))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {key} in {stdout} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+            .to_string()
+    };
+    assert_eq!(line("HOST_PHASE="), "Some(Failed)");
+    assert_eq!(
+        line("HOST_ERROR="),
+        format!(
+            "restic backup could not read {} (owner 999:999, mode 0700) during scan: permission denied; the sidecar runs as uid 65532: set spec.runtimeSettings.container.securityContext.runAsUser: 999 in BackupConfiguration demo/pause-backup, or let the workload declare its user",
+            pgdata.display()
+        )
+    );
+}

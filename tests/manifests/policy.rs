@@ -582,3 +582,204 @@ fn a_local_backend_on_a_hostpath_gets_its_sidecar() {
     injected["metadata"]["resourceVersion"] = json!("8");
     accepted(workloads(SERVER, &injected, &old));
 }
+
+/// A Deployment whose pod and `app` container carry these securityContexts
+/// (`null`: none), as the API server stores it (defaulted).
+fn secured_deployment(pod: Value, container: Value) -> Value {
+    let mut w = deployment();
+    if !pod.is_null() {
+        w["spec"]["template"]["spec"]["securityContext"] = pod;
+    }
+    if !container.is_null() {
+        w["spec"]["template"]["spec"]["containers"][0]["securityContext"] = container;
+    }
+    stash_testkit::defaults::apply("apps", "deployments", &mut w);
+    w
+}
+
+/// A snapshot with the configuration and a RestoreSession for `app`, each
+/// with `user` as its `runtimeSettings.container.securityContext`.
+fn snapshot_with_restore(user: &Value) -> Snapshot {
+    let mut snap = snapshot(false);
+    let mut bc = serde_json::to_value(config()).unwrap();
+    let mut rs = json!({
+        "apiVersion": "stash.appscode.com/v1beta1", "kind": "RestoreSession",
+        "metadata": {"name": "restore", "namespace": "demo", "uid": "u-2"},
+        "spec": {"repository": {"name": "repo"},
+                 "target": {"ref": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"},
+                            "volumeMounts": [{"name": "data", "mountPath": "/source/data"}]}}
+    });
+    if !user.is_null() {
+        let rt = json!({"container": {"securityContext": user}});
+        bc["spec"]["runtimeSettings"] = rt.clone();
+        rs["spec"]["runtimeSettings"] = rt;
+    }
+    snap.upsert_config(serde_json::from_value(bc).expect("BackupConfiguration"));
+    snap.upsert_restore(serde_json::from_value(rs).expect("RestoreSession"));
+    snap
+}
+
+/// `old` after the reconciler's sidecar plan and then the RestoreSession
+/// controller's stash-init plan, as stored (defaulted, new resourceVersion).
+fn planned_both(old: &Value, snap: &Snapshot) -> Value {
+    let mut out = old.clone();
+    let sidecar = plan(&out, snap, &Settings::default());
+    json_patch::patch(&mut out, &sidecar.ops).expect("the sidecar plan applies");
+    let init = stash::restore::init::plan(&out, snap, &Settings::default());
+    json_patch::patch(&mut out, &init.ops).expect("the stash-init plan applies");
+    stash_testkit::defaults::apply("apps", "deployments", &mut out);
+    out["metadata"]["resourceVersion"] = json!("8");
+    out["metadata"]["generation"] = json!(4);
+    out
+}
+
+/// The securityContext of stash's container `name` in a planned workload.
+fn stash_security(w: &Value, list: &str, name: &str) -> Value {
+    w["spec"]["template"]["spec"][list]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .map(|c| c["securityContext"].clone())
+        .unwrap_or_else(|| panic!("{name} planned"))
+}
+
+#[test]
+fn each_privilege_case_of_stash_containers_is_admitted() {
+    let hardened = |uid: i64, non_root: bool, add: Option<Vec<&str>>| {
+        let mut caps = json!({"drop": ["ALL"]});
+        if let Some(add) = add {
+            caps["add"] = json!(add);
+        }
+        json!({"allowPrivilegeEscalation": false, "capabilities": caps,
+               "runAsNonRoot": non_root, "runAsUser": uid,
+               "seccompProfile": {"type": "RuntimeDefault"}})
+    };
+    let with_group = |mut sc: Value, gid: i64| {
+        sc["runAsGroup"] = json!(gid);
+        sc
+    };
+    let user = json!({"runAsUser": 999, "capabilities": {"add": ["DAC_READ_SEARCH"]}});
+    // (case, pod securityContext, app's, user's choice, sidecar's, stash-init's)
+    let cases = [
+        (
+            "1: the user's choice, verbatim",
+            Value::Null,
+            Value::Null,
+            user.clone(),
+            user.clone(),
+            user.clone(),
+        ),
+        (
+            "2: the app's user and group",
+            json!({"runAsUser": 1000, "fsGroup": 999}),
+            json!({"runAsUser": 999, "runAsGroup": 999}),
+            Value::Null,
+            with_group(hardened(999, true, None), 999),
+            with_group(hardened(999, true, None), 999),
+        ),
+        (
+            "3: non-root required, no user declared",
+            json!({"runAsNonRoot": true}),
+            Value::Null,
+            Value::Null,
+            with_group(hardened(65532, true, None), 65532),
+            with_group(hardened(65532, true, None), 65532),
+        ),
+        (
+            "4: may run as root",
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            with_group(hardened(0, false, Some(vec!["DAC_OVERRIDE"])), 0),
+            with_group(
+                hardened(
+                    0,
+                    false,
+                    Some(vec!["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]),
+                ),
+                0,
+            ),
+        ),
+    ];
+    for (case, pod, app, user, sidecar, init) in cases {
+        let old = secured_deployment(pod, app);
+        let snap = snapshot_with_restore(&user);
+        let new = planned_both(&old, &snap);
+        assert_eq!(
+            stash_security(&new, "containers", "stash"),
+            sidecar,
+            "{case}"
+        );
+        assert_eq!(
+            stash_security(&new, "initContainers", "stash-init"),
+            init,
+            "{case}"
+        );
+        accepted(workloads(SERVER, &new, &old));
+    }
+}
+
+#[test]
+fn stash_containers_gain_no_other_privilege() {
+    let old = secured_deployment(Value::Null, Value::Null);
+    let snap = snapshot_with_restore(&Value::Null);
+    let new = planned_both(&old, &snap);
+    let edit = |list: &'static str, name: &'static str, f: fn(&mut Value)| {
+        let mut w = new.clone();
+        for c in w["spec"]["template"]["spec"][list].as_array_mut().unwrap() {
+            if c["name"] == name {
+                f(&mut c["securityContext"]);
+            }
+        }
+        w
+    };
+    let why = "no capability added but CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID";
+    let refusals: [(&str, Value); 5] = [
+        (
+            "SYS_ADMIN on the sidecar",
+            edit("containers", "stash", |sc| {
+                sc["capabilities"]["add"] = json!(["DAC_OVERRIDE", "SYS_ADMIN"])
+            }),
+        ),
+        (
+            "CAP_SYS_PTRACE on stash-init",
+            edit("initContainers", "stash-init", |sc| {
+                sc["capabilities"]["add"] = json!(["CAP_SYS_PTRACE"])
+            }),
+        ),
+        (
+            "escalation on the sidecar",
+            edit("containers", "stash", |sc| {
+                sc["allowPrivilegeEscalation"] = json!(true)
+            }),
+        ),
+        (
+            "a privileged stash-init",
+            edit("initContainers", "stash-init", |sc| {
+                sc["privileged"] = json!(true)
+            }),
+        ),
+        (
+            "NET_ADMIN on stash-init",
+            edit("initContainers", "stash-init", |sc| {
+                sc["capabilities"]["add"] = json!(["CHOWN", "NET_ADMIN"])
+            }),
+        ),
+    ];
+    for (what, w) in refusals {
+        let answer = workloads(SERVER, &w, &old);
+        assert!(
+            answer
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|m| m.contains(why))),
+            "{what}: expected a refusal mentioning {why:?}, got {answer:?}"
+        );
+    }
+    // The users' own narrower choice, with or without the CAP_ prefix.
+    accepted(workloads(
+        SERVER,
+        &edit("containers", "stash", |sc| {
+            sc["capabilities"]["add"] = json!(["CAP_DAC_READ_SEARCH"])
+        }),
+        &old,
+    ));
+}

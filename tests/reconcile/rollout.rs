@@ -407,10 +407,33 @@ fn replicasets_of_an_injected_deployment_get_no_patch() {
     }
 }
 
+/// The recorded Deployment was injected before the sidecar had a
+/// securityContext (workload::privilege): on upgrade its sidecar is brought
+/// up to date once (the stash container and the hash: its pods roll once,
+/// docs/backup.md), and the result gets no patch.
 #[test]
 fn the_injected_deployment_itself_gets_no_patch() {
-    let review = fixture("workloads-injected-Deployment-CREATE-stash-demo.json");
-    assert_eq!(mutate(&review, &guide_snapshot()), Vec::<Value>::new());
+    let mut review = fixture("workloads-injected-Deployment-CREATE-stash-demo.json");
+    let snap = guide_snapshot();
+    let upgrade = mutate(&review, &snap);
+    let paths: Vec<&str> = upgrade
+        .iter()
+        .filter_map(|op| op["path"].as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/spec/template/spec/containers/1",
+            "/spec/template/metadata/annotations/stash.appscode.com~1last-applied-backupconfiguration-hash"
+        ]
+    );
+    assert_eq!(
+        upgrade[0]["value"]["securityContext"]["capabilities"],
+        serde_json::json!({"add": ["DAC_OVERRIDE"], "drop": ["ALL"]})
+    );
+    let ops: json_patch::Patch = serde_json::from_value(Value::Array(upgrade)).unwrap();
+    json_patch::patch(&mut review["request"]["object"], &ops).unwrap();
+    assert_eq!(mutate(&review, &snap), Vec::<Value>::new());
 }
 
 /// A ReplicaSet nobody controls, that a BackupConfiguration targets, still
