@@ -971,11 +971,38 @@ fn full(bytes: Vec<u8>) -> Body {
     Full::new(Bytes::from(bytes)).boxed_unsync()
 }
 
-async fn serve_http(
-    shared: Arc<Shared>,
-    identity: Identity,
-    req: Request<kube::client::Body>,
-) -> Response<Body> {
+/// Serves `shared` over plain HTTP/1.1 and HTTP/2 on 127.0.0.1 (an
+/// ephemeral port), every request as `identity`, until the runtime stops:
+/// for a client in another process (the scale bench measures the
+/// reconciler's memory apart from the fake's).
+pub async fn listen(shared: Arc<Shared>, identity: Identity) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (shared, identity) = (shared.clone(), identity.clone());
+            let service = hyper::service::service_fn(move |req| {
+                let (shared, identity) = (shared.clone(), identity.clone());
+                async move { Ok::<_, Infallible>(serve_http(shared, identity, req).await) }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(io, service)
+                .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn serve_http<B>(shared: Arc<Shared>, identity: Identity, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -990,7 +1017,12 @@ async fn serve_http(
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
-    let bytes = req.into_body().collect_bytes().await.expect("request body");
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .expect("request body")
+        .to_bytes();
     let body: Value = if bytes.is_empty() {
         Value::Null
     } else if content_type.starts_with("application/apply-patch+yaml") {
