@@ -142,6 +142,7 @@ pub async fn run(client: Client, image: String, settings: Settings, feed: Feed) 
     let controller = watch_workload::<ReplicaSet>(controller, &client, &index);
     let ctx = Arc::new(Context::new(client, image, settings, index));
     controller
+        .with_config(super::controller_config())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {

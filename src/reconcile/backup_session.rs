@@ -99,6 +99,7 @@ pub async fn run(ctx: Arc<Context>, configs: Kind<BackupConfiguration>) {
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
         })
+        .with_config(super::controller_config())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
