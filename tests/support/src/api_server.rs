@@ -25,7 +25,9 @@
 //!   ([`super::rbac`]), and changes nothing.
 //!
 //! - lists honour `limit` and `continue` (a continued list answers at the
-//!   first page's resourceVersion, so a watch from there misses nothing);
+//!   first page's resourceVersion, so a watch from there misses nothing),
+//!   but not on `resourceVersion=0`, which kube-apiserver serves whole from
+//!   its watch cache;
 //!   an `Accept` of `as=PartialObjectMetadataList` (or `as=PartialObjectMetadata`
 //!   on a watch) is answered with the objects' metadata only, as kube's
 //!   `Api<PartialObjectMeta<K>>` asks;
@@ -536,11 +538,15 @@ impl State {
     /// resourceVersion and the last path served.
     fn list(&self, target: &Target, query: &str) -> ApiResponse {
         let kind = kind_of(&target.plural).unwrap_or("Unknown");
+        let token = param(query, "continue").filter(|c| !c.is_empty());
+        // `resourceVersion=0` (kube's `any_semantic`) is served from the
+        // API server's watch cache, which ignores `limit`: the whole
+        // collection in one answer.
+        let from_cache = token.is_none() && param(query, "resourceVersion").as_deref() == Some("0");
         let limit = param(query, "limit")
             .and_then(|l| l.parse::<usize>().ok())
-            .filter(|l| *l > 0)
+            .filter(|l| *l > 0 && !from_cache)
             .unwrap_or(usize::MAX);
-        let token = param(query, "continue").filter(|c| !c.is_empty());
         let (rv, after) = match token.as_deref().and_then(|c| c.split_once('|')) {
             Some((rv, after)) => (rv.to_string(), Some(after.to_string())),
             None => (self.rv.to_string(), None),
