@@ -151,8 +151,15 @@ fn server_container(options: &Options) -> Container {
             }),
             ..Lifecycle::default()
         }),
+        // Memory from `cargo bench --bench scale` (docs/performance.md): the
+        // reconciler's RSS is ~16 MiB plus ~6.5 KiB per backed-up workload
+        // (78 MiB at 10,000) and ~0.1 KiB per workload nobody backs up; the
+        // webhooks add up to `--body-budget` (64 MiB) of request bodies in
+        // flight. The request holds 10,000 backed-up workloads at rest; the
+        // limit, those and a full body budget with room to spare (about
+        // 25,000 backed-up workloads). docs/install.md says how to size them.
         resources: Some(ResourceRequirements {
-            requests: Some(quantities("100m", "64Mi")),
+            requests: Some(quantities("100m", "128Mi")),
             limits: Some(quantities("1", "256Mi")),
             ..ResourceRequirements::default()
         }),

@@ -23,6 +23,14 @@
 //! as a Warning event, after the status saying so is written
 //! ([`super::desired::condition_events`]).
 //!
+//! Memory stays bounded by what stash manages, not by the cluster: the
+//! workloads and the objects it owns are watched as metadata only
+//! (`PartialObjectMeta`, the API server sends no spec), nothing of them is
+//! cached (a watch only triggers), and every initial list is paginated
+//! ([`PAGE_SIZE`]): `any_semantic` would let the API server answer from its
+//! watch cache, which ignores `limit` and sends the whole cluster's
+//! Deployments and ReplicaSets in one body (docs/performance.md).
+//!
 //! The controller's cache lags its own writes; a pass handed a copy this
 //! controller has already written past does nothing ([`OwnWrites`]), and a
 //! write that loses a real race is retried quietly ([`log_failure`]).
@@ -35,6 +43,7 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, Patch};
+use kube::core::PartialObjectMeta as Meta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -64,6 +73,10 @@ use crate::store::Store;
 /// How soon a configuration whose backend Secret is missing is checked
 /// again (Secrets are not watched: the reconciler may only `get` them).
 pub const SECRET_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Objects per page of an initial list (a quorum read, which the API server
+/// paginates; kube-runtime's default too, named here because memory depends on it).
+pub const PAGE_SIZE: u32 = 500;
 
 /// What the BackupConfiguration controller shares between reconciles.
 pub struct Context {
@@ -101,13 +114,17 @@ impl Context {
 /// the objects it writes and the workloads, from watches of its own.
 pub async fn run(client: Client, image: String, settings: Settings, feed: Feed) {
     let managed = format!("{}={}", LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1);
-    let owned = || watcher::Config::default().labels(&managed).any_semantic();
+    let owned = || {
+        watcher::Config::default()
+            .labels(&managed)
+            .page_size(PAGE_SIZE)
+    };
     let index = feed.store.clone();
     let by_repo = index.clone();
     let controller = Controller::for_shared_stream(feed.configs.subscribe(), feed.configs.reader())
-        .owns(Api::<CronJob>::all(client.clone()), owned())
-        .owns(Api::<ServiceAccount>::all(client.clone()), owned())
-        .owns(Api::<RoleBinding>::all(client.clone()), owned())
+        .owns(Api::<Meta<CronJob>>::all(client.clone()), owned())
+        .owns(Api::<Meta<ServiceAccount>>::all(client.clone()), owned())
+        .owns(Api::<Meta<RoleBinding>>::all(client.clone()), owned())
         .watches_shared_stream(feed.repositories.subscribe(), move |repo| {
             let (ns, name) = (namespace_of(&*repo).to_owned(), repo.name_any());
             by_repo
@@ -125,6 +142,7 @@ pub async fn run(client: Client, image: String, settings: Settings, feed: Feed) 
     let controller = watch_workload::<ReplicaSet>(controller, &client, &index);
     let ctx = Arc::new(Context::new(client, image, settings, index));
     controller
+        .with_config(super::controller_config())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -134,7 +152,9 @@ pub async fn run(client: Client, image: String, settings: Settings, feed: Feed) 
         .await;
 }
 
-/// Re-triggers the configurations that target a workload of kind `W` when it changes.
+/// Re-triggers the configurations that target a workload of kind `W` when
+/// it changes. Metadata only (name and namespace are all the mapping reads),
+/// paginated, and not kept: an untargeted workload costs a moment of one page.
 fn watch_workload<W>(
     controller: Controller<BackupConfiguration>,
     client: &Client,
@@ -151,8 +171,8 @@ where
 {
     let index = index.clone();
     controller.watches(
-        Api::<W>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+        Api::<Meta<W>>::all(client.clone()),
+        watcher::Config::default().page_size(PAGE_SIZE),
         move |w| {
             index
                 .snapshot()

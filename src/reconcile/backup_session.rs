@@ -21,9 +21,9 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply::{ApiError, Backoff, get_workload, is_not_found, log_failure};
@@ -41,6 +41,7 @@ use crate::api::{
 };
 use crate::feed::Kind;
 use crate::recorder::{EventType, Recorder};
+use crate::store::slim;
 
 /// How long to wait before looking again at a session whose target's host
 /// count is not known yet (a StatefulSet not yet created, a DaemonSet not yet
@@ -68,11 +69,20 @@ impl Context {
 /// Runs the controller until the returned future is dropped. Configuration
 /// changes come from `configs` (the index's own watch).
 pub async fn run(ctx: Arc<Context>, configs: Kind<BackupConfiguration>) {
-    let controller = Controller::new(
-        Api::<BackupSession>::all(ctx.client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    let sessions = controller.store();
+    // Paginated, and cached without managedFields and kubectl's copy
+    // (docs/performance.md): sessions accumulate with every backup.
+    let (sessions, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher::watcher(
+            Api::<BackupSession>::all(ctx.client.clone()),
+            watcher::Config::default().page_size(super::backup_configuration::PAGE_SIZE),
+        )
+        .default_backoff()
+        .modify(|s| slim(s.meta_mut())),
+    )
+    .touched_objects();
+    let controller = Controller::for_stream(stream, sessions.clone());
     controller
         // A configuration appearing or changing re-evaluates its unfinished sessions.
         .watches_shared_stream(configs.subscribe(), move |bc| {
@@ -89,6 +99,7 @@ pub async fn run(ctx: Arc<Context>, configs: Kind<BackupConfiguration>) {
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
         })
+        .with_config(super::controller_config())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {

@@ -195,6 +195,7 @@ pub fn restore_step(rs: &RestoreSession, hosts: Option<i32>, now: jiff::Timestam
 /// come from `restores` (the index's own watch).
 pub async fn run(ctx: Arc<Context>, restores: Kind<RestoreSession>) {
     Controller::for_shared_stream(restores.subscribe(), restores.reader())
+        .with_config(super::controller_config())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {

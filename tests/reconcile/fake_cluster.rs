@@ -258,3 +258,93 @@ fn finalizers_hold_a_deletion_until_they_are_gone() {
     .unwrap();
     assert_eq!(c.get(BC), None);
 }
+
+fn config_map_named(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": "demo", "labels": {"app": "x"}},
+           "data": {"big": "x".repeat(1000)}})
+}
+
+/// What the reconciler's workload watches ask of the API server: lists in
+/// pages (`limit`, `continue`) and metadata only (`Api<PartialObjectMeta<K>>`
+/// sends `Accept: …;as=PartialObjectMetadataList;…`), whose watch events carry
+/// metadata only too.
+#[tokio::test]
+async fn lists_are_paginated_and_metadata_only_requests_get_metadata_only() {
+    use kube::api::ListParams;
+    use kube::core::PartialObjectMeta;
+    let c = Cluster::new();
+    for i in 0..5 {
+        c.seed(config_map_named(&format!("c{i}")));
+    }
+    let client = c.client(Identity::admin());
+    let api = Api::<ConfigMap>::namespaced(client.clone(), "demo");
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(2);
+    let mut pages = 0;
+    loop {
+        let page = api.list_metadata(&lp).await.expect("a page");
+        pages += 1;
+        assert!(page.items.len() <= 2);
+        names.extend(page.items.iter().map(|m| m.metadata.name.clone().unwrap()));
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+
+    let meta = Api::<PartialObjectMeta<ConfigMap>>::namespaced(client, "demo");
+    let mut stream = watcher::watcher(meta, watcher::Config::default().page_size(2)).boxed();
+    let mut listed = 0;
+    loop {
+        let event = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("no error");
+        match event {
+            watcher::Event::InitApply(m) => {
+                assert_eq!(m.metadata.labels.unwrap()["app"], "x");
+                listed += 1;
+            }
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(listed, 5);
+    c.seed(config_map_named("c5"));
+    let event = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("no error");
+    let watcher::Event::Apply(m) = event else {
+        panic!("an applied object: {event:?}");
+    };
+    assert_eq!(m.metadata.name.as_deref(), Some("c5"));
+    // Metadata only: over HTTP, as kube asks, the answer carries no data.
+    let addr = c.listen(Identity::admin()).await.expect("listen");
+    // reqwest wants a TLS provider even for http://.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let body: Value = reqwest::Client::new()
+        .get(format!(
+            "http://{addr}/api/v1/namespaces/demo/configmaps?limit=1"
+        ))
+        .header(
+            "Accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(body["kind"], "PartialObjectMetadataList");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["items"][0]["metadata"]["name"], "c0");
+    assert!(body["items"][0].get("data").is_none(), "{body}");
+    assert!(body["metadata"]["continue"].is_string());
+}

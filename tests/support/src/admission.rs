@@ -179,6 +179,33 @@ pub fn snapshot<'a>(objects: impl Iterator<Item = (&'a String, &'a Value)>) -> S
     snap
 }
 
+/// Brings `snap` in step with the stash object `namespace/name` of
+/// `plural` now stored as `obj` (`None`: deleted); what [`snapshot`] would
+/// make of the whole store, one change at a time.
+pub fn reindex(snap: &mut Snapshot, plural: &str, namespace: &str, name: &str, obj: Option<&Value>) {
+    match plural {
+        "backupconfigurations" => {
+            snap.remove_config(namespace, name);
+            if let Some(bc) = obj.and_then(|o| serde_json::from_value(o.clone()).ok()) {
+                snap.upsert_config(bc);
+            }
+        }
+        "repositories" => {
+            snap.remove_repository(namespace, name);
+            if let Some(repo) = obj.and_then(|o| serde_json::from_value(o.clone()).ok()) {
+                snap.upsert_repository(repo);
+            }
+        }
+        "restoresessions" => {
+            snap.remove_restore(namespace, name);
+            if let Some(rs) = obj.and_then(|o| serde_json::from_value(o.clone()).ok()) {
+                snap.upsert_restore(rs);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// One write as the admission chain sees it.
 pub struct Write<'a> {
     pub snap: &'a Snapshot,

@@ -24,9 +24,20 @@
 //!   answered 403 Forbidden, worded as kube-apiserver words it
 //!   ([`super::rbac`]), and changes nothing.
 //!
+//! - lists honour `limit` and `continue` (a continued list answers at the
+//!   first page's resourceVersion, so a watch from there misses nothing),
+//!   but not on `resourceVersion=0`, which kube-apiserver serves whole from
+//!   its watch cache;
+//!   an `Accept` of `as=PartialObjectMetadataList` (or `as=PartialObjectMetadata`
+//!   on a watch) is answered with the objects' metadata only, as kube's
+//!   `Api<PartialObjectMeta<K>>` asks;
+//! - objects are indexed by collection and the index of stash's own kinds is
+//!   kept up to date on every change, so lists, watches and admission cost
+//!   what they touch, not the whole cluster (the scale bench seeds 110,000).
+//!
 //! Every request is logged with the identity that made it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -173,6 +184,10 @@ pub struct State {
     pub policies: Policies,
     /// Every request RBAC refused (answered 403), as `role: message (method path)`.
     pub forbidden: Vec<String>,
+    /// Collection path (cluster-wide and namespaced) → the paths of its objects.
+    collections: HashMap<String, BTreeSet<String>>,
+    /// What the webhook's index holds of the stored objects, kept current.
+    index: stash::store::Snapshot,
 }
 
 /// The state and the tick that wakes the watches after every change.
@@ -196,6 +211,8 @@ impl Shared {
                 applied: BTreeMap::new(),
                 policies: Policies::install(&settings.image),
                 forbidden: Vec::new(),
+                collections: HashMap::new(),
+                index: stash::store::Snapshot::default(),
                 settings,
             }),
             tick: tokio::sync::watch::channel(0).0,
@@ -256,6 +273,7 @@ impl State {
             ChangeKind::Deleted => self.objects.remove(path),
             _ => self.objects.insert(path.to_string(), obj.clone()),
         };
+        self.reindex(path, (kind != ChangeKind::Deleted).then_some(&obj));
         self.history.push(Change {
             rv: self.rv,
             at: Instant::now(),
@@ -265,6 +283,28 @@ impl State {
             previous,
         });
         obj
+    }
+
+    /// Keeps the collection index and the stash index in step with the
+    /// object at `path` (`None`: deleted).
+    fn reindex(&mut self, path: &str, obj: Option<&Value>) {
+        let Some(t) = Target::parse(path) else {
+            return;
+        };
+        let mut cluster_wide = t.clone();
+        cluster_wide.namespace = None;
+        for collection in [t.collection_path(), cluster_wide.collection_path()] {
+            let paths = self.collections.entry(collection).or_default();
+            match obj {
+                Some(_) => paths.insert(path.to_string()),
+                None => paths.remove(path),
+            };
+        }
+        let ns = t.namespace.as_deref().unwrap_or("default");
+        let name = t.name.as_deref().unwrap_or_default();
+        if t.group == "stash.appscode.com" {
+            admission::reindex(&mut self.index, &t.plural, ns, name, obj);
+        }
     }
 
     fn next_uid(&mut self) -> String {
@@ -292,7 +332,7 @@ impl State {
 
     /// What the webhook's index holds of the stored objects.
     pub fn snapshot(&self) -> stash::store::Snapshot {
-        admission::snapshot(self.objects.iter())
+        self.index.clone()
     }
 
     /// The object as decoded (defaulted), then the admission chain against
@@ -450,31 +490,79 @@ impl State {
 
     /// The objects in a collection matching the request's selectors.
     pub fn select(&self, target: &Target, query: &str) -> Vec<Value> {
-        let labels = param(query, "labelSelector").map(|s| LabelSelector::parse(&s));
-        let fields = param(query, "fieldSelector");
-        self.objects
-            .iter()
-            .filter(|(k, _)| Target::parse(k).is_some_and(|t| target.contains(&t)))
-            .map(|(_, v)| v)
-            .filter(|v| labels.as_ref().is_none_or(|l| l.matches(v)))
-            .filter(|v| {
-                fields
-                    .as_deref()
-                    .is_none_or(|f| field_selector_matches(f, v))
-            })
-            .cloned()
-            .collect()
+        self.select_page(target, query, None, usize::MAX).0
     }
 
+    /// Up to `limit` objects of a collection matching the request's
+    /// selectors, in path order, after the path `after`; and the last path
+    /// returned when more may follow.
+    fn select_page(
+        &self,
+        target: &Target,
+        query: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Value>, Option<String>) {
+        let labels = param(query, "labelSelector").map(|s| LabelSelector::parse(&s));
+        let fields = param(query, "fieldSelector");
+        let Some(paths) = self.collections.get(&target.collection_path()) else {
+            return (Vec::new(), None);
+        };
+        let start = match after {
+            Some(a) => std::ops::Bound::Excluded(a.to_string()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        for path in paths.range((start, std::ops::Bound::Unbounded)) {
+            if items.len() == limit {
+                return (items, last);
+            }
+            let Some(v) = self.objects.get(path) else {
+                continue;
+            };
+            let selected = labels.as_ref().is_none_or(|l| l.matches(v))
+                && fields
+                    .as_deref()
+                    .is_none_or(|f| field_selector_matches(f, v));
+            if selected {
+                items.push(v.clone());
+                last = Some(path.clone());
+            }
+        }
+        (items, None)
+    }
+
+    /// A list, paginated when the request says `limit` (kube's watcher
+    /// asks 500 at a time): the `continue` token carries the first page's
+    /// resourceVersion and the last path served.
     fn list(&self, target: &Target, query: &str) -> ApiResponse {
         let kind = kind_of(&target.plural).unwrap_or("Unknown");
+        let token = param(query, "continue").filter(|c| !c.is_empty());
+        // `resourceVersion=0` (kube's `any_semantic`) is served from the
+        // API server's watch cache, which ignores `limit`: the whole
+        // collection in one answer.
+        let from_cache = token.is_none() && param(query, "resourceVersion").as_deref() == Some("0");
+        let limit = param(query, "limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > 0 && !from_cache)
+            .unwrap_or(usize::MAX);
+        let (rv, after) = match token.as_deref().and_then(|c| c.split_once('|')) {
+            Some((rv, after)) => (rv.to_string(), Some(after.to_string())),
+            None => (self.rv.to_string(), None),
+        };
+        let (items, last) = self.select_page(target, query, after.as_deref(), limit);
+        let mut metadata = json!({"resourceVersion": rv});
+        if let Some(last) = last {
+            metadata["continue"] = json!(format!("{rv}|{last}"));
+        }
         ApiResponse::ok(
             200,
             json!({
                 "apiVersion": target.api_version(),
                 "kind": format!("{kind}List"),
-                "metadata": {"resourceVersion": self.rv.to_string()},
-                "items": self.select(target, query),
+                "metadata": metadata,
+                "items": items,
             }),
             Vec::new(),
         )
@@ -889,11 +977,38 @@ fn full(bytes: Vec<u8>) -> Body {
     Full::new(Bytes::from(bytes)).boxed_unsync()
 }
 
-pub(crate) async fn serve_http(
-    shared: Arc<Shared>,
-    identity: Identity,
-    req: Request<kube::client::Body>,
-) -> Response<Body> {
+/// Serves `shared` over plain HTTP/1.1 and HTTP/2 on 127.0.0.1 (an
+/// ephemeral port), every request as `identity`, until the runtime stops:
+/// for a client in another process (the scale bench measures the
+/// reconciler's memory apart from the fake's).
+pub async fn listen(shared: Arc<Shared>, identity: Identity) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (shared, identity) = (shared.clone(), identity.clone());
+            let service = hyper::service::service_fn(move |req| {
+                let (shared, identity) = (shared.clone(), identity.clone());
+                async move { Ok::<_, Infallible>(serve_http(shared, identity, req).await) }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(io, service)
+                .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+pub(crate) async fn serve_http<B>(shared: Arc<Shared>, identity: Identity, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -903,7 +1018,17 @@ pub(crate) async fn serve_http(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let bytes = req.into_body().collect_bytes().await.expect("request body");
+    let meta_only = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .expect("request body")
+        .to_bytes();
     let body: Value = if bytes.is_empty() {
         Value::Null
     } else if content_type.starts_with("application/apply-patch+yaml") {
@@ -940,14 +1065,17 @@ pub(crate) async fn serve_http(
                 ))
                 .expect("a response");
         }
-        let stream = watch::serve(shared.clone(), target, &request.query);
+        let stream = watch::serve(shared.clone(), target, &request.query, meta_only);
         return Response::builder()
             .status(200)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(stream)
             .expect("a response");
     }
-    let response = shared.with(|s| s.handle(&request));
+    let mut response = shared.with(|s| s.handle(&request));
+    if meta_only && response.code < 400 {
+        response.body = metadata_only(&response.body);
+    }
     let mut builder = Response::builder()
         .status(response.code)
         .header(http::header::CONTENT_TYPE, "application/json");
@@ -957,6 +1085,19 @@ pub(crate) async fn serve_http(
     builder
         .body(full(serde_json::to_vec(&response.body).expect("serialize")))
         .expect("a response")
+}
+
+/// A metadata-only answer (`as=PartialObjectMetadata[List]`): an object's
+/// or each listed object's `metadata` alone.
+fn metadata_only(body: &Value) -> Value {
+    match body.get("items").and_then(Value::as_array) {
+        Some(items) => json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            "metadata": body["metadata"],
+            "items": items.iter().map(watch::partial_metadata).collect::<Vec<_>>(),
+        }),
+        None => watch::partial_metadata(body),
+    }
 }
 
 /// Applies a JSON patch the way the API server's JSON-patch library does: a

@@ -192,6 +192,13 @@ impl Cluster {
         api_server::client(self.shared.clone(), identity)
     }
 
+    /// Serves this cluster over HTTP on 127.0.0.1, every request as
+    /// `identity` ([`api_server::listen`]); the address to point a kube
+    /// `Config` at (`http://<addr>`).
+    pub async fn listen(&self, identity: Identity) -> std::io::Result<std::net::SocketAddr> {
+        api_server::listen(self.shared.clone(), identity).await
+    }
+
     // ---- reading -------------------------------------------------------
 
     /// The stored object at `path`, if any.

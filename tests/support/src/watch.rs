@@ -15,6 +15,8 @@
 //! `resourceVersion=0` (or none) starts with a synthetic ADDED per object;
 //! `sendInitialEvents=true` ends those with the `k8s.io/initial-events-end`
 //! BOOKMARK. The stream ends after `timeoutSeconds`, as the API server's does.
+//! A metadata-only watch (`Accept: …;as=PartialObjectMetadata;…`) carries
+//! each object's `metadata` alone, as `meta.k8s.io/v1` PartialObjectMetadata.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +49,7 @@ struct Params {
     labels: Option<LabelSelector>,
     fields: Option<String>,
     timeout: Duration,
+    meta_only: bool,
 }
 
 fn line(kind: &str, object: &Value) -> Bytes {
@@ -65,8 +68,14 @@ fn gone(from: u64, now: u64) -> Bytes {
     )
 }
 
-/// Starts streaming a watch of `target`'s collection.
-pub fn serve(shared: Arc<Shared>, target: Target, query: &str) -> Body {
+/// What a metadata-only request gets of `object`.
+pub fn partial_metadata(object: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+           "metadata": object["metadata"]})
+}
+
+/// Starts streaming a watch of `target`'s collection (metadata only when `meta_only`).
+pub fn serve(shared: Arc<Shared>, target: Target, query: &str, meta_only: bool) -> Body {
     let rv = param(query, "resourceVersion").unwrap_or_default();
     let params = Params {
         resource_version: match rv.as_str() {
@@ -81,6 +90,7 @@ pub fn serve(shared: Arc<Shared>, target: Target, query: &str) -> Body {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(1800),
         ),
+        meta_only,
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     tokio::spawn(run(shared, target, params, tx));
@@ -108,6 +118,10 @@ async fn run(
 ) {
     let mut ticks = shared.tick.subscribe();
     let deadline = tokio::time::Instant::now() + params.timeout;
+    let line = |kind: &str, obj: &Value| match params.meta_only {
+        true => line(kind, &partial_metadata(obj)),
+        false => line(kind, obj),
+    };
     let matches = |obj: &Value| {
         params.labels.as_ref().is_none_or(|l| l.matches(obj))
             && params
@@ -165,7 +179,9 @@ async fn run(
                 return (Vec::new(), Some(gone(last, s.rv)), s.watch.delay);
             }
             let mut batch = Vec::new();
-            for change in s.history.iter().filter(|c| c.rv > last) {
+            // The history is in resourceVersion order.
+            let from = s.history.partition_point(|c| c.rv <= last);
+            for change in &s.history[from..] {
                 if s.watch.gate.is_some_and(|g| change.rv > g) {
                     break;
                 }
