@@ -80,8 +80,8 @@ pub fn groups(options: &RuleOptions) -> Value {
             "expr": format!("time() - {BY_CONFIG} (stash_backupconfiguration_paused_since_timestamp_seconds) > {paused_after}"),
             "labels": {"severity": "info"},
             "annotations": {
-                "summary": "Backup {{ $labels.namespace }}/{{ $labels.backupconfiguration }} paused for {{ $value | humanizeDuration }}",
-                "description": format!("BackupConfiguration {{{{ $labels.namespace }}}}/{{{{ $labels.backupconfiguration }}}} has been paused for {{{{ $value | humanizeDuration }}}}, longer than {paused_after}s: nothing is backed up while it is. Resume it with: kubectl stash resume backup -n {{{{ $labels.namespace }}}} {{{{ $labels.backupconfiguration }}}}"),
+                "summary": format!("Backup {{{{ $labels.namespace }}}}/{{{{ $labels.backupconfiguration }}}} paused for more than {}", short(paused_after)),
+                "description": format!("BackupConfiguration {{{{ $labels.namespace }}}}/{{{{ $labels.backupconfiguration }}}} has been paused for {{{{ $value | humanizeDuration }}}}, longer than {}: nothing is backed up while it is. Resume it with: kubectl stash resume backup -n {{{{ $labels.namespace }}}} {{{{ $labels.backupconfiguration }}}}", short(paused_after)),
                 "runbook_url": runbook("StashBackupPausedTooLong"),
             }
         }),
@@ -97,6 +97,17 @@ pub fn groups(options: &RuleOptions) -> Value {
         }),
     ];
     json!({"groups": [{"name": "stash-backups", "rules": rules}]})
+}
+
+/// `7d`, `36h`, `5m`, `90s`: a threshold as a person reads it.
+fn short(seconds: u64) -> String {
+    match seconds {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// The plain Prometheus rules file.
