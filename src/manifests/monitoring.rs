@@ -69,9 +69,10 @@ pub fn service_monitor(options: &Options) -> Value {
 /// The Grafana dashboard, as a ConfigMap the dashboard sidecar picks up.
 pub fn dashboard_config_map(options: &Options) -> ConfigMap {
     let mut meta = metadata(NAME, Some(&options.namespace));
-    meta.labels
-        .get_or_insert_with(BTreeMap::new)
-        .insert(GRAFANA_DASHBOARD_LABEL.0.into(), GRAFANA_DASHBOARD_LABEL.1.into());
+    meta.labels.get_or_insert_with(BTreeMap::new).insert(
+        GRAFANA_DASHBOARD_LABEL.0.into(),
+        GRAFANA_DASHBOARD_LABEL.1.into(),
+    );
     let json = serde_json::to_string_pretty(&crate::monitoring::dashboard::dashboard())
         .unwrap_or_default();
     ConfigMap {

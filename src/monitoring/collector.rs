@@ -259,19 +259,71 @@ pub fn encode_series(s: &Series, encoder: &mut DescriptorEncoder) -> Result<(), 
         }
     }
     let families: [(&str, &str, &dyn EncodeMetric); 13] = [
-        (names::CONFIG_INFO, "1 per BackupConfiguration, labelled with its Repository and target", &info),
-        (names::CREATED, "When the BackupConfiguration was created, Unix seconds", &created),
-        (names::PAUSED, "1 while spec.paused is true, else 0", &paused),
-        (names::PAUSED_SINCE, "When the current pause began (the Paused condition's lastTransitionTime), Unix seconds; only while paused", &paused_since),
-        (names::INTERVAL, "The schedule's expected interval: the smallest gap between its next 64 fire times, seconds", &interval),
-        (names::LAST_SUCCESS, "When the newest Succeeded BackupSession still kept finished, Unix seconds", &last_success),
-        (names::LAST_SESSION_PHASE, "1 for the newest BackupSession's phase, 0 for the other phases", &last_phase),
-        (names::LAST_SESSION_TIME, "When the newest BackupSession was created, Unix seconds", &last_time),
-        (names::SESSIONS, "BackupSessions present (kept by backupHistoryLimit), by phase", &sessions),
-        (names::INTEGRITY, "The Repository's status.integrity: 1 when the last check found no error, 0 when it found errors; absent when never checked", &integrity),
-        (names::SIZE, "The Repository's size as its status reports it, bytes", &size),
-        (names::SNAPSHOTS, "Snapshots in the Repository, as its status reports them", &snapshots),
-        (names::LAST_BACKUP, "The Repository's status.lastBackupTime, Unix seconds", &last_backup),
+        (
+            names::CONFIG_INFO,
+            "1 per BackupConfiguration, labelled with its Repository and target",
+            &info,
+        ),
+        (
+            names::CREATED,
+            "When the BackupConfiguration was created, Unix seconds",
+            &created,
+        ),
+        (
+            names::PAUSED,
+            "1 while spec.paused is true, else 0",
+            &paused,
+        ),
+        (
+            names::PAUSED_SINCE,
+            "When the current pause began (the Paused condition's lastTransitionTime), Unix seconds; only while paused",
+            &paused_since,
+        ),
+        (
+            names::INTERVAL,
+            "The schedule's expected interval: the smallest gap between its next 64 fire times, seconds",
+            &interval,
+        ),
+        (
+            names::LAST_SUCCESS,
+            "When the newest Succeeded BackupSession still kept finished, Unix seconds",
+            &last_success,
+        ),
+        (
+            names::LAST_SESSION_PHASE,
+            "1 for the newest BackupSession's phase, 0 for the other phases",
+            &last_phase,
+        ),
+        (
+            names::LAST_SESSION_TIME,
+            "When the newest BackupSession was created, Unix seconds",
+            &last_time,
+        ),
+        (
+            names::SESSIONS,
+            "BackupSessions present (kept by backupHistoryLimit), by phase",
+            &sessions,
+        ),
+        (
+            names::INTEGRITY,
+            "The Repository's status.integrity: 1 when the last check found no error, 0 when it found errors; absent when never checked",
+            &integrity,
+        ),
+        (
+            names::SIZE,
+            "The Repository's size as its status reports it, bytes",
+            &size,
+        ),
+        (
+            names::SNAPSHOTS,
+            "Snapshots in the Repository, as its status reports them",
+            &snapshots,
+        ),
+        (
+            names::LAST_BACKUP,
+            "The Repository's status.lastBackupTime, Unix seconds",
+            &last_backup,
+        ),
     ];
     for (name, help, family) in families {
         family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)?;
@@ -303,7 +355,12 @@ mod tests {
         .unwrap()
     }
 
-    fn session(name: &str, invoker: &str, created: &str, status: serde_json::Value) -> Arc<BackupSession> {
+    fn session(
+        name: &str,
+        invoker: &str,
+        created: &str,
+        status: serde_json::Value,
+    ) -> Arc<BackupSession> {
         Arc::new(
             serde_json::from_value(json!({
                 "apiVersion": "stash.appscode.com/v1beta1",
@@ -355,9 +412,24 @@ mod tests {
     #[test]
     fn one_series_set_per_configuration_from_a_snapshot() {
         let sessions = vec![
-            session("db-1", "db", "2026-12-03T10:00:00Z", json!({"phase": "Succeeded", "sessionDuration": "1m30s"})),
-            session("db-2", "db", "2026-12-03T10:05:00Z", json!({"phase": "Failed"})),
-            session("gone-1", "gone", "2026-12-03T10:05:00Z", json!({"phase": "Failed"})),
+            session(
+                "db-1",
+                "db",
+                "2026-12-03T10:00:00Z",
+                json!({"phase": "Succeeded", "sessionDuration": "1m30s"}),
+            ),
+            session(
+                "db-2",
+                "db",
+                "2026-12-03T10:05:00Z",
+                json!({"phase": "Failed"}),
+            ),
+            session(
+                "gone-1",
+                "gone",
+                "2026-12-03T10:05:00Z",
+                json!({"phase": "Failed"}),
+            ),
         ];
         let now: jiff::Timestamp = "2026-12-03T10:07:00Z".parse().unwrap();
         let text = exposition(&series(&snapshot(), &sessions, now));
@@ -382,8 +454,12 @@ mod tests {
         }
         // a paused-since only while paused; no phase before a first session;
         // nothing of a configuration the index does not hold
-        assert!(!text.contains(r#"paused_since_timestamp_seconds{namespace="demo",backupconfiguration="db"}"#));
-        assert!(!text.contains(r#"last_session_phase{namespace="demo",backupconfiguration="paused""#));
+        assert!(!text.contains(
+            r#"paused_since_timestamp_seconds{namespace="demo",backupconfiguration="db"}"#
+        ));
+        assert!(
+            !text.contains(r#"last_session_phase{namespace="demo",backupconfiguration="paused""#)
+        );
         assert!(!text.contains("gone"), "{text}");
     }
 
@@ -413,7 +489,10 @@ mod tests {
         assert!(!scrape().contains("backupconfiguration_paused"));
         let exporting = collector.leading.lead(index, reader);
         assert!(scrape().contains("stash_reconciler_leader 1"));
-        assert!(!scrape().contains("backupconfiguration_paused"), "not before the sessions listed");
+        assert!(
+            !scrape().contains("backupconfiguration_paused"),
+            "not before the sessions listed"
+        );
         exporting.listed();
         assert!(scrape().contains("backupconfiguration_paused{"));
         drop(exporting);

@@ -28,7 +28,14 @@ fn target(expr: &str, legend: &str, instant: bool) -> Value {
     })
 }
 
-fn panel(id: u32, title: &str, kind: &str, grid: [u32; 4], targets: Vec<Value>, unit: &str) -> Value {
+fn panel(
+    id: u32,
+    title: &str,
+    kind: &str,
+    grid: [u32; 4],
+    targets: Vec<Value>,
+    unit: &str,
+) -> Value {
     let [x, y, w, h] = grid;
     json!({
         "id": id,
@@ -76,7 +83,9 @@ pub fn dashboard() -> Value {
             "stat",
             [0, 9, 8, 6],
             vec![target(
-                &format!("sum({by} (stash_backup_last_session_phase{{namespace=~\"$namespace\",phase=\"Failed\"}}))"),
+                &format!(
+                    "sum({by} (stash_backup_last_session_phase{{namespace=~\"$namespace\",phase=\"Failed\"}}))"
+                ),
                 "failed",
                 false,
             )],
@@ -100,7 +109,9 @@ pub fn dashboard() -> Value {
             "table",
             [16, 9, 8, 6],
             vec![target(
-                &format!("time() - {by} (stash_backupconfiguration_paused_since_timestamp_seconds{filter})"),
+                &format!(
+                    "time() - {by} (stash_backupconfiguration_paused_since_timestamp_seconds{filter})"
+                ),
                 "",
                 true,
             )],
@@ -112,7 +123,9 @@ pub fn dashboard() -> Value {
             "timeseries",
             [0, 15, 24, 8],
             vec![target(
-                &format!("sum by (phase) (max by (namespace, backupconfiguration, phase) (stash_backup_sessions{filter}))"),
+                &format!(
+                    "sum by (phase) (max by (namespace, backupconfiguration, phase) (stash_backup_sessions{filter}))"
+                ),
                 "{{phase}}",
                 false,
             )],

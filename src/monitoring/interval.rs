@@ -28,7 +28,8 @@ const HORIZON_DAYS: u32 = 9 * 366;
 pub fn expected_interval_seconds(schedule: &str, now: jiff::Timestamp) -> Option<u64> {
     let fields = cron::fields(schedule).ok()?;
     let utc = now.to_zoned(jiff::tz::TimeZone::UTC);
-    let start_minute = u32::from(utc.hour().unsigned_abs()) * 60 + u32::from(utc.minute().unsigned_abs());
+    let start_minute =
+        u32::from(utc.hour().unsigned_abs()) * 60 + u32::from(utc.minute().unsigned_abs());
     let mut day = utc.date();
     let mut previous: Option<u64> = None;
     let mut smallest: Option<u64> = None;
@@ -118,7 +119,10 @@ mod tests {
     fn fires_already_past_today_are_not_counted() {
         // 10:17: today's 10:00 has passed, the 12:00 to 10:00 gap is the next.
         let now = at("2026-12-02T10:17:00Z");
-        assert_eq!(expected_interval_seconds("0 10,12 * * *", now), Some(2 * 3600));
+        assert_eq!(
+            expected_interval_seconds("0 10,12 * * *", now),
+            Some(2 * 3600)
+        );
     }
 
     #[test]

@@ -131,7 +131,10 @@ mod tests {
         assert_eq!(names, ALERTS);
         for r in rules {
             for a in ["summary", "description", "runbook_url"] {
-                assert!(r["annotations"][a].as_str().is_some_and(|s| !s.is_empty()), "{r}");
+                assert!(
+                    r["annotations"][a].as_str().is_some_and(|s| !s.is_empty()),
+                    "{r}"
+                );
             }
             let runbook = r["annotations"]["runbook_url"].as_str().unwrap();
             assert!(runbook.contains("docs/operate.md#stash"), "{runbook}");

@@ -73,7 +73,11 @@ pub struct Series {
 
 /// The series for the index `snapshot` and the sessions in the
 /// BackupSession controller's cache; `now` anchors the schedule's next fires.
-pub fn series(snapshot: &Snapshot, sessions: &[Arc<BackupSession>], now: jiff::Timestamp) -> Series {
+pub fn series(
+    snapshot: &Snapshot,
+    sessions: &[Arc<BackupSession>],
+    now: jiff::Timestamp,
+) -> Series {
     let mut by_config: HashMap<(&str, &str), Vec<&BackupSession>> = HashMap::new();
     for s in sessions {
         if s.spec.invoker.kind == INVOKER_KIND_BACKUP_CONFIGURATION {
@@ -96,8 +100,10 @@ pub fn series(snapshot: &Snapshot, sessions: &[Arc<BackupSession>], now: jiff::T
         })
         .collect();
     configs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut repositories: Vec<RepositorySeries> =
-        snapshot.repositories().map(|r| repository_series(r)).collect();
+    let mut repositories: Vec<RepositorySeries> = snapshot
+        .repositories()
+        .map(|r| repository_series(r))
+        .collect();
     repositories.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Series {
         configs,
@@ -128,7 +134,9 @@ fn config_series(
         let created = created(&s.metadata);
         let newer = match (&last_session, created) {
             (None, _) => true,
-            (Some((t, n, _)), c) => (c.unwrap_or(0), s.metadata.name.as_deref().unwrap_or("")) > (*t, *n),
+            (Some((t, n, _)), c) => {
+                (c.unwrap_or(0), s.metadata.name.as_deref().unwrap_or("")) > (*t, *n)
+            }
         };
         if newer {
             last_session = Some((

@@ -56,7 +56,10 @@ fn the_rules_file_is_the_output_of_stash_manifests_prometheus_rules() {
         "manifests/monitoring/stash-rules.yaml is stale: regenerate it with \
          `stash manifests --prometheus-rules > manifests/monitoring/stash-rules.yaml`"
     );
-    assert_eq!(rules_file(&RuleOptions::default()).expect("render"), committed);
+    assert_eq!(
+        rules_file(&RuleOptions::default()).expect("render"),
+        committed
+    );
 }
 
 #[test]
@@ -64,7 +67,11 @@ fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     let promtool = promtool();
     for args in [
         ["check", "rules", "manifests/monitoring/stash-rules.yaml"],
-        ["test", "rules", "manifests/monitoring/stash-rules.test.yaml"],
+        [
+            "test",
+            "rules",
+            "manifests/monitoring/stash-rules.test.yaml",
+        ],
     ] {
         let out = Command::new(&promtool)
             .args(args)
@@ -96,7 +103,11 @@ fn monitoring_appends_a_rule_a_service_monitor_and_a_dashboard() {
         "--paused-alert-after",
         "36h",
     ]));
-    assert_eq!(with[..plain.len()], plain[..], "the install itself is unchanged");
+    assert_eq!(
+        with[..plain.len()],
+        plain[..],
+        "the install itself is unchanged"
+    );
     let extra = &with[plain.len()..];
     let kinds: Vec<&str> = extra.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["PrometheusRule", "ServiceMonitor", "ConfigMap"]);
@@ -117,7 +128,9 @@ fn monitoring_appends_a_rule_a_service_monitor_and_a_dashboard() {
 
     let dashboard = &extra[2];
     assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
-    let json = dashboard["data"][monitoring::DASHBOARD_KEY].as_str().unwrap();
+    let json = dashboard["data"][monitoring::DASHBOARD_KEY]
+        .as_str()
+        .unwrap();
     let model: Value = serde_json::from_str(json).expect("the dashboard is JSON");
     assert_eq!(model["uid"], "stash-backups");
 }
@@ -135,7 +148,9 @@ fn the_service_monitor_scrapes_the_services_metrics_port() {
         })
         .expect("the webhook Service");
     // The selector matches the Service's labels.
-    let selector = monitor["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap();
     let labels = service.metadata.labels.clone().unwrap_or_default();
     for (k, v) in selector {
         assert_eq!(labels.get(k).map(String::as_str), v.as_str(), "label {k}");

@@ -122,7 +122,10 @@ async fn prometheus_fires_stash_backup_paused_too_long() {
     c.wait_until("the Paused condition is written", |c| {
         c.get("/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup")
             .and_then(|b| b["status"]["conditions"].as_array().cloned())
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Paused" && c["status"] == "True"))
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Paused" && c["status"] == "True")
+            })
     })
     .await;
 
@@ -132,7 +135,10 @@ async fn prometheus_fires_stash_backup_paused_too_long() {
         paused_alert_after: Duration::from_secs(5),
         ..RuleOptions::default()
     };
-    write(&dir.path().join("rules.yaml"), &rules_file(&rules).expect("rules"));
+    write(
+        &dir.path().join("rules.yaml"),
+        &rules_file(&rules).expect("rules"),
+    );
     write(
         &dir.path().join("prometheus.yml"),
         &format!(
@@ -145,8 +151,14 @@ async fn prometheus_fires_stash_backup_paused_too_long() {
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
     let mut child = tokio::process::Command::new(prometheus)
         .current_dir(dir.path())
-        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address={web}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -183,9 +195,16 @@ async fn prometheus_fires_stash_backup_paused_too_long() {
     let alert = match fired {
         Ok(Ok(alert)) => alert,
         outcome => {
-            let scraped = get(probe, "/metrics").await.map(|(_, b)| b).unwrap_or_default();
-            let alerts = get(web, "/api/v1/alerts").await.map(|(_, b)| b).unwrap_or_default();
-            let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+            let scraped = get(probe, "/metrics")
+                .await
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            let alerts = get(web, "/api/v1/alerts")
+                .await
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            let log =
+                std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
             panic!(
                 "StashBackupPausedTooLong did not fire within {FIRING_WITHIN:?} ({outcome:?})\n\
                  alerts: {alerts}\n/metrics:\n{scraped}\nprometheus log:\n{log}"
@@ -205,7 +224,11 @@ async fn prometheus_fires_stash_backup_paused_too_long() {
     let v: Value = serde_json::from_str(&body).expect("JSON");
     let names: Vec<&str> = v["data"]["alerts"]
         .as_array()
-        .map(|a| a.iter().filter_map(|a| a["labels"]["alertname"].as_str()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|a| a["labels"]["alertname"].as_str())
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(names, ["StashBackupPausedTooLong"], "{body}");
 
