@@ -149,8 +149,15 @@ impl Exporting {
 }
 
 impl Drop for Exporting {
+    /// Clears the slot, unless a newer term already took it over.
     fn drop(&mut self) {
-        *self.leading.slot() = None;
+        let mut slot = self.leading.slot();
+        if slot
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(&s.listed, &self.listed))
+        {
+            *slot = None;
+        }
     }
 }
 
@@ -498,5 +505,18 @@ mod tests {
         drop(exporting);
         assert!(scrape().contains("stash_reconciler_leader 0"));
         assert!(!scrape().contains("backupconfiguration_paused"));
+    }
+
+    #[test]
+    fn an_old_term_ending_late_leaves_the_new_one_exporting() {
+        let index = Arc::new(Store::default());
+        let (reader, _writer) = reflector::store::<BackupSession>();
+        let leading = Leading::default();
+        let old = leading.lead(index.clone(), reader.clone());
+        let new = leading.lead(index, reader);
+        drop(old);
+        assert!(leading.is_leading());
+        drop(new);
+        assert!(!leading.is_leading());
     }
 }
