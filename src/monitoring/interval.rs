@@ -56,7 +56,9 @@ pub fn expected_interval_seconds(schedule: &str, now: jiff::Timestamp) -> Option
                 }
             }
         }
-        day = day.tomorrow().ok()?;
+        // Past 9999-12-31 (jiff's last day): what was found so far.
+        let Ok(next) = day.tomorrow() else { break };
+        day = next;
     }
     smallest
 }
@@ -123,6 +125,13 @@ mod tests {
             expected_interval_seconds("0 10,12 * * *", now),
             Some(2 * 3600)
         );
+    }
+
+    #[test]
+    fn the_end_of_the_calendar_is_not_a_panic() {
+        let now = jiff::Timestamp::MAX;
+        assert_eq!(expected_interval_seconds("*/5 * * * *", now), Some(300));
+        assert_eq!(expected_interval_seconds("0 0 1 1 *", now), None);
     }
 
     #[test]
