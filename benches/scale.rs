@@ -389,6 +389,8 @@ async fn serve(client: kube::Client, drain: stash::server::shutdown::Drain) {
         namespace: "stash-system".into(),
         identity: "stash-0".into(),
         settings,
+        // As `stash serve` runs it: the leader exports the backup metrics.
+        metrics: Some(stash::monitoring::collector::Leading::default()),
     };
     let mut drain = drain;
     let stopped = async move { drain.signaled().await };

@@ -15,6 +15,7 @@ pub mod feed;
 pub mod lease;
 pub(crate) mod lenient;
 pub mod manifests;
+pub mod monitoring;
 pub mod patch;
 pub mod plugin;
 pub mod reconcile;

@@ -140,6 +140,26 @@ const FIELDS: [FieldSpec; 5] = [
 
 /// Checks `schedule` the way the CronJob controller would parse it.
 pub fn validate(schedule: &str) -> Result<(), CronError> {
+    fields(schedule).map(|_| ())
+}
+
+/// The times a valid schedule fires at, as robfig/cron's `SpecSchedule`
+/// holds them: one bit per allowed value of each field (bit `n` = value
+/// `n`), and whether day of month or day of week was `*`/`?` (then a day
+/// must match both; otherwise either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields {
+    pub minute: u64,
+    pub hour: u64,
+    pub day_of_month: u64,
+    pub month: u64,
+    pub day_of_week: u64,
+    /// Day of month or day of week was `*` or `?` (without a step above 1).
+    pub day_star: bool,
+}
+
+/// The bits of each field, or why the schedule is refused.
+pub fn fields(schedule: &str) -> Result<Fields, CronError> {
     let spec = schedule.trim();
     if spec.is_empty() {
         return Err(CronError::Empty);
@@ -151,34 +171,51 @@ pub fn validate(schedule: &str) -> Result<(), CronError> {
         if spec.starts_with("@every") {
             return Err(CronError::Every);
         }
-        return if MACROS.contains(&spec) {
-            Ok(())
-        } else {
-            Err(CronError::UnknownMacro(spec.to_string()))
+        let expanded = match spec {
+            "@yearly" | "@annually" => "0 0 1 1 *",
+            "@monthly" => "0 0 1 * *",
+            "@weekly" => "0 0 * * 0",
+            "@daily" | "@midnight" => "0 0 * * *",
+            "@hourly" => "0 * * * *",
+            _ => return Err(CronError::UnknownMacro(spec.to_string())),
         };
+        return fields(expanded);
     }
     let fields: Vec<&str> = spec.split_whitespace().collect();
     if fields.len() != FIELDS.len() {
         return Err(CronError::FieldCount(fields.len()));
     }
-    for (value, spec) in fields.iter().zip(&FIELDS) {
-        check_field(value, spec).map_err(|reason| CronError::Field {
+    let mut bits = [(0u64, false); 5];
+    for ((value, spec), out) in fields.iter().zip(&FIELDS).zip(&mut bits) {
+        *out = check_field(value, spec).map_err(|reason| CronError::Field {
             field: spec.name,
             value: (*value).to_string(),
             reason,
         })?;
     }
-    Ok(())
+    let [minute, hour, dom, month, dow] = bits;
+    Ok(Fields {
+        minute: minute.0,
+        hour: hour.0,
+        day_of_month: dom.0,
+        month: month.0,
+        day_of_week: dow.0,
+        day_star: dom.1 || dow.1,
+    })
 }
 
-fn check_field(value: &str, spec: &FieldSpec) -> Result<(), String> {
+/// The field's bits, and whether any part was a star.
+fn check_field(value: &str, spec: &FieldSpec) -> Result<(u64, bool), String> {
+    let (mut bits, mut star) = (0, false);
     for part in value.split(',') {
-        check_range(part, spec)?;
+        let (b, s) = check_range(part, spec)?;
+        bits |= b;
+        star |= s;
     }
-    Ok(())
+    Ok((bits, star))
 }
 
-fn check_range(part: &str, spec: &FieldSpec) -> Result<(), String> {
+fn check_range(part: &str, spec: &FieldSpec) -> Result<(u64, bool), String> {
     let (range, step) = match part.split_once('/') {
         Some((_, step)) if step.contains('/') => {
             return Err(format!("{part:?} has more than one '/'"));
@@ -204,11 +241,12 @@ fn check_range(part: &str, spec: &FieldSpec) -> Result<(), String> {
         };
         (start, end)
     };
-    if let Some(step) = step {
-        let n = number(step)?;
-        if n == 0 {
-            return Err("a step must be a positive number".into());
-        }
+    let step = match step {
+        Some(step) => number(step)?,
+        None => 1,
+    };
+    if step == 0 {
+        return Err("a step must be a positive number".into());
     }
     if start < spec.min {
         return Err(format!("{start} is below the minimum {}", spec.min));
@@ -219,7 +257,13 @@ fn check_range(part: &str, spec: &FieldSpec) -> Result<(), String> {
     if start > end {
         return Err(format!("range {start}-{end} runs backwards"));
     }
-    Ok(())
+    // robfig/cron: a `*` or `?` is a star unless stepped by more than 1.
+    let star = (range == "*" || range == "?") && step == 1;
+    // Bounded above by the field's maximum (at most 59): every shift fits.
+    let bits = (start..=end)
+        .step_by(usize::try_from(step).unwrap_or(usize::MAX))
+        .fold(0u64, |b, v| b | (1 << v));
+    Ok((bits, star))
 }
 
 fn number_or_name(s: &str, spec: &FieldSpec) -> Result<u32, String> {

@@ -12,6 +12,7 @@
 //! admission configurations, [`policy`] the ValidatingAdmissionPolicies that
 //! fence the server's own writes, and [`stream`] the YAML writer.
 
+pub mod monitoring;
 pub mod names;
 pub mod policy;
 pub mod rbac;
@@ -51,6 +52,23 @@ pub struct Args {
     /// namespace but kube-system and the install namespace.
     #[arg(long, value_delimiter = ',')]
     pub namespaces: Vec<String>,
+    /// Append the monitoring objects: a PrometheusRule with the backup
+    /// alerts, a ServiceMonitor and the Grafana dashboard's ConfigMap (they
+    /// need the Prometheus Operator's CRDs; docs/operate.md, "Monitoring").
+    #[arg(long)]
+    pub monitoring: bool,
+    /// Print only the alerting rules, as a plain Prometheus rules file (for
+    /// a Prometheus without the Operator; `promtool check rules` reads it).
+    #[arg(long, conflicts_with = "monitoring")]
+    pub prometheus_rules: bool,
+    /// With --monitoring or --prometheus-rules: StashBackupPausedTooLong fires for a pause older
+    /// than this (Go duration).
+    #[arg(long, default_value = "168h", value_parser = crate::server::duration::parse_flag)]
+    pub paused_alert_after: std::time::Duration,
+    /// With --monitoring or --prometheus-rules: where the alerts' runbook_url points (docs/operate.md
+    /// as your operators read it); `#<alert>` is appended.
+    #[arg(long, default_value = crate::monitoring::rules::DEFAULT_RUNBOOK_BASE)]
+    pub runbook_base_url: String,
 }
 
 /// Runs the subcommand: renders the install to standard output.
@@ -69,8 +87,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Reads the CA bundle named by `args` (if present) and renders the install.
+/// Reads the CA bundle named by `args` (if present) and renders the install
+/// (or, with `--prometheus-rules`, only the rules file).
 pub fn render_args(args: &Args) -> Result<String, Error> {
+    let rules = crate::monitoring::rules::RuleOptions {
+        paused_alert_after: args.paused_alert_after,
+        runbook_base: args.runbook_base_url.clone(),
+    };
+    if args.prometheus_rules {
+        return Ok(crate::monitoring::rules::rules_file(&rules)?);
+    }
     let ca = CaBundle::read(&args.ca_bundle_file)?;
     let options = Options {
         namespace: args.namespace.clone(),
@@ -79,7 +105,16 @@ pub fn render_args(args: &Args) -> Result<String, Error> {
         ca,
         namespaces: args.namespaces.clone(),
     };
-    render(&options)
+    let mut out = render(&options)?;
+    if args.monitoring {
+        out.push_str(&format!(
+            "# --monitoring --paused-alert-after {}s --runbook-base-url {}: needs the Prometheus Operator's CRDs.\n",
+            args.paused_alert_after.as_secs(),
+            args.runbook_base_url
+        ));
+        out.push_str(&stream::to_yaml(&monitoring::objects(&options, &rules))?);
+    }
+    Ok(out)
 }
 
 /// Everything the rendered install depends on.

@@ -35,6 +35,9 @@ pub const PROBE_PORT: i32 = 8080;
 /// Named ports (at most 15 characters, used by the probes and the Service).
 pub const WEBHOOK_PORT_NAME: &str = "https";
 pub const PROBE_PORT_NAME: &str = "probes";
+/// The webhook Service's port onto the probe port, where `/metrics` is (what
+/// the ServiceMonitor of `--monitoring` scrapes).
+pub const METRICS_PORT_NAME: &str = "metrics";
 
 /// The non-root user and group of the image (the Dockerfile creates it).
 pub const RUN_AS_USER: i64 = 65532;

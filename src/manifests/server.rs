@@ -286,20 +286,31 @@ pub fn pod_disruption_budget(options: &Options) -> PodDisruptionBudget {
     }
 }
 
-/// Service `stash-webhook`: 443 → the container's `https` port (8443).
+/// Service `stash-webhook`: 443 → the container's `https` port (8443), and
+/// `metrics` 8080 → its `probes` port (`/metrics`).
 pub fn service(options: &Options) -> Service {
     Service {
         metadata: server_metadata(Some(SERVICE), Some(&options.namespace)),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_string()),
             selector: Some(selector_labels()),
-            ports: Some(vec![ServicePort {
-                name: Some(WEBHOOK_PORT_NAME.to_string()),
-                port: SERVICE_PORT,
-                target_port: Some(IntOrString::String(WEBHOOK_PORT_NAME.to_string())),
-                protocol: Some("TCP".to_string()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some(WEBHOOK_PORT_NAME.to_string()),
+                    port: SERVICE_PORT,
+                    target_port: Some(IntOrString::String(WEBHOOK_PORT_NAME.to_string())),
+                    protocol: Some("TCP".to_string()),
+                    ..ServicePort::default()
+                },
+                // Plain HTTP `/metrics` (and the probes), for a ServiceMonitor.
+                ServicePort {
+                    name: Some(METRICS_PORT_NAME.to_string()),
+                    port: PROBE_PORT,
+                    target_port: Some(IntOrString::String(PROBE_PORT_NAME.to_string())),
+                    protocol: Some("TCP".to_string()),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

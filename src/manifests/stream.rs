@@ -7,7 +7,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Serialize;
@@ -34,6 +34,10 @@ pub enum Object {
     ValidatingWebhookConfiguration(ValidatingWebhookConfiguration),
     ValidatingAdmissionPolicy(ValidatingAdmissionPolicy),
     ValidatingAdmissionPolicyBinding(ValidatingAdmissionPolicyBinding),
+    ConfigMap(ConfigMap),
+    /// A kind without Rust types (the Prometheus Operator's): a JSON object
+    /// with `apiVersion`, `kind` and `metadata.name`.
+    Custom(serde_json::Value),
 }
 
 impl Object {
@@ -58,6 +62,12 @@ impl Object {
             Object::ValidatingAdmissionPolicy(o) => ("ValidatingAdmissionPolicy", &o.metadata),
             Object::ValidatingAdmissionPolicyBinding(o) => {
                 ("ValidatingAdmissionPolicyBinding", &o.metadata)
+            }
+            Object::ConfigMap(o) => ("ConfigMap", &o.metadata),
+            Object::Custom(v) => {
+                let kind = v["kind"].as_str().unwrap_or_default();
+                let name = v["metadata"]["name"].as_str().unwrap_or_default();
+                return format!("{kind}/{name}");
             }
         };
         format!("{kind}/{}", meta.name.as_deref().unwrap_or_default())

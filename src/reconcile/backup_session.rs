@@ -40,8 +40,9 @@ use crate::api::{
     LABEL_BACKUP_CONFIGURATION, timeout,
 };
 use crate::feed::Kind;
+use crate::monitoring::collector::Leading;
 use crate::recorder::{EventType, Recorder};
-use crate::store::slim;
+use crate::store::{Store, slim};
 
 /// How long to wait before looking again at a session whose target's host
 /// count is not known yet (a StatefulSet not yet created, a DaemonSet not yet
@@ -54,6 +55,9 @@ pub struct Context {
     /// Reporting component `BackupSession Controller`, created once.
     pub recorder: Recorder,
     pub backoff: Backoff,
+    /// Where the leading controller's cache is exported for the metrics,
+    /// with the index they read ([`crate::monitoring::collector`]).
+    pub metrics: Option<(Leading, Arc<Store>)>,
 }
 
 impl Context {
@@ -62,6 +66,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), COMPONENT_BACKUPSESSION_CONTROLLER),
             client,
             backoff: Backoff::default(),
+            metrics: None,
         }
     }
 }
@@ -83,7 +88,22 @@ pub async fn run(ctx: Arc<Context>, configs: Kind<BackupConfiguration>) {
     )
     .touched_objects();
     let controller = Controller::for_stream(stream, sessions.clone());
-    controller
+    // The metrics read this cache while the controller runs (it leads).
+    let exporting = ctx
+        .metrics
+        .as_ref()
+        .map(|(leading, index)| leading.lead(index.clone(), sessions.clone()));
+    let listed = sessions.clone();
+    let export = async move {
+        if let Some(exporting) = &exporting
+            && listed.wait_until_ready().await.is_ok()
+        {
+            exporting.listed();
+        }
+        // `exporting` is held until the controller stops: dropping it ends the export.
+        std::future::pending::<()>().await;
+    };
+    let control = controller
         // A configuration appearing or changing re-evaluates its unfinished sessions.
         .watches_shared_stream(configs.subscribe(), move |bc| {
             let (ns, name) = (bc.namespace(), bc.name_any());
@@ -105,8 +125,11 @@ pub async fn run(ctx: Arc<Context>, configs: Kind<BackupConfiguration>) {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "BackupSession reconcile failed");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = control => {}
+        () = export => {}
+    }
 }
 
 fn key(s: &BackupSession) -> String {

@@ -4,8 +4,9 @@
 //!
 //! The controllers only fetch what exists, call these, and write the
 //! difference, so every rule is here once and is table-tested without a
-//! cluster. Nothing here reads `spec.paused` except the session step: pausing
-//! changes neither the CronJob, nor the RBAC, nor the workload.
+//! cluster. Nothing here reads `spec.paused` except the session step and the
+//! status's `Paused` condition (when the pause began, for the metrics):
+//! pausing changes neither the CronJob, nor the RBAC, nor the workload.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +40,10 @@ pub const CONDITION_CRONJOB_CREATED: &str = "CronJobCreated";
 pub const CONDITION_SIDECAR_INJECTED: &str = "StashSidecarInjected";
 pub const CONDITION_BACKEND_SECRET_FOUND: &str = "BackendSecretFound";
 pub const CONDITION_VALIDATION_PASSED: &str = "ValidationPassed";
+/// Present (`True`) only while `spec.paused` is true: its
+/// `lastTransitionTime` is when the pause began, which the reconciler's
+/// metrics export and the `StashBackupPausedTooLong` alert measures.
+pub const CONDITION_PAUSED: &str = "Paused";
 
 /// The key the Repository's storage Secret must hold (restic's password).
 pub const RESTIC_PASSWORD: &str = "RESTIC_PASSWORD";
@@ -555,7 +560,9 @@ pub fn condition_events(
 }
 
 /// The status to hold: `observedGeneration` = the configuration's generation,
-/// the phase ([`invoker_phase`]), the conditions for `obs`, each keeping its old `lastTransitionTime` unless
+/// the phase ([`invoker_phase`]), the conditions for `obs` (and
+/// [`CONDITION_PAUSED`] while paused: it is `True` or absent, so it neither
+/// changes the phase nor calls for a Warning event), each keeping its old `lastTransitionTime` unless
 /// its status changed (then `now`). Equal to the old status when nothing
 /// changed, so the caller can skip the write.
 pub fn desired_status(
@@ -569,8 +576,17 @@ pub fn desired_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or(&[]);
     let generation = bc.metadata.generation;
+    let paused = bc.spec.paused.then(|| {
+        condition(
+            CONDITION_PAUSED,
+            true,
+            "BackupPaused",
+            "spec.paused is true: scheduled runs create no BackupSession.".into(),
+        )
+    });
     let conditions: Vec<Condition> = conditions(obs)
         .into_iter()
+        .chain(paused)
         .map(|mut c| {
             let previous = old.iter().find(|o| o.type_ == c.type_);
             c.last_transition_time = match previous {

@@ -50,6 +50,8 @@ pub struct ReconcilerConfig {
     pub identity: String,
     /// Settings shared with the webhooks.
     pub settings: crate::settings::Settings,
+    /// Where the leader's backup metrics are exported (the server's registry).
+    pub metrics: Option<crate::monitoring::collector::Leading>,
 }
 
 /// Runs the reconciler until `drain` resolves: competes for the Lease and
@@ -88,7 +90,9 @@ pub fn candidate(client: kube::Client, namespace: &str, identity: &str) -> Candi
 /// The three controllers, until dropped, fed by `feed` (the index the
 /// webhooks read) for the kinds it watches.
 async fn controllers(client: kube::Client, config: ReconcilerConfig, feed: Feed) {
-    let sessions = Arc::new(backup_session::Context::new(client.clone()));
+    let mut sessions = backup_session::Context::new(client.clone());
+    sessions.metrics = config.metrics.clone().map(|l| (l, feed.store.clone()));
+    let sessions = Arc::new(sessions);
     let restores = Arc::new(restore_session::Context::new(
         client.clone(),
         config.settings.clone(),

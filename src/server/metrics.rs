@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::admission::Endpoint;
+use crate::monitoring::collector::BackupCollector;
 
 /// Labels of one admission.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,6 +64,9 @@ pub struct Metrics {
     pub store_configs: Gauge<i64, AtomicI64>,
     pub store_repositories: Gauge<i64, AtomicI64>,
     pub connections: Family<PortLabels, Gauge>,
+    /// The reconciler's per-backup series, exported while this replica leads
+    /// ([`crate::monitoring::collector`]).
+    pub backups: BackupCollector,
 }
 
 /// Latency buckets in seconds: 50 µs to 10 s.
@@ -141,8 +145,11 @@ impl Metrics {
             "Open connections, by port (webhook or probe)",
             connections.clone(),
         );
+        let backups = BackupCollector::default();
+        registry.register_collector(Box::new(backups.clone()));
         Self {
             registry,
+            backups,
             admission_duration,
             requests,
             in_flight,

@@ -602,6 +602,7 @@ fn spawn_cluster_tasks(
             namespace: reconciler_namespace(args.namespace.clone()),
             identity: pod_identity(),
             settings,
+            metrics: Some(running.metrics.backups.leading.clone()),
         };
         let drain = running.drain().into_signaled();
         tasks.push(tokio::spawn(async move {

@@ -199,6 +199,11 @@ impl Snapshot {
         self.configs.values()
     }
 
+    /// All Repositories (unordered).
+    pub fn repositories(&self) -> impl Iterator<Item = &Arc<Repository>> {
+        self.repositories.values()
+    }
+
     /// Adds or replaces a BackupConfiguration.
     pub fn upsert_config(&mut self, mut bc: BackupConfiguration) {
         slim(&mut bc.metadata);

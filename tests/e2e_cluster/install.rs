@@ -166,6 +166,18 @@ fn api_resource(object: &Object) -> ApiResource {
         Object::ValidatingWebhookConfiguration(_) => of::<ValidatingWebhookConfiguration>(),
         Object::ValidatingAdmissionPolicy(_) => of::<ValidatingAdmissionPolicy>(),
         Object::ValidatingAdmissionPolicyBinding(_) => of::<ValidatingAdmissionPolicyBinding>(),
+        Object::ConfigMap(_) => of::<k8s_openapi::api::core::v1::ConfigMap>(),
+        // Only `--monitoring` renders these; the e2e install does not.
+        Object::Custom(v) => {
+            let kind = v["kind"].as_str().unwrap_or_default();
+            ApiResource {
+                group: "monitoring.coreos.com".into(),
+                version: "v1".into(),
+                api_version: "monitoring.coreos.com/v1".into(),
+                kind: kind.into(),
+                plural: format!("{}s", kind.to_lowercase()),
+            }
+        }
     }
 }
 

@@ -45,6 +45,12 @@ fn kubectl_name(o: &Object) -> String {
         Object::ValidatingAdmissionPolicyBinding(_) => {
             "validatingadmissionpolicybinding.admissionregistration.k8s.io"
         }
+        Object::ConfigMap(_) => "configmap",
+        Object::Custom(v) => match v["kind"].as_str() {
+            Some("PrometheusRule") => "prometheusrule.monitoring.coreos.com",
+            Some("ServiceMonitor") => "servicemonitor.monitoring.coreos.com",
+            _ => "unknown",
+        },
     };
     let id = o.id();
     let name = id.split_once('/').map(|(_, n)| n).unwrap_or_default();

@@ -9,4 +9,5 @@
 mod crds;
 mod docs;
 mod install;
+mod monitoring;
 mod policy;

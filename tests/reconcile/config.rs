@@ -251,7 +251,7 @@ async fn second_pass_writes_nothing() {
 }
 
 #[tokio::test]
-async fn pausing_writes_only_observed_generation() {
+async fn pausing_writes_only_observed_generation_and_the_paused_condition() {
     let c = cluster();
     pass(&c, 1000).await.0.unwrap();
     let before_status = c.object(BC)["status"].clone();
@@ -269,6 +269,12 @@ async fn pausing_writes_only_observed_generation() {
     for c in expected["conditions"].as_array_mut().unwrap() {
         c["observedGeneration"] = json!(2);
     }
+    // When the pause began, for the metrics (docs/reconcile.md): the pass's time.
+    expected["conditions"].as_array_mut().unwrap().push(json!({
+        "type": "Paused", "status": "True", "reason": "BackupPaused",
+        "message": "spec.paused is true: scheduled runs create no BackupSession.",
+        "lastTransitionTime": "1970-01-01T00:33:20Z", "observedGeneration": 2
+    }));
     assert_eq!(c.object(BC)["status"], expected);
 }
 

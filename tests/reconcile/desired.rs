@@ -747,3 +747,41 @@ fn backend_secret_conditions_name_the_secret_and_what_is_missing() {
     );
     assert_eq!(msg(BackendSecret::NoRepository).0, "Unknown");
 }
+
+#[test]
+fn paused_condition_records_when_the_pause_began() {
+    let paused_at = |st: &stash::api::BackupConfigurationStatus| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == "Paused")
+            .map(|c| (c.status.clone(), c.last_transition_time.clone().unwrap().0))
+    };
+    let mut b = bc(json!({}));
+    let running = desired_status(&b, &all_good(), ts(100));
+    assert_eq!(paused_at(&running), None, "absent while not paused");
+
+    b.spec.paused = true;
+    b.status = Some(running.clone());
+    let paused = desired_status(&b, &all_good(), ts(200));
+    assert_eq!(paused_at(&paused), Some(("True".into(), ts(200))));
+    // neither the phase nor a Warning event
+    assert_eq!(paused.phase, running.phase);
+    assert!(condition_events(Some(&running), &paused).is_empty());
+
+    // a later pass keeps the start of the pause
+    b.status = Some(paused.clone());
+    let later = desired_status(&b, &all_good(), ts(900));
+    assert_eq!(paused_at(&later), Some(("True".into(), ts(200))));
+
+    // resumed: gone; paused again: a new start
+    b.spec.paused = false;
+    b.status = Some(later);
+    let resumed = desired_status(&b, &all_good(), ts(1000));
+    assert_eq!(paused_at(&resumed), None);
+    b.spec.paused = true;
+    b.status = Some(resumed);
+    assert_eq!(
+        paused_at(&desired_status(&b, &all_good(), ts(1100))),
+        Some(("True".into(), ts(1100)))
+    );
+}

@@ -7,6 +7,7 @@
 //! the shared fake cluster and helpers are the `stash-testkit` crate
 //! (`tests/support`).
 
+mod alerts;
 mod burst;
 mod config;
 mod deadline;
