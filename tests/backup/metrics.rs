@@ -15,7 +15,9 @@ async fn start() -> std::net::SocketAddr {
         .local_addr()
         .unwrap();
     tokio::spawn(Metrics::new().serve(addr));
-    for _ in 0..100 {
+    // Up to 10 s: on a loaded 2-core machine the spawned server may take a
+    // while to be polled.
+    for _ in 0..500 {
         if TcpStream::connect(addr).await.is_ok() {
             return addr;
         }

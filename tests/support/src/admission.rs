@@ -28,8 +28,8 @@ use stash::store::Snapshot;
 
 use super::Identity;
 use super::defaults;
-use super::policy::{self, Policies};
 use super::objects::{Target, status_body};
+use super::policy::{self, Policies};
 
 /// The webhooks' verdict on one write.
 #[derive(Debug, Clone)]
@@ -182,7 +182,13 @@ pub fn snapshot<'a>(objects: impl Iterator<Item = (&'a String, &'a Value)>) -> S
 /// Brings `snap` in step with the stash object `namespace/name` of
 /// `plural` now stored as `obj` (`None`: deleted); what [`snapshot`] would
 /// make of the whole store, one change at a time.
-pub fn reindex(snap: &mut Snapshot, plural: &str, namespace: &str, name: &str, obj: Option<&Value>) {
+pub fn reindex(
+    snap: &mut Snapshot,
+    plural: &str,
+    namespace: &str,
+    name: &str,
+    obj: Option<&Value>,
+) {
     match plural {
         "backupconfigurations" => {
             snap.remove_config(namespace, name);
@@ -237,20 +243,18 @@ pub fn admit(w: &Write, object: Value) -> Result<Admitted, Status> {
     };
     let hooks: Vec<Hook> = hooks()
         .into_iter()
-        .filter(|h| h.rules.iter().any(|r| rule_matches(r, w.target, w.operation)))
+        .filter(|h| {
+            h.rules
+                .iter()
+                .any(|r| rule_matches(r, w.target, w.operation))
+        })
         .filter(|h| namespace_matches(&h.namespace_selector, &w.namespace()))
         .collect();
     for hook in hooks.iter().filter(|h| h.mutating) {
         call(w, hook, &mut admitted)?;
     }
     defaults::apply(&w.target.group, &w.target.plural, &mut admitted.object);
-    let request = policy::Request::new(
-        w.identity,
-        w.target,
-        w.operation,
-        &admitted.object,
-        w.old,
-    );
+    let request = policy::Request::new(w.identity, w.target, w.operation, &admitted.object, w.old);
     admitted.warnings.extend(w.policies.check(&request)?);
     for hook in hooks.iter().filter(|h| !h.mutating) {
         call(w, hook, &mut admitted)?;
@@ -261,7 +265,10 @@ pub fn admit(w: &Write, object: Value) -> Result<Admitted, Status> {
 /// Calls one webhook with the object as admitted so far: its warnings and
 /// patch are taken, its denial is the write's answer.
 fn call(w: &Write, hook: &Hook, admitted: &mut Admitted) -> Result<(), Status> {
-    let kind = admitted.object["kind"].as_str().unwrap_or_default().to_string();
+    let kind = admitted.object["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let gvk = json!({"group": w.target.group, "version": w.target.version, "kind": kind});
     let gvr =
         json!({"group": w.target.group, "version": w.target.version, "resource": w.target.plural});

@@ -53,12 +53,12 @@ use stash::settings::Settings;
 use super::Identity;
 use super::admission::{self, Admitted, Status, Write};
 use super::defaults;
-use super::policy::{self, Policies};
-use super::rbac;
 use super::objects::{
     LabelSelector, Target, apply, field_selector_matches, has_status_subresource, kind_of, leaves,
     param, strategic_merge,
 };
+use super::policy::{self, Policies};
+use super::rbac;
 use super::schema;
 use super::watch::{self, WatchKnobs};
 
@@ -981,7 +981,10 @@ fn full(bytes: Vec<u8>) -> Body {
 /// ephemeral port), every request as `identity`, until the runtime stops:
 /// for a client in another process (the scale bench measures the
 /// reconciler's memory apart from the fake's).
-pub async fn listen(shared: Arc<Shared>, identity: Identity) -> std::io::Result<std::net::SocketAddr> {
+pub async fn listen(
+    shared: Arc<Shared>,
+    identity: Identity,
+) -> std::io::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -1004,7 +1007,11 @@ pub async fn listen(shared: Arc<Shared>, identity: Identity) -> std::io::Result<
     Ok(addr)
 }
 
-pub(crate) async fn serve_http<B>(shared: Arc<Shared>, identity: Identity, req: Request<B>) -> Response<Body>
+pub(crate) async fn serve_http<B>(
+    shared: Arc<Shared>,
+    identity: Identity,
+    req: Request<B>,
+) -> Response<Body>
 where
     B: hyper::body::Body,
     B::Error: std::fmt::Debug,
@@ -1060,9 +1067,7 @@ where
             return Response::builder()
                 .status(status.code)
                 .header(http::header::CONTENT_TYPE, "application/json")
-                .body(full(
-                    serde_json::to_vec(&status.body()).expect("serialize"),
-                ))
+                .body(full(serde_json::to_vec(&status.body()).expect("serialize")))
                 .expect("a response");
         }
         let stream = watch::serve(shared.clone(), target, &request.query, meta_only);

@@ -54,15 +54,26 @@ impl Cluster {
                 };
                 let (shared, identity) = (shared.clone(), identity.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (shared, identity) = (shared.clone(), identity.clone());
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let req = http::Request::from_parts(parts, kube::client::Body::from(bytes));
-                            Ok::<_, Infallible>(super::api_server::serve_http(shared, identity, req).await)
-                        }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let (shared, identity) = (shared.clone(), identity.clone());
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let bytes = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let req = http::Request::from_parts(
+                                    parts,
+                                    kube::client::Body::from(bytes),
+                                );
+                                Ok::<_, Infallible>(
+                                    super::api_server::serve_http(shared, identity, req).await,
+                                )
+                            }
+                        },
+                    );
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;

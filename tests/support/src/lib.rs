@@ -44,8 +44,8 @@
 pub mod admission;
 pub mod api_server;
 pub mod big;
-pub mod defaults;
 pub mod container;
+pub mod defaults;
 pub mod deployment_controller;
 pub mod http;
 pub mod locks;

@@ -235,7 +235,10 @@ exec '{restic}' "$@"
                     .open(&fifo);
                 if let Ok(file) = opened {
                     *self.writer.lock().unwrap() = Some(file);
-                    assert!(!lock_files(&self.repo).is_empty(), "restic reads snapshots under its lock");
+                    assert!(
+                        !lock_files(&self.repo).is_empty(),
+                        "restic reads snapshots under its lock"
+                    );
                     return;
                 }
             }

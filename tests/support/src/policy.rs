@@ -99,15 +99,19 @@ impl Request {
 
     /// A write of `object` by user `username` (no groups) to the object's
     /// own path (from its apiVersion, kind, namespace and name).
-    pub fn by_user(username: &str, operation: &str, object: &Value, old: Option<&Value>) -> Request {
+    pub fn by_user(
+        username: &str,
+        operation: &str,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> Request {
         let identity = Identity {
             username: username.to_string(),
             groups: Vec::new(),
             cluster_role: None,
         };
         let path = path_of(object);
-        let target =
-            Target::parse(&path).unwrap_or_else(|| panic!("{path} is not an object path"));
+        let target = Target::parse(&path).unwrap_or_else(|| panic!("{path} is not an object path"));
         Request::new(&identity, &target, operation, object, old)
     }
 
@@ -384,9 +388,9 @@ impl Policies {
         &'a self,
         policy: &'a str,
     ) -> impl Iterator<Item = &'a ValidatingAdmissionPolicyBinding> {
-        self.bindings.iter().filter(move |b| {
-            b.spec.as_ref().and_then(|s| s.policy_name.as_deref()) == Some(policy)
-        })
+        self.bindings
+            .iter()
+            .filter(move |b| b.spec.as_ref().and_then(|s| s.policy_name.as_deref()) == Some(policy))
     }
 
     /// The API server's verdict: the warnings of `Warn` bindings, or the
@@ -432,7 +436,11 @@ fn denial(request: &Request, policy: &str, binding: &str, failure: &Failure) -> 
         request.qualified_name(),
         failure.message
     );
-    let mut status = Status::new(reason_code(&failure.reason), &failure.reason, message.clone());
+    let mut status = Status::new(
+        reason_code(&failure.reason),
+        &failure.reason,
+        message.clone(),
+    );
     status.details = json!({
         "name": request.name, "group": request.group, "kind": request.resource,
         "causes": [{"message": message}],

@@ -159,7 +159,9 @@ pub fn planned_security(pod: Value, app: Value) -> (Value, Value) {
         workload["spec"]["template"]["spec"]["containers"][0]["securityContext"] = app;
     }
     let mut snap = stash::store::Snapshot::default();
-    snap.upsert_config(serde_json::from_value(guide_config(false, Path::new("/source/data"))).unwrap());
+    snap.upsert_config(
+        serde_json::from_value(guide_config(false, Path::new("/source/data"))).unwrap(),
+    );
     snap.upsert_repository(serde_json::from_value(local_repository(Path::new("/repo"))).unwrap());
     snap.upsert_restore(
         serde_json::from_value(json!({
@@ -258,7 +260,12 @@ impl Identity {
             gid = self.gid,
             restic = restic.display()
         );
-        let name = format!("restic-as-{}-{}{}", self.uid, self.gid, caps.replace(",+", "-"));
+        let name = format!(
+            "restic-as-{}-{}{}",
+            self.uid,
+            self.gid,
+            caps.replace(",+", "-")
+        );
         let path = dir.join(name);
         std::fs::write(&path, script).expect("wrapper");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -321,7 +328,10 @@ pub fn listing(root: &Path) -> Vec<String> {
             let content = if meta.file_type().is_symlink() {
                 format!("-> {}", std::fs::read_link(&path).unwrap().display())
             } else if meta.is_file() {
-                format!("{:?}", String::from_utf8_lossy(&std::fs::read(&path).unwrap()))
+                format!(
+                    "{:?}",
+                    String::from_utf8_lossy(&std::fs::read(&path).unwrap())
+                )
             } else {
                 "dir".to_string()
             };

@@ -71,7 +71,11 @@ fn the_stored_deployment_without_its_defaults_gets_them_back() {
     let stored = captured("deployment-gcs-injected-as-stored.json");
     let mut bare = stored.clone();
     let spec = bare["spec"].as_object_mut().unwrap();
-    for key in ["progressDeadlineSeconds", "revisionHistoryLimit", "strategy"] {
+    for key in [
+        "progressDeadlineSeconds",
+        "revisionHistoryLimit",
+        "strategy",
+    ] {
         spec.remove(key);
     }
     let pod = bare["spec"]["template"]["spec"].as_object_mut().unwrap();
@@ -133,8 +137,7 @@ fn the_objects_a_real_api_server_sent_the_webhook_are_fixed_points() {
         if !name.starts_with("workloads-injected-") {
             continue;
         }
-        let review: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let review: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let request = &review["request"];
         let (group, resource) = (
             request["resource"]["group"].as_str().unwrap(),

@@ -78,7 +78,10 @@ async fn lists_and_watches_rbac_refuses_are_answered_403() {
     let watched = api.watch(&WatchParams::default(), "0").await;
     let (code, message) = refused(watched.err().expect("the watch is refused"));
     assert_eq!(code, 403);
-    assert!(message.contains("cannot watch resource \"deployments\""), "{message}");
+    assert!(
+        message.contains("cannot watch resource \"deployments\""),
+        "{message}"
+    );
     assert_eq!(cluster.forbidden_requests().len(), 2);
     assert_eq!(cluster.open_watches(), 0);
 }
@@ -99,8 +102,7 @@ fn a_write_a_policy_denies_is_answered_403_and_stores_nothing() {
     let image = stash::settings::DEFAULT_IMAGE;
     assert!(cluster.create(Identity::admin(), cronjob("evil:1")).is_ok());
     assert!(cluster.get(CRONJOB).is_some_and(|cj| {
-        cj.pointer("/spec/jobTemplate/spec/template/spec/containers/0/image")
-            != Some(&json!(image))
+        cj.pointer("/spec/jobTemplate/spec/template/spec/containers/0/image") != Some(&json!(image))
     }));
 }
 
