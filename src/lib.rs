@@ -18,6 +18,7 @@ pub mod manifests;
 pub mod monitoring;
 pub mod patch;
 pub mod plugin;
+pub mod process;
 pub mod reconcile;
 pub mod recorder;
 pub mod restore;

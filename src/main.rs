@@ -54,17 +54,9 @@ fn main() -> ExitCode {
         return stash::plugin::run_process(args);
     }
     telemetry::init(cli.log_format);
-    // One process-wide rustls provider: kube's client and our server share it.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match stash::process::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         match cli.command {

@@ -112,16 +112,9 @@ pub fn main() -> ExitCode {
 
 /// Runs parsed plugin arguments in a fresh runtime (the `stash kubectl` path too).
 pub fn run_process(args: Args) -> ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::process::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         let connected = connect::connect(&args.kube).await?;

@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use stash::api::{BackupConfiguration, HostRestorePhase, Repository, RestoreRule, RestoreSession};
+use stash::api::{BackupConfiguration, HostRestorePhase, Repository, RestoreSession};
 use stash::backup::locks::NoLockHolders;
 use stash::backup::restic::resolve_binary;
 use stash::backup::{ResticSettings, backup_host_with};
-use stash::restore::engine::restore_host_with;
 use stash::stop::STOP_BUDGET;
 use support::container::Container;
 use support::locks::{BlockingRestic, lock_files};
@@ -43,11 +42,9 @@ fn stash_binary() -> PathBuf {
 /// What the kubelet allows between SIGTERM and SIGKILL by default.
 const TERMINATION_GRACE: Duration = Duration::from_secs(30);
 
+/// Any lock left behind fails a command at once.
 fn settings(env: &Env) -> ResticSettings {
-    let mut s = ResticSettings::new(restic_binary(), env.p("tmp"), false);
-    // Any lock left behind fails a command at once.
-    s.lock_wait = Duration::ZERO;
-    s
+    env.unforgiving_settings()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,34 +131,6 @@ async fn sigterm_of_stash_restore_mid_restore_leaves_no_lock_and_reports_the_hos
     );
 
     // The next restore (which runs no `restic unlock` first) and backup go on at once.
-    let rule = RestoreRule {
-        paths: vec![env.p("source/data").display().to_string()],
-        ..Default::default()
-    };
-    let restored = restore_host_with(
-        &rule,
-        &repository,
-        &env.p("secret"),
-        "host-0",
-        &settings(&env),
-        &env.p("restored"),
-        &NoLockHolders,
-    )
-    .await;
-    assert_eq!(
-        restored.phase,
-        Some(HostRestorePhase::Succeeded),
-        "{:?}",
-        restored.error
-    );
-    let again = backup_host_with(
-        &config,
-        &repository,
-        &env.p("secret"),
-        "host-0",
-        &settings(&env),
-        &NoLockHolders,
-    )
-    .await;
-    assert!(again.succeeded(), "{:?}", again.stats.error);
+    env.restore_then_backup_succeed(&config, &repository, &settings(&env))
+        .await;
 }

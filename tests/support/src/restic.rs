@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use stash::backup::ResticSettings;
+use stash::api::{BackupConfiguration, HostRestorePhase, Repository, RestoreRule};
 use stash::backup::controller::Sidecar;
+use stash::backup::locks::NoLockHolders;
 use stash::backup::metrics::Metrics;
 use stash::backup::restic::resolve_binary;
+use stash::backup::{ResticSettings, backup_host_with};
 use stash::lease::Turns;
 use stash::recorder::Recorder;
+use stash::restore::engine::restore_host_with;
 
 /// The namespace of the guide's objects.
 pub const NS: &str = "demo";
@@ -77,6 +80,58 @@ impl Env {
             Metrics::new(),
             turns,
         )
+    }
+    /// restic settings that fail a command at once on any lock left behind
+    /// (no lock wait), scratch in `tmp/`.
+    pub fn unforgiving_settings(&self) -> ResticSettings {
+        let binary = resolve_binary(Path::new("restic"), std::env::var_os("PATH").as_deref())
+            .expect("restic must be installed (apt-get install -y restic)");
+        let mut s = ResticSettings::new(binary, self.p("tmp"), false);
+        s.lock_wait = std::time::Duration::ZERO;
+        s
+    }
+
+    /// What a stop must leave: a restore (which runs no `restic unlock`
+    /// first) into `restored/` and a backup of `config` that go on at once,
+    /// with `settings` (give [`Env::unforgiving_settings`] to fail on any
+    /// lock left behind).
+    pub async fn restore_then_backup_succeed(
+        &self,
+        config: &BackupConfiguration,
+        repository: &Repository,
+        settings: &ResticSettings,
+    ) {
+        let rule = RestoreRule {
+            paths: vec![self.p("source/data").display().to_string()],
+            ..Default::default()
+        };
+        std::fs::create_dir_all(self.p("restored")).expect("restored/");
+        let restored = restore_host_with(
+            &rule,
+            repository,
+            &self.p("secret"),
+            "host-0",
+            settings,
+            &self.p("restored"),
+            &NoLockHolders,
+        )
+        .await;
+        assert_eq!(
+            restored.phase,
+            Some(HostRestorePhase::Succeeded),
+            "{:?}",
+            restored.error
+        );
+        let again = backup_host_with(
+            config,
+            repository,
+            &self.p("secret"),
+            "host-0",
+            settings,
+            &NoLockHolders,
+        )
+        .await;
+        assert!(again.succeeded(), "{:?}", again.stats.error);
     }
 
     /// `restic snapshots` of the repository; none before it is initialized.
