@@ -399,7 +399,16 @@ pub fn item_errors(message: &str) -> Vec<ItemError> {
         if line.message_type != "error" || line.item.is_empty() {
             continue;
         }
-        if out.iter().any(|e| e.item == line.item) {
+        if let Some(known) = out.iter_mut().find(|e| e.item == line.item) {
+            // restic scans and archives concurrently, so an unreadable item's
+            // `scan` and `archival` errors come in either order: name the
+            // scan, which happens first, so the line does not depend on timing.
+            if line.during == "scan" {
+                known.during = line.during;
+            }
+            if known.message.is_none() {
+                known.message = error_words(&line.error);
+            }
             continue;
         }
         out.push(ItemError {
@@ -860,6 +869,18 @@ done
                     message: Some("open /source/data/x: permission denied".into()),
                 },
             ]
+        );
+        // restic scans and archives concurrently: the archival error may
+        // come first; the item is still named as met during the scan.
+        let reversed = "{\"message_type\":\"error\",\"error\":{},\"during\":\"archival\",\"item\":\"/d\"} \
+            {\"message_type\":\"error\",\"error\":{},\"during\":\"scan\",\"item\":\"/d\"}";
+        assert_eq!(
+            item_errors(reversed),
+            [ItemError {
+                item: "/d".into(),
+                during: "scan".into(),
+                message: None,
+            }]
         );
         assert!(item_errors("Fatal: wrong password {").is_empty());
         assert!(item_errors("{\"message_type\":\"status\"} {}").is_empty());

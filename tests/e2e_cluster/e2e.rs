@@ -733,6 +733,31 @@ fn flag_vars() -> Vec<String> {
         .collect()
 }
 
+/// `kubectl stash ARGS` (the binary as `stash kubectl …`) with `kubeconfig`:
+/// whether it exited 0, its stdout and its stderr. Bounded like [`run_stash`].
+pub async fn run_plugin(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_stash"));
+    cmd.arg("kubectl")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .kill_on_drop(true)
+        .stdin(Stdio::null());
+    for key in flag_vars() {
+        cmd.env_remove(key);
+    }
+    let what = format!("kubectl stash {}", args.join(" "));
+    let out = tokio::time::timeout(Duration::from_secs(400), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish in 400s"))
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs `stash <args>` to completion (at most 60 s) with `env`, as the
 /// identity of `kubeconfig` (none: no cluster); its stdout, or a failure
 /// with its stderr.

@@ -724,6 +724,17 @@ async fn guide(c: &Cluster) {
         "resumed: {resumed} Succeeded with one new snapshot; ReplicaSets unchanged"
     ));
 
+    // ---- The same turns through `kubectl stash` (docs/operate.md) -----------
+    plugin_walk(c).await;
+    no_restart(
+        c,
+        &deploy_before,
+        &uid,
+        &rs_names,
+        "after the plugin's turns",
+    )
+    .await;
+
     // ---- docs/restore.md: lose the data, restore it with a RestoreSession -----
     restore(c, &uid, &mut templates).await;
 
@@ -1083,6 +1094,48 @@ async fn run_init(c: &Cluster, deploy: &Deployment, pod: &str) {
     if !out.trim().is_empty() {
         c.step(out.trim());
     }
+}
+
+/// Pause, trigger (Skipped: exit 1, nothing created), resume and trigger
+/// `--wait` (Succeeded, one new snapshot) with `kubectl stash`, as the
+/// cluster's admin, while the sidecar process runs.
+async fn plugin_walk(c: &Cluster) {
+    let admin = c.settings.kubeconfig.clone();
+    let ns = c.ns.as_str();
+    let (ok, out, err) =
+        e2e::run_plugin(&admin, &["pause", "backup", "-n", ns, "--backupconfig", BC]).await;
+    assert!(
+        ok && out.contains(&format!("{BC} paused")),
+        "pause: {out}{err}"
+    );
+    let (ok, out, err) = e2e::run_plugin(&admin, &["trigger", "-n", ns, BC]).await;
+    assert!(!ok, "a trigger while paused exits non-zero: {out}{err}");
+    assert!(err.contains("is paused"), "it says why: {err}");
+    let (ok, out, err) = e2e::run_plugin(
+        &admin,
+        &["resume", "backup", "-n", ns, "--backupconfig", BC],
+    )
+    .await;
+    assert!(
+        ok && out.contains(&format!("{BC} resumed")),
+        "resume: {out}{err}"
+    );
+    let before = restic_snapshots(c);
+    let (ok, out, err) = e2e::run_plugin(
+        &admin,
+        &["trigger", "-n", ns, BC, "--wait", "--timeout", "300s"],
+    )
+    .await;
+    assert!(
+        ok && out.contains("Succeeded"),
+        "trigger --wait: {out}{err}"
+    );
+    assert_eq!(
+        restic_snapshots(c).len(),
+        before.len() + 1,
+        "one new snapshot: {out}"
+    );
+    c.step("kubectl stash: paused, trigger refused (paused), resumed, trigger --wait Succeeded");
 }
 
 /// `kubectl patch backupconfiguration … --type=merge --patch='{"spec": {"paused": …}}'`,
