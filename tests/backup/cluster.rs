@@ -283,8 +283,9 @@ fn hanging_restic(env: &Env) -> std::path::PathBuf {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = backup ] && [ -e {hang} ]; then exec {sleep} 120; fi\ndone\nexec {restic} \"$@\"\n",
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = backup ] && [ -e {hang} ]; then : > {hung}; exec {sleep} 120; fi\ndone\nexec {restic} \"$@\"\n",
             hang = env.p("hang").display(),
+            hung = env.p("hung").display(),
             sleep = which("sleep").display(),
             restic = which("restic").display(),
         ),
@@ -349,6 +350,17 @@ async fn a_backup_still_running_at_its_deadline_fails_the_session_and_frees_the_
     // The sidecar is free again once restic is stopped (STOP_GRACE later);
     // its late result does not overwrite the verdict, and the next session,
     // with a timeOut that fits, backs up as usual.
+    // Only once the stopped run's `restic backup` is the one hanging: on a
+    // slow machine the deadline may come while that run is still in `restic
+    // init`, and its backup must not find the way clear.
+    let hung = env.p("hung");
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while !hung.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the stopped run's restic backup started (and hangs)");
     std::fs::remove_file(env.p("hang")).unwrap();
     cluster
         .patch(

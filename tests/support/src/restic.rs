@@ -134,9 +134,11 @@ impl Env {
         assert!(again.succeeded(), "{:?}", again.stats.error);
     }
 
-    /// `restic snapshots` of the repository; none before it is initialized.
+    /// `restic snapshots` of the repository; none before it is initialized
+    /// (no `config` yet: a run stopped at its deadline may have been
+    /// stopped in the middle of `restic init`).
     pub fn snapshots(&self) -> Vec<Value> {
-        if std::fs::read_dir(self.p("repo")).unwrap().next().is_none() {
+        if !self.p("repo/config").exists() {
             return Vec::new();
         }
         let out = std::process::Command::new("restic")
