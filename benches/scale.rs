@@ -22,7 +22,6 @@
 //! <ms>` once every configuration's `status.phase` is Ready and `settled
 //! <requests> <writes> <409s> <422s>` once the passes have run out.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -30,51 +29,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stash_testkit::{Cluster, Identity};
+use stash_testkit::{Cluster, Identity, alloc};
 
-/// Counts the heap in use and its peak (reset at each phase).
-struct Counting;
-
-static HEAP: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = HEAP.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: delegates to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        HEAP.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            HEAP.fetch_sub(layout.size(), Ordering::Relaxed);
-            grew(new_size);
-        }
-        p
-    }
-}
-
+/// Counts the heap in use and its peak.
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 const ROLE: &str = "STASH_SCALE_ROLE";
 const SCENARIO: &str = "STASH_SCALE_SCENARIO";
@@ -314,7 +273,7 @@ fn reconciler(scenario: Scenario) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let base = HEAP.load(Ordering::Relaxed);
+    let base = alloc::current();
     let config = kube::Config::new(format!("http://{addr}").parse().expect("a URL"));
     let client = {
         let _in_runtime = runtime.enter();
@@ -325,7 +284,7 @@ fn reconciler(scenario: Scenario) {
     runtime.spawn(serve(client, drain));
     // The initial lists: until the API server has been quiet for a second.
     let quiet = peer.ask("quiet");
-    let idle_heap = HEAP.load(Ordering::Relaxed) - base;
+    let idle_heap = alloc::current() - base;
     let idle_rss = rss().0;
     eprintln!("scale: lists done in {:?} ({quiet})", started.elapsed());
 
@@ -347,8 +306,8 @@ fn reconciler(scenario: Scenario) {
     stop.store(true, Ordering::Relaxed);
     sampler.join().expect("the sampler");
     let (rss_settled, hwm) = rss();
-    let heap_settled = HEAP.load(Ordering::Relaxed) - base;
-    let heap_peak = PEAK.load(Ordering::Relaxed) - base;
+    let heap_settled = alloc::current() - base;
+    let heap_peak = alloc::peak() - base;
     let counts: Vec<u64> = settled
         .strip_prefix("settled ")
         .expect("settled <counts>")

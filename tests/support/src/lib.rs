@@ -42,6 +42,7 @@
 //! so a test decides when controllers run; nothing sleeps.
 
 pub mod admission;
+pub mod alloc;
 pub mod api_server;
 pub mod big;
 pub mod container;
