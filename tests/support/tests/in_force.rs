@@ -95,7 +95,7 @@ fn a_write_a_policy_denies_is_answered_403_and_stores_nothing() {
     assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
     assert_eq!(
         status.message,
-        "cronjobs.batch \"stash-backup-bc\" is forbidden: ValidatingAdmissionPolicy 'stash-webhook-owned' with binding 'stash-webhook-owned' denied request: stash creates only CronJobs named stash-backup-* that run the stash image's create-backupsession as their own ServiceAccount"
+        "cronjobs.batch \"stash-backup-bc\" is forbidden: ValidatingAdmissionPolicy 'stash-webhook-owned' with binding 'stash-webhook-owned' denied request: a stash CronJob runs one container: the stash image's create-backupsession, with its entrypoint, unprivileged, without volume mounts"
     );
     assert_eq!(cluster.get(CRONJOB), None);
     // The policy matches only the server's own requests.
