@@ -18,21 +18,7 @@ use kube::api::{Api, PostParams};
 
 use crate::api::DEFAULT_NAMESPACE;
 
-/// Severity of an event (`Type` in `kubectl describe`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    Normal,
-    Warning,
-}
-
-impl EventType {
-    fn as_str(self) -> &'static str {
-        match self {
-            EventType::Normal => "Normal",
-            EventType::Warning => "Warning",
-        }
-    }
-}
+pub use crate::api::events::EventType;
 
 /// Publishes events on behalf of one reporting component.
 #[derive(Clone)]

@@ -13,14 +13,14 @@
 pub mod cluster;
 pub mod controller;
 pub mod engine;
-pub mod host;
 pub mod locks;
 pub mod metrics;
 pub mod repository;
 pub mod restic;
-pub mod session;
 pub mod status;
 pub mod unreadable;
+
+pub use stash_core::backup::{host, session};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

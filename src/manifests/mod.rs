@@ -13,12 +13,13 @@
 //! fence the server's own writes, and [`stream`] the YAML writer.
 
 pub mod monitoring;
-pub mod names;
 pub mod policy;
 pub mod rbac;
 pub mod server;
 pub mod stream;
 pub mod webhooks;
+
+pub use stash_core::names;
 
 use std::collections::BTreeMap;
 use std::io::Write;

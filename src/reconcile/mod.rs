@@ -10,12 +10,11 @@
 pub mod apply;
 pub mod backup_configuration;
 pub mod backup_session;
-pub mod deadline;
-pub mod desired;
 pub mod finalizer;
-pub mod own_writes;
 pub mod restore_session;
 pub mod transition;
+
+pub use stash_core::reconcile::{deadline, desired, own_writes};
 
 use std::future::Future;
 use std::sync::Arc;

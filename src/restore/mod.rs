@@ -22,9 +22,9 @@
 //! it, or when the RestoreSession is gone; non-zero with the one-line reason
 //! when the restore failed (the pod stays in Init, as in Stash).
 
-pub mod decide;
 pub mod engine;
-pub mod init;
+
+pub use stash_core::restore::{decide, init};
 
 use std::path::PathBuf;
 

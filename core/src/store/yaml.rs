@@ -519,13 +519,13 @@ mod tests {
             "deployment.yaml",
             "repository.yaml",
         ] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
                 .join("manifests/examples")
                 .join(file);
             let text = std::fs::read_to_string(&path).unwrap();
             assert_eq!(check(&text), Ok(()), "{file}");
         }
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         let mut files = vec![
             root.join("manifests/install.yaml"),
             root.join("manifests/crds/crds.yaml"),

@@ -70,3 +70,19 @@ pub const LABEL_COMPONENT_BACKUP: (&str, &str) = (LABEL_COMPONENT_KEY, "stash-ba
 /// Label every namespace carries with its own name (Kubernetes 1.21+), used to
 /// keep the webhooks off kube-system and the install namespace.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Downward-API volume with the pod's labels, mounted at [`crate::sidecar::PODINFO_DIR`].
+pub const VOLUME_PODINFO: &str = "stash-podinfo";
+/// The Repository's storage Secret, mounted read-only at [`crate::sidecar::SECRET_DIR`].
+pub const VOLUME_SECRET: &str = "stash-secret-volume";
+/// The sidecar's scratch emptyDir, mounted at [`crate::sidecar::TMP_DIR`].
+pub const VOLUME_TMP: &str = "tmp-dir";
+/// A `local` backend's volume, mounted at the backend's `mountPath`.
+pub const VOLUME_LOCAL_BACKEND: &str = "stash-local-backend";
+/// Every volume name stash owns in a pod template.
+pub const OWNED_VOLUMES: [&str; 4] = [
+    VOLUME_PODINFO,
+    VOLUME_SECRET,
+    VOLUME_TMP,
+    VOLUME_LOCAL_BACKEND,
+];

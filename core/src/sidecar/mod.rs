@@ -41,21 +41,9 @@ use crate::workload::patch::{
 use crate::workload::privilege::{self, Identity, Role};
 use crate::workload::{View as Workload, name_of};
 
-/// Downward-API volume with the pod's labels, mounted at [`PODINFO_DIR`].
-pub const VOLUME_PODINFO: &str = "stash-podinfo";
-/// The Repository's storage Secret, mounted read-only at [`SECRET_DIR`].
-pub const VOLUME_SECRET: &str = "stash-secret-volume";
-/// The sidecar's scratch emptyDir, mounted at [`TMP_DIR`].
-pub const VOLUME_TMP: &str = "tmp-dir";
-/// A `local` backend's volume, mounted at the backend's `mountPath`.
-pub const VOLUME_LOCAL_BACKEND: &str = "stash-local-backend";
-/// Every volume name stash owns in a pod template.
-pub const OWNED_VOLUMES: [&str; 4] = [
-    VOLUME_PODINFO,
-    VOLUME_SECRET,
-    VOLUME_TMP,
-    VOLUME_LOCAL_BACKEND,
-];
+pub use crate::names::{
+    OWNED_VOLUMES, VOLUME_LOCAL_BACKEND, VOLUME_PODINFO, VOLUME_SECRET, VOLUME_TMP,
+};
 
 /// Where the pod info is mounted.
 pub const PODINFO_DIR: &str = "/etc/stash";

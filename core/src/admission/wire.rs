@@ -409,15 +409,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).unwrap_or(());
 }
 
-/// Folds an error message onto one line: every run of whitespace, newlines
-/// included, becomes one space.
-///
-/// Not the same as `backup::restic::one_line`, which joins restic's trimmed
-/// stderr lines (keeping the spacing inside a line) and names an empty
-/// stderr; each keeps its output byte for byte, so they stay two functions.
-pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::text::one_line;
 
 #[cfg(test)]
 mod tests {

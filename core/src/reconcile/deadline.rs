@@ -20,13 +20,13 @@ use serde_json::{Value, json};
 
 use super::desired::go_duration;
 use super::transition::{Transition, TransitionEvent};
+use crate::api::events::EventType;
 use crate::api::events::{REASON_BACKUPSESSION_FAILED, backupsession_failure_message};
 use crate::api::timeout::{self, CLAIM_WINDOW};
 use crate::api::{
     BackupSession, BackupSessionPhase, Condition, HostBackupPhase, HostBackupStats,
     SIDECAR_CONTAINER,
 };
-use crate::recorder::EventType;
 
 /// Condition type on a BackupSession that missed its deadline (as Stash v0.24+).
 pub const CONDITION_DEADLINE_EXCEEDED: &str = "DeadlineExceeded";

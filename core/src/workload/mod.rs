@@ -29,7 +29,7 @@ use crate::api::{
     WORKLOAD_KINDS,
 };
 use crate::lenient::{Entries, List, Obj};
-use crate::sidecar::OWNED_VOLUMES;
+use crate::names::OWNED_VOLUMES;
 use crate::targeting;
 use privilege::{Identity, Ids, Member};
 
@@ -476,7 +476,7 @@ fn describe_text(text: &str) -> String {
 
 /// Folds a parser's message onto one line.
 fn one_line(s: &str) -> String {
-    crate::admission::wire::one_line(s)
+    crate::text::one_line(s)
 }
 
 #[cfg(test)]

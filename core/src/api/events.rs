@@ -1,6 +1,23 @@
 //! Event reasons, reporting components and messages, exactly as the user's
 //! guide prints them (`docs/guide/pause-backup.md`; strings of Stash v0.9.0-rc.0).
 
+/// Severity of an event (`Type` in `kubectl describe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    /// The word the API stores (`type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
 /// Reporting component of the CronJob trigger (`stash create-backupsession`).
 pub const COMPONENT_CRONJOB: &str = "Backup Triggering CronJob";
 /// Reporting component of the BackupSession controller.

@@ -24,7 +24,7 @@ use crate::api::{
     BackupSessionPhase, Condition, DEFAULT_BACKUP_HISTORY_LIMIT, HostBackupPhase,
     INVOKER_KIND_BACKUP_CONFIGURATION,
 };
-use crate::manifests::names::{CRON_JOB_ROLE, LABEL_COMPONENT_BACKUP, SIDECAR_ROLE};
+use crate::names::{CRON_JOB_ROLE, LABEL_COMPONENT_BACKUP, SIDECAR_ROLE};
 
 /// The one field manager of every write the reconciler makes.
 pub const FIELD_MANAGER: &str = "stash";
