@@ -279,7 +279,7 @@ fn reconciler(scenario: Scenario) {
         let _in_runtime = runtime.enter();
         kube::Client::try_from(config).expect("a client")
     };
-    let (signal, drain) = stash::server::shutdown::channel();
+    let (signal, drain) = stash::runtime::drain::channel();
     let started = Instant::now();
     runtime.spawn(serve(client, drain));
     // The initial lists: until the API server has been quiet for a second.
@@ -339,9 +339,9 @@ fn reconciler(scenario: Scenario) {
 }
 
 /// `stash serve`'s cluster side: the feed and the leader-elected reconciler.
-async fn serve(client: kube::Client, drain: stash::server::shutdown::Drain) {
+async fn serve(client: kube::Client, drain: stash::runtime::drain::Drain) {
     let settings = stash::settings::Settings::default();
-    let (feed, feeder) = stash::feed::new(Arc::default());
+    let (feed, feeder) = stash::runtime::feed::new(Arc::default());
     tokio::spawn(feeder.run(client.clone(), drain.clone()));
     let config = stash::reconcile::ReconcilerConfig {
         image: settings.image.clone(),

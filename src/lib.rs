@@ -8,22 +8,23 @@
 
 // The decision core, at the paths the rest of this crate (and its tests)
 // have always used.
-pub use stash_core::{admission, api, patch, settings, sidecar, store, targeting, workload};
+pub use stash_core::{
+    admission, api, duration, patch, settings, sidecar, store, targeting, workload,
+};
 
 pub mod backup;
 pub mod certs;
+pub mod cli;
+pub mod cmd;
 pub mod crds;
-pub mod feed;
-pub mod lease;
 pub mod manifests;
 pub mod monitoring;
 pub mod plugin;
-pub mod process;
 pub mod reconcile;
 pub mod recorder;
 pub mod restore;
 pub mod review;
+pub mod runtime;
 pub mod server;
-pub mod stop;
 pub mod telemetry;
 pub mod trigger;

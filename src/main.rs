@@ -26,7 +26,7 @@ struct Cli {
 #[allow(clippy::large_enum_variant)] // parsed once; `serve` simply has many flags
 enum Command {
     /// Serve the admission webhooks (and, in cluster mode, run the reconciler).
-    Serve(stash::server::Args),
+    Serve(stash::cmd::serve::Args),
     /// Create a BackupSession for a configuration, or record why not (the CronJob's job).
     CreateBackupsession(stash::trigger::Args),
     /// Back up the workload's volumes with restic (the injected sidecar).
@@ -54,13 +54,13 @@ fn main() -> ExitCode {
         return stash::plugin::run_process(args);
     }
     telemetry::init(cli.log_format);
-    let runtime = match stash::process::runtime() {
+    let runtime = match stash::runtime::process::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(a) => stash::server::run(a).await,
+            Command::Serve(a) => stash::cmd::serve::run(a).await,
             Command::CreateBackupsession(a) => stash::trigger::run(a).await,
             Command::RunBackup(a) => stash::backup::run(a).await,
             Command::Restore(a) => stash::restore::run(a).await,

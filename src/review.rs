@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::admission::{self, Answer, Decision, Endpoint, wire};
-use crate::server::PausedSessionPolicyArg;
+use crate::cli::PausedSessionPolicyArg;
 use crate::settings::{DEFAULT_IMAGE, Settings};
 use crate::store::{Snapshot, offline};
 

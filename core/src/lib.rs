@@ -9,13 +9,14 @@
 //! the reconciler can never disagree.
 //!
 //! Layers, lowest first (a module uses only those before it):
-//! `text`, `lenient`, `patch`, `settings`, `names`, `api`, `store`,
+//! `text`, `duration`, `lenient`, `patch`, `settings`, `names`, `api`, `store`,
 //! `targeting`, `workload`, `sidecar`, `restore`, `admission`, `backup`,
 //! `reconcile`.
 
 pub mod admission;
 pub mod api;
 pub mod backup;
+pub mod duration;
 #[doc(hidden)]
 pub mod lenient;
 pub mod names;

@@ -39,8 +39,8 @@ use super::metrics::{Labels, Metrics};
 use super::repository::ResticSettings;
 use super::session::{Decision, INTERRUPTED, deadline, decide, runs_integrity_check, settled};
 use super::status::{DEFAULT_CHECK_INTERVAL, integrity_check_due};
-use crate::lease::Turns;
 use crate::recorder::{EventType, Recorder};
+use crate::runtime::lease::Turns;
 
 /// What happened to one session.
 #[derive(Debug, Clone, PartialEq)]

@@ -207,7 +207,7 @@ impl Metrics {
 
     /// Serves `/metrics` on `addr` until the future is dropped.
     pub async fn serve(self, addr: SocketAddr) -> anyhow::Result<()> {
-        use crate::server::{admin, shutdown};
+        use crate::runtime::{admin, drain as shutdown};
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;

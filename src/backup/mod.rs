@@ -7,7 +7,7 @@
 //! - [`engine::backup_host`]: one host's backup for one session, no cluster;
 //! - [`session`], [`status`], [`host`]: pure decisions (act on which session,
 //!   what to write, who am I);
-//! - [`controller`], [`cluster`], [`crate::recorder`], [`crate::lease`], [`metrics`]: the
+//! - [`controller`], [`cluster`], [`crate::recorder`], [`crate::runtime::lease`], [`metrics`]: the
 //!   thin Kubernetes layer (watch, status writes, events, Lease, /metrics).
 
 pub mod cluster;
@@ -101,7 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let election = host::election(&args.target_kind)?;
     // First, so that a SIGTERM during start-up is a stop, not a kill.
-    let stop = crate::stop::Stop::on_signals();
+    let stop = crate::runtime::stop::Stop::on_signals();
     let client = kube::Client::try_default()
         .await
         .context("cannot connect to the Kubernetes API server")?;
@@ -121,7 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let lease = host::lease_name(&args.target_kind, &args.target_name);
-    let timing = crate::lease::LeaseTiming {
+    let timing = crate::runtime::lease::LeaseTiming {
         duration: args.lease_duration.max(3),
         grace: (args.lease_duration / 3).max(1),
     };
@@ -135,7 +135,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         match election {
             host::Election::Leader => {
                 let sidecar = std::sync::Arc::new(first);
-                let candidate = crate::lease::Candidate::backup(
+                let candidate = crate::runtime::lease::Candidate::backup(
                     client.clone(),
                     &args.namespace,
                     &lease,
@@ -145,11 +145,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let stopped = async {
                     stop.stopped().await;
                 };
-                crate::lease::while_leader_until(candidate, || sidecar.clone().watch(), stopped)
-                    .await
+                crate::runtime::lease::while_leader_until(
+                    candidate,
+                    || sidecar.clone().watch(),
+                    stopped,
+                )
+                .await
             }
             host::Election::TakeTurns => {
-                let turns = crate::lease::Turns::new(
+                let turns = crate::runtime::lease::Turns::new(
                     client.clone(),
                     &args.namespace,
                     &lease,
@@ -177,7 +181,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             result
         }
         () = stop.budget_spent() => {
-            tracing::warn!(budget = ?crate::stop::STOP_BUDGET, "the stop took too long; exiting without waiting further");
+            tracing::warn!(budget = ?crate::runtime::stop::STOP_BUDGET, "the stop took too long; exiting without waiting further");
             Ok(())
         }
     }
@@ -191,9 +195,15 @@ pub fn sidecar(
     args: &Args,
     client: kube::Client,
     metrics: metrics::Metrics,
-    turns: Option<crate::lease::Turns>,
+    turns: Option<crate::runtime::lease::Turns>,
 ) -> anyhow::Result<controller::Sidecar> {
-    sidecar_with_stop(args, client, metrics, turns, &crate::stop::Stop::new())
+    sidecar_with_stop(
+        args,
+        client,
+        metrics,
+        turns,
+        &crate::runtime::stop::Stop::new(),
+    )
 }
 
 /// [`sidecar`], its restic runs interrupted on `stop`.
@@ -201,8 +211,8 @@ pub fn sidecar_with_stop(
     args: &Args,
     client: kube::Client,
     metrics: metrics::Metrics,
-    turns: Option<crate::lease::Turns>,
-    stop: &crate::stop::Stop,
+    turns: Option<crate::runtime::lease::Turns>,
+    stop: &crate::runtime::stop::Stop,
 ) -> anyhow::Result<controller::Sidecar> {
     let node = args.node_name.as_deref().filter(|n| !n.is_empty());
     // The configuration's alias (if any) is read per session; the default identity is fixed.

@@ -200,21 +200,21 @@ pub struct ResticSettings {
     /// Whether restic keeps its cache (`--enable-cache`).
     pub enable_cache: bool,
     /// The process's stop signal, on which restic is interrupted.
-    pub stop: crate::stop::Stop,
+    pub stop: crate::runtime::stop::Stop,
     /// How long a command waits for a repository lock held by a live host
     /// (`--lock-wait`); see [`super::locks`].
     pub lock_wait: std::time::Duration,
 }
 
 impl ResticSettings {
-    /// Settings with no stop signal but [`crate::stop::Stop::trigger`] and the
+    /// Settings with no stop signal but [`crate::runtime::stop::Stop::trigger`] and the
     /// default lock wait ([`super::locks::DEFAULT_LOCK_WAIT`]).
     pub fn new(binary: PathBuf, scratch_dir: PathBuf, enable_cache: bool) -> Self {
         Self {
             binary,
             scratch_dir,
             enable_cache,
-            stop: crate::stop::Stop::new(),
+            stop: crate::runtime::stop::Stop::new(),
             lock_wait: super::locks::DEFAULT_LOCK_WAIT,
         }
     }

@@ -28,7 +28,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use crate::api::RetentionPolicy;
-use crate::stop::{RESTIC_GRACE, Stop};
+use crate::runtime::stop::{RESTIC_GRACE, Stop};
 
 /// Environment handed to restic. Values are never printed: `Debug` shows names only.
 #[derive(Clone, Default)]

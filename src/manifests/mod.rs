@@ -64,7 +64,7 @@ pub struct Args {
     pub prometheus_rules: bool,
     /// With --monitoring or --prometheus-rules: StashBackupPausedTooLong fires for a pause older
     /// than this (Go duration).
-    #[arg(long, default_value = "168h", value_parser = crate::server::duration::parse_flag)]
+    #[arg(long, default_value = "168h", value_parser = crate::duration::parse_flag)]
     pub paused_alert_after: std::time::Duration,
     /// With --monitoring or --prometheus-rules: where the alerts' runbook_url points (docs/operate.md
     /// as your operators read it); `#<alert>` is appended.

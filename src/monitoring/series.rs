@@ -14,8 +14,8 @@ use crate::api::{
     BackupConfiguration, BackupSession, BackupSessionPhase, INVOKER_KIND_BACKUP_CONFIGURATION,
     Repository, namespace_of,
 };
-use crate::reconcile::desired::CONDITION_PAUSED;
 use crate::store::Snapshot;
+use stash_core::reconcile::desired::CONDITION_PAUSED;
 
 use super::interval::expected_interval_seconds;
 

@@ -112,7 +112,7 @@ pub fn main() -> ExitCode {
 
 /// Runs parsed plugin arguments in a fresh runtime (the `stash kubectl` path too).
 pub fn run_process(args: Args) -> ExitCode {
-    let runtime = match crate::process::runtime() {
+    let runtime = match crate::runtime::process::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

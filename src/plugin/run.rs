@@ -39,7 +39,7 @@ pub struct TriggerArgs {
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this long (Go duration: 30s, 10m, 1h); 0 waits for ever.
-    #[arg(long, default_value = "0", value_parser = crate::server::duration::parse)]
+    #[arg(long, default_value = "0", value_parser = crate::duration::parse)]
     pub timeout: Duration,
 }
 

@@ -14,7 +14,7 @@
 //! workload kinds.
 //!
 //! Configurations and Repositories are read from the index the webhooks read
-//! ([`crate::feed`]), never fetched again: the two decide on the same state.
+//! ([`crate::runtime::feed`]), never fetched again: the two decide on the same state.
 //! The status also says whether the Repository's storage Secret holds
 //! `RESTIC_PASSWORD` (one GET: Secrets are not watched, so a missing one is
 //! checked again a minute later) and whether the configuration passes the
@@ -64,8 +64,8 @@ use crate::api::events::COMPONENT_BACKUPCONFIGURATION_CONTROLLER;
 use crate::api::{
     BackupConfiguration, BackupConfigurationStatus, Repository, WORKLOAD_API_VERSION, namespace_of,
 };
-use crate::feed::Feed;
 use crate::recorder::{EventType, Recorder};
+use crate::runtime::feed::Feed;
 use crate::settings::Settings;
 use crate::sidecar;
 use crate::store::Store;

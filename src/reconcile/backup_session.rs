@@ -39,9 +39,9 @@ use crate::api::{
     BackupConfiguration, BackupSession, BackupSessionPhase, INVOKER_KIND_BACKUP_CONFIGURATION,
     LABEL_BACKUP_CONFIGURATION, timeout,
 };
-use crate::feed::Kind;
 use crate::monitoring::collector::Leading;
 use crate::recorder::{EventType, Recorder};
+use crate::runtime::feed::Kind;
 use crate::store::{Store, slim};
 
 /// How long to wait before looking again at a session whose target's host

@@ -3,7 +3,7 @@
 //! Thin by design (docs/design.md "The reconciler"): three kube-runtime controllers,
 //! [`backup_configuration`], [`backup_session`] and [`restore_session`], that read what exists,
 //! compare it with what [`desired`] computes, and write only the difference.
-//! [`crate::lease`] makes sure one replica at a time runs them (Lease [`LEASE_NAME`]); [`crate::recorder`] writes
+//! [`crate::runtime::lease`] makes sure one replica at a time runs them (Lease [`LEASE_NAME`]); [`crate::recorder`] writes
 //! the guide's events; [`apply`] holds the shared write patterns, [`finalizer`] the finalizer,
 //! [`own_writes`] the versions a controller's own writes superseded.
 
@@ -19,8 +19,8 @@ pub use stash_core::reconcile::{deadline, desired, own_writes};
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::feed::Feed;
-use crate::lease::{Candidate, LeaseTiming};
+use crate::runtime::feed::Feed;
+use crate::runtime::lease::{Candidate, LeaseTiming};
 
 /// Reconciles a controller runs at once. kube-runtime's default is
 /// unbounded: 1,000 configurations applied together opened as many HTTP
@@ -65,7 +65,7 @@ pub async fn run(
     if config.identity.is_empty() {
         anyhow::bail!("the reconciler needs an identity for the Lease (the pod name)");
     }
-    crate::lease::run_while_leader(
+    crate::runtime::lease::run_while_leader(
         candidate(client.clone(), &config.namespace, &config.identity),
         move || controllers(client.clone(), config.clone(), feed.clone()),
         drain,

@@ -44,14 +44,14 @@ use crate::api::events::{
 use crate::api::{
     HostRestorePhase, RestoreSession, RestoreSessionPhase, WORKLOAD_API_VERSION, namespace_of,
 };
-use crate::feed::Kind;
 use crate::recorder::{EventType, Recorder};
 use crate::restore::init;
+use crate::runtime::feed::Kind;
 use crate::settings::Settings;
 use crate::store::Store;
 
 /// ClusterRole the init container's ServiceAccount is bound to (the sidecar's).
-const INIT_ROLE: &str = crate::manifests::names::SIDECAR_ROLE;
+const INIT_ROLE: &str = stash_core::names::SIDECAR_ROLE;
 
 /// What the controller shares between reconciles.
 pub struct Context {

@@ -39,9 +39,9 @@ use crate::api::events::{
 use crate::api::{HostRestorePhase, HostRestoreStats, Repository, RestoreSession};
 use crate::backup::locks::{PodLockHolders, ReportWaits};
 use crate::backup::{ResticSettings, host, restic};
-use crate::lease::{LeaseTiming, Turns};
 use crate::recorder::{EventType, Recorder};
-use crate::stop::Stop;
+use crate::runtime::lease::{LeaseTiming, Turns};
+use crate::runtime::stop::Stop;
 
 use decide::{Decision, INTERRUPTED, decide, upsert_host};
 
@@ -118,7 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         () = stop.budget_spent() => anyhow::bail!(
             "stopped ({}): the restore did not finish reporting within {}s",
             stop.reason().unwrap_or("stop"),
-            crate::stop::STOP_BUDGET.as_secs()
+            crate::runtime::stop::STOP_BUDGET.as_secs()
         ),
     }
 }

@@ -276,7 +276,7 @@ fn requested_timeout(query: Option<&str>) -> Option<Duration> {
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == "timeout")
-        .and_then(|(_, v)| super::duration::parse(v).ok())
+        .and_then(|(_, v)| crate::duration::parse(v).ok())
 }
 
 async fn admit<B>(

@@ -1,5 +1,5 @@
 //! The probe port's routes: `/livez`, `/readyz` and `/metrics`, served by
-//! the admin server ([`super::admin`]).
+//! the admin server ([`crate::runtime::admin`]).
 //!
 //! Kept off the TLS port so kubelet and Prometheus need no certificates, and
 //! so a flood on the webhook port cannot fail the liveness probe.
@@ -66,5 +66,5 @@ async fn metrics(State(h): State<Arc<Health>>) -> Response {
     h.metrics
         .store_repositories
         .set(snap.repository_count() as i64);
-    super::admin::openmetrics(h.metrics.encode())
+    crate::runtime::admin::openmetrics(h.metrics.encode())
 }

@@ -102,7 +102,7 @@ fn host_writes(cluster: &Cluster, name: &str) -> Vec<String> {
 
 struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _feed_signal: stash::server::shutdown::Signal,
+    _feed_signal: stash::runtime::drain::Signal,
 }
 
 impl Drop for Running {
@@ -122,8 +122,8 @@ const WATCHES: usize = 5;
 /// controller) and the sidecar.
 fn start(cluster: &Cluster, env: &Env) -> (Running, tokio::task::JoinHandle<()>) {
     let client = cluster.client(Identity::reconciler());
-    let (feed, feeder) = stash::feed::new(Arc::default());
-    let (signal, drain) = stash::server::shutdown::channel();
+    let (feed, feeder) = stash::runtime::feed::new(Arc::default());
+    let (signal, drain) = stash::runtime::drain::channel();
     let feeding = tokio::spawn(feeder.run(client.clone(), drain));
     let ctx = Arc::new(backup_session::Context::new(client));
     let reconciler = tokio::spawn(backup_session::run(ctx, feed.configs.clone()));
@@ -310,8 +310,8 @@ async fn a_backup_still_running_at_its_deadline_fails_the_session_and_frees_the_
     hangs.settings.binary = hanging_restic(&env);
 
     let client = cluster.client(Identity::reconciler());
-    let (feed, feeder) = stash::feed::new(Arc::default());
-    let (_signal, drain) = stash::server::shutdown::channel();
+    let (feed, feeder) = stash::runtime::feed::new(Arc::default());
+    let (_signal, drain) = stash::runtime::drain::channel();
     let _running = Running {
         tasks: vec![
             tokio::spawn(feeder.run(client.clone(), drain)),

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use stash::api::{BackupSession, HostBackupPhase};
 use stash::backup::controller::Handled;
-use stash::lease::{LeaseTiming, Turns};
+use stash::runtime::lease::{LeaseTiming, Turns};
 use support::restic::{Env, NS};
 use support::{Cluster, Identity};
 
@@ -435,7 +435,7 @@ async fn take_turns_holds_the_lease_only_around_the_backup() {
 
 #[tokio::test]
 async fn a_deployment_replica_works_only_while_it_leads() {
-    use stash::lease::while_leader;
+    use stash::runtime::lease::while_leader;
     let lease_path =
         "/apis/coordination.k8s.io/v1/namespaces/demo/leases/lock-deployment-stash-demo-backup";
     // Another replica holds a fresh Lease: this one must wait.

@@ -1,4 +1,4 @@
-//! run-backup's metrics port: the admin server (`stash::server::admin`)
+//! run-backup's metrics port: the admin server (`stash::runtime::admin`)
 //! answers `/metrics` in OpenMetrics text, 404 elsewhere, and closes an idle
 //! connection instead of holding it for ever.
 

@@ -25,7 +25,7 @@ use stash::backup::locks::{Holder, LockHolders, NoLockHolders};
 use stash::backup::restic::{LockInfo, resolve_binary};
 use stash::backup::{HostBackupOutcome, ResticSettings, backup_host_with};
 use stash::restore::engine::restore_host_with;
-use stash::stop::{RESTIC_GRACE, Stop};
+use stash::runtime::stop::{RESTIC_GRACE, Stop};
 use stash_testkit::locks::{BlockingRestic, hold_lock, lock_files};
 
 const PASSWORD: &str = "changeit";

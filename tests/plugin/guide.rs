@@ -64,8 +64,8 @@ async fn pause_trigger_resume_trigger_wait() {
 
     // stash serve's feed and both controllers, and the sidecar.
     let client = c.client(Identity::reconciler());
-    let (feed, feeder) = stash::feed::new(Arc::default());
-    let (_signal, drain) = stash::server::shutdown::channel();
+    let (feed, feeder) = stash::runtime::feed::new(Arc::default());
+    let (_signal, drain) = stash::runtime::drain::channel();
     let feeding = tokio::spawn(feeder.run(client.clone(), drain));
     let ctx = Arc::new(backup_session::Context::new(client.clone()));
     let sessions = tokio::spawn(backup_session::run(ctx, feed.configs.clone()));

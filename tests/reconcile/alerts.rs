@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stash::monitoring::rules::{RuleOptions, rules_file};
+use stash::runtime::drain::channel;
 use stash::server::metrics::Metrics;
 use stash::server::probes::{Health, router};
-use stash::server::shutdown::channel;
 use support::{Cluster, Identity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -97,11 +97,11 @@ async fn prometheus_fires_stash_backup_paused_too_long() {
         .expect("bind the probe port");
     let probe = listener.local_addr().expect("addr");
     let (_probe_signal, probe_drain) = channel();
-    tokio::spawn(stash::server::admin::serve(
+    tokio::spawn(stash::runtime::admin::serve(
         "probe",
         listener,
         router(health),
-        stash::server::admin::DEFAULT_LIMITS,
+        stash::runtime::admin::DEFAULT_LIMITS,
         metrics.open_connections("probe"),
         probe_drain,
     ));

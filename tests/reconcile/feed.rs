@@ -1,4 +1,4 @@
-//! `stash serve`'s one watch per kind (`stash::feed`) on the fake cluster:
+//! `stash serve`'s one watch per kind (`stash::runtime::feed`) on the fake cluster:
 //! the index the webhooks read and the cache the controllers reconcile from
 //! hold the same objects, a change reaches a controller only after the index
 //! has it, and a running BackupConfiguration controller fed by it picks up a
@@ -14,8 +14,8 @@ use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use stash::api::{BackupConfiguration, Repository};
-use stash::feed::{Feed, Kind};
-use stash::server::shutdown::{Signal, channel};
+use stash::runtime::drain::{Signal, channel};
+use stash::runtime::feed::{Feed, Kind};
 use support::{Cluster, Identity};
 
 const BC: &str =
@@ -25,7 +25,7 @@ const REPO: &str = "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositori
 /// The feed of `stash serve`, running against `c` as the reconciler, until
 /// the returned signal is dropped; waits for its first full list.
 pub(super) async fn start_feed(c: &Cluster) -> (Feed, Signal) {
-    let (feed, feeder) = stash::feed::new(Arc::default());
+    let (feed, feeder) = stash::runtime::feed::new(Arc::default());
     let (signal, drain) = channel();
     tokio::spawn(feeder.run(c.client(Identity::reconciler()), drain));
     let store = feed.store.clone();
@@ -39,7 +39,7 @@ pub(super) async fn start_feed(c: &Cluster) -> (Feed, Signal) {
     (feed, signal)
 }
 
-async fn next<K: stash::feed::Fed>(
+async fn next<K: stash::runtime::feed::Fed>(
     changes: &mut futures::stream::BoxStream<'static, Arc<K>>,
 ) -> Arc<K> {
     tokio::time::timeout(support::WAIT, changes.next())
@@ -107,7 +107,7 @@ async fn a_subscriber_that_falls_behind_gets_every_object_again() {
         feed.configs.subscribe();
     assert_eq!(name(&*next(&mut configs).await), "pause-backup");
     // More changes than the broadcast holds, none read meanwhile.
-    let changes = stash::feed::BROADCAST_CAPACITY + 10;
+    let changes = stash::runtime::feed::BROADCAST_CAPACITY + 10;
     for i in 0..changes {
         c.edit(BC, |o| {
             o["metadata"]["labels"] = json!({"n": i.to_string()})

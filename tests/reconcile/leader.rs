@@ -7,8 +7,8 @@ use stash_testkit as support;
 use std::time::Duration;
 
 use serde_json::json;
-use stash::lease::run_while_leader;
 use stash::reconcile::LEASE_NAME;
+use stash::runtime::lease::run_while_leader;
 use support::{Cluster, Identity};
 use tokio::sync::mpsc;
 

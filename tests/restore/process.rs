@@ -17,7 +17,7 @@ use stash::api::{BackupConfiguration, HostRestorePhase, Repository, RestoreSessi
 use stash::backup::locks::NoLockHolders;
 use stash::backup::restic::resolve_binary;
 use stash::backup::{ResticSettings, backup_host_with};
-use stash::stop::STOP_BUDGET;
+use stash::runtime::stop::STOP_BUDGET;
 use support::container::Container;
 use support::locks::{BlockingRestic, lock_files};
 use support::restic::{Env, NS};

@@ -7,7 +7,7 @@
 //! longer than that clone. Lookups by name and by target are hash lookups.
 //!
 //! Two feeds write into it: [`offline`] (a directory of YAML files) and, in
-//! cluster mode, [`crate::feed`]: one watch per kind, whose objects this
+//! cluster mode, the `stash` crate's `runtime::feed`: one watch per kind, whose objects this
 //! index shares (the same `Arc`s) with the cache the controllers reconcile
 //! from. The webhooks and the controllers read this one index.
 

@@ -15,9 +15,9 @@ use stash::backup::locks::NoLockHolders;
 use stash::backup::metrics::Metrics;
 use stash::backup::restic::resolve_binary;
 use stash::backup::{ResticSettings, backup_host_with};
-use stash::lease::Turns;
 use stash::recorder::Recorder;
 use stash::restore::engine::restore_host_with;
+use stash::runtime::lease::Turns;
 
 /// The namespace of the guide's objects.
 pub const NS: &str = "demo";

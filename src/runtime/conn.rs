@@ -25,7 +25,7 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::shutdown::Drain;
+use crate::runtime::drain::Drain;
 use tokio::task::JoinSet;
 
 /// Default cap on open connections of the webhook port.

@@ -33,7 +33,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::broadcast;
 
 use crate::api::{BackupConfiguration, Repository, RestoreSession};
-use crate::server::shutdown::Drain;
+use crate::runtime::drain::Drain;
 use crate::store::{Snapshot, Store, slim};
 
 /// Changes a subscriber may fall behind by before it is handed every object again.

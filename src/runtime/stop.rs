@@ -7,7 +7,7 @@
 //! restic for 30 minutes: every restore, `check` and `forget --prune` of that
 //! repository fails until then. So the process turns the first SIGTERM or
 //! SIGINT into one [`Stop`] (built on the server's drain signal,
-//! [`crate::server::shutdown`]), which every restic run of the process
+//! [`crate::runtime::drain`]), which every restic run of the process
 //! watches ([`crate::backup::restic::Restic::run`]): restic gets SIGINT (on
 //! which it removes its lock and exits), [`RESTIC_GRACE`] to do so, then
 //! SIGKILL; the host's entry is then reported Failed, within [`STOP_BUDGET`]
@@ -25,7 +25,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::server::shutdown::{self, Drain, Signal};
+use crate::runtime::drain::{self, Drain, Signal};
 
 /// How long restic gets between SIGINT and SIGKILL.
 pub const RESTIC_GRACE: Duration = Duration::from_secs(10);
@@ -58,7 +58,7 @@ impl Default for Stop {
 impl Stop {
     /// A stop signal that fires only through [`Stop::trigger`].
     pub fn new() -> Self {
-        let (signal, drain) = shutdown::channel();
+        let (signal, drain) = drain::channel();
         Self {
             signal: Arc::new(signal),
             drain,

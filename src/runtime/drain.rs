@@ -11,12 +11,7 @@
 //! observable and the store stays current while requests are still being
 //! decided. Nothing is aborted.
 
-use std::sync::Arc;
-
 use tokio::sync::watch;
-
-use super::metrics::Metrics;
-use super::tls::TlsState;
 
 /// Takes SIGHUP over from its default action (ending the process); call it
 /// first thing, so a SIGHUP during start-up does not kill the server.
@@ -78,37 +73,6 @@ impl Drain {
     pub fn receiver(&self) -> watch::Receiver<bool> {
         self.0.clone()
     }
-}
-
-/// On each SIGHUP, re-reads the certificate files at once (as a file event
-/// would) and logs what came of it; stops on drain.
-pub fn reload_on_hangup(
-    mut hup: tokio::signal::unix::Signal,
-    tls: Arc<TlsState>,
-    metrics: Arc<Metrics>,
-    mut drain: Drain,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                got = hup.recv() => if got.is_none() { break },
-                () = drain.signaled() => break,
-            }
-            let (tls, metrics) = (tls.clone(), metrics.clone());
-            let changed = tokio::task::spawn_blocking(move || {
-                let changed = tls.reload_if_changed(&metrics);
-                tls.check_expiry(&metrics);
-                changed
-            })
-            .await
-            .unwrap_or(false);
-            tracing::info!(
-                signal = "SIGHUP",
-                new_certificate = changed,
-                "re-read the certificate files; not stopping"
-            );
-        }
-    })
 }
 
 /// Resolves on the first SIGTERM or SIGINT, naming it.

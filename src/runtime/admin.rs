@@ -4,7 +4,7 @@
 //!
 //! Plain HTTP/1.1 so kubelet and Prometheus need no certificates, under the
 //! same limits as the webhook port (a connection cap, a header read timeout,
-//! an idle timeout; [`super::conn`]), so a slow or flooding client on a pod's
+//! an idle timeout; [`crate::runtime::conn`]), so a slow or flooding client on a pod's
 //! network cannot pin memory or descriptors in the process that serves it.
 
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 
-use super::conn::{self, PortLimits};
-use super::shutdown::Drain;
+use crate::runtime::conn::{self, PortLimits};
+use crate::runtime::drain::Drain;
 
 /// The limits of an admin port that has no flags of its own (run-backup's):
 /// a handful of scrapers, the webhook port's default timeouts.
