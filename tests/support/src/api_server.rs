@@ -399,7 +399,8 @@ impl State {
             &req.content_type,
             exists,
         );
-        rbac::authorize(&req.identity, &attrs).map_err(|(a, message)| {
+        rbac::authorize(&req.identity, &attrs).map_err(|refused| {
+            let (a, message) = *refused;
             self.forbidden.push(format!(
                 "{}: {message} ({} {})",
                 req.identity.cluster_role.unwrap_or_default(),

@@ -142,14 +142,20 @@ pub fn forbidden_message(username: &str, a: &Attributes) -> String {
 }
 
 /// The authorizer's verdict on a request by `identity`: `Err` with the
-/// first refused attributes' message (`None` role: not checked).
-pub fn authorize(identity: &Identity, attrs: &[Attributes]) -> Result<(), (Attributes, String)> {
+/// first refused attributes and their message (`None` role: not checked).
+pub fn authorize(
+    identity: &Identity,
+    attrs: &[Attributes],
+) -> Result<(), Box<(Attributes, String)>> {
     let Some(role) = identity.cluster_role else {
         return Ok(());
     };
     for a in attrs {
         if !rules_in(role, &a.namespace).iter().any(|r| allows(r, a)) {
-            return Err((a.clone(), forbidden_message(&identity.username, a)));
+            return Err(Box::new((
+                a.clone(),
+                forbidden_message(&identity.username, a),
+            )));
         }
     }
     Ok(())

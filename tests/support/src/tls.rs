@@ -32,6 +32,12 @@ pub struct Pki {
     pub key: PathBuf,
 }
 
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pki {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
