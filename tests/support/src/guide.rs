@@ -533,7 +533,12 @@ impl<'a> Mounts<'a> {
                 )
             })
             .collect();
-        Self { pod_spec, by_path }
+        let mounts = Self { pod_spec, by_path };
+        // A pod whose container mounts a volume it does not have is invalid.
+        for path in mounts.paths() {
+            mounts.at(&path);
+        }
+        mounts
     }
 
     /// The mount paths.
