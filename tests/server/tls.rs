@@ -371,7 +371,7 @@ async fn the_documented_fixtures_are_answered() {
         let (body, uid) = served_fixture(file);
         for (path, expected) in answers {
             assert_review_answer(
-                &conn.post(*path, body.clone()).await.unwrap(),
+                &conn.post(path, body.clone()).await.unwrap(),
                 &uid,
                 *expected,
             );
