@@ -30,13 +30,16 @@
 //! (`pause_backup_guide_end_to_end`), three tests take the turns the guide
 //! does not: its real order (Deployment before configuration), a pause while
 //! a session runs, and the sidecar seeing a paused session first.
+//!
+//! The guide's names, YAMLs, printed columns, events and the order of its
+//! sections are the testkit's (`stash_testkit::guide`), shared with the
+//! real-cluster walk of `tests/e2e_cluster`; this file has the fake
+//! cluster's mechanics (`PauseBackupGuide` for `Walk`).
 
 use stash_testkit as support;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use base64::Engine;
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::Api;
@@ -52,9 +55,12 @@ use stash::reconcile::{backup_configuration, backup_session};
 use stash::recorder::Recorder;
 use stash::settings::Settings;
 use stash::trigger::{Outcome, trigger};
+use support::guide::{
+    self, EventRow, Mounts, NS, PauseBackupGuide, Pod, cols, configuration_columns,
+    container_names, printed_columns, session_columns, wide_columns,
+};
 use support::{Identity, PatchBody};
 
-const NS: &str = "demo";
 const BC: &str =
     "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations/pause-backup";
 const REPO: &str = "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories/gcs-repo";
@@ -132,15 +138,16 @@ impl Cluster {
     }
 
     /// The core/v1 Events about `kind/name`, as `kubectl describe` lists them.
-    fn events_about(&self, kind: &str, name: &str) -> Vec<Event> {
-        self.paths_under(EVENTS)
-            .iter()
-            .map(|p| self.typed::<Event>(p))
-            .filter(|e| {
-                e.involved_object.kind.as_deref() == Some(kind)
-                    && e.involved_object.name.as_deref() == Some(name)
-            })
-            .collect()
+    fn events_about(&self, kind: &str, name: &str) -> Vec<EventRow> {
+        guide::event_rows(
+            self.paths_under(EVENTS)
+                .iter()
+                .map(|p| self.typed::<Event>(p))
+                .filter(|e| {
+                    e.involved_object.kind.as_deref() == Some(kind)
+                        && e.involved_object.name.as_deref() == Some(name)
+                }),
+        )
     }
 
     /// The API server's admission chain for one request, as `kubectl` would
@@ -216,44 +223,22 @@ impl Cluster {
     fn apply_storage_and_configuration(&self) {
         std::fs::create_dir_all(self.p("repo")).unwrap();
         let data = self.p("source/data");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(data.join("data.txt"), "sample_data\n").unwrap();
+        guide::write_guide_data(&data);
 
         // $ kubectl create secret generic -n demo gcs-secret --from-file=./RESTIC_PASSWORD …
-        let password = base64::engine::general_purpose::STANDARD.encode("changeit");
-        self.kubectl_create(
-            "/api/v1/namespaces/demo/secrets",
-            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                   "metadata": {"name": "gcs-secret", "namespace": NS},
-                   "data": {"RESTIC_PASSWORD": password}}),
-        );
+        self.kubectl_create("/api/v1/namespaces/demo/secrets", guide::secret(NS));
         assert!(self.k.get(SECRET).is_some());
         // $ kubectl apply -f repository.yaml — the guide's gcs-repo, on a local backend.
-        let mut repo = example("repository.yaml").remove(0);
-        assert_eq!(repo["spec"]["backend"]["storageSecretName"], "gcs-secret");
-        let repo_dir = self.p("repo").display().to_string();
-        repo["spec"]["backend"] = json!({
-            "local": {"mountPath": repo_dir, "hostPath": {"path": repo_dir}},
-            "storageSecretName": "gcs-secret"
-        });
         let warnings = self.kubectl_create(
             "/apis/stash.appscode.com/v1alpha1/namespaces/demo/repositories",
-            repo,
+            guide::repository_on(NS, &self.p("repo")),
         );
         // The one deviation from the guide has its own warning.
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(
-            warnings[0].starts_with("Repository demo/gcs-repo keeps its local backend in hostPath"),
-            "{warnings:?}"
-        );
+        guide::assert_repository_warning(&warnings, NS);
         // $ kubectl apply -f backupconfiguration.yaml
-        let mut bc = example("backupconfiguration.yaml").remove(0);
-        assert_eq!(bc["spec"]["target"]["paths"], json!(["/source/data"]));
-        bc["spec"]["target"]["paths"] = json!([data.display().to_string()]);
-        bc["spec"]["target"]["volumeMounts"][0]["mountPath"] = json!(data.display().to_string());
         let warnings = self.kubectl_create(
             "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupconfigurations",
-            bc,
+            guide::configuration_on(NS, &data),
         );
         assert!(warnings.is_empty(), "{warnings:?}");
     }
@@ -261,9 +246,7 @@ impl Cluster {
     /// `kubectl apply -f deployment.yaml` (the PVC and the Deployment).
     fn apply_deployment(&self) {
         // $ kubectl apply -f deployment.yaml
-        let mut docs = example("deployment.yaml");
-        let deployment = docs.remove(1);
-        let pvc = docs.remove(0);
+        let (pvc, deployment) = guide::pvc_and_deployment(NS);
         assert!(self.kubectl_create(PVCS, pvc).is_empty());
         let warnings = self.kubectl_create(DEPLOYMENTS, deployment);
         assert!(warnings.is_empty(), "{warnings:?}");
@@ -276,11 +259,8 @@ impl Cluster {
         let cron = self.get(CRONJOB);
         let container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
         let pod = format!("stash-backup-pause-backup-{}-x7k2p", at.as_second() / 60);
-        let args: Vec<String> = container["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
+        let args: Vec<String> = guide::args(container)
+            .into_iter()
             .chain(downward_api(
                 &CreateBackupSession::command(),
                 &container["env"],
@@ -317,57 +297,25 @@ impl Cluster {
     fn start_sidecar(&self, pod_name: &str) -> Sidecar {
         let deploy = self.get(DEPLOY);
         let pod = &deploy["spec"]["template"]["spec"];
-        let container = pod["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "stash")
-            .expect("the stash container");
-        let mounts: BTreeMap<String, String> = container["volumeMounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                (
-                    m["mountPath"].as_str().unwrap().to_string(),
-                    m["name"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        let volume = |name: &str| -> Value {
-            pod["volumes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == name)
-                .unwrap_or_else(|| panic!("volume {name}"))
-                .clone()
-        };
+        let container = guide::container(pod, "stash");
+        let mounts = Mounts::of(pod, container);
 
-        // The Secret volume: every key of the Secret it names, as a file.
-        let secret_mount = "/etc/stash/repository/secret";
-        let secret_volume = volume(&mounts[secret_mount]);
-        let secret_name = secret_volume["secret"]["secretName"].as_str().unwrap();
-        assert_eq!(secret_name, "gcs-secret", "the Repository's storage Secret");
+        // The Secret volume: every key of the Secret it names, as a file;
+        // the scratch emptyDir.
+        mounts.assert_secret_and_scratch();
+        let secret_mount = guide::SECRET_MOUNT;
+        let secret_name = mounts.at(secret_mount)["secret"]["secretName"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let secret = self.get(&format!("/api/v1/namespaces/demo/secrets/{secret_name}"));
         let secret_dir = self.p("pod/secret");
-        std::fs::create_dir_all(&secret_dir).unwrap();
-        for (key, value) in secret["data"].as_object().unwrap() {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(value.as_str().unwrap())
-                .unwrap();
-            std::fs::write(secret_dir.join(key), bytes).unwrap();
-        }
-        // The scratch emptyDir.
-        assert!(volume(&mounts["/tmp"])["emptyDir"].is_object());
+        guide::write_secret_files(&secret_dir, guide::secret_data(&secret));
         let scratch = self.p("pod/tmp");
         std::fs::create_dir_all(&scratch).unwrap();
 
-        let args: Vec<String> = container["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
+        let args: Vec<String> = guide::args(container)
+            .into_iter()
             .map(|a| a.replace(secret_mount, secret_dir.to_str().unwrap()))
             .chain(downward_api(
                 &RunBackup::command(),
@@ -402,19 +350,7 @@ impl Cluster {
 
     /// `restic snapshots` on the local repository, with the Secret's password.
     fn restic_snapshots(&self) -> Vec<Value> {
-        let out = std::process::Command::new("restic")
-            .env_clear()
-            .env("RESTIC_REPOSITORY", self.p("repo"))
-            .env("RESTIC_PASSWORD", "changeit")
-            .args(["--no-cache", "snapshots", "--json", "--no-lock"])
-            .output()
-            .expect("restic runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        guide::restic_snapshots(&self.p("repo"))
     }
 }
 
@@ -438,374 +374,268 @@ struct RunBackup {
 /// (the test cannot set this process's environment). A variable the command
 /// does not read, or a field the test does not know, fails the test.
 fn downward_api(command: &clap::Command, env: &Value, pod: &str) -> Vec<String> {
-    env.as_array()
-        .expect("the container sets env")
-        .iter()
-        .map(|var| {
-            let name = var["name"].as_str().unwrap();
-            let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                Some("metadata.namespace") => NS,
-                Some("metadata.name") => pod,
-                Some("spec.nodeName") => "node-1",
-                other => panic!("env {name}: unexpected source {other:?}"),
-            };
-            let arg = command
-                .get_arguments()
-                .find(|a| a.get_env().is_some_and(|e| e == name))
-                .unwrap_or_else(|| {
-                    panic!("env {name} is read by no flag of `{}`", command.get_name())
-                });
-            format!("--{}={value}", arg.get_long().unwrap())
-        })
-        .collect()
+    let pod = Pod {
+        namespace: NS,
+        name: pod,
+        node: "node-1",
+    };
+    pod.env_as_flags(env, |name| {
+        command
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == name))
+            .and_then(|a| a.get_long())
+            .map(String::from)
+    })
 }
 
-/// `kubectl get <kind>`'s printer columns of `object` (the CRD's
-/// `additionalPrinterColumns` of priority 0, simple `.a.b` paths), AGE
-/// left out.
-fn printed_columns<K: kube::CustomResourceExt>(object: &Value) -> Vec<(String, String)> {
-    columns_up_to::<K>(object, 0)
+/// The guide's walk on the fake cluster: the cluster and what one section
+/// leaves for the next.
+struct Walk {
+    c: Cluster,
+    /// When the schedule first fires.
+    t0: jiff::Timestamp,
+    sidecar: Option<Sidecar>,
+    /// The CronJob and the Deployment before the pause.
+    cron_before: Value,
+    deploy_before: Value,
 }
 
-/// `kubectl get <kind> -o wide`'s: every column, AGE left out.
-fn wide_columns<K: kube::CustomResourceExt>(object: &Value) -> Vec<(String, String)> {
-    columns_up_to::<K>(object, i32::MAX)
+impl Walk {
+    fn sidecar(&self) -> &Sidecar {
+        self.sidecar.as_ref().expect("the sidecar started")
+    }
 }
 
-fn columns_up_to<K: kube::CustomResourceExt>(
-    object: &Value,
-    priority: i32,
-) -> Vec<(String, String)> {
-    let crd = K::crd();
-    let version = &crd.spec.versions[0];
-    version
-        .additional_printer_columns
-        .iter()
-        .flatten()
-        .filter(|c| c.json_path != ".metadata.creationTimestamp")
-        .filter(|c| c.priority.unwrap_or(0) <= priority)
-        .map(|c| {
-            let pointer = c.json_path.replace('.', "/");
-            let value = match object.pointer(&pointer) {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-            };
-            (c.name.to_uppercase(), value)
-        })
-        .collect()
-}
+impl PauseBackupGuide for Walk {
+    /// The guide's objects, each through admission.
+    async fn configure_backup(&mut self) {
+        self.c.apply_guide_objects();
+    }
 
-fn columns(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+    /// The workload webhook injected it at CREATE: "It now has 2 containers
+    /// … a container named stash which is running run-backup".
+    async fn verify_sidecar(&mut self) {
+        let deploy = self.c.get(DEPLOY);
+        let template = &deploy["spec"]["template"];
+        assert_eq!(container_names(template), ["busybox", "stash"]);
+        let sidecar_args = &template["spec"]["containers"][1]["args"];
+        assert_eq!(sidecar_args[0], "run-backup");
+        assert_eq!(template["spec"]["containers"][1]["image"], IMAGE);
+        assert_eq!(
+            deploy["metadata"]["annotations"][guide::LAST_APPLIED_CONFIGURATION],
+            guide::BC
+        );
+    }
 
-fn example(file: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("manifests/examples")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
-            serde_json::to_value(v).unwrap()
-        })
-        .collect()
-}
+    /// The BackupConfiguration reconcile.
+    async fn verify_cronjob(&mut self) {
+        let c = &self.c;
+        let mark = c.mark();
+        c.reconcile_config().await;
+        // The webhook and the reconciler agree on the sidecar: no workload write.
+        let rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/demo/rolebindings";
+        assert_eq!(
+            c.writes_since(mark),
+            [
+                BC.to_string(), // the finalizer
+                "/api/v1/namespaces/demo/serviceaccounts/stash-backup-pause-backup".into(),
+                format!("{rbac}/stash-backup-pause-backup"),
+                CRONJOB.into(),
+                format!("{rbac}/stash-sidecar-deployment-stash-demo"),
+                format!("{BC}/status"),
+            ]
+            .map(|p| ("PATCH".to_string(), p))
+        );
+        let cron = c.get(CRONJOB);
+        assert_eq!(cron["spec"]["schedule"], guide::SCHEDULE);
+        let job_container =
+            &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(job_container["args"], guide::cronjob_args());
+        let bc_now = c.get(BC);
+        assert_eq!(bc_now["metadata"]["finalizers"], json!([guide::FINALIZER]));
+        assert_eq!(guide::conditions(&bc_now), guide::ready_conditions());
+        // $ kubectl get backupconfiguration -n demo
+        assert_eq!(
+            printed_columns::<BackupConfiguration>(&c.get(BC)),
+            configuration_columns("")
+        );
+        // $ kubectl get backupconfiguration -n demo -o wide
+        let mut wide = configuration_columns("");
+        wide.extend(cols(&[("PHASE", "Ready")]));
+        assert_eq!(wide_columns::<BackupConfiguration>(&c.get(BC)), wide);
+        // Its own writes re-trigger it; the second pass writes nothing.
+        let mark = c.mark();
+        c.reconcile_config().await;
+        assert_eq!(c.writes_since(mark), [] as [(String, String); 0]);
+    }
 
-fn container_names(deploy: &Value) -> Vec<&str> {
-    deploy["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect()
+    async fn backup_succeeds(&mut self) {
+        let outcome = self.c.cron_fires(self.t0).await;
+        assert_eq!(outcome, Outcome::Created("pause-backup-1564659789".into()));
+        let c = &self.c;
+
+        let running = c.reconcile_session("pause-backup-1564659789").await;
+        let status = running.status.clone().unwrap();
+        assert_eq!(status.phase, Some(BackupSessionPhase::Running));
+        assert_eq!(status.total_hosts, Some(1));
+
+        let sidecar = c.start_sidecar("stash-demo-7489fcb7f5-jctj4");
+        let handled = c.sidecar_sees(&sidecar, &running).await;
+        let Handled::BackedUp(outcome) = handled else {
+            panic!("expected a backup, got {handled:?}")
+        };
+        assert!(outcome.succeeded(), "{:?}", outcome.stats.error);
+
+        let done = c.reconcile_session("pause-backup-1564659789").await;
+        let status = done.status.clone().unwrap();
+        assert_eq!(status.phase, Some(BackupSessionPhase::Succeeded));
+        let snapshots = c.restic_snapshots();
+        assert_eq!(snapshots.len(), 1);
+        assert_eq!(status.stats.len(), 1);
+        assert_eq!(status.stats[0].hostname, guide::HOST);
+        assert_eq!(
+            status.stats[0].snapshots[0].name,
+            snapshots[0]["short_id"].as_str().unwrap(),
+            "the session names restic's snapshot"
+        );
+        let repository: Repository = c.typed(REPO);
+        assert_eq!(repository.status.unwrap().snapshot_count, Some(1));
+        // $ kubectl get backupsession -n demo
+        assert_eq!(
+            printed_columns::<BackupSession>(
+                &c.get(&format!("{SESSIONS}/pause-backup-1564659789"))
+            ),
+            session_columns("Succeeded")
+        );
+        self.sidecar = Some(sidecar);
+    }
+
+    /// $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": true}}'
+    async fn pause(&mut self) {
+        let c = &self.c;
+        self.cron_before = c.get(CRONJOB);
+        self.deploy_before = c.get(DEPLOY);
+        c.kubectl_patch_config(json!({"spec": {"paused": true}}))
+            .await;
+        assert_eq!(c.get(BC)["metadata"]["generation"], 2);
+        assert_eq!(
+            printed_columns::<BackupConfiguration>(&c.get(BC)),
+            configuration_columns("true")
+        );
+        let mark = c.mark();
+        c.reconcile_config().await;
+        assert_eq!(
+            c.writes_since(mark),
+            [("PATCH".to_string(), format!("{BC}/status"))],
+            "pausing writes nothing but the configuration's status"
+        );
+        assert_eq!(c.get(BC)["status"]["observedGeneration"], 2);
+        assert_eq!(c.get(CRONJOB), self.cron_before, "the CronJob stays");
+        assert_eq!(
+            c.get(DEPLOY),
+            self.deploy_before,
+            "the sidecar stays: no restart"
+        );
+    }
+
+    async fn scheduled_backup_skipped(&mut self) {
+        let c = &self.c;
+        let sessions_before = c.paths_under(&format!("{SESSIONS}/"));
+        let outcome = c
+            .cron_fires(
+                self.t0
+                    .checked_add(jiff::SignedDuration::from_secs(300))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(outcome, Outcome::Skipped);
+        assert_eq!(
+            c.paths_under(&format!("{SESSIONS}/")),
+            sessions_before,
+            "no new BackupSession"
+        );
+        assert_eq!(
+            c.events_about("BackupConfiguration", guide::BC),
+            [guide::backup_skipped_event(NS)]
+        );
+    }
+
+    async fn instant_backup_skipped(&mut self) {
+        let c = &self.c;
+        // $ kubectl apply -f backupsession.yaml
+        let warnings = c.kubectl_create(SESSIONS, guide::instant_session(NS));
+        assert_eq!(warnings, [guide::paused_session_warning(NS)]);
+        let stored = c.get(&format!("{SESSIONS}/instant-backupsession"));
+        assert_eq!(
+            stored["metadata"]["labels"],
+            guide::session_labels(),
+            "the mutating webhook labels it for the sidecar's and reconciler's selectors"
+        );
+        let skipped = c.reconcile_session("instant-backupsession").await;
+        assert_eq!(skipped.phase(), BackupSessionPhase::Skipped);
+        // $ kubectl get backupsession -n demo instant-backupsession
+        assert_eq!(
+            printed_columns::<BackupSession>(&c.get(&format!("{SESSIONS}/instant-backupsession"))),
+            session_columns("Skipped")
+        );
+        let mark = c.mark();
+        assert_eq!(
+            c.sidecar_sees(self.sidecar(), &skipped).await,
+            Handled::Ignored("already skipped")
+        );
+        assert_eq!(c.writes_since(mark), [] as [(String, String); 0]);
+        assert_eq!(
+            c.events_about("BackupSession", guide::INSTANT),
+            [guide::session_skipped_event()]
+        );
+        assert_eq!(c.restic_snapshots().len(), 1, "restic repository untouched");
+        let repository: Repository = c.typed(REPO);
+        assert_eq!(repository.status.unwrap().snapshot_count, Some(1));
+    }
+
+    /// $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": false}}'
+    async fn resume(&mut self) {
+        let c = &self.c;
+        c.kubectl_patch_config(json!({"spec": {"paused": false}}))
+            .await;
+        let mark = c.mark();
+        c.reconcile_config().await;
+        assert_eq!(
+            c.writes_since(mark),
+            [("PATCH".to_string(), format!("{BC}/status"))]
+        );
+        assert_eq!(c.get(DEPLOY), self.deploy_before);
+        let t1 = self
+            .t0
+            .checked_add(jiff::SignedDuration::from_secs(600))
+            .unwrap();
+        let outcome = c.cron_fires(t1).await;
+        assert_eq!(outcome, Outcome::Created("pause-backup-1564660389".into()));
+        let running = c.reconcile_session("pause-backup-1564660389").await;
+        assert_eq!(running.phase(), BackupSessionPhase::Running);
+        assert!(matches!(
+            c.sidecar_sees(self.sidecar(), &running).await,
+            Handled::BackedUp(o) if o.succeeded()
+        ));
+        let done = c.reconcile_session("pause-backup-1564660389").await;
+        assert_eq!(done.phase(), BackupSessionPhase::Succeeded);
+        assert_eq!(c.restic_snapshots().len(), 2);
+        let repository: Repository = c.typed(REPO);
+        assert_eq!(repository.status.unwrap().snapshot_count, Some(2));
+    }
 }
 
 #[tokio::test]
 async fn pause_backup_guide_end_to_end() {
-    let cluster = Cluster::start();
-    let c = &cluster;
-
-    // ---- Configure Backup: the guide's objects, each through admission ------
-    c.apply_guide_objects();
-
-    // ---- Verify Sidecar: the workload webhook injected it at CREATE ---------
-    // "It now has 2 containers … a container named stash which is running run-backup".
-    let deploy = c.get(DEPLOY);
-    assert_eq!(container_names(&deploy), ["busybox", "stash"]);
-    let sidecar_args = &deploy["spec"]["template"]["spec"]["containers"][1]["args"];
-    assert_eq!(sidecar_args[0], "run-backup");
-    assert_eq!(
-        deploy["spec"]["template"]["spec"]["containers"][1]["image"],
-        IMAGE
-    );
-    assert_eq!(
-        deploy["metadata"]["annotations"]["stash.appscode.com/last-applied-backupconfiguration"],
-        "pause-backup"
-    );
-
-    // ---- Verify CronJob: the BackupConfiguration reconcile ------------------
-    let mark = c.mark();
-    c.reconcile_config().await;
-    // The webhook and the reconciler agree on the sidecar: no workload write.
-    let rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/demo/rolebindings";
-    assert_eq!(
-        c.writes_since(mark),
-        [
-            BC.to_string(), // the finalizer
-            "/api/v1/namespaces/demo/serviceaccounts/stash-backup-pause-backup".into(),
-            format!("{rbac}/stash-backup-pause-backup"),
-            CRONJOB.into(),
-            format!("{rbac}/stash-sidecar-deployment-stash-demo"),
-            format!("{BC}/status"),
-        ]
-        .map(|p| ("PATCH".to_string(), p))
-    );
-    let cron = c.get(CRONJOB);
-    assert_eq!(cron["spec"]["schedule"], "*/5 * * * *");
-    let job_container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(
-        job_container["args"],
-        json!([
-            "create-backupsession",
-            "--invoker-kind=BackupConfiguration",
-            "--invoker-name=pause-backup"
-        ])
-    );
-    let bc_now = c.get(BC);
-    assert_eq!(
-        bc_now["metadata"]["finalizers"],
-        json!(["stash.appscode.com"])
-    );
-    let conditions: BTreeMap<&str, &str> = bc_now["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        conditions,
-        BTreeMap::from([
-            ("BackendSecretFound", "True"),
-            ("BackupTargetFound", "True"),
-            ("CronJobCreated", "True"),
-            ("RepositoryFound", "True"),
-            ("StashSidecarInjected", "True"),
-            ("ValidationPassed", "True"),
-        ])
-    );
-    // $ kubectl get backupconfiguration -n demo
-    assert_eq!(
-        printed_columns::<BackupConfiguration>(&c.get(BC)),
-        columns(&[("TASK", ""), ("SCHEDULE", "*/5 * * * *"), ("PAUSED", "")])
-    );
-    // $ kubectl get backupconfiguration -n demo -o wide
-    assert_eq!(
-        wide_columns::<BackupConfiguration>(&c.get(BC)),
-        columns(&[
-            ("TASK", ""),
-            ("SCHEDULE", "*/5 * * * *"),
-            ("PAUSED", ""),
-            ("PHASE", "Ready")
-        ])
-    );
-    // Its own writes re-trigger it; the second pass writes nothing.
-    let mark = c.mark();
-    c.reconcile_config().await;
-    assert_eq!(c.writes_since(mark), [] as [(String, String); 0]);
-
-    // ---- Wait for BackupSession Succeeded -----------------------------------
-    let t0 = jiff::Timestamp::from_second(1_564_659_789).unwrap();
-    let outcome = c.cron_fires(t0).await;
-    assert_eq!(outcome, Outcome::Created("pause-backup-1564659789".into()));
-
-    let running = c.reconcile_session("pause-backup-1564659789").await;
-    let status = running.status.clone().unwrap();
-    assert_eq!(status.phase, Some(BackupSessionPhase::Running));
-    assert_eq!(status.total_hosts, Some(1));
-
-    let sidecar = c.start_sidecar("stash-demo-7489fcb7f5-jctj4");
-    let handled = c.sidecar_sees(&sidecar, &running).await;
-    let Handled::BackedUp(outcome) = handled else {
-        panic!("expected a backup, got {handled:?}")
+    let mut walk = Walk {
+        c: Cluster::start(),
+        t0: jiff::Timestamp::from_second(1_564_659_789).unwrap(),
+        sidecar: None,
+        cron_before: Value::Null,
+        deploy_before: Value::Null,
     };
-    assert!(outcome.succeeded(), "{:?}", outcome.stats.error);
-
-    let done = c.reconcile_session("pause-backup-1564659789").await;
-    let status = done.status.clone().unwrap();
-    assert_eq!(status.phase, Some(BackupSessionPhase::Succeeded));
-    let snapshots = c.restic_snapshots();
-    assert_eq!(snapshots.len(), 1);
-    assert_eq!(status.stats.len(), 1);
-    assert_eq!(status.stats[0].hostname, "host-0");
-    assert_eq!(
-        status.stats[0].snapshots[0].name,
-        snapshots[0]["short_id"].as_str().unwrap(),
-        "the session names restic's snapshot"
-    );
-    let repository: Repository = c.typed(REPO);
-    assert_eq!(repository.status.unwrap().snapshot_count, Some(1));
-    // $ kubectl get backupsession -n demo
-    assert_eq!(
-        printed_columns::<BackupSession>(&c.get(&format!("{SESSIONS}/pause-backup-1564659789"))),
-        columns(&[
-            ("INVOKER-TYPE", "BackupConfiguration"),
-            ("INVOKER-NAME", "pause-backup"),
-            ("PHASE", "Succeeded")
-        ])
-    );
-
-    // ---- Pause Scheduled Backup ----------------------------------------------
-    // $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": true}}'
-    let cron_before = c.get(CRONJOB);
-    let deploy_before = c.get(DEPLOY);
-    c.kubectl_patch_config(json!({"spec": {"paused": true}}))
-        .await;
-    assert_eq!(c.get(BC)["metadata"]["generation"], 2);
-    assert_eq!(
-        printed_columns::<BackupConfiguration>(&c.get(BC)),
-        columns(&[
-            ("TASK", ""),
-            ("SCHEDULE", "*/5 * * * *"),
-            ("PAUSED", "true")
-        ])
-    );
-    let mark = c.mark();
-    c.reconcile_config().await;
-    assert_eq!(
-        c.writes_since(mark),
-        [("PATCH".to_string(), format!("{BC}/status"))],
-        "pausing writes nothing but the configuration's status"
-    );
-    assert_eq!(c.get(BC)["status"]["observedGeneration"], 2);
-    assert_eq!(c.get(CRONJOB), cron_before, "the CronJob stays");
-    assert_eq!(
-        c.get(DEPLOY),
-        deploy_before,
-        "the sidecar stays: no restart"
-    );
-
-    // ---- Verify Scheduled Backup Get Skipped ---------------------------------
-    let sessions_before = c.paths_under(&format!("{SESSIONS}/"));
-    let outcome = c
-        .cron_fires(
-            t0.checked_add(jiff::SignedDuration::from_secs(300))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(outcome, Outcome::Skipped);
-    assert_eq!(
-        c.paths_under(&format!("{SESSIONS}/")),
-        sessions_before,
-        "no new BackupSession"
-    );
-    let events = c.events_about("BackupConfiguration", "pause-backup");
-    assert_eq!(events.len(), 1, "{events:#?}");
-    let e = &events[0];
-    assert_eq!(
-        (
-            e.type_.as_deref(),
-            e.reason.as_deref(),
-            e.source.as_ref().and_then(|s| s.component.as_deref()),
-            e.message.as_deref()
-        ),
-        (
-            Some("Normal"),
-            Some("Backup Skipped"),
-            Some("Backup Triggering CronJob"),
-            Some(
-                "Skipping creating BackupSession. Reason: Backup Configuration demo/pause-backup is paused."
-            )
-        )
-    );
-
-    // ---- Verify Instant Backup Get Skipped -----------------------------------
-    // $ kubectl apply -f backupsession.yaml
-    let instant = example("backupsession.yaml").remove(0);
-    let warnings = c.kubectl_create(SESSIONS, instant);
-    assert_eq!(
-        warnings,
-        ["Backup Configuration demo/pause-backup is paused; this BackupSession will be Skipped"]
-    );
-    let stored = c.get(&format!("{SESSIONS}/instant-backupsession"));
-    assert_eq!(
-        stored["metadata"]["labels"],
-        json!({
-            "stash.appscode.com/backup-configuration": "pause-backup",
-            "stash.appscode.com/invoker-type": "BackupConfiguration",
-            "stash.appscode.com/invoker-name": "pause-backup"
-        }),
-        "the mutating webhook labels it for the sidecar's and reconciler's selectors"
-    );
-    let skipped = c.reconcile_session("instant-backupsession").await;
-    assert_eq!(skipped.phase(), BackupSessionPhase::Skipped);
-    // $ kubectl get backupsession -n demo instant-backupsession
-    assert_eq!(
-        printed_columns::<BackupSession>(&c.get(&format!("{SESSIONS}/instant-backupsession"))),
-        columns(&[
-            ("INVOKER-TYPE", "BackupConfiguration"),
-            ("INVOKER-NAME", "pause-backup"),
-            ("PHASE", "Skipped")
-        ])
-    );
-    let mark = c.mark();
-    assert_eq!(
-        c.sidecar_sees(&sidecar, &skipped).await,
-        Handled::Ignored("already skipped")
-    );
-    assert_eq!(c.writes_since(mark), [] as [(String, String); 0]);
-    let events = c.events_about("BackupSession", "instant-backupsession");
-    assert_eq!(events.len(), 1, "{events:#?}");
-    let e = &events[0];
-    assert_eq!(
-        (
-            e.type_.as_deref(),
-            e.reason.as_deref(),
-            e.source.as_ref().and_then(|s| s.component.as_deref()),
-            e.message.as_deref()
-        ),
-        (
-            Some("Warning"),
-            Some("BackupSessionSkipped"),
-            Some("BackupSession Controller"),
-            Some("Backup Configuration is paused")
-        )
-    );
-    assert_eq!(c.restic_snapshots().len(), 1, "restic repository untouched");
-    let repository: Repository = c.typed(REPO);
-    assert_eq!(repository.status.unwrap().snapshot_count, Some(1));
-
-    // ---- Resume Backup ---------------------------------------------------------
-    // $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": false}}'
-    c.kubectl_patch_config(json!({"spec": {"paused": false}}))
-        .await;
-    let mark = c.mark();
-    c.reconcile_config().await;
-    assert_eq!(
-        c.writes_since(mark),
-        [("PATCH".to_string(), format!("{BC}/status"))]
-    );
-    assert_eq!(c.get(DEPLOY), deploy_before);
-    let t1 = t0
-        .checked_add(jiff::SignedDuration::from_secs(600))
-        .unwrap();
-    let outcome = c.cron_fires(t1).await;
-    assert_eq!(outcome, Outcome::Created("pause-backup-1564660389".into()));
-    let running = c.reconcile_session("pause-backup-1564660389").await;
-    assert_eq!(running.phase(), BackupSessionPhase::Running);
-    assert!(matches!(
-        c.sidecar_sees(&sidecar, &running).await,
-        Handled::BackedUp(o) if o.succeeded()
-    ));
-    let done = c.reconcile_session("pause-backup-1564660389").await;
-    assert_eq!(done.phase(), BackupSessionPhase::Succeeded);
-    assert_eq!(c.restic_snapshots().len(), 2);
-    let repository: Repository = c.typed(REPO);
-    assert_eq!(repository.status.unwrap().snapshot_count, Some(2));
+    guide::pause_backup(&mut walk).await;
+    let c = &walk.c;
 
     // ---- RBAC: every request of each identity is one the install grants ------
     // Besides the requests above, the sidecar judges restic locks left by
@@ -819,8 +649,7 @@ async fn pause_backup_guide_end_to_end() {
     assert!(judge.is_gone("stash-demo-69f9ffbbf7-bww24").await);
     drop(judge);
     assert_eq!(c.forbidden_requests(), Vec::<String>::new());
-    drop(sidecar);
-    drop(cluster);
+    drop(walk);
 }
 
 /// The guide up to "Verify CronJob": objects applied, configuration reconciled.
@@ -876,7 +705,7 @@ async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
     let c = configured_cluster().await;
     c.kubectl_patch_config(json!({"spec": {"paused": true}}))
         .await;
-    let warnings = c.kubectl_create(SESSIONS, example("backupsession.yaml").remove(0));
+    let warnings = c.kubectl_create(SESSIONS, guide::instant_session(NS));
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     let fresh: BackupSession = c.typed(&format!("{SESSIONS}/instant-backupsession"));
 
@@ -889,29 +718,9 @@ async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
         Handled::Ignored("already skipped")
     );
 
-    let events = c.events_about("BackupSession", "instant-backupsession");
-    let described: Vec<_> = events
-        .iter()
-        .map(|e| {
-            (
-                e.type_.clone().unwrap_or_default(),
-                e.reason.clone().unwrap_or_default(),
-                e.source
-                    .clone()
-                    .and_then(|s| s.component)
-                    .unwrap_or_default(),
-                e.message.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
     assert_eq!(
-        described,
-        [(
-            "Warning".to_string(),
-            "BackupSessionSkipped".to_string(),
-            "BackupSession Controller".to_string(),
-            "Backup Configuration is paused".to_string()
-        )]
+        c.events_about("BackupSession", guide::INSTANT),
+        [guide::session_skipped_event()]
     );
     assert!(
         std::fs::read_dir(c.p("repo")).unwrap().next().is_none(),
@@ -931,7 +740,10 @@ async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
 async fn in_the_guides_own_order_the_reconciler_injects_the_same_sidecar() {
     let c = Cluster::start();
     c.apply_deployment();
-    assert_eq!(container_names(&c.get(DEPLOY)), ["busybox"]);
+    assert_eq!(
+        container_names(&c.get(DEPLOY)["spec"]["template"]),
+        ["busybox"]
+    );
     c.apply_storage_and_configuration();
 
     let before = c.get(DEPLOY);
@@ -944,7 +756,10 @@ async fn in_the_guides_own_order_the_reconciler_injects_the_same_sidecar() {
         .collect();
     assert_eq!(workload_writes, [("PATCH".to_string(), DEPLOY.to_string())]);
     let after = c.get(DEPLOY);
-    assert_eq!(container_names(&after), ["busybox", "stash"]);
+    assert_eq!(
+        container_names(&after["spec"]["template"]),
+        ["busybox", "stash"]
+    );
     // The API server calls the mutating webhook for the reconciler's update.
     let (admitted, warnings) = c.admit("UPDATE", after.clone(), Some(before));
     assert_eq!(admitted, after, "the webhook agrees with the reconciler");
@@ -955,7 +770,7 @@ async fn in_the_guides_own_order_the_reconciler_injects_the_same_sidecar() {
 
     // What the webhook would have made of the guide's Deployment at CREATE,
     // now that the configuration exists: the same pod template, hash included.
-    let (at_create, _) = c.admit("CREATE", example("deployment.yaml").remove(1), None);
+    let (at_create, _) = c.admit("CREATE", guide::pvc_and_deployment(NS).1, None);
     let stored = c.get(DEPLOY);
     assert_eq!(stored["spec"]["template"], at_create["spec"]["template"]);
     assert_eq!(

@@ -700,21 +700,6 @@ pub fn yaml_docs(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The guide's YAML file `manifests/examples/<file>`, each document moved to `ns`.
-pub fn example(file: &str, ns: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("manifests/examples")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    yaml_docs(&text)
-        .into_iter()
-        .map(|mut doc| {
-            doc["metadata"]["namespace"] = json!(ns);
-            doc
-        })
-        .collect()
-}
-
 /// This process's environment variables that would set one of stash's
 /// flags (or the in-cluster config) behind the test's back in a child.
 fn flag_vars() -> Vec<String> {

@@ -37,14 +37,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceColumnDefinition, CustomResourceDefinition,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -53,6 +50,7 @@ use e2e::{Cluster, NO_CLUSTER, Settings};
 use stash::api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
 use stash::manifests::names::{CRON_JOB_ROLE, SIDECAR_ROLE};
 use stash::manifests::{CaBundle, Object};
+use stash_testkit::guide::{self, PauseBackupGuide};
 
 /// The guide's names.
 const BC: &str = "pause-backup";
@@ -60,7 +58,6 @@ const DEPLOY: &str = "stash-demo";
 const CRONJOB: &str = "stash-backup-pause-backup";
 const SECRET: &str = "gcs-secret";
 const REPO: &str = "gcs-repo";
-const PASSWORD: &str = "changeit";
 const INSTANT: &str = "instant-backupsession";
 /// The RestoreSession of docs/restore.md.
 const RESTORE: &str = "restore-stash-demo";
@@ -254,12 +251,12 @@ async fn serve_as_installed(
         e2e::free_port("127.0.0.1".parse().unwrap()),
     );
     let mut args = stash::manifests::server::server_args(options);
-    set_flag(&mut args, "--listen", &listen.to_string());
-    set_flag(&mut args, "--probe-listen", &probe.to_string());
-    set_flag(&mut args, "--tls-cert-file", &cert.display().to_string());
-    set_flag(&mut args, "--tls-key-file", &key.display().to_string());
-    set_flag(&mut args, "--drain-timeout", "2s");
-    set_flag(&mut args, "--shutdown-delay", "0s");
+    guide::set_flag(&mut args, "--listen", &listen.to_string());
+    guide::set_flag(&mut args, "--probe-listen", &probe.to_string());
+    guide::set_flag(&mut args, "--tls-cert-file", &cert.display().to_string());
+    guide::set_flag(&mut args, "--tls-key-file", &key.display().to_string());
+    guide::set_flag(&mut args, "--drain-timeout", "2s");
+    guide::set_flag(&mut args, "--shutdown-delay", "0s");
     let env = [
         (
             "POD_NAME".to_string(),
@@ -350,35 +347,61 @@ async fn webhooks_reachable(c: &Cluster, base: &str, port: u16) {
 // The guide
 // ---------------------------------------------------------------------------
 
-async fn guide(c: &Cluster) {
-    let ns = c.ns.as_str();
-    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
-    let configs: Api<BackupConfiguration> = Api::namespaced(c.client.clone(), ns);
-    let cronjobs: Api<CronJob> = Api::namespaced(c.client.clone(), ns);
-    let repos: Api<Repository> = Api::namespaced(c.client.clone(), ns);
+/// The guide's walk on a real cluster: what one section leaves for the next.
+#[derive(Default)]
+struct Guide<'a> {
+    c: Option<&'a Cluster>,
+    /// The Deployment's uid and its pod template as the guide applies it.
+    uid: String,
+    original_template: Value,
+    /// Every pod template the Deployment has had (one ReplicaSet each).
+    templates: Vec<Value>,
+    /// The ReplicaSets once the sidecar is in.
+    rs_names: Vec<String>,
+    /// The Deployment with the sidecar, and before the pause.
+    injected: Deployment,
+    deploy_before: Deployment,
+    /// The CronJob, and its uid when first made.
+    cron: CronJob,
+    cron_uid: String,
+    /// restic's snapshots while paused.
+    snapshots_paused: Vec<Value>,
+}
 
-    // ---- Deploy Deployment --------------------------------------------------
-    // $ kubectl apply -f deployment.yaml
-    let mut docs = e2e::example("deployment.yaml", ns);
-    assert_eq!(docs.len(), 2, "deployment.yaml: the PVC and the Deployment");
-    let deployment: Deployment = serde_json::from_value(docs.remove(1)).unwrap();
-    let pvc: PersistentVolumeClaim = serde_json::from_value(docs.remove(0)).unwrap();
-    Api::<PersistentVolumeClaim>::namespaced(c.client.clone(), ns)
-        .create(&PostParams::default(), &pvc)
-        .await
-        .expect("persistentvolumeclaim/source-pvc created");
-    let created = deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("deployment.apps/stash-demo created");
-    assert_eq!(
-        container_names(&created),
-        ["busybox"],
-        "no configuration yet: nothing to inject"
-    );
-    let uid = created.uid().expect("a stored Deployment has a uid");
-    let original_template = template(&created);
-    let first_rs = c
+impl Guide<'_> {
+    fn c(&self) -> &Cluster {
+        self.c.expect("the cluster")
+    }
+}
+
+impl PauseBackupGuide for Guide<'_> {
+    async fn configure_backup(&mut self) {
+        let c = self.c();
+        let ns = c.ns.as_str();
+        let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+        let configs: Api<BackupConfiguration> = Api::namespaced(c.client.clone(), ns);
+        let repos: Api<Repository> = Api::namespaced(c.client.clone(), ns);
+        // ---- Deploy Deployment --------------------------------------------------
+        // $ kubectl apply -f deployment.yaml
+        let (pvc, deployment) = guide::pvc_and_deployment(ns);
+        let deployment: Deployment = serde_json::from_value(deployment).unwrap();
+        let pvc: PersistentVolumeClaim = serde_json::from_value(pvc).unwrap();
+        Api::<PersistentVolumeClaim>::namespaced(c.client.clone(), ns)
+            .create(&PostParams::default(), &pvc)
+            .await
+            .expect("persistentvolumeclaim/source-pvc created");
+        let created = deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .expect("deployment.apps/stash-demo created");
+        assert_eq!(
+            container_names(&created),
+            ["busybox"],
+            "no configuration yet: nothing to inject"
+        );
+        let uid = created.uid().expect("a stored Deployment has a uid");
+        let original_template = template(&created);
+        let first_rs = c
         .wait_for(
             "the deployment controller's first ReplicaSet (is a kube-controller-manager running?)",
             SHORT,
@@ -391,338 +414,350 @@ async fn guide(c: &Cluster) {
             },
         )
         .await;
-    c.step(&format!(
-        "Deployment stash-demo created; ReplicaSet {first_rs}"
-    ));
+        c.step(&format!(
+            "Deployment stash-demo created; ReplicaSet {first_rs}"
+        ));
 
-    // ---- Create Secret and Repository ---------------------------------------
-    // $ kubectl create secret generic -n demo gcs-secret --from-file=./RESTIC_PASSWORD …
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": SECRET, "namespace": ns},
-        "data": {"RESTIC_PASSWORD": base64::engine::general_purpose::STANDARD.encode(PASSWORD)}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(c.client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret/gcs-secret created");
-    // $ kubectl apply -f repository.yaml — on a local backend in the temp dir.
-    let repo_dir = c.p("repo");
-    std::fs::create_dir_all(&repo_dir).unwrap();
-    let mut repo = e2e::example("repository.yaml", ns).remove(0);
-    assert_eq!(repo["spec"]["backend"]["storageSecretName"], SECRET);
-    let repo_path = repo_dir.display().to_string();
-    repo["spec"]["backend"] = json!({
-        "local": {"mountPath": repo_path, "hostPath": {"path": repo_path}},
-        "storageSecretName": SECRET
-    });
-    let repo: Repository = serde_json::from_value(repo).unwrap();
-    repos
-        .create(&PostParams::default(), &repo)
-        .await
-        .expect("repository.stash.appscode.com/gcs-repo created");
+        // ---- Create Secret and Repository ---------------------------------------
+        // $ kubectl create secret generic -n demo gcs-secret --from-file=./RESTIC_PASSWORD …
+        let secret: Secret = serde_json::from_value(guide::secret(ns)).unwrap();
+        Api::<Secret>::namespaced(c.client.clone(), ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("secret/gcs-secret created");
+        // $ kubectl apply -f repository.yaml — on a local backend in the temp dir.
+        let repo_dir = c.p("repo");
+        std::fs::create_dir_all(&repo_dir).unwrap();
+        let repo: Repository = serde_json::from_value(guide::repository_on(ns, &repo_dir)).unwrap();
+        repos
+            .create(&PostParams::default(), &repo)
+            .await
+            .expect("repository.stash.appscode.com/gcs-repo created");
 
-    // ---- Create BackupConfiguration -----------------------------------------
-    // The data busybox writes into the PVC, here in the temp dir.
-    let data = c.p("source/data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("data.txt"), "sample_data\n").unwrap();
-    let data_path = data.display().to_string();
-    // $ kubectl apply -f backupconfiguration.yaml
-    let mut bc = e2e::example("backupconfiguration.yaml", ns).remove(0);
-    assert_eq!(bc["spec"]["target"]["paths"], json!(["/source/data"]));
-    bc["spec"]["target"]["paths"] = json!([data_path]);
-    bc["spec"]["target"]["volumeMounts"][0]["mountPath"] = json!(data_path);
-    let bc: BackupConfiguration = serde_json::from_value(bc).unwrap();
-    configs
-        .create(&PostParams::default(), &bc)
-        .await
-        .expect("backupconfiguration.stash.appscode.com/pause-backup created");
-    c.step("Secret, Repository and BackupConfiguration created");
+        // ---- Create BackupConfiguration -----------------------------------------
+        // The data busybox writes into the PVC, here in the temp dir.
+        let data = c.p("source/data");
+        guide::write_guide_data(&data);
+        // $ kubectl apply -f backupconfiguration.yaml
+        let bc: BackupConfiguration =
+            serde_json::from_value(guide::configuration_on(ns, &data)).unwrap();
+        configs
+            .create(&PostParams::default(), &bc)
+            .await
+            .expect("backupconfiguration.stash.appscode.com/pause-backup created");
+        c.step("Secret, Repository and BackupConfiguration created");
 
-    // ---- Verify Sidecar -------------------------------------------------------
-    // The Deployment existed first, so the reconciler injects the sidecar (the
-    // API server sends its update through our workload webhook too).
-    let injected = c
-        .wait_for(
-            "the stash sidecar in Deployment stash-demo",
+        self.uid = uid;
+        self.original_template = original_template;
+    }
+
+    async fn verify_sidecar(&mut self) {
+        let c = self.c();
+        let ns = c.ns.as_str();
+        let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+        let uid = self.uid.clone();
+        let original_template = self.original_template.clone();
+        // ---- Verify Sidecar -------------------------------------------------------
+        // The Deployment existed first, so the reconciler injects the sidecar (the
+        // API server sends its update through our workload webhook too).
+        let injected = c
+            .wait_for(
+                "the stash sidecar in Deployment stash-demo",
+                SHORT,
+                async || {
+                    let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
+                    if container_names(&d) == ["busybox", "stash"] {
+                        Ok(d)
+                    } else {
+                        Err(format!(
+                            "containers {:?}; {}",
+                            container_names(&d),
+                            bc_conditions(c).await
+                        ))
+                    }
+                },
+            )
+            .await;
+        let sidecar = sidecar_container(&injected);
+        assert_eq!(sidecar["image"], IMAGE);
+        assert_eq!(sidecar["args"][0], "run-backup", "{sidecar}");
+        assert_eq!(
+            injected
+                .annotations()
+                .get("stash.appscode.com/last-applied-backupconfiguration"),
+            Some(&BC.to_string())
+        );
+        // One ReplicaSet per pod template the Deployment has had: the guide's
+        // original and the injected one. No storm: the count settles and stays.
+        let templates = vec![original_template.clone(), template(&injected)];
+        let sets = settled_replica_sets(c, &uid, &templates, "after the injection").await;
+        let with_sidecar: Vec<String> = sets
+            .iter()
+            .filter(|rs| rs_has_sidecar(rs))
+            .map(|rs| rs.name_any())
+            .collect();
+        assert_eq!(with_sidecar.len(), 1, "{}", describe_replica_sets(&sets));
+        let rs_names = names(&sets);
+        c.step(&format!(
+            "sidecar injected; ReplicaSets settled: {}",
+            rs_names.join(", ")
+        ));
+
+        self.injected = injected;
+        self.templates = templates;
+        self.rs_names = rs_names;
+    }
+
+    async fn verify_cronjob(&mut self) {
+        let c = self.c();
+        let ns = c.ns.as_str();
+        let cronjobs: Api<CronJob> = Api::namespaced(c.client.clone(), ns);
+        // ---- Verify CronJob -------------------------------------------------------
+        let cron = c
+            .wait_for(&format!("CronJob {CRONJOB}"), SHORT, async || {
+                match cronjobs.get_opt(CRONJOB).await.map_err(|e| e.to_string())? {
+                    Some(cron) => Ok(cron),
+                    // Why not, as the reconciler reports it (a 403 from RBAC or
+                    // an admission policy shows here).
+                    None => Err(format!("not there; {}", bc_conditions(c).await)),
+                }
+            })
+            .await;
+        let cron_json = serde_json::to_value(&cron).unwrap();
+        assert_eq!(cron_json["spec"]["schedule"], "*/5 * * * *");
+        let job = &cron_json["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(job["args"], guide::cronjob_args());
+        let cron_uid = cron.uid().unwrap();
+        c.wait_for(
+            "the BackupConfiguration's conditions all True, its phase Ready",
             SHORT,
             async || {
-                let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
-                if container_names(&d) == ["busybox", "stash"] {
-                    Ok(d)
+                let bc = c.raw::<BackupConfiguration>(BC).await.ok_or("gone")?;
+                let conditions = guide::conditions(&bc);
+                let want = guide::READY_CONDITIONS;
+                if want
+                    .iter()
+                    .all(|w| conditions.get(*w).map(String::as_str) == Some("True"))
+                    && bc["status"]["phase"] == "Ready"
+                {
+                    Ok(())
                 } else {
-                    Err(format!(
-                        "containers {:?}; {}",
-                        container_names(&d),
-                        bc_conditions(c).await
-                    ))
+                    Err(format!("{conditions:?}"))
                 }
             },
         )
         .await;
-    let sidecar = sidecar_container(&injected);
-    assert_eq!(sidecar["image"], IMAGE);
-    assert_eq!(sidecar["args"][0], "run-backup", "{sidecar}");
-    assert_eq!(
-        injected
-            .annotations()
-            .get("stash.appscode.com/last-applied-backupconfiguration"),
-        Some(&BC.to_string())
-    );
-    // One ReplicaSet per pod template the Deployment has had: the guide's
-    // original and the injected one. No storm: the count settles and stays.
-    let mut templates = vec![original_template.clone(), template(&injected)];
-    let sets = settled_replica_sets(c, &uid, &templates, "after the injection").await;
-    let with_sidecar: Vec<String> = sets
-        .iter()
-        .filter(|rs| rs_has_sidecar(rs))
-        .map(|rs| rs.name_any())
-        .collect();
-    assert_eq!(with_sidecar.len(), 1, "{}", describe_replica_sets(&sets));
-    let rs_names = names(&sets);
-    c.step(&format!(
-        "sidecar injected; ReplicaSets settled: {}",
-        rs_names.join(", ")
-    ));
+        // $ kubectl get backupconfiguration -n demo
+        let bc_now = c.raw::<BackupConfiguration>(BC).await.unwrap();
+        assert_eq!(
+            columns::<BackupConfiguration>(c, &bc_now).await,
+            guide::configuration_columns(""),
+        );
+        c.step("CronJob stash-backup-pause-backup exists; kubectl get backupconfiguration: TASK SCHEDULE PAUSED AGE");
 
-    // ---- Verify CronJob -------------------------------------------------------
-    let cron = c
-        .wait_for(&format!("CronJob {CRONJOB}"), SHORT, async || {
-            match cronjobs.get_opt(CRONJOB).await.map_err(|e| e.to_string())? {
-                Some(cron) => Ok(cron),
-                // Why not, as the reconciler reports it (a 403 from RBAC or
-                // an admission policy shows here).
-                None => Err(format!("not there; {}", bc_conditions(c).await)),
-            }
-        })
+        self.cron = cron;
+        self.cron_uid = cron_uid;
+    }
+
+    async fn backup_succeeds(&mut self) {
+        let c = self.c();
+        let uid = self.uid.clone();
+        let injected = self.injected.clone();
+        let cron = self.cron.clone();
+        // ---- The sidecar: run-backup as the injected container has it -------------
+        start_sidecar(c, &injected, &uid).await;
+
+        // ---- Wait for BackupSession Succeeded ------------------------------------
+        // The schedule fires: the CronJob's container, run here.
+        let before = guide::restic_snapshots(&c.p("repo"));
+        assert!(before.is_empty(), "a fresh repository: {before:?}");
+        let sessions_before = session_names(c).await;
+        cron_fires(c, &cron).await;
+        let sessions_after = session_names(c).await;
+        let new: Vec<&String> = sessions_after
+            .iter()
+            .filter(|s| !sessions_before.contains(s))
+            .collect();
+        assert_eq!(
+            new.len(),
+            1,
+            "the CronJob creates one BackupSession: {sessions_after:?}"
+        );
+        let scheduled = new[0].clone();
+        assert!(scheduled.starts_with("pause-backup-"), "{scheduled}");
+        backup_succeeds(c, &scheduled, &before, 1).await;
+        c.step(&format!(
+            "BackupSession {scheduled} Succeeded with one restic snapshot"
+        ));
+    }
+
+    async fn pause(&mut self) {
+        let c = self.c();
+        let ns = c.ns.as_str();
+        let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+        let cronjobs: Api<CronJob> = Api::namespaced(c.client.clone(), ns);
+        let uid = self.uid.clone();
+        let rs_names = self.rs_names.clone();
+        let cron_uid = self.cron_uid.clone();
+        // ---- Pause Scheduled Backup ----------------------------------------------
+        // $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": true}}'
+        let deploy_before = deployments.get(DEPLOY).await.unwrap();
+        patch_paused(c, true).await;
+        let bc_now = c.raw::<BackupConfiguration>(BC).await.unwrap();
+        assert_eq!(bc_now["metadata"]["generation"], 2);
+        assert_eq!(
+            columns::<BackupConfiguration>(c, &bc_now).await,
+            guide::configuration_columns("true"),
+        );
+        no_restart(c, &deploy_before, &uid, &rs_names, "after the pause").await;
+        let cron_now = cronjobs.get(CRONJOB).await.expect("the CronJob stays");
+        assert_eq!(
+            cron_now.uid().unwrap(),
+            cron_uid,
+            "the CronJob is the same one"
+        );
+        c.step("paused: no new ReplicaSet, same pod template, the CronJob stays");
+
+        self.deploy_before = deploy_before;
+        self.cron = cron_now;
+    }
+
+    async fn scheduled_backup_skipped(&mut self) {
+        let c = self.c();
+        let ns = c.ns.as_str();
+        let cron_now = self.cron.clone();
+        // ---- Verify Scheduled Backup Get Skipped ---------------------------------
+        let snapshots_paused = guide::restic_snapshots(&c.p("repo"));
+        let sessions_before = session_names(c).await;
+        cron_fires(c, &cron_now).await;
+        assert_eq!(
+            session_names(c).await,
+            sessions_before,
+            "no new BackupSession"
+        );
+        let want = vec![guide::backup_skipped_event(ns)];
+        // $ kubectl describe backupconfiguration -n demo pause-backup
+        c.wait_for(
+            "the Backup Skipped event on the BackupConfiguration",
+            SHORT,
+            async || {
+                let seen = c.events("BackupConfiguration", BC).await;
+                if seen == want {
+                    Ok(())
+                } else {
+                    Err(format!("{seen:?}"))
+                }
+            },
+        )
         .await;
-    let cron_json = serde_json::to_value(&cron).unwrap();
-    assert_eq!(cron_json["spec"]["schedule"], "*/5 * * * *");
-    let job = &cron_json["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(
-        job["args"],
-        json!([
-            "create-backupsession",
-            "--invoker-kind=BackupConfiguration",
-            "--invoker-name=pause-backup"
-        ])
-    );
-    let cron_uid = cron.uid().unwrap();
-    c.wait_for(
-        "the BackupConfiguration's conditions all True, its phase Ready",
-        SHORT,
-        async || {
-            let bc = c.raw::<BackupConfiguration>(BC).await.ok_or("gone")?;
-            let conditions: BTreeMap<String, String> = bc["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| {
-                    (
-                        c["type"].as_str().unwrap_or_default().to_string(),
-                        c["status"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
-            let want = [
-                "BackendSecretFound",
-                "BackupTargetFound",
-                "CronJobCreated",
-                "RepositoryFound",
-                "StashSidecarInjected",
-                "ValidationPassed",
-            ];
-            if want
-                .iter()
-                .all(|w| conditions.get(*w).map(String::as_str) == Some("True"))
-                && bc["status"]["phase"] == "Ready"
-            {
-                Ok(())
-            } else {
-                Err(format!("{conditions:?}"))
-            }
-        },
-    )
-    .await;
-    // $ kubectl get backupconfiguration -n demo
-    let bc_now = c.raw::<BackupConfiguration>(BC).await.unwrap();
-    assert_eq!(
-        columns::<BackupConfiguration>(c, &bc_now).await,
-        cols(&[("TASK", ""), ("SCHEDULE", "*/5 * * * *"), ("PAUSED", "")]),
-    );
-    c.step("CronJob stash-backup-pause-backup exists; kubectl get backupconfiguration: TASK SCHEDULE PAUSED AGE");
+        c.step("the CronJob skipped: Backup Skipped from Backup Triggering CronJob");
 
-    // ---- The sidecar: run-backup as the injected container has it -------------
-    start_sidecar(c, &injected, &uid).await;
+        self.snapshots_paused = snapshots_paused;
+    }
 
-    // ---- Wait for BackupSession Succeeded ------------------------------------
-    // The schedule fires: the CronJob's container, run here.
-    let before = restic_snapshots(c);
-    assert!(before.is_empty(), "a fresh repository: {before:?}");
-    let sessions_before = session_names(c).await;
-    cron_fires(c, &cron).await;
-    let sessions_after = session_names(c).await;
-    let new: Vec<&String> = sessions_after
-        .iter()
-        .filter(|s| !sessions_before.contains(s))
-        .collect();
-    assert_eq!(
-        new.len(),
-        1,
-        "the CronJob creates one BackupSession: {sessions_after:?}"
-    );
-    let scheduled = new[0].clone();
-    assert!(scheduled.starts_with("pause-backup-"), "{scheduled}");
-    backup_succeeds(c, &scheduled, &before, 1).await;
-    c.step(&format!(
-        "BackupSession {scheduled} Succeeded with one restic snapshot"
-    ));
-
-    // ---- Pause Scheduled Backup ----------------------------------------------
-    // $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": true}}'
-    let deploy_before = deployments.get(DEPLOY).await.unwrap();
-    patch_paused(c, true).await;
-    let bc_now = c.raw::<BackupConfiguration>(BC).await.unwrap();
-    assert_eq!(bc_now["metadata"]["generation"], 2);
-    assert_eq!(
-        columns::<BackupConfiguration>(c, &bc_now).await,
-        cols(&[
-            ("TASK", ""),
-            ("SCHEDULE", "*/5 * * * *"),
-            ("PAUSED", "true")
-        ]),
-    );
-    no_restart(c, &deploy_before, &uid, &rs_names, "after the pause").await;
-    let cron_now = cronjobs.get(CRONJOB).await.expect("the CronJob stays");
-    assert_eq!(
-        cron_now.uid().unwrap(),
-        cron_uid,
-        "the CronJob is the same one"
-    );
-    c.step("paused: no new ReplicaSet, same pod template, the CronJob stays");
-
-    // ---- Verify Scheduled Backup Get Skipped ---------------------------------
-    let snapshots_paused = restic_snapshots(c);
-    let sessions_before = session_names(c).await;
-    cron_fires(c, &cron_now).await;
-    assert_eq!(
-        session_names(c).await,
-        sessions_before,
-        "no new BackupSession"
-    );
-    let want = vec![(
-        "Normal".to_string(),
-        "Backup Skipped".to_string(),
-        "Backup Triggering CronJob".to_string(),
-        format!(
-            "Skipping creating BackupSession. Reason: Backup Configuration {ns}/pause-backup is paused."
-        ),
-    )];
-    // $ kubectl describe backupconfiguration -n demo pause-backup
-    c.wait_for(
-        "the Backup Skipped event on the BackupConfiguration",
-        SHORT,
-        async || {
-            let seen = c.events("BackupConfiguration", BC).await;
+    async fn instant_backup_skipped(&mut self) {
+        let c = self.c();
+        let uid = self.uid.clone();
+        let rs_names = self.rs_names.clone();
+        let deploy_before = self.deploy_before.clone();
+        let snapshots_paused = self.snapshots_paused.clone();
+        // ---- Verify Instant Backup Get Skipped -----------------------------------
+        // $ kubectl apply -f backupsession.yaml
+        create_instant(c, INSTANT).await;
+        let stored = c.raw::<BackupSession>(INSTANT).await.unwrap();
+        assert_eq!(
+            stored["metadata"]["labels"],
+            guide::session_labels(),
+            "the API server sent the session through our mutating webhook"
+        );
+        let skipped = session_finishes(c, INSTANT, "Skipped").await;
+        // $ kubectl get backupsession -n demo instant-backupsession
+        assert_eq!(
+            columns::<BackupSession>(c, &skipped).await,
+            guide::session_columns("Skipped"),
+        );
+        // $ kubectl describe backupsession -n demo instant-backupsession
+        let want = vec![guide::session_skipped_event()];
+        c.wait_for("the BackupSessionSkipped event", SHORT, async || {
+            let seen = c.events("BackupSession", INSTANT).await;
             if seen == want {
                 Ok(())
             } else {
                 Err(format!("{seen:?}"))
             }
-        },
-    )
-    .await;
-    c.step("the CronJob skipped: Backup Skipped from Backup Triggering CronJob");
+        })
+        .await;
+        // Nobody backs up, nobody writes a second event.
+        c.holds_for(
+            "the skip (one event, no snapshot)",
+            Duration::from_secs(5),
+            async || {
+                let seen = c.events("BackupSession", INSTANT).await;
+                let snapshots = guide::restic_snapshots(&c.p("repo"));
+                if seen != want {
+                    Err(format!("events {seen:?}"))
+                } else if snapshots.len() != snapshots_paused.len() {
+                    Err(format!("restic snapshots {}", snapshots.len()))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        no_restart(c, &deploy_before, &uid, &rs_names, "while paused").await;
+        c.step("the instant session was Skipped: BackupSessionSkipped from BackupSession Controller; no snapshot");
+    }
 
-    // ---- Verify Instant Backup Get Skipped -----------------------------------
-    // $ kubectl apply -f backupsession.yaml
-    create_instant(c, INSTANT).await;
-    let stored = c.raw::<BackupSession>(INSTANT).await.unwrap();
-    assert_eq!(
-        stored["metadata"]["labels"],
-        json!({
-            "stash.appscode.com/backup-configuration": "pause-backup",
-            "stash.appscode.com/invoker-type": "BackupConfiguration",
-            "stash.appscode.com/invoker-name": "pause-backup"
-        }),
-        "the API server sent the session through our mutating webhook"
-    );
-    let skipped = session_finishes(c, INSTANT, "Skipped").await;
-    // $ kubectl get backupsession -n demo instant-backupsession
-    assert_eq!(
-        columns::<BackupSession>(c, &skipped).await,
-        cols(&[
-            ("INVOKER-TYPE", "BackupConfiguration"),
-            ("INVOKER-NAME", "pause-backup"),
-            ("PHASE", "Skipped")
-        ]),
-    );
-    // $ kubectl describe backupsession -n demo instant-backupsession
-    let want = vec![(
-        "Warning".to_string(),
-        "BackupSessionSkipped".to_string(),
-        "BackupSession Controller".to_string(),
-        "Backup Configuration is paused".to_string(),
-    )];
-    c.wait_for("the BackupSessionSkipped event", SHORT, async || {
-        let seen = c.events("BackupSession", INSTANT).await;
-        if seen == want {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    })
-    .await;
-    // Nobody backs up, nobody writes a second event.
-    c.holds_for(
-        "the skip (one event, no snapshot)",
-        Duration::from_secs(5),
-        async || {
-            let seen = c.events("BackupSession", INSTANT).await;
-            let snapshots = restic_snapshots(c);
-            if seen != want {
-                Err(format!("events {seen:?}"))
-            } else if snapshots.len() != snapshots_paused.len() {
-                Err(format!("restic snapshots {}", snapshots.len()))
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await;
-    no_restart(c, &deploy_before, &uid, &rs_names, "while paused").await;
-    c.step("the instant session was Skipped: BackupSessionSkipped from BackupSession Controller; no snapshot");
+    async fn resume(&mut self) {
+        let c = self.c();
+        let uid = self.uid.clone();
+        let rs_names = self.rs_names.clone();
+        let deploy_before = self.deploy_before.clone();
+        // ---- Resume Backup ---------------------------------------------------------
+        // $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": false}}'
+        patch_paused(c, false).await;
+        let bc_now = c.raw::<BackupConfiguration>(BC).await.unwrap();
+        assert_eq!(
+            columns::<BackupConfiguration>(c, &bc_now).await,
+            guide::configuration_columns("false"),
+        );
+        no_restart(c, &deploy_before, &uid, &rs_names, "after resuming").await;
+        let resumed = format!("{INSTANT}-resumed");
+        let before = guide::restic_snapshots(&c.p("repo"));
+        create_instant(c, &resumed).await;
+        backup_succeeds(c, &resumed, &before, 2).await;
+        no_restart(
+            c,
+            &deploy_before,
+            &uid,
+            &rs_names,
+            "after the resumed backup",
+        )
+        .await;
+        c.step(&format!(
+            "resumed: {resumed} Succeeded with one new snapshot; ReplicaSets unchanged"
+        ));
+    }
+}
 
-    // ---- Resume Backup ---------------------------------------------------------
-    // $ kubectl patch backupconfiguration -n demo pause-backup --type="merge" --patch='{"spec": {"paused": false}}'
-    patch_paused(c, false).await;
-    let bc_now = c.raw::<BackupConfiguration>(BC).await.unwrap();
-    assert_eq!(
-        columns::<BackupConfiguration>(c, &bc_now).await,
-        cols(&[
-            ("TASK", ""),
-            ("SCHEDULE", "*/5 * * * *"),
-            ("PAUSED", "false")
-        ]),
-    );
-    no_restart(c, &deploy_before, &uid, &rs_names, "after resuming").await;
-    let resumed = format!("{INSTANT}-resumed");
-    let before = restic_snapshots(c);
-    create_instant(c, &resumed).await;
-    backup_succeeds(c, &resumed, &before, 2).await;
-    no_restart(
-        c,
-        &deploy_before,
-        &uid,
-        &rs_names,
-        "after the resumed backup",
-    )
-    .await;
-    c.step(&format!(
-        "resumed: {resumed} Succeeded with one new snapshot; ReplicaSets unchanged"
-    ));
+async fn guide(c: &Cluster) {
+    let mut g = Guide {
+        c: Some(c),
+        ..Guide::default()
+    };
+    guide::pause_backup(&mut g).await;
+    let ns = c.ns.as_str();
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
+    let configs: Api<BackupConfiguration> = Api::namespaced(c.client.clone(), ns);
+    let cronjobs: Api<CronJob> = Api::namespaced(c.client.clone(), ns);
+    let Guide {
+        uid,
+        original_template,
+        mut templates,
+        rs_names,
+        deploy_before,
+        ..
+    } = g;
 
     // ---- The same turns through `kubectl stash` (docs/operate.md) -----------
     plugin_walk(c).await;
@@ -824,7 +859,6 @@ async fn restore(c: &Cluster, uid: &str, templates: &mut Vec<Value>) {
     let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
     let restores: Api<RestoreSession> = Api::namespaced(c.client.clone(), ns);
     let data = c.p("source/data");
-    let data_path = data.display().to_string();
     let file = data.join("data.txt");
     let backed_up = std::fs::read(&file).expect("the backed-up file");
     let before = deployments.get(DEPLOY).await.unwrap();
@@ -832,18 +866,7 @@ async fn restore(c: &Cluster, uid: &str, templates: &mut Vec<Value>) {
     // $ kubectl exec … -- rm /source/data/data.txt
     std::fs::remove_file(&file).unwrap();
     // $ kubectl apply -f manifests/restore/restoresession.yaml (its path in the temp dir)
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("manifests/restore/restoresession.yaml");
-    let mut rs = e2e::yaml_docs(&std::fs::read_to_string(&path).unwrap()).remove(0);
-    assert_eq!(rs["metadata"]["name"], RESTORE);
-    rs["metadata"]["namespace"] = json!(ns);
-    assert_eq!(
-        rs["spec"]["target"]["rules"][0]["paths"],
-        json!(["/source/data"])
-    );
-    rs["spec"]["target"]["rules"][0]["paths"] = json!([data_path]);
-    rs["spec"]["target"]["volumeMounts"][0]["mountPath"] = json!(data_path);
-    let rs: RestoreSession = serde_json::from_value(rs).unwrap();
+    let rs: RestoreSession = serde_json::from_value(guide::restore_session_on(ns, &data)).unwrap();
     restores
         .create(&PostParams::default(), &rs)
         .await
@@ -892,7 +915,7 @@ async fn restore(c: &Cluster, uid: &str, templates: &mut Vec<Value>) {
     .await;
     assert_eq!(
         columns::<RestoreSession>(c, &c.raw::<RestoreSession>(RESTORE).await.unwrap()).await,
-        cols(&[("REPOSITORY", REPO), ("PHASE", "Running")]),
+        guide::restore_columns("Running"),
     );
 
     // The init container of a pod of the new ReplicaSet, run here.
@@ -926,29 +949,10 @@ async fn restore(c: &Cluster, uid: &str, templates: &mut Vec<Value>) {
     assert!(done["status"]["sessionDuration"].is_string());
     assert_eq!(
         columns::<RestoreSession>(c, &done).await,
-        cols(&[("REPOSITORY", REPO), ("PHASE", "Succeeded")]),
+        guide::restore_columns("Succeeded"),
     );
     // $ kubectl describe restoresession -n demo restore-stash-demo
-    let mut want: Vec<(String, String, String, String)> = [
-        (
-            "RestoreSession Running",
-            "RestoreSession Controller",
-            "Restore session started for 1 host(s)".to_string(),
-        ),
-        (
-            "Host Restore Succeeded",
-            "Restore Init Container",
-            format!("restore succeeded for host {HOST}"),
-        ),
-        (
-            "RestoreSession Succeeded",
-            "RestoreSession Controller",
-            "Restore session completed successfully".to_string(),
-        ),
-    ]
-    .into_iter()
-    .map(|(r, f, m)| ("Normal".to_string(), r.to_string(), f.to_string(), m))
-    .collect();
+    let mut want = guide::restore_events();
     want.sort();
     let events = async || {
         let mut seen = c.events("RestoreSession", RESTORE).await;
@@ -1082,9 +1086,9 @@ async fn run_init(c: &Cluster, deploy: &Deployment, pod: &str) {
         args.contains(&format!("--restoresession={RESTORE}")),
         "{args:?}"
     );
-    set_flag(&mut args, "--secret-dir", &secret_dir.display().to_string());
-    set_flag(&mut args, "--scratch-dir", &scratch.display().to_string());
-    let env = downward_env(&init["env"], &c.ns, pod, "");
+    guide::set_flag(&mut args, "--secret-dir", &secret_dir.display().to_string());
+    guide::set_flag(&mut args, "--scratch-dir", &scratch.display().to_string());
+    let env = guide_env(&init["env"], &c.ns, pod, "");
     let identity = bound_identity(c, &pod_service_account(pod_spec), SIDECAR_ROLE).await;
     c.step(&format!(
         "stash-init of pod {pod}: stash {}",
@@ -1120,7 +1124,7 @@ async fn plugin_walk(c: &Cluster) {
         ok && out.contains(&format!("{BC} resumed")),
         "resume: {out}{err}"
     );
-    let before = restic_snapshots(c);
+    let before = guide::restic_snapshots(&c.p("repo"));
     let (ok, out, err) = e2e::run_plugin(
         &admin,
         &["trigger", "-n", ns, BC, "--wait", "--timeout", "300s"],
@@ -1131,7 +1135,7 @@ async fn plugin_walk(c: &Cluster) {
         "trigger --wait: {out}{err}"
     );
     assert_eq!(
-        restic_snapshots(c).len(),
+        guide::restic_snapshots(&c.p("repo")).len(),
         before.len() + 1,
         "one new snapshot: {out}"
     );
@@ -1334,10 +1338,10 @@ async fn start_sidecar(c: &Cluster, deploy: &Deployment, uid: &str) {
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
     assert_eq!(args[0], "run-backup");
-    set_flag(&mut args, "--secret-dir", &secret_dir.display().to_string());
-    set_flag(&mut args, "--scratch-dir", &scratch.display().to_string());
-    set_flag(&mut args, "--metrics-listen", "off");
-    let env = downward_env(&container["env"], &c.ns, &pod_name, &node);
+    guide::set_flag(&mut args, "--secret-dir", &secret_dir.display().to_string());
+    guide::set_flag(&mut args, "--scratch-dir", &scratch.display().to_string());
+    guide::set_flag(&mut args, "--metrics-listen", "off");
+    let env = guide_env(&container["env"], &c.ns, &pod_name, &node);
     for want in ["POD_NAME", "POD_NAMESPACE", "NODE_NAME"] {
         assert!(
             env.iter().any(|(k, _)| k == want),
@@ -1349,44 +1353,14 @@ async fn start_sidecar(c: &Cluster, deploy: &Deployment, uid: &str) {
     c.step(&format!("run-backup started as pod {pod_name}"));
 }
 
-/// `--flag=value` in `args`, replacing the flag's value if it is there.
-fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
-    let prefix = format!("{flag}=");
-    let arg = format!("{prefix}{value}");
-    match args
-        .iter()
-        .position(|a| a.starts_with(&prefix) || a == flag)
-    {
-        Some(i) if args[i] == flag => {
-            args[i] = arg;
-            if i + 1 < args.len() {
-                args.remove(i + 1);
-            }
-        }
-        Some(i) => args[i] = arg,
-        None => args.push(arg),
-    }
-}
-
 /// A container's `env` as the kubelet resolves it for pod `pod` in `ns` on `node`.
-fn downward_env(env: &Value, ns: &str, pod: &str, node: &str) -> Vec<(String, String)> {
-    env.as_array()
-        .expect("the container sets env")
-        .iter()
-        .map(|var| {
-            let name = var["name"].as_str().unwrap().to_string();
-            if let Some(v) = var["value"].as_str() {
-                return (name, v.to_string());
-            }
-            let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                Some("metadata.namespace") => ns,
-                Some("metadata.name") => pod,
-                Some("spec.nodeName") => node,
-                other => panic!("env {name}: a source the test does not resolve: {other:?}"),
-            };
-            (name, value.to_string())
-        })
-        .collect()
+fn guide_env(env: &Value, ns: &str, pod: &str, node: &str) -> Vec<(String, String)> {
+    guide::Pod {
+        namespace: ns,
+        name: pod,
+        node,
+    }
+    .env(env)
 }
 
 /// The CronJob fires: its container's args and env, run here to completion.
@@ -1403,7 +1377,7 @@ async fn cron_fires(c: &Cluster, cron: &CronJob) {
         "{CRONJOB}-{}-e2e00",
         jiff::Timestamp::now().as_second() / 60
     );
-    let env = downward_env(&container["env"], &c.ns, &pod, "");
+    let env = guide_env(&container["env"], &c.ns, &pod, "");
     let pod_spec = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
     let account = pod_service_account(pod_spec);
     assert_eq!(
@@ -1482,8 +1456,7 @@ fn binds(rb: &RoleBinding, ns: &str, account: &str, role: &str) -> bool {
 
 /// `kubectl apply -f backupsession.yaml`, the session named `name`.
 async fn create_instant(c: &Cluster, name: &str) {
-    let mut session = e2e::example("backupsession.yaml", &c.ns).remove(0);
-    assert_eq!(session["metadata"]["name"], INSTANT);
+    let mut session = guide::instant_session(&c.ns);
     session["metadata"]["name"] = json!(name);
     let session: BackupSession = serde_json::from_value(session).unwrap();
     Api::<BackupSession>::namespaced(c.client.clone(), &c.ns)
@@ -1538,7 +1511,7 @@ async fn session_finishes(c: &Cluster, name: &str, want: &str) -> Value {
 /// snapshots, and the events are the sidecar's and the controller's.
 async fn backup_succeeds(c: &Cluster, name: &str, before: &[Value], total: usize) {
     let done = session_finishes(c, name, "Succeeded").await;
-    let after = restic_snapshots(c);
+    let after = guide::restic_snapshots(&c.p("repo"));
     let new: Vec<&Value> = after
         .iter()
         .filter(|s| !before.iter().any(|b| b["id"] == s["id"]))
@@ -1554,11 +1527,7 @@ async fn backup_succeeds(c: &Cluster, name: &str, before: &[Value], total: usize
     // $ kubectl get backupsession -n demo
     assert_eq!(
         columns::<BackupSession>(c, &done).await,
-        cols(&[
-            ("INVOKER-TYPE", "BackupConfiguration"),
-            ("INVOKER-NAME", "pause-backup"),
-            ("PHASE", "Succeeded")
-        ]),
+        guide::session_columns("Succeeded"),
     );
     let status = &done["status"];
     assert_eq!(status["totalHosts"], 1, "{status}");
@@ -1586,21 +1555,7 @@ async fn backup_succeeds(c: &Cluster, name: &str, before: &[Value], total: usize
     )
     .await;
     // $ kubectl describe backupsession -n demo <name>
-    let mut want = vec![
-        (
-            "Normal".to_string(),
-            "BackupSession Succeeded".to_string(),
-            "BackupSession Controller".to_string(),
-            "Backup session completed successfully".to_string(),
-        ),
-        (
-            "Normal".to_string(),
-            "Host Backup Succeeded".to_string(),
-            "Backup Sidecar".to_string(),
-            format!("backup succeeded for host {HOST}"),
-        ),
-    ];
-    want.sort();
+    let want = guide::backup_succeeded_events();
     c.wait_for(
         &format!("the events of BackupSession {name}"),
         SHORT,
@@ -1615,28 +1570,6 @@ async fn backup_succeeds(c: &Cluster, name: &str, before: &[Value], total: usize
         },
     )
     .await;
-}
-
-/// `restic snapshots --json` on the local repository, with the Secret's password.
-fn restic_snapshots(c: &Cluster) -> Vec<Value> {
-    let repo = c.p("repo");
-    if std::fs::read_dir(&repo).map_or(true, |mut d| d.next().is_none()) {
-        return Vec::new(); // not initialised yet
-    }
-    let out = std::process::Command::new("restic")
-        .env("RESTIC_REPOSITORY", &repo)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .args(["--no-cache", "--no-lock", "snapshots", "--json"])
-        .output()
-        .expect("restic runs");
-    assert!(
-        out.status.success(),
-        "restic snapshots: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Option<Vec<Value>>>(&out.stdout)
-        .expect("restic's JSON")
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -1673,78 +1606,14 @@ where
         .find(|v| v.name == version)
         .unwrap_or_else(|| panic!("CRD {crd_name} serves {version}"));
     let kind = K::kind(&());
-    let shown = default_view(
+    let shown = guide::default_view(
         served
             .additional_printer_columns
             .as_deref()
             .unwrap_or_default(),
         object,
     );
-    check_guide_columns(&kind, &shown, object)
-}
-
-/// The columns `kubectl get` shows without `-o wide`, with `object`'s
-/// values: those of priority 0 (a column of priority > 0 is for `-o wide`
-/// only), in order, headers upper-cased as kubectl prints them. A value
-/// the path does not reach is empty.
-fn default_view(
-    columns: &[CustomResourceColumnDefinition],
-    object: &Value,
-) -> Vec<(String, String)> {
-    columns
-        .iter()
-        .filter(|column| column.priority.unwrap_or(0) <= 0)
-        .map(|column| {
-            let value = match object.pointer(&column.json_path.replace('.', "/")) {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-            };
-            (column.name.to_uppercase(), value)
-        })
-        .collect()
-}
-
-/// The guide's headers of `kubectl get <kind>`.
-fn guide_headers(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "BackupConfiguration" => &["TASK", "SCHEDULE", "PAUSED", "AGE"],
-        "BackupSession" => &["INVOKER-TYPE", "INVOKER-NAME", "PHASE", "AGE"],
-        // docs/restore.md
-        "RestoreSession" => &["REPOSITORY", "PHASE", "AGE"],
-        other => panic!("no guide columns for {other}"),
-    }
-}
-
-/// Checks the default view's headers are the guide's and AGE is set; the
-/// other (header, value) pairs.
-fn check_guide_columns(
-    kind: &str,
-    shown: &[(String, String)],
-    object: &Value,
-) -> Vec<(String, String)> {
-    let headers: Vec<&str> = shown.iter().map(|(h, _)| h.as_str()).collect();
-    assert_eq!(headers, guide_headers(kind), "kubectl get {kind}'s columns");
-    let mut printed = Vec::new();
-    for (header, value) in shown {
-        if header == "AGE" {
-            assert!(!value.is_empty(), "AGE: no creationTimestamp in {object}");
-            assert_eq!(
-                *value, object["metadata"]["creationTimestamp"],
-                "AGE is the creationTimestamp"
-            );
-        } else {
-            printed.push((header.clone(), value.clone()));
-        }
-    }
-    printed
-}
-
-fn cols(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    guide::check_guide_columns(&kind, &shown, object)
 }
 
 fn init_container_names(d: &Deployment) -> Vec<String> {
@@ -1842,95 +1711,6 @@ fn describe_replica_sets(sets: &[ReplicaSet]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::CustomResourceExt;
-
-    /// The printer columns of the served version of `K`'s CRD, as `stash crds` makes it.
-    fn printer_columns<K: CustomResourceExt + Resource<DynamicType = ()>>()
-    -> Vec<CustomResourceColumnDefinition> {
-        let crd = K::crd();
-        let version = K::version(&());
-        crd.spec
-            .versions
-            .into_iter()
-            .find(|v| v.name == version)
-            .and_then(|v| v.additional_printer_columns)
-            .unwrap_or_default()
-    }
-
-    fn object(kind: &str) -> Value {
-        json!({
-            "kind": kind,
-            "metadata": {"name": "x", "creationTimestamp": "2026-12-07T00:00:00Z"},
-            "spec": {
-                "schedule": "*/5 * * * *", "paused": true,
-                "invoker": {"kind": "BackupConfiguration", "name": BC},
-                "repository": {"name": REPO}
-            },
-            "status": {"phase": "Running"}
-        })
-    }
-
-    #[test]
-    fn every_guide_table_is_the_default_view_of_its_crd() {
-        let bc = object("BackupConfiguration");
-        let shown = default_view(&printer_columns::<BackupConfiguration>(), &bc);
-        assert_eq!(
-            check_guide_columns("BackupConfiguration", &shown, &bc),
-            cols(&[
-                ("TASK", ""),
-                ("SCHEDULE", "*/5 * * * *"),
-                ("PAUSED", "true")
-            ])
-        );
-        let bs = object("BackupSession");
-        let shown = default_view(&printer_columns::<BackupSession>(), &bs);
-        assert_eq!(
-            check_guide_columns("BackupSession", &shown, &bs),
-            cols(&[
-                ("INVOKER-TYPE", "BackupConfiguration"),
-                ("INVOKER-NAME", BC),
-                ("PHASE", "Running")
-            ])
-        );
-        let rs = object("RestoreSession");
-        let shown = default_view(&printer_columns::<RestoreSession>(), &rs);
-        assert_eq!(
-            check_guide_columns("RestoreSession", &shown, &rs),
-            cols(&[("REPOSITORY", REPO), ("PHASE", "Running")])
-        );
-    }
-
-    #[test]
-    fn a_wide_only_column_is_not_in_the_default_view() {
-        let mut columns = printer_columns::<BackupConfiguration>();
-        let phase: CustomResourceColumnDefinition = serde_json::from_value(json!({
-            "name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1
-        }))
-        .unwrap();
-        columns.insert(3, phase);
-        let bc = object("BackupConfiguration");
-        let shown = default_view(&columns, &bc);
-        let headers: Vec<&str> = shown.iter().map(|(h, _)| h.as_str()).collect();
-        assert_eq!(headers, ["TASK", "SCHEDULE", "PAUSED", "AGE"]);
-        // Priority 0 written out is the default view too.
-        columns[3].priority = Some(0);
-        let shown = default_view(&columns, &bc);
-        assert_eq!(shown[3], ("PHASE".to_string(), "Running".to_string()));
-    }
-
-    #[test]
-    #[should_panic(expected = "kubectl get RestoreSession's columns")]
-    fn a_column_the_guide_does_not_print_fails() {
-        let mut columns = printer_columns::<RestoreSession>();
-        columns.push(
-            serde_json::from_value(json!({
-                "name": "Host", "type": "string", "jsonPath": ".status.stats[0].hostname"
-            }))
-            .unwrap(),
-        );
-        let rs = object("RestoreSession");
-        check_guide_columns("RestoreSession", &default_view(&columns, &rs), &rs);
-    }
 
     #[test]
     fn a_pod_runs_as_its_service_account_or_default() {
@@ -1995,8 +1775,8 @@ mod tests {
     fn the_server_runs_with_the_rendered_args_and_local_paths() {
         let options = install::options("t", IMAGE, CaBundle::Missing("ca".into()));
         let mut args = stash::manifests::server::server_args(&options);
-        set_flag(&mut args, "--listen", "0.0.0.0:9443");
-        set_flag(&mut args, "--shutdown-delay", "0s");
+        guide::set_flag(&mut args, "--listen", "0.0.0.0:9443");
+        guide::set_flag(&mut args, "--shutdown-delay", "0s");
         assert!(
             args.contains(&"--listen=0.0.0.0:9443".to_string()),
             "{args:?}"

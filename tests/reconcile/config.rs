@@ -526,45 +526,6 @@ async fn missing_repository_leaves_the_workload_alone() {
     );
 }
 
-/// The fake API server takes the JSON patches of kube-runtime's own
-/// finalizer helper as a real one does (a `test` of the absent
-/// `/metadata/finalizers` against `null`, then `add`; on deletion `test` and
-/// `remove` of the index), so the reconciler could switch to it.
-#[tokio::test]
-async fn kube_runtimes_finalizer_helper_works_against_the_fake() {
-    use kube::runtime::controller::Action;
-    use kube::runtime::finalizer::{Event, finalizer};
-    let c = cluster();
-    let api: kube::Api<BackupConfiguration> =
-        kube::Api::namespaced(c.client(Identity::reconciler()), "demo");
-    let run = |obj: BackupConfiguration| {
-        let api = api.clone();
-        async move {
-            finalizer(
-                &api,
-                "stash.appscode.com",
-                std::sync::Arc::new(obj),
-                |event| async move {
-                    match event {
-                        Event::Apply(_) | Event::Cleanup(_) => {
-                            Ok::<_, std::io::Error>(Action::await_change())
-                        }
-                    }
-                },
-            )
-            .await
-        }
-    };
-    run(c.typed(BC)).await.unwrap();
-    assert_eq!(
-        c.object(BC)["metadata"]["finalizers"],
-        json!(["stash.appscode.com"])
-    );
-    c.delete(Identity::admin(), BC).expect("deleted");
-    run(c.typed(BC)).await.unwrap();
-    assert_eq!(c.get(BC), None);
-}
-
 const EVENTS: &str = "/api/v1/namespaces/demo/events";
 
 /// The events recorded on the configuration: (type, reason, component, message).

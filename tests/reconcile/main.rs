@@ -1,7 +1,8 @@
 //! The reconciler on the fake cluster: BackupConfiguration (`config`) and
 //! BackupSession (`session`, `deadline`) controllers, the Lease (`leader`), desired state
 //! as pure functions (`desired`), rollouts through the deployment controller
-//! (`rollout`), and the fake cluster's own behaviour (`fake_cluster`).
+//! (`rollout`). The fake cluster's own behaviour is tested in the
+//! testkit (`cargo test -p stash-testkit`).
 //!
 //! One test binary per topic (each binary is a link on a small machine);
 //! the shared fake cluster and helpers are the `stash-testkit` crate
@@ -12,7 +13,6 @@ mod burst;
 mod config;
 mod deadline;
 mod desired;
-mod fake_cluster;
 mod feed;
 mod leader;
 mod rollout;

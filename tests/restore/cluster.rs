@@ -14,6 +14,10 @@
 //! real one that logs each command line, so the test sees when it did not run.
 //! The only edits to the docs' YAML: the Repository, the backed-up path and
 //! the RestoreSession's path and mountPath point into the temp dir.
+//!
+//! The docs' sections, in order, and what they show are the testkit's
+//! (`stash_testkit::guide`, `RestoreGuide`), shared with the real-cluster
+//! walk of `tests/e2e_cluster`; this file has the fake cluster's mechanics.
 
 use stash_testkit as support;
 
@@ -21,7 +25,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::core::v1::Event;
 use serde_json::{Value, json};
@@ -30,11 +33,12 @@ use stash::api::{
     BackupConfiguration, BackupSession, BackupSessionPhase, HostRestorePhase, RestoreSession,
     RestoreSessionPhase,
 };
-use stash::backup::controller::Handled;
+use stash::backup::controller::{Handled, Sidecar};
 use stash::backup::restic::resolve_binary;
 use stash::reconcile::{backup_configuration, backup_session, restore_session};
 use stash::settings::Settings;
-use support::restic::{Env, NS, PASSWORD};
+use support::guide::{self, EventRow, Mounts, Pod, RestoreGuide, init_container_names};
+use support::restic::{Env, NS};
 use support::{Cluster, Identity, PatchBody};
 
 const BC: &str =
@@ -145,7 +149,7 @@ impl Walk {
     }
 
     /// The core/v1 Events about `kind/name`: (type, reason, component, message).
-    fn events_about(&self, kind: &str, name: &str) -> Vec<(String, String, String, String)> {
+    fn events_about(&self, kind: &str, name: &str) -> Vec<EventRow> {
         let mut events: Vec<Event> = self
             .k
             .paths_under("/api/v1/namespaces/demo/events/")
@@ -162,41 +166,21 @@ impl Walk {
                 .as_deref()
                 .and_then(|v| v.parse::<u64>().ok())
         });
-        events
-            .into_iter()
-            .map(|e| {
-                (
-                    e.type_.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.source.and_then(|s| s.component).unwrap_or_default(),
-                    e.message.unwrap_or_default(),
-                )
-            })
-            .collect()
+        guide::event_rows(events)
     }
 
     /// docs/walkthrough.md's objects, each `kubectl apply`ed through the webhooks.
     fn apply_guide_objects(&self) {
-        let password = base64::engine::general_purpose::STANDARD.encode(PASSWORD);
-        self.kubectl_create(
-            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": "gcs-secret", "namespace": NS},
-            "data": {"RESTIC_PASSWORD": password}}),
-        );
+        self.kubectl_create(guide::secret(NS));
         // The test's local backend is a hostPath: admitted, with its warning.
         let warnings = self.kubectl_create(self.env.repository());
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(
-            warnings[0].starts_with("Repository demo/gcs-repo keeps its local backend in hostPath"),
-            "{warnings:?}"
-        );
+        guide::assert_repository_warning(&warnings, NS);
         assert_eq!(
             self.kubectl_create(self.env.config(false)),
             [] as [String; 0]
         );
-        let mut docs = example("manifests/examples/deployment.yaml");
-        let deployment = docs.remove(1);
-        assert_eq!(self.kubectl_create(docs.remove(0)), [] as [String; 0]);
+        let (pvc, deployment) = guide::pvc_and_deployment(NS);
+        assert_eq!(self.kubectl_create(pvc), [] as [String; 0]);
         assert_eq!(self.kubectl_create(deployment), [] as [String; 0]);
     }
 
@@ -250,30 +234,11 @@ impl Walk {
         let init = &pod["initContainers"][0];
         assert_eq!(init["name"], "stash-init", "stash-init comes first");
         assert_eq!(init["image"], IMAGE);
-        let volume = |name: &str| -> Value {
-            pod["volumes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == name)
-                .unwrap_or_else(|| panic!("volume {name}"))
-                .clone()
-        };
-        let mounts: BTreeMap<String, Value> = init["volumeMounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                (
-                    m["mountPath"].as_str().unwrap().to_string(),
-                    volume(m["name"].as_str().unwrap()),
-                )
-            })
-            .collect();
+        let mounts = Mounts::of(pod, init);
         let data = self.env.p("source/data").display().to_string();
         let repo = self.env.p("repo").display().to_string();
         assert_eq!(
-            mounts.keys().cloned().collect::<BTreeSet<_>>(),
+            mounts.paths(),
             BTreeSet::from([
                 "/etc/stash".to_string(),
                 "/etc/stash/repository/secret".into(),
@@ -283,37 +248,24 @@ impl Walk {
             ])
         );
         assert_eq!(
-            mounts[&data]["persistentVolumeClaim"]["claimName"],
-            "source-pvc"
+            mounts.at(&data)["persistentVolumeClaim"]["claimName"],
+            guide::PVC
         );
-        assert_eq!(mounts[&repo]["hostPath"]["path"], repo.as_str());
-        assert!(mounts["/tmp"]["emptyDir"].is_object());
-        let secret_mount = "/etc/stash/repository/secret";
-        let secret_name = mounts[secret_mount]["secret"]["secretName"]
-            .as_str()
-            .unwrap();
-        assert_eq!(secret_name, "gcs-secret");
-        let secret = self.get(&format!("/api/v1/namespaces/demo/secrets/{secret_name}"));
+        assert_eq!(mounts.at(&repo)["hostPath"]["path"], repo.as_str());
+        mounts.assert_secret_and_scratch();
+        let secret_mount = guide::SECRET_MOUNT;
+        let secret = self.get(&format!(
+            "/api/v1/namespaces/demo/secrets/{}",
+            guide::SECRET
+        ));
         let pod_dir = self.env.p(&format!("pods/{pod_name}"));
         let secret_dir = pod_dir.join("secret");
         let scratch = pod_dir.join("tmp");
-        std::fs::create_dir_all(&secret_dir).unwrap();
+        guide::write_secret_files(&secret_dir, guide::secret_data(&secret));
         std::fs::create_dir_all(&scratch).unwrap();
-        for (key, value) in secret["data"].as_object().unwrap() {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(value.as_str().unwrap())
-                .unwrap();
-            std::fs::write(secret_dir.join(key), bytes).unwrap();
-        }
-        let args: Vec<String> = init["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                a.as_str()
-                    .unwrap()
-                    .replace(secret_mount, secret_dir.to_str().unwrap())
-            })
+        let args: Vec<String> = guide::args(init)
+            .into_iter()
+            .map(|a| a.replace(secret_mount, secret_dir.to_str().unwrap()))
             .chain(downward_api(&Restore::command(), &init["env"], pod_name))
             .chain([
                 format!("--scratch-dir={}", scratch.display()),
@@ -356,44 +308,25 @@ impl Walk {
     }
 }
 
-fn example(file: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
-            serde_json::to_value(v).unwrap()
-        })
-        .collect()
-}
-
 /// The kubelet's downward API for `env` (pod `pod` in `demo` on `node-1`),
 /// as the flags whose environment source each variable is.
 fn downward_api(command: &clap::Command, env: &Value, pod: &str) -> Vec<String> {
-    env.as_array()
-        .expect("the container sets env")
-        .iter()
-        .map(|var| {
-            let name = var["name"].as_str().unwrap();
-            let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                Some("metadata.namespace") => NS,
-                Some("metadata.name") => pod,
-                Some("spec.nodeName") => "node-1",
-                other => panic!("env {name}: unexpected source {other:?}"),
-            };
-            let arg = command
-                .get_arguments()
-                .find(|a| a.get_env().is_some_and(|e| e == name))
-                .unwrap_or_else(|| panic!("env {name} is read by no flag of stash restore"));
-            format!("--{}={value}", arg.get_long().unwrap())
-        })
-        .collect()
+    let pod = Pod {
+        namespace: NS,
+        name: pod,
+        node: "node-1",
+    };
+    pod.env_as_flags(env, |name| {
+        command
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == name))
+            .and_then(|a| a.get_long())
+            .map(String::from)
+    })
 }
 
-fn init_containers(template: &Value) -> Vec<&str> {
-    template["spec"]["initContainers"]
-        .as_array()
-        .map(|cs| cs.iter().map(|c| c["name"].as_str().unwrap()).collect())
-        .unwrap_or_default()
+fn init_containers(template: &Value) -> Vec<String> {
+    init_container_names(template)
 }
 
 fn restore_phase(rs: &RestoreSession) -> RestoreSessionPhase {
@@ -405,6 +338,239 @@ fn precious_bytes() -> Vec<u8> {
     (0..300_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect()
+}
+
+/// docs/restore.md on the fake cluster: the walk and what one section
+/// leaves for the next.
+struct RestoreWalk {
+    w: Walk,
+    /// The file the container does not write by itself.
+    precious: PathBuf,
+    /// The backed-up path, in the temp dir.
+    data: String,
+    /// The ReplicaSets (name → template) before the restore.
+    original_rs: BTreeMap<String, Value>,
+    /// The Deployment before the RestoreSession.
+    deploy_before: Value,
+    /// The ReplicaSets once stash-init is in, and the new one.
+    with_init: BTreeMap<String, Value>,
+    new_rs: String,
+    /// The pods of the new ReplicaSet.
+    pods: [String; 3],
+    /// The restic command lines of the first restore.
+    calls: Vec<String>,
+}
+
+impl RestoreGuide for RestoreWalk {
+    async fn lose_data(&mut self) {
+        std::fs::remove_file(&self.precious).unwrap();
+    }
+
+    /// $ kubectl apply -f manifests/restore/restoresession.yaml (its path in the temp dir)
+    async fn apply_restore_session(&mut self) {
+        let w = &self.w;
+        let rs = guide::restore_session_on(NS, Path::new(&self.data));
+        self.deploy_before = w.get(DEPLOY);
+        assert_eq!(w.kubectl_create(rs), [] as [String; 0]);
+        assert_eq!(
+            w.get(DEPLOY),
+            self.deploy_before,
+            "creating a RestoreSession writes nothing else"
+        );
+        assert_eq!(w.k.settle_deployments().writes, 0);
+    }
+
+    /// The controller: finalizer, stash-init back-filled (through the
+    /// webhook, which keeps it), the init container's RoleBinding, Running;
+    /// then the deployment controller's rollout.
+    async fn init_back_filled(&mut self) {
+        let w = &self.w;
+        let mark = w.k.mark();
+        w.reconcile_restore().await;
+        assert_eq!(
+            w.k.writes_since(mark),
+            [
+                ("PATCH".to_string(), RS.to_string()),
+                ("PATCH".to_string(), DEPLOY.to_string()),
+                ("PATCH".to_string(), INIT_BINDING.to_string()),
+                ("PATCH".to_string(), format!("{RS}/status")),
+                (
+                    "POST".to_string(),
+                    "/api/v1/namespaces/demo/events".to_string()
+                ),
+            ]
+        );
+        let rs_now = w.restore_session();
+        assert_eq!(restore_phase(&rs_now), RestoreSessionPhase::Running);
+        assert_eq!(rs_now.status.as_ref().unwrap().total_hosts, Some(1));
+        assert_eq!(
+            rs_now.metadata.finalizers,
+            Some(vec![guide::FINALIZER.into()])
+        );
+        assert_eq!(
+            guide::restore_columns("Running"),
+            guide::printed_columns::<RestoreSession>(&w.get(RS))
+        );
+        let deploy = w.get(DEPLOY);
+        assert_eq!(
+            deploy["metadata"]["annotations"][guide::LAST_APPLIED_RESTORE],
+            guide::RESTORE
+        );
+        assert_eq!(init_containers(&deploy["spec"]["template"]), ["stash-init"]);
+        // The pod template changed by the init container and nothing else of the sidecar's.
+        let mut without_init = deploy["spec"]["template"].clone();
+        without_init["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("initContainers");
+        assert_eq!(
+            without_init["spec"]["containers"],
+            self.deploy_before["spec"]["template"]["spec"]["containers"],
+            "the busybox and stash containers are unchanged"
+        );
+        let binding = w.get(INIT_BINDING);
+        assert_eq!(binding["roleRef"]["name"], "stash-sidecar");
+        assert_eq!(binding["subjects"][0]["name"], "default");
+        // Its own writes re-trigger it; that pass writes nothing.
+        let mark = w.k.mark();
+        w.reconcile_restore().await;
+        assert_eq!(w.k.writes_since(mark), [] as [(String, String); 0]);
+
+        // The deployment controller: exactly one more ReplicaSet, with stash-init.
+        let rollout = w.k.settle_deployments();
+        assert!(rollout.settled, "{rollout:?}");
+        let with_init = w.replica_sets();
+        assert_eq!(with_init.len(), 2, "{:?}", with_init.keys());
+        let new_rs: Vec<&String> = with_init
+            .keys()
+            .filter(|n| !self.original_rs.contains_key(*n))
+            .collect();
+        assert_eq!(new_rs.len(), 1);
+        assert_eq!(w.active_replica_sets(), [new_rs[0].clone()]);
+        assert_eq!(init_containers(&with_init[new_rs[0]]), ["stash-init"]);
+        assert_eq!(w.k.settle_deployments().writes, 0, "no further rollout");
+        self.new_rs = new_rs[0].clone();
+        self.pods = ["a", "b", "c"].map(|p| format!("{}-{p}", self.new_rs));
+        self.with_init = with_init;
+    }
+
+    /// The three replicas' init containers, all at once (host-0 each).
+    async fn init_restores(&mut self) {
+        let w = &self.w;
+        let pods = &self.pods;
+        let mark = w.k.mark();
+        let (a, b, c) = tokio::join!(
+            w.run_init(&pods[0]),
+            w.run_init(&pods[1]),
+            w.run_init(&pods[2])
+        );
+        for (pod, exit) in pods.iter().zip([a, b, c]) {
+            assert!(exit.is_ok(), "the init container of {pod} fails: {exit:?}");
+        }
+        assert_eq!(
+            std::fs::read(&self.precious).expect("precious.txt is back"),
+            precious_bytes(),
+            "restored byte for byte"
+        );
+        assert_eq!(
+            std::fs::read_to_string(w.env.p("source/data/data.txt")).unwrap(),
+            "sample_data\n"
+        );
+        let calls = w.restic_calls();
+        assert_eq!(calls.len(), 1, "one restic run: {calls:?}");
+        assert!(
+            calls[0].contains(&format!(
+                " restore latest --target / --host host-0 --path {}",
+                self.data
+            )),
+            "{calls:?}"
+        );
+        assert_eq!(
+            w.host_writes(mark),
+            ["Running", "Succeeded"],
+            "one claim, one result"
+        );
+        let stats = w.restore_session().status.unwrap().stats;
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].hostname, guide::HOST);
+        assert_eq!(stats[0].phase, Some(HostRestorePhase::Succeeded));
+        assert!(stats[0].duration.is_some());
+        assert!(w.k.get(LEASE).is_some(), "the restore Lease");
+        self.calls = calls;
+    }
+
+    /// The controller sees the host's result.
+    async fn restore_succeeded(&mut self) {
+        let w = &self.w;
+        w.reconcile_restore().await;
+        let rs_now = w.restore_session();
+        assert_eq!(restore_phase(&rs_now), RestoreSessionPhase::Succeeded);
+        assert!(rs_now.status.as_ref().unwrap().session_duration.is_some());
+        assert_eq!(
+            guide::printed_columns::<RestoreSession>(&w.get(RS)),
+            guide::restore_columns("Succeeded")
+        );
+        assert_eq!(
+            w.events_about("RestoreSession", guide::RESTORE),
+            guide::restore_events()
+        );
+        // A finished session: the next pass writes nothing.
+        let mark = w.k.mark();
+        w.reconcile_restore().await;
+        assert_eq!(w.k.writes_since(mark), [] as [(String, String); 0]);
+    }
+
+    /// A restarted init container does not restore again.
+    async fn init_again_restores_nothing(&mut self) {
+        let w = &self.w;
+        std::fs::write(&self.precious, b"changed since").unwrap();
+        let mark = w.k.mark();
+        w.run_init(&self.pods[0]).await.expect("exit 0");
+        assert_eq!(std::fs::read(&self.precious).unwrap(), b"changed since");
+        assert_eq!(w.restic_calls(), self.calls, "restic did not run");
+        let writes: Vec<_> =
+            w.k.writes_since(mark)
+                .into_iter()
+                .filter(|(_, p)| !p.starts_with("/apis/coordination.k8s.io/"))
+                .collect();
+        assert_eq!(
+            writes,
+            [] as [(String, String); 0],
+            "only the Lease is written"
+        );
+    }
+
+    /// $ kubectl delete restoresession -n demo restore-stash-demo
+    async fn clean_up(&mut self) {
+        let w = &self.w;
+        w.k.delete(Identity::admin(), RS).expect("deleted");
+        assert!(w.restore_session().metadata.deletion_timestamp.is_some());
+        w.reconcile_restore().await;
+        assert!(w.k.get(RS).is_none(), "finalizer released: gone");
+        assert!(w.k.get(INIT_BINDING).is_none(), "its RoleBinding collected");
+        let deploy = w.get(DEPLOY);
+        assert!(init_containers(&deploy["spec"]["template"]).is_empty());
+        assert_eq!(
+            deploy["spec"]["template"], self.deploy_before["spec"]["template"],
+            "the pod template is the backup's again"
+        );
+        assert!(
+            deploy["metadata"]["annotations"]
+                .get(guide::LAST_APPLIED_RESTORE)
+                .is_none()
+        );
+        // One more rollout: back to the original ReplicaSet, none created.
+        let rollout = w.k.settle_deployments();
+        assert!(rollout.settled && rollout.writes > 0, "{rollout:?}");
+        assert_eq!(
+            w.replica_sets().keys().collect::<Vec<_>>(),
+            self.with_init.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            w.active_replica_sets(),
+            self.original_rs.keys().cloned().collect::<Vec<_>>()
+        );
+    }
 }
 
 #[tokio::test]
@@ -422,12 +588,12 @@ async fn restore_guide_walk_on_the_fake_cluster() {
     assert!(init_containers(&original_template).is_empty());
 
     std::fs::write(&precious, precious_bytes()).unwrap();
-    let session = example("manifests/examples/backupsession.yaml").remove(0);
+    let session = guide::instant_session(NS);
     let session_name = session["metadata"]["name"].as_str().unwrap().to_string();
     w.kubectl_create(session);
     let running = w.reconcile_backup_session(&session_name).await;
     assert_eq!(running.phase(), BackupSessionPhase::Running);
-    let sidecar = w
+    let sidecar: Sidecar = w
         .env
         .sidecar(w.k.client(Identity::sidecar(NS, "default")), None);
     let handled = sidecar
@@ -459,216 +625,21 @@ async fn restore_guide_walk_on_the_fake_cluster() {
     );
     let cron_before = w.get(CRONJOB);
 
-    // ---- 2. Lose the data -----------------------------------------------------
-    std::fs::remove_file(&precious).unwrap();
-
-    // ---- 3. Restore -------------------------------------------------------------
-    // $ kubectl apply -f manifests/restore/restoresession.yaml (its path in the temp dir)
-    let mut rs = example("manifests/restore/restoresession.yaml").remove(0);
-    assert_eq!(
-        rs["spec"]["target"]["rules"][0]["paths"],
-        json!(["/source/data"])
-    );
+    // ---- 2.–4. Lose the data, restore, clean up (docs/restore.md) -----------
     let data = w.env.p("source/data").display().to_string();
-    rs["spec"]["target"]["rules"][0]["paths"] = json!([data]);
-    rs["spec"]["target"]["volumeMounts"][0]["mountPath"] = json!(data);
-    let deploy_before = w.get(DEPLOY);
-    assert_eq!(w.kubectl_create(rs), [] as [String; 0]);
-    assert_eq!(
-        w.get(DEPLOY),
-        deploy_before,
-        "creating a RestoreSession writes nothing else"
-    );
-    assert_eq!(w.k.settle_deployments().writes, 0);
-
-    // The controller: finalizer, stash-init back-filled (through the webhook,
-    // which keeps it), the init container's RoleBinding, Running.
-    let mark = w.k.mark();
-    w.reconcile_restore().await;
-    assert_eq!(
-        w.k.writes_since(mark),
-        [
-            ("PATCH".to_string(), RS.to_string()),
-            ("PATCH".to_string(), DEPLOY.to_string()),
-            ("PATCH".to_string(), INIT_BINDING.to_string()),
-            ("PATCH".to_string(), format!("{RS}/status")),
-            (
-                "POST".to_string(),
-                "/api/v1/namespaces/demo/events".to_string()
-            ),
-        ]
-    );
-    let rs_now = w.restore_session();
-    assert_eq!(restore_phase(&rs_now), RestoreSessionPhase::Running);
-    assert_eq!(rs_now.status.as_ref().unwrap().total_hosts, Some(1));
-    assert_eq!(
-        rs_now.metadata.finalizers,
-        Some(vec!["stash.appscode.com".into()])
-    );
-    let deploy = w.get(DEPLOY);
-    assert_eq!(
-        deploy["metadata"]["annotations"]["stash.appscode.com/last-applied-restoresession"],
-        "restore-stash-demo"
-    );
-    assert_eq!(init_containers(&deploy["spec"]["template"]), ["stash-init"]);
-    // The pod template changed by the init container and nothing else of the sidecar's.
-    let mut without_init = deploy["spec"]["template"].clone();
-    without_init["spec"]
-        .as_object_mut()
-        .unwrap()
-        .remove("initContainers");
-    assert_eq!(
-        without_init["spec"]["containers"], deploy_before["spec"]["template"]["spec"]["containers"],
-        "the busybox and stash containers are unchanged"
-    );
-    let binding = w.get(INIT_BINDING);
-    assert_eq!(binding["roleRef"]["name"], "stash-sidecar");
-    assert_eq!(binding["subjects"][0]["name"], "default");
-    // Its own writes re-trigger it; that pass writes nothing.
-    let mark = w.k.mark();
-    w.reconcile_restore().await;
-    assert_eq!(w.k.writes_since(mark), [] as [(String, String); 0]);
-
-    // The deployment controller: exactly one more ReplicaSet, with stash-init.
-    let rollout = w.k.settle_deployments();
-    assert!(rollout.settled, "{rollout:?}");
-    let with_init = w.replica_sets();
-    assert_eq!(with_init.len(), 2, "{:?}", with_init.keys());
-    let new_rs: Vec<&String> = with_init
-        .keys()
-        .filter(|n| !original_rs.contains_key(*n))
-        .collect();
-    assert_eq!(new_rs.len(), 1);
-    assert_eq!(w.active_replica_sets(), [new_rs[0].clone()]);
-    assert_eq!(init_containers(&with_init[new_rs[0]]), ["stash-init"]);
-    assert_eq!(w.k.settle_deployments().writes, 0, "no further rollout");
-
-    // ---- the three replicas' init containers, all at once (host-0 each) ----
-    let pods = new_rs
-        .iter()
-        .map(|rs| ["a", "b", "c"].map(|p| format!("{rs}-{p}")))
-        .next()
-        .unwrap();
-    let mark = w.k.mark();
-    let (a, b, c) = tokio::join!(
-        w.run_init(&pods[0]),
-        w.run_init(&pods[1]),
-        w.run_init(&pods[2])
-    );
-    for (pod, exit) in pods.iter().zip([a, b, c]) {
-        assert!(exit.is_ok(), "the init container of {pod} fails: {exit:?}");
-    }
-    assert_eq!(
-        std::fs::read(&precious).expect("precious.txt is back"),
-        precious_bytes(),
-        "restored byte for byte"
-    );
-    assert_eq!(
-        std::fs::read_to_string(w.env.p("source/data/data.txt")).unwrap(),
-        "sample_data\n"
-    );
-    let calls = w.restic_calls();
-    assert_eq!(calls.len(), 1, "one restic run: {calls:?}");
-    assert!(
-        calls[0].contains(&format!(
-            " restore latest --target / --host host-0 --path {data}"
-        )),
-        "{calls:?}"
-    );
-    assert_eq!(
-        w.host_writes(mark),
-        ["Running", "Succeeded"],
-        "one claim, one result"
-    );
-    let stats = w.restore_session().status.unwrap().stats;
-    assert_eq!(stats.len(), 1);
-    assert_eq!(stats[0].hostname, "host-0");
-    assert_eq!(stats[0].phase, Some(HostRestorePhase::Succeeded));
-    assert!(stats[0].duration.is_some());
-    assert!(w.k.get(LEASE).is_some(), "the restore Lease");
-
-    // The controller sees the host's result.
-    w.reconcile_restore().await;
-    let rs_now = w.restore_session();
-    assert_eq!(restore_phase(&rs_now), RestoreSessionPhase::Succeeded);
-    assert!(rs_now.status.as_ref().unwrap().session_duration.is_some());
-    let e = |t: &str, r: &str, c: &str, m: &str| {
-        (t.to_string(), r.to_string(), c.to_string(), m.to_string())
+    let mut restore = RestoreWalk {
+        w,
+        precious,
+        data,
+        original_rs,
+        deploy_before: Value::Null,
+        with_init: BTreeMap::new(),
+        new_rs: String::new(),
+        pods: Default::default(),
+        calls: Vec::new(),
     };
-    assert_eq!(
-        w.events_about("RestoreSession", "restore-stash-demo"),
-        [
-            e(
-                "Normal",
-                "RestoreSession Running",
-                "RestoreSession Controller",
-                "Restore session started for 1 host(s)"
-            ),
-            e(
-                "Normal",
-                "Host Restore Succeeded",
-                "Restore Init Container",
-                "restore succeeded for host host-0"
-            ),
-            e(
-                "Normal",
-                "RestoreSession Succeeded",
-                "RestoreSession Controller",
-                "Restore session completed successfully"
-            ),
-        ]
-    );
-    // A finished session: the next pass writes nothing.
-    let mark = w.k.mark();
-    w.reconcile_restore().await;
-    assert_eq!(w.k.writes_since(mark), [] as [(String, String); 0]);
-
-    // ---- a restarted init container does not restore again ------------------
-    std::fs::write(&precious, b"changed since").unwrap();
-    let mark = w.k.mark();
-    w.run_init(&pods[0]).await.expect("exit 0");
-    assert_eq!(std::fs::read(&precious).unwrap(), b"changed since");
-    assert_eq!(w.restic_calls(), calls, "restic did not run");
-    let writes: Vec<_> =
-        w.k.writes_since(mark)
-            .into_iter()
-            .filter(|(_, p)| !p.starts_with("/apis/coordination.k8s.io/"))
-            .collect();
-    assert_eq!(
-        writes,
-        [] as [(String, String); 0],
-        "only the Lease is written"
-    );
-
-    // ---- 4. Clean up --------------------------------------------------------------
-    // $ kubectl delete restoresession -n demo restore-stash-demo
-    w.k.delete(Identity::admin(), RS).expect("deleted");
-    assert!(w.restore_session().metadata.deletion_timestamp.is_some());
-    w.reconcile_restore().await;
-    assert!(w.k.get(RS).is_none(), "finalizer released: gone");
-    assert!(w.k.get(INIT_BINDING).is_none(), "its RoleBinding collected");
-    let deploy = w.get(DEPLOY);
-    assert!(init_containers(&deploy["spec"]["template"]).is_empty());
-    assert_eq!(
-        deploy["spec"]["template"], deploy_before["spec"]["template"],
-        "the pod template is the backup's again"
-    );
-    assert!(
-        deploy["metadata"]["annotations"]
-            .get("stash.appscode.com/last-applied-restoresession")
-            .is_none()
-    );
-    // One more rollout: back to the original ReplicaSet, none created.
-    let rollout = w.k.settle_deployments();
-    assert!(rollout.settled && rollout.writes > 0, "{rollout:?}");
-    assert_eq!(
-        w.replica_sets().keys().collect::<Vec<_>>(),
-        with_init.keys().collect::<Vec<_>>()
-    );
-    assert_eq!(
-        w.active_replica_sets(),
-        original_rs.keys().cloned().collect::<Vec<_>>()
-    );
+    guide::restore(&mut restore).await;
+    let w = &restore.w;
 
     // Pause held throughout; backups are untouched by the restore.
     assert_eq!(w.get(BC)["spec"]["paused"], true);

@@ -34,7 +34,7 @@ async fn review_answered(addr: std::net::SocketAddr, ca: &str, uid: &str, within
     })
     .await;
     match answer {
-        Ok(Ok(reply)) => assert_review_answer(&reply, uid),
+        Ok(Ok(reply)) => assert_review_answer(&reply, uid, Expected::GUIDE_DEPLOYMENT),
         Ok(Err(e)) => panic!("the webhook port failed: {e}"),
         Err(_) => panic!("the webhook port did not answer within {within:?}"),
     }
@@ -129,6 +129,7 @@ async fn idle_connections_on_the_webhook_port_are_closed() {
             .await
             .unwrap(),
         "q",
+        Expected::GUIDE_DEPLOYMENT,
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

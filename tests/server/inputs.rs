@@ -48,6 +48,7 @@ async fn healthy(server: &stash::server::Running, ca: &str) {
             .await
             .unwrap(),
         "healthy",
+        Expected::GUIDE_DEPLOYMENT,
     );
 }
 
@@ -194,6 +195,8 @@ async fn every_bad_request_gets_its_status_over_http1_and_http2() {
                 .await
                 .unwrap(),
             "u",
+            // Not a Repository: nothing for that webhook to say.
+            Expected::ALLOWED,
         );
     }
     let (_, metrics) = probe(server.probe_addr, "/metrics").await;
@@ -321,6 +324,7 @@ async fn slow_and_idle_clients_are_cut_off_without_stalling_others() {
             .await
             .unwrap(),
         "q",
+        Expected::GUIDE_DEPLOYMENT,
     );
 
     // Others are served meanwhile: before the slow client is even cut off.

@@ -117,6 +117,7 @@ async fn rotation_in_place_under_load_loses_no_request() {
             .await
             .unwrap(),
         "old",
+        Expected::GUIDE_DEPLOYMENT,
     );
     assert_eq!(server.tls.served().serial, serial);
     let (_, metrics) = probe(server.probe_addr, "/metrics").await;
@@ -234,6 +235,7 @@ async fn a_broken_pair_is_refused_and_the_old_one_kept() {
             .await
             .unwrap(),
         "kept",
+        Expected::GUIDE_DEPLOYMENT,
     );
 
     // Garbage is refused the same way; then a good pair goes into service.

@@ -173,6 +173,7 @@ async fn the_embedded_default_creates_a_dev_certificate_and_sigint_stops_it() {
             .await
             .unwrap(),
         "dev",
+        Expected::GUIDE_DEPLOYMENT,
     );
     drop(conn);
     signal(&server.child, "-INT");

@@ -33,7 +33,7 @@ async fn http1_and_http2_clients_get_the_review_answered() {
                 .await
                 .unwrap();
             assert_eq!(reply.version, version);
-            assert_review_answer(&reply, &uid);
+            assert_review_answer(&reply, &uid, Expected::GUIDE_DEPLOYMENT);
         }
     }
     server.shutdown().await;
@@ -56,6 +56,7 @@ async fn tls12_clients_are_served() {
             .await
             .unwrap(),
         "tls12",
+        Expected::GUIDE_DEPLOYMENT,
     );
     server.shutdown().await;
 }
@@ -77,7 +78,7 @@ async fn disabling_http2_leaves_only_http11_in_alpn() {
         .await
         .unwrap();
     assert_eq!(reply.version, Version::HTTP_11);
-    assert_review_answer(&reply, "h1");
+    assert_review_answer(&reply, "h1", Expected::GUIDE_DEPLOYMENT);
     // A client that speaks only h2 finds no common protocol.
     assert!(
         tls(server.addr, client_config(&pki.ca_pem(), &[b"h2"], None))
@@ -159,6 +160,7 @@ async fn mutual_tls_accepts_a_good_client_and_refuses_others() {
             .await
             .unwrap(),
         "mtls",
+        Expected::GUIDE_DEPLOYMENT,
     );
 
     let stranger = stash::certs::Authority::new("someone else")
@@ -211,6 +213,7 @@ async fn certificate_chains_are_served_whole() {
             .await
             .unwrap(),
         "chain",
+        Expected::GUIDE_DEPLOYMENT,
     );
     server.shutdown().await;
 }
@@ -245,6 +248,7 @@ async fn plain_http_to_the_tls_port_is_refused() {
             .await
             .unwrap(),
         "after",
+        Expected::GUIDE_DEPLOYMENT,
     );
     server.shutdown().await;
 }
@@ -341,29 +345,90 @@ async fn tls11_is_refused() {
 
 #[tokio::test]
 async fn the_documented_fixtures_are_answered() {
-    // docs/serve.md posts these with curl; keep them AdmissionReviews the
-    // server answers.
+    // README ("Ask the server") and docs/serve.md post these with curl:
+    // each gets the answer they show.
     let pki = Pki::new();
     let server = start(pki.config()).await;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve");
     let mut conn = Conn::open(server.addr, client_config(&pki.ca_pem(), &[b"h2"], None))
         .await
         .unwrap();
-    for (file, paths) in [
-        ("deployment-create.json", &["/mutate/workloads"][..]),
+    let session_labels = Expected::Patched {
+        ops: GUIDE_SESSION_PATCH,
+    };
+    for (file, answers) in [
+        (
+            "deployment-create.json",
+            &[("/mutate/workloads", Expected::GUIDE_DEPLOYMENT)][..],
+        ),
         (
             "backupsession-create.json",
-            &["/mutate/backupsessions", "/validate/backupsessions"][..],
+            &[
+                ("/mutate/backupsessions", session_labels),
+                ("/validate/backupsessions", Expected::ALLOWED),
+            ][..],
         ),
     ] {
-        let body = std::fs::read_to_string(dir.join(file)).unwrap();
-        let uid = serde_json::from_str::<serde_json::Value>(&body).unwrap()["request"]["uid"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        for path in paths {
-            assert_review_answer(&conn.post(path, body.clone()).await.unwrap(), &uid);
+        let (body, uid) = served_fixture(file);
+        for (path, expected) in answers {
+            assert_review_answer(
+                &conn.post(path, body.clone()).await.unwrap(),
+                &uid,
+                *expected,
+            );
         }
     }
     server.shutdown().await;
+}
+
+/// A fixture of `tests/fixtures/serve` and its review's uid.
+fn served_fixture(file: &str) -> (String, String) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve");
+    let body = std::fs::read_to_string(dir.join(file)).unwrap();
+    let uid = serde_json::from_str::<serde_json::Value>(&body).unwrap()["request"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (body, uid)
+}
+
+/// README's second server, whose store is the guide's configuration paused
+/// (`serve --offline tests/fixtures/store/paused`): the instant session is
+/// allowed with the warning, and denied 403 under
+/// `--paused-session-policy reject`.
+#[tokio::test]
+async fn a_paused_configurations_session_is_answered_as_the_readme_shows() {
+    let (body, uid) = served_fixture("backupsession-create.json");
+    let pki = Pki::new();
+    for (policy, expected) in [
+        (
+            stash::settings::PausedSessionPolicy::Skip,
+            Expected::Allowed {
+                warnings: &[
+                    "Backup Configuration demo/pause-backup is paused; this BackupSession will be Skipped",
+                ],
+            },
+        ),
+        (
+            stash::settings::PausedSessionPolicy::Reject,
+            Expected::Denied {
+                code: 403,
+                message: "Backup Configuration demo/pause-backup is paused",
+            },
+        ),
+    ] {
+        let mut config = pki.config();
+        config.settings.paused_session_policy = policy;
+        let server = stash::server::start(config, store_of("tests/fixtures/store/paused"))
+            .await
+            .unwrap();
+        let mut conn = Conn::open(server.addr, client_config(&pki.ca_pem(), &[b"h2"], None))
+            .await
+            .unwrap();
+        let reply = conn
+            .post("/validate/backupsessions", body.clone())
+            .await
+            .unwrap();
+        assert_review_answer(&reply, &uid, expected);
+        server.shutdown().await;
+    }
 }

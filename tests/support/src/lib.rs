@@ -24,8 +24,10 @@
 //!
 //! Besides the cluster: [`tls`] (certificates on disk, a server on
 //! 127.0.0.1:0, HTTP/1.1 and HTTP/2 clients), [`reviews`] (AdmissionReview
-//! fixtures in, decoded answers out) and [`big`] (large reviews for the
-//! memory test and the load bench).
+//! fixtures in, decoded answers out), [`big`] (large reviews for the
+//! memory test and the load bench) and [`guide`] (the user's guides as
+//! steps: their names, YAMLs, printed columns, events and order, for the
+//! fake-cluster and the real-cluster walks).
 //!
 //! Use, from any test binary or bench (a dev-dependency of stash):
 //! ```ignore
@@ -48,6 +50,7 @@ pub mod big;
 pub mod container;
 pub mod defaults;
 pub mod deployment_controller;
+pub mod guide;
 pub mod http;
 pub mod locks;
 pub mod objects;

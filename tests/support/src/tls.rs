@@ -88,6 +88,12 @@ pub async fn start(config: Config) -> Running {
     server::start(config, example_store()).await.unwrap()
 }
 
+/// A store loaded from `dir` of the repository (`stash serve --offline dir`).
+pub fn store_of(dir: &str) -> Arc<Store> {
+    let loaded = stash::store::offline::load(&crate::repo_root().join(dir)).unwrap();
+    Arc::new(Store::from_snapshot(loaded.snapshot))
+}
+
 /// The serial (hex) of a PEM certificate's first block.
 pub fn serial_of_pem(pem: &str) -> String {
     let der = CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -295,8 +301,109 @@ pub fn deployment_review(uid: &str) -> Value {
     })
 }
 
-/// Asserts an answer is an AdmissionReview response for `uid`.
-pub fn assert_review_answer(reply: &Reply, uid: &str) {
+/// One operation of a JSONPatch answer, as the README's
+/// `jq -c '.[] | {op, path, name: .value.name?}'` shows it: `name` is the
+/// added object's `name` (a container, a volume), or the value itself when
+/// it is a string (a label), else `None`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PatchOp<'a> {
+    pub op: &'a str,
+    pub path: &'a str,
+    pub name: Option<&'a str>,
+}
+
+impl<'a> PatchOp<'a> {
+    pub const fn add(path: &'a str, name: Option<&'a str>) -> Self {
+        Self {
+            op: "add",
+            path,
+            name,
+        }
+    }
+}
+
+/// The patch of the workload webhook for the guide's Deployment (README,
+/// "Ask the server"): the `stash` container, its three volumes, and the
+/// annotations of the pod template and of the Deployment.
+pub const GUIDE_DEPLOYMENT_PATCH: &[PatchOp<'static>] = &[
+    PatchOp::add("/spec/template/spec/containers/-", Some("stash")),
+    PatchOp::add("/spec/template/spec/volumes/-", Some("stash-podinfo")),
+    PatchOp::add("/spec/template/spec/volumes/-", Some("stash-secret-volume")),
+    PatchOp::add("/spec/template/spec/volumes/-", Some("tmp-dir")),
+    PatchOp::add("/spec/template/metadata/annotations", None),
+    PatchOp::add("/metadata/annotations", None),
+];
+
+/// The patch of the BackupSession webhook for the guide's instant session
+/// (`tests/fixtures/serve/backupsession-create.json`): the invoker labels
+/// the sidecar's and the reconciler's selectors use.
+pub const GUIDE_SESSION_PATCH: &[PatchOp<'static>] = &[
+    PatchOp::add(
+        "/metadata/labels/stash.appscode.com~1invoker-name",
+        Some("pause-backup"),
+    ),
+    PatchOp::add(
+        "/metadata/labels/stash.appscode.com~1invoker-type",
+        Some("BackupConfiguration"),
+    ),
+];
+
+/// What a user expects of a webhook's answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Expected<'a> {
+    /// Allowed as it is: no patch, exactly these warnings.
+    Allowed { warnings: &'a [&'a str] },
+    /// Allowed with a JSONPatch of exactly these operations, in order, and
+    /// no warnings.
+    Patched { ops: &'a [PatchOp<'a>] },
+    /// Denied: `status.code` is `code` and `status.message` contains `message`.
+    Denied { code: u16, message: &'a str },
+}
+
+impl Expected<'_> {
+    /// Allowed, no patch, no warnings.
+    pub const ALLOWED: Expected<'static> = Expected::Allowed { warnings: &[] };
+    /// The README's answer to the guide's Deployment.
+    pub const GUIDE_DEPLOYMENT: Expected<'static> = Expected::Patched {
+        ops: GUIDE_DEPLOYMENT_PATCH,
+    };
+}
+
+/// The operations of an answer's base64 JSONPatch, as [`PatchOp`] shows them:
+/// (op, path, name).
+pub fn patch_ops(response: &Value) -> Vec<(String, String, Option<String>)> {
+    use base64::Engine;
+    let encoded = response["patch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no patch in {response}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap_or_else(|e| panic!("the patch is not base64 ({e}): {encoded}"));
+    let ops: Vec<Value> = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "the patch is not a JSON array ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    ops.iter()
+        .map(|o| {
+            let name = match &o["value"] {
+                Value::String(s) => Some(s.clone()),
+                v => v["name"].as_str().map(String::from),
+            };
+            (
+                o["op"].as_str().unwrap_or_default().to_string(),
+                o["path"].as_str().unwrap_or_default().to_string(),
+                name,
+            )
+        })
+        .collect()
+}
+
+/// Asserts an answer is the AdmissionReview response for `uid` a user
+/// expects: HTTP 200 JSON, `allowed` as expected, and the patch (type
+/// JSONPatch, its operations), the warnings or the denial's status.
+pub fn assert_review_answer(reply: &Reply, uid: &str, expected: Expected<'_>) {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(
         reply.headers[http::header::CONTENT_TYPE],
@@ -305,8 +412,44 @@ pub fn assert_review_answer(reply: &Reply, uid: &str) {
     let v = reply.json();
     assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(v["kind"], "AdmissionReview");
-    assert_eq!(v["response"]["uid"], uid);
-    assert!(v["response"]["allowed"].is_boolean());
+    let response = &v["response"];
+    assert_eq!(response["uid"], uid);
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .map(|w| w.iter().map(|w| w.as_str().unwrap_or_default()).collect())
+        .unwrap_or_default();
+    match expected {
+        Expected::Allowed { warnings: want } => {
+            assert_eq!(response["allowed"], true, "{response}");
+            assert_eq!(response.get("patch"), None, "unexpected patch: {response}");
+            assert_eq!(response.get("patchType"), None, "{response}");
+            assert_eq!(warnings, want, "{response}");
+        }
+        Expected::Patched { ops } => {
+            assert_eq!(response["allowed"], true, "{response}");
+            assert_eq!(response["patchType"], "JSONPatch", "{response}");
+            let want: Vec<(String, String, Option<String>)> = ops
+                .iter()
+                .map(|o| (o.op.into(), o.path.into(), o.name.map(String::from)))
+                .collect();
+            assert_eq!(patch_ops(response), want, "the patch's operations");
+            assert!(warnings.is_empty(), "{response}");
+        }
+        Expected::Denied { code, message } => {
+            assert_eq!(response["allowed"], false, "{response}");
+            assert_eq!(
+                response.get("patch"),
+                None,
+                "a denial with a patch: {response}"
+            );
+            assert_eq!(response["status"]["code"], code, "{response}");
+            let said = response["status"]["message"].as_str().unwrap_or_default();
+            assert!(
+                said.contains(message),
+                "the denial says {said:?}, not {message:?}"
+            );
+        }
+    }
 }
 
 /// GET on the plain probe port; (status, body).
@@ -337,4 +480,156 @@ pub fn metric(text: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The assertion itself, on hand-made answers: the README's answer passes,
+/// and a denied, an unpatched or a differently patched answer to the same
+/// curl fails it.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    const UID: &str = "2f6c5a1e-0b7d-4a8e-9d1c-3e5f7a9b1c01";
+
+    fn reply(response: Value) -> Reply {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": response,
+        });
+        Reply {
+            status: StatusCode::OK,
+            headers,
+            body: body.to_string().into_bytes(),
+            version: http::Version::HTTP_2,
+        }
+    }
+
+    fn patched(ops: Value) -> Reply {
+        let patch = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+        reply(json!({"uid": UID, "allowed": true, "patchType": "JSONPatch", "patch": patch}))
+    }
+
+    /// The operations of README's "Ask the server", with their values.
+    fn readme_ops() -> Value {
+        json!([
+            {"op": "add", "path": "/spec/template/spec/containers/-", "value": {"name": "stash", "image": "stash:dev"}},
+            {"op": "add", "path": "/spec/template/spec/volumes/-", "value": {"name": "stash-podinfo"}},
+            {"op": "add", "path": "/spec/template/spec/volumes/-", "value": {"name": "stash-secret-volume"}},
+            {"op": "add", "path": "/spec/template/spec/volumes/-", "value": {"name": "tmp-dir"}},
+            {"op": "add", "path": "/spec/template/metadata/annotations", "value": {"a": "b"}},
+            {"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}},
+        ])
+    }
+
+    #[test]
+    fn the_readmes_answer_passes() {
+        assert_review_answer(&patched(readme_ops()), UID, Expected::GUIDE_DEPLOYMENT);
+    }
+
+    #[test]
+    #[should_panic(expected = "left: Bool(false)")]
+    fn a_denied_answer_fails() {
+        let denied = reply(json!({"uid": UID, "allowed": false,
+            "status": {"code": 403, "reason": "Forbidden", "message": "no"}}));
+        assert_review_answer(&denied, UID, Expected::GUIDE_DEPLOYMENT);
+    }
+
+    #[test]
+    #[should_panic(expected = "JSONPatch")]
+    fn an_unpatched_answer_fails() {
+        let unpatched = reply(json!({"uid": UID, "allowed": true}));
+        assert_review_answer(&unpatched, UID, Expected::GUIDE_DEPLOYMENT);
+    }
+
+    #[test]
+    #[should_panic(expected = "the patch's operations")]
+    fn a_patch_without_the_podinfo_volume_fails() {
+        let mut ops = readme_ops();
+        ops.as_array_mut().unwrap().remove(1);
+        assert_review_answer(&patched(ops), UID, Expected::GUIDE_DEPLOYMENT);
+    }
+
+    #[test]
+    #[should_panic(expected = "the patch's operations")]
+    fn a_patch_adding_another_container_fails() {
+        let mut ops = readme_ops();
+        ops[0]["value"]["name"] = json!("busybox");
+        assert_review_answer(&patched(ops), UID, Expected::GUIDE_DEPLOYMENT);
+    }
+
+    #[test]
+    #[should_panic(expected = "unexpected patch")]
+    fn a_patched_answer_is_not_an_allowed_one() {
+        assert_review_answer(&patched(readme_ops()), UID, Expected::ALLOWED);
+    }
+
+    #[test]
+    #[should_panic]
+    fn another_uid_fails() {
+        assert_review_answer(&patched(readme_ops()), "other", Expected::GUIDE_DEPLOYMENT);
+    }
+
+    #[test]
+    fn a_denial_is_checked_by_code_and_message() {
+        let denied = reply(json!({"uid": UID, "allowed": false,
+            "status": {"code": 403, "reason": "Forbidden",
+                       "message": "Backup Configuration demo/pause-backup is paused"}}));
+        assert_review_answer(
+            &denied,
+            UID,
+            Expected::Denied {
+                code: 403,
+                message: "is paused",
+            },
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "left: Bool(true)")]
+    fn an_allowed_answer_is_not_a_denial() {
+        let allowed = reply(json!({"uid": UID, "allowed": true}));
+        assert_review_answer(
+            &allowed,
+            UID,
+            Expected::Denied {
+                code: 403,
+                message: "is paused",
+            },
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "the denial says")]
+    fn a_denial_for_another_reason_fails() {
+        let denied = reply(json!({"uid": UID, "allowed": false,
+            "status": {"code": 403, "message": "something else"}}));
+        assert_review_answer(
+            &denied,
+            UID,
+            Expected::Denied {
+                code: 403,
+                message: "is paused",
+            },
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "left: []")]
+    fn a_missing_warning_fails() {
+        let allowed = reply(json!({"uid": UID, "allowed": true}));
+        assert_review_answer(
+            &allowed,
+            UID,
+            Expected::Allowed {
+                warnings: &["paused"],
+            },
+        );
+    }
 }

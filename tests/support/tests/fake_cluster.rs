@@ -1,7 +1,9 @@
-//! The fake cluster of `tests/support` itself: the API-server behaviour the
-//! other tests rely on (watches late, in order, in bursts, relisted;
-//! preconditions; subresources; pruning; webhook denials) checked once here,
-//! so a test that passes on the fake means something on a cluster.
+//! The fake cluster itself: the API-server behaviour the other tests rely
+//! on (watches late, in order, in bursts, relisted; preconditions;
+//! subresources; pruning; webhook denials; finalizers, also through
+//! kube-runtime's helper; pagination and metadata-only requests) checked
+//! once here, so a test that passes on the fake means something on a
+//! cluster. (They were the reconcile binary's `fake_cluster` module.)
 
 use stash_testkit as support;
 
@@ -326,25 +328,105 @@ async fn lists_are_paginated_and_metadata_only_requests_get_metadata_only() {
     assert_eq!(m.metadata.name.as_deref(), Some("c5"));
     // Metadata only: over HTTP, as kube asks, the answer carries no data.
     let addr = c.listen(Identity::admin()).await.expect("listen");
-    // reqwest wants a TLS provider even for http://.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let body: Value = reqwest::Client::new()
-        .get(format!(
-            "http://{addr}/api/v1/namespaces/demo/configmaps?limit=1"
-        ))
-        .header(
-            "Accept",
-            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
-        )
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("JSON");
+    let body = http_get(
+        addr,
+        "/api/v1/namespaces/demo/configmaps?limit=1",
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+    )
+    .await;
     assert_eq!(body["kind"], "PartialObjectMetadataList");
     assert_eq!(body["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(body["items"][0]["metadata"]["name"], "c0");
     assert!(body["items"][0].get("data").is_none(), "{body}");
     assert!(body["metadata"]["continue"].is_string());
+}
+
+/// One HTTP/1.1 GET on the fake's plain-HTTP listener, with `accept`: the
+/// answer's JSON body (200 or the test fails).
+async fn http_get(addr: std::net::SocketAddr, path: &str, accept: &str) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("request sent");
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let text = String::from_utf8(out).expect("UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// A chunked HTTP/1.1 body's data.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// The fake API server takes the JSON patches of kube-runtime's own
+/// finalizer helper as a real one does (a `test` of the absent
+/// `/metadata/finalizers` against `null`, then `add`; on deletion `test` and
+/// `remove` of the index), so the reconciler could switch to it. (It was
+/// the reconcile binary's `config` module's.)
+#[tokio::test]
+async fn kube_runtimes_finalizer_helper_works_against_the_fake() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event, finalizer};
+    use stash::api::BackupConfiguration;
+    let c = Cluster::new();
+    let mut bc = guide_configuration();
+    bc["metadata"]["uid"] = json!("bc-uid");
+    c.seed(bc);
+    let api: kube::Api<BackupConfiguration> =
+        kube::Api::namespaced(c.client(Identity::reconciler()), "demo");
+    let run = |obj: BackupConfiguration| {
+        let api = api.clone();
+        async move {
+            finalizer(
+                &api,
+                "stash.appscode.com",
+                std::sync::Arc::new(obj),
+                |event| async move {
+                    match event {
+                        Event::Apply(_) | Event::Cleanup(_) => {
+                            Ok::<_, std::io::Error>(Action::await_change())
+                        }
+                    }
+                },
+            )
+            .await
+        }
+    };
+    run(c.typed(BC)).await.unwrap();
+    assert_eq!(
+        c.object(BC)["metadata"]["finalizers"],
+        json!(["stash.appscode.com"])
+    );
+    c.delete(Identity::admin(), BC).expect("deleted");
+    run(c.typed(BC)).await.unwrap();
+    assert_eq!(c.get(BC), None);
 }
