@@ -30,7 +30,7 @@ use stash::reconcile::apply::is_not_found;
 /// Why the ignored test fails when run (`--ignored`) without a cluster.
 pub const NO_CLUSTER: &str = "needs a real cluster: set STASH_E2E_KUBECONFIG=<kubeconfig> (a \
      throwaway cluster, cluster-admin rights; this machine's address must be reachable from the \
-     API server, see README \"Real-cluster end-to-end test\")";
+     API server, see CONTRIBUTING.md \"Real-cluster end-to-end test\")";
 
 /// How often waits poll.
 pub const POLL: Duration = Duration::from_millis(500);

@@ -1,6 +1,6 @@
 //! The user's guide (`docs/guide/pause-backup.md`) against a REAL control plane,
 //! opt-in: `#[ignore]`d unless run with `cargo test --test e2e_cluster --
-//! --ignored` and `STASH_E2E_KUBECONFIG` naming a kubeconfig (README,
+//! --ignored` and `STASH_E2E_KUBECONFIG` naming a kubeconfig (CONTRIBUTING.md,
 //! "Real-cluster end-to-end test"). The helpers' own tests run always.
 //!
 //! `stash serve` (webhooks + reconciler), `stash create-backupsession` (the
@@ -79,7 +79,7 @@ const LONG: Duration = Duration::from_secs(120);
 const SETTLE: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a real cluster: set STASH_E2E_KUBECONFIG (README, Real-cluster end-to-end test)"]
+#[ignore = "needs a real cluster: set STASH_E2E_KUBECONFIG (CONTRIBUTING.md, Real-cluster end-to-end test)"]
 async fn pause_backup_guide_on_a_real_cluster() {
     let settings = Settings::from_env().unwrap_or_else(|| panic!("{NO_CLUSTER}"));
     let _ = rustls::crypto::ring::default_provider().install_default();
