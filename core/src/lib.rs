@@ -10,7 +10,7 @@
 //!
 //! Layers, lowest first (a module uses only those before it):
 //! `text`, `duration`, `lenient`, `patch`, `settings`, `names`, `api`, `store`,
-//! `targeting`, `workload`, `sidecar`, `restore`, `admission`, `backup`,
+//! `targeting`, `workload`, `plan`, `sidecar`, `restore`, `admission`, `backup`,
 //! `reconcile`.
 
 pub mod admission;
@@ -21,6 +21,7 @@ pub mod duration;
 pub mod lenient;
 pub mod names;
 pub mod patch;
+pub mod plan;
 pub mod reconcile;
 pub mod restore;
 pub mod settings;
