@@ -8,7 +8,9 @@
 //! the API server; every rule it applies lives here, once, so the webhook and
 //! the reconciler can never disagree.
 //!
-//! Layers, lowest first (a module uses only those before it):
+//! Layers, lowest first (a module's code uses only those before it; its
+//! doc links may point later, as `targeting`'s do to the planners that call
+//! it):
 //! `text`, `duration`, `lenient`, `patch`, `settings`, `names`, `api`, `store`,
 //! `targeting`, `workload`, `plan`, `sidecar`, `restore`, `admission`, `backup`,
 //! `reconcile`.

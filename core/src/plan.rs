@@ -3,7 +3,7 @@
 //! BackupConfiguration that targets the workload) and the restore init
 //! container (`stash-init`, [`crate::restore::init::plan`], for the
 //! RestoreSession). Both planners answer with the one [`Plan`] type, take
-//! the same steps to get there ([`read_then`], [`follow`]) and name their
+//! the same steps to get there (`read_then`, `follow`) and name their
 //! container in their messages through its [`Part`].
 //!
 //! What stays with each planner is what differs: the container it builds,

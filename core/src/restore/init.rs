@@ -40,7 +40,7 @@ use crate::api::{
     SIDECAR_CONTAINER,
 };
 use crate::patch::{Op, Shared};
-use crate::plan::{self, Part, Plan, covers};
+use crate::plan::{Part, Plan, covers, follow, read_then};
 use crate::settings::Settings;
 use crate::sidecar::{
     MountsFor, OWNED_VOLUMES, SECRET_DIR, VOLUME_LOCAL_BACKEND, VOLUME_SECRET, field_env,
@@ -88,13 +88,13 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitPlan 
 
 /// [`plan`], in stash's own patch operations (what the webhook answers with).
 pub fn plan_ops(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitPlan<Op> {
-    plan::read_then(PART, workload, |view| plan_view(view, snap, settings))
+    read_then(PART, workload, |view| plan_view(view, snap, settings))
 }
 
 fn plan_view(view: &View, snap: &Snapshot, settings: &Settings) -> InitPlan<Op> {
     let targeting = snap.restores_for_target(&view.namespace, &view.kind, &view.name);
     let targeting: Vec<&RestoreSession> = targeting.iter().map(|rs| rs.as_ref()).collect();
-    plan::follow(
+    follow(
         targeting::choose(&view.target(), &targeting, &PART.words()),
         || removal_ops(view),
         |rs| inject(view, rs, snap, settings),

@@ -31,7 +31,7 @@ use crate::api::{
     INVOKER_KIND_BACKUP_CONFIGURATION, LocalSpec, Repository, SIDECAR_CONTAINER,
 };
 use crate::patch::{Json, Op, Shared};
-use crate::plan::{self, Part, Plan};
+use crate::plan::{Part, Plan, follow, read_then};
 use crate::settings::Settings;
 use crate::store::Snapshot;
 use crate::targeting;
@@ -43,16 +43,10 @@ use crate::workload::privilege::{self, Identity, Role};
 use crate::workload::{View as Workload, name_of};
 
 pub use crate::names::{
-    OWNED_VOLUMES, VOLUME_LOCAL_BACKEND, VOLUME_PODINFO, VOLUME_SECRET, VOLUME_TMP,
+    OWNED_VOLUMES, PODINFO_DIR, SECRET_DIR, TMP_DIR, VOLUME_LOCAL_BACKEND, VOLUME_PODINFO,
+    VOLUME_SECRET, VOLUME_TMP,
 };
 pub use crate::plan::covers;
-
-/// Where the pod info is mounted.
-pub const PODINFO_DIR: &str = "/etc/stash";
-/// Where the storage Secret is mounted (`--secret-dir`).
-pub const SECRET_DIR: &str = "/etc/stash/repository/secret";
-/// Where the scratch emptyDir is mounted.
-pub const TMP_DIR: &str = "/tmp";
 
 /// What the sidecar decision wants done to one workload: the shared
 /// [`Plan`], its `applied` the BackupConfiguration's name.
@@ -85,14 +79,14 @@ pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPl
 /// [`plan`], its operations holding the memoized sidecar as shared,
 /// pre-serialized values (what the webhook writes into its answer).
 pub fn plan_ops(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPlan<Op> {
-    plan::read_then(PART, workload, |view| plan_view(view, snap, settings))
+    read_then(PART, workload, |view| plan_view(view, snap, settings))
 }
 
 /// [`plan_ops`] on a view already read (the webhook reads it from the
 /// review's text).
 pub(crate) fn plan_view(view: &Workload, snap: &Snapshot, settings: &Settings) -> SidecarPlan<Op> {
     let targeting = snap.configs_for_target(&view.namespace, &view.kind, &view.name);
-    plan::follow(
+    follow(
         targeting::choose(&view.target(), &targeting, &PART.words()),
         || removal_ops(view),
         |bc| inject(view, bc, snap, settings),
