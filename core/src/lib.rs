@@ -8,9 +8,11 @@
 //! the API server; every rule it applies lives here, once, so the webhook and
 //! the reconciler can never disagree.
 //!
-//! Layers, lowest first (a module uses only those before it):
+//! Layers, lowest first (a module's code uses only those before it; its
+//! doc links may point later, as `targeting`'s do to the planners that call
+//! it):
 //! `text`, `duration`, `lenient`, `patch`, `settings`, `names`, `api`, `store`,
-//! `targeting`, `workload`, `sidecar`, `restore`, `admission`, `backup`,
+//! `targeting`, `workload`, `plan`, `sidecar`, `restore`, `admission`, `backup`,
 //! `reconcile`.
 
 pub mod admission;
@@ -21,6 +23,7 @@ pub mod duration;
 pub mod lenient;
 pub mod names;
 pub mod patch;
+pub mod plan;
 pub mod reconcile;
 pub mod restore;
 pub mod settings;

@@ -71,14 +71,20 @@ pub const LABEL_COMPONENT_BACKUP: (&str, &str) = (LABEL_COMPONENT_KEY, "stash-ba
 /// keep the webhooks off kube-system and the install namespace.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-/// Downward-API volume with the pod's labels, mounted at [`crate::sidecar::PODINFO_DIR`].
+/// Downward-API volume with the pod's labels, mounted at [`PODINFO_DIR`].
 pub const VOLUME_PODINFO: &str = "stash-podinfo";
-/// The Repository's storage Secret, mounted read-only at [`crate::sidecar::SECRET_DIR`].
+/// The Repository's storage Secret, mounted read-only at [`SECRET_DIR`].
 pub const VOLUME_SECRET: &str = "stash-secret-volume";
-/// The sidecar's scratch emptyDir, mounted at [`crate::sidecar::TMP_DIR`].
+/// The sidecar's scratch emptyDir, mounted at [`TMP_DIR`].
 pub const VOLUME_TMP: &str = "tmp-dir";
 /// A `local` backend's volume, mounted at the backend's `mountPath`.
 pub const VOLUME_LOCAL_BACKEND: &str = "stash-local-backend";
+/// Where the pod info is mounted.
+pub const PODINFO_DIR: &str = "/etc/stash";
+/// Where the storage Secret is mounted (`--secret-dir`).
+pub const SECRET_DIR: &str = "/etc/stash/repository/secret";
+/// Where the scratch emptyDir is mounted.
+pub const TMP_DIR: &str = "/tmp";
 /// Every volume name stash owns in a pod template.
 pub const OWNED_VOLUMES: [&str; 4] = [
     VOLUME_PODINFO,

@@ -193,11 +193,18 @@ pub fn workload_variables() -> Vec<Variable> {
 
 /// Validations of the workload policy.
 pub fn workload_validations(options: &Options) -> Vec<Validation> {
-    let image = lit(&options.image);
-    let stash_containers = format!(
-        "variables.newPod.containers.filter(c, c.name == 'stash') + {}.filter(c, c.name == 'stash-init')",
-        list_or_empty("variables.newPod", "initContainers")
-    );
+    [
+        workload_object_validations(),
+        pod_template_validations(),
+        pod_part_validations(),
+        stash_container_validations(options),
+    ]
+    .concat()
+}
+
+/// The workload's own metadata and spec: only stash's annotations and the
+/// pod template may change.
+fn workload_object_validations() -> Vec<Validation> {
     vec![
         validation(
             same_map_except(
@@ -219,6 +226,13 @@ pub fn workload_validations(options: &Options) -> Vec<Validation> {
             same_map_except("object.spec", "oldObject.spec", "k == 'template'"),
             "stash may change only the pod template of a workload",
         ),
+    ]
+}
+
+/// The pod template's metadata and pod spec: only stash's annotations, the
+/// containers, init containers and volumes may change.
+fn pod_template_validations() -> Vec<Validation> {
+    vec![
         validation(
             format!(
                 "{} && {}",
@@ -243,6 +257,12 @@ pub fn workload_validations(options: &Options) -> Vec<Validation> {
             ),
             "stash may change only containers, init containers and volumes of a pod template",
         ),
+    ]
+}
+
+/// The containers, init containers and volumes: only stash's own may change.
+fn pod_part_validations() -> Vec<Validation> {
+    vec![
         validation(
             "variables.newPod.containers.filter(c, c.name != 'stash') == variables.oldPod.containers.filter(c, c.name != 'stash')".into(),
             "stash may add, change or remove only the container named stash",
@@ -261,6 +281,18 @@ pub fn workload_validations(options: &Options) -> Vec<Validation> {
             ),
             "stash may add, change or remove only the stash-* and tmp-dir volumes",
         ),
+    ]
+}
+
+/// stash's own containers and volumes: the stash image, unprivileged; a
+/// hostPath only for a local backend.
+fn stash_container_validations(options: &Options) -> Vec<Validation> {
+    let image = lit(&options.image);
+    let stash_containers = format!(
+        "variables.newPod.containers.filter(c, c.name == 'stash') + {}.filter(c, c.name == 'stash-init')",
+        list_or_empty("variables.newPod", "initContainers")
+    );
+    vec![
         validation(
             format!(
                 "({stash_containers}).all(c, c.image == {image} && !has(c.command) && {})",

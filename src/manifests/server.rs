@@ -111,72 +111,14 @@ fn server_container(options: &Options) -> Container {
         image: Some(options.image.clone()),
         image_pull_policy: Some("IfNotPresent".to_string()),
         args: Some(server_args(options)),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            EnvVar {
-                name: "STASH_LOG_FORMAT".to_string(),
-                value: Some("json".to_string()),
-                ..EnvVar::default()
-            },
-        ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some(WEBHOOK_PORT_NAME.to_string()),
-                container_port: WEBHOOK_PORT,
-                protocol: Some("TCP".to_string()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some(PROBE_PORT_NAME.to_string()),
-                container_port: PROBE_PORT,
-                protocol: Some("TCP".to_string()),
-                ..ContainerPort::default()
-            },
-        ]),
+        env: Some(server_env()),
+        ports: Some(server_ports()),
         // Ready only once the store has synced and a certificate is loaded.
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         liveness_probe: Some(http_probe("/livez", 10, 3)),
-        // Keep answering while the endpoint removal reaches every API server;
-        // SIGTERM (and the drain) come after this.
-        lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                exec: Some(ExecAction {
-                    command: Some(strings(&[
-                        "/bin/sleep",
-                        &PRE_STOP_SLEEP_SECONDS.to_string(),
-                    ])),
-                }),
-                ..LifecycleHandler::default()
-            }),
-            ..Lifecycle::default()
-        }),
-        // Memory from `cargo bench --bench scale` (docs/performance.md): the
-        // reconciler's RSS is ~16 MiB plus ~6.5 KiB per backed-up workload
-        // (78 MiB at 10,000) and ~0.1 KiB per workload nobody backs up; the
-        // webhooks add up to `--body-budget` (64 MiB) of request bodies in
-        // flight. The request holds 10,000 backed-up workloads at rest; the
-        // limit, those and a full body budget with room to spare (about
-        // 25,000 backed-up workloads). docs/install.md says how to size them.
-        resources: Some(ResourceRequirements {
-            requests: Some(quantities("100m", "128Mi")),
-            limits: Some(quantities("1", "256Mi")),
-            ..ResourceRequirements::default()
-        }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            run_as_group: Some(RUN_AS_USER),
-            capabilities: Some(Capabilities {
-                drop: Some(strings(&["ALL"])),
-                ..Capabilities::default()
-            }),
-            seccomp_profile: Some(runtime_default_seccomp()),
-            ..SecurityContext::default()
-        }),
+        lifecycle: Some(pre_stop_sleep()),
+        resources: Some(server_resources()),
+        security_context: Some(server_security_context()),
         volume_mounts: Some(vec![VolumeMount {
             name: "tls".to_string(),
             mount_path: TLS_DIR.to_string(),
@@ -184,6 +126,87 @@ fn server_container(options: &Options) -> Container {
             ..VolumeMount::default()
         }]),
         ..Container::default()
+    }
+}
+
+/// The pod's name and namespace, and JSON logs.
+fn server_env() -> Vec<EnvVar> {
+    vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        EnvVar {
+            name: "STASH_LOG_FORMAT".to_string(),
+            value: Some("json".to_string()),
+            ..EnvVar::default()
+        },
+    ]
+}
+
+/// The webhook port and the probe port.
+fn server_ports() -> Vec<ContainerPort> {
+    vec![
+        ContainerPort {
+            name: Some(WEBHOOK_PORT_NAME.to_string()),
+            container_port: WEBHOOK_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some(PROBE_PORT_NAME.to_string()),
+            container_port: PROBE_PORT,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        },
+    ]
+}
+
+/// Keep answering while the endpoint removal reaches every API server;
+/// SIGTERM (and the drain) come after this.
+fn pre_stop_sleep() -> Lifecycle {
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(strings(&[
+                    "/bin/sleep",
+                    &PRE_STOP_SLEEP_SECONDS.to_string(),
+                ])),
+            }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    }
+}
+
+/// Memory from `cargo bench --bench scale` (docs/performance.md): the
+/// reconciler's RSS is ~16 MiB plus ~6.5 KiB per backed-up workload
+/// (78 MiB at 10,000) and ~0.1 KiB per workload nobody backs up; the
+/// webhooks add up to `--body-budget` (64 MiB) of request bodies in
+/// flight. The request holds 10,000 backed-up workloads at rest; the
+/// limit, those and a full body budget with room to spare (about
+/// 25,000 backed-up workloads). docs/install.md says how to size them.
+fn server_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(quantities("100m", "128Mi")),
+        limits: Some(quantities("1", "256Mi")),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Unprivileged, read-only, every capability dropped.
+fn server_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        capabilities: Some(Capabilities {
+            drop: Some(strings(&["ALL"])),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
     }
 }
 

@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::api::BackupSession;
 use crate::store::Store;
 
-use super::series::{Series, series};
+use super::series::{ConfigSeries, RepositorySeries, Series, series};
 
 /// The metric names, without the registry's `stash_` prefix.
 pub mod names {
@@ -186,16 +186,48 @@ impl Collector for BackupCollector {
 
 /// Encodes `s` (also used by tests to read the exposition of a snapshot).
 pub fn encode_series(s: &Series, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-    let info = Family::<InfoLabels, IntGauge>::default();
-    let created = Family::<ConfigLabels, IntGauge>::default();
-    let paused = Family::<ConfigLabels, IntGauge>::default();
-    let paused_since = Family::<ConfigLabels, IntGauge>::default();
-    let interval = Family::<ConfigLabels, IntGauge>::default();
-    let last_success = Family::<ConfigLabels, IntGauge>::default();
-    let last_phase = Family::<PhaseLabels, IntGauge>::default();
-    let last_time = Family::<ConfigLabels, IntGauge>::default();
-    let sessions = Family::<PhaseLabels, IntGauge>::default();
+    let mut configs = ConfigFamilies::default();
     for c in &s.configs {
+        configs.add(c);
+    }
+    let mut repositories = RepositoryFamilies::default();
+    for r in &s.repositories {
+        repositories.add(r);
+    }
+    encode_families(&configs.described(), encoder)?;
+    encode_families(&repositories.described(), encoder)
+}
+
+/// A family with its name and help text, in exposition order.
+type Described<'f> = (&'static str, &'static str, &'f dyn EncodeMetric);
+
+fn encode_families(
+    families: &[Described<'_>],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    for &(name, help, family) in families {
+        family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)?;
+    }
+    Ok(())
+}
+
+/// The per-BackupConfiguration series.
+#[derive(Default)]
+struct ConfigFamilies {
+    info: Family<InfoLabels, IntGauge>,
+    created: Family<ConfigLabels, IntGauge>,
+    paused: Family<ConfigLabels, IntGauge>,
+    paused_since: Family<ConfigLabels, IntGauge>,
+    interval: Family<ConfigLabels, IntGauge>,
+    last_success: Family<ConfigLabels, IntGauge>,
+    last_phase: Family<PhaseLabels, IntGauge>,
+    last_time: Family<ConfigLabels, IntGauge>,
+    sessions: Family<PhaseLabels, IntGauge>,
+}
+
+impl ConfigFamilies {
+    /// One BackupConfiguration's samples.
+    fn add(&mut self, c: &ConfigSeries) {
         let key = ConfigLabels {
             namespace: c.namespace.clone(),
             backupconfiguration: c.name.clone(),
@@ -205,137 +237,152 @@ pub fn encode_series(s: &Series, encoder: &mut DescriptorEncoder) -> Result<(), 
             backupconfiguration: c.name.clone(),
             phase: phase.to_owned(),
         };
-        info.get_or_create(&InfoLabels {
-            namespace: c.namespace.clone(),
-            backupconfiguration: c.name.clone(),
-            repository: c.repository.clone(),
-            target_kind: c.target_kind.clone(),
-            target_name: c.target_name.clone(),
-        })
-        .set(1);
+        self.info
+            .get_or_create(&InfoLabels {
+                namespace: c.namespace.clone(),
+                backupconfiguration: c.name.clone(),
+                repository: c.repository.clone(),
+                target_kind: c.target_kind.clone(),
+                target_name: c.target_name.clone(),
+            })
+            .set(1);
         if let Some(t) = c.created {
-            created.get_or_create(&key).set(t);
+            self.created.get_or_create(&key).set(t);
         }
-        paused.get_or_create(&key).set(i64::from(c.paused));
+        self.paused.get_or_create(&key).set(i64::from(c.paused));
         if let Some(t) = c.paused_since {
-            paused_since.get_or_create(&key).set(t);
+            self.paused_since.get_or_create(&key).set(t);
         }
         if let Some(i) = c.interval_seconds {
-            interval
+            self.interval
                 .get_or_create(&key)
                 .set(i64::try_from(i).unwrap_or(i64::MAX));
         }
         if let Some(t) = c.last_success {
-            last_success.get_or_create(&key).set(t);
+            self.last_success.get_or_create(&key).set(t);
         }
         if let Some((phase, t)) = c.last_session {
             for p in super::series::SESSION_PHASES {
-                last_phase
+                self.last_phase
                     .get_or_create(&phase_key(p.as_str()))
                     .set(i64::from(p == phase));
             }
-            last_time.get_or_create(&key).set(t);
+            self.last_time.get_or_create(&key).set(t);
         }
         for (phase, n) in &c.sessions {
-            sessions
+            self.sessions
                 .get_or_create(&phase_key(phase))
                 .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
     }
-    let integrity = Family::<RepositoryLabels, IntGauge>::default();
-    let size = Family::<RepositoryLabels, IntGauge>::default();
-    let snapshots = Family::<RepositoryLabels, IntGauge>::default();
-    let last_backup = Family::<RepositoryLabels, IntGauge>::default();
-    for r in &s.repositories {
+
+    fn described(&self) -> [Described<'_>; 9] {
+        [
+            (
+                names::CONFIG_INFO,
+                "1 per BackupConfiguration, labelled with its Repository and target",
+                &self.info,
+            ),
+            (
+                names::CREATED,
+                "When the BackupConfiguration was created, Unix seconds",
+                &self.created,
+            ),
+            (
+                names::PAUSED,
+                "1 while spec.paused is true, else 0",
+                &self.paused,
+            ),
+            (
+                names::PAUSED_SINCE,
+                "When the current pause began (the Paused condition's lastTransitionTime), Unix seconds; only while paused",
+                &self.paused_since,
+            ),
+            (
+                names::INTERVAL,
+                "The schedule's expected interval: the smallest gap between its next 64 fire times, seconds",
+                &self.interval,
+            ),
+            (
+                names::LAST_SUCCESS,
+                "When the newest Succeeded BackupSession still kept finished, Unix seconds",
+                &self.last_success,
+            ),
+            (
+                names::LAST_SESSION_PHASE,
+                "1 for the newest BackupSession's phase, 0 for the other phases",
+                &self.last_phase,
+            ),
+            (
+                names::LAST_SESSION_TIME,
+                "When the newest BackupSession was created, Unix seconds",
+                &self.last_time,
+            ),
+            (
+                names::SESSIONS,
+                "BackupSessions present (kept by backupHistoryLimit), by phase",
+                &self.sessions,
+            ),
+        ]
+    }
+}
+
+/// The per-Repository series.
+#[derive(Default)]
+struct RepositoryFamilies {
+    integrity: Family<RepositoryLabels, IntGauge>,
+    size: Family<RepositoryLabels, IntGauge>,
+    snapshots: Family<RepositoryLabels, IntGauge>,
+    last_backup: Family<RepositoryLabels, IntGauge>,
+}
+
+impl RepositoryFamilies {
+    /// One Repository's samples.
+    fn add(&mut self, r: &RepositorySeries) {
         let key = RepositoryLabels {
             namespace: r.namespace.clone(),
             repository: r.name.clone(),
         };
         if let Some(ok) = r.integrity {
-            integrity.get_or_create(&key).set(i64::from(ok));
+            self.integrity.get_or_create(&key).set(i64::from(ok));
         }
         if let Some(b) = r.size_bytes {
-            size.get_or_create(&key)
+            self.size
+                .get_or_create(&key)
                 .set(i64::try_from(b).unwrap_or(i64::MAX));
         }
         if let Some(n) = r.snapshots {
-            snapshots.get_or_create(&key).set(n);
+            self.snapshots.get_or_create(&key).set(n);
         }
         if let Some(t) = r.last_backup {
-            last_backup.get_or_create(&key).set(t);
+            self.last_backup.get_or_create(&key).set(t);
         }
     }
-    let families: [(&str, &str, &dyn EncodeMetric); 13] = [
-        (
-            names::CONFIG_INFO,
-            "1 per BackupConfiguration, labelled with its Repository and target",
-            &info,
-        ),
-        (
-            names::CREATED,
-            "When the BackupConfiguration was created, Unix seconds",
-            &created,
-        ),
-        (
-            names::PAUSED,
-            "1 while spec.paused is true, else 0",
-            &paused,
-        ),
-        (
-            names::PAUSED_SINCE,
-            "When the current pause began (the Paused condition's lastTransitionTime), Unix seconds; only while paused",
-            &paused_since,
-        ),
-        (
-            names::INTERVAL,
-            "The schedule's expected interval: the smallest gap between its next 64 fire times, seconds",
-            &interval,
-        ),
-        (
-            names::LAST_SUCCESS,
-            "When the newest Succeeded BackupSession still kept finished, Unix seconds",
-            &last_success,
-        ),
-        (
-            names::LAST_SESSION_PHASE,
-            "1 for the newest BackupSession's phase, 0 for the other phases",
-            &last_phase,
-        ),
-        (
-            names::LAST_SESSION_TIME,
-            "When the newest BackupSession was created, Unix seconds",
-            &last_time,
-        ),
-        (
-            names::SESSIONS,
-            "BackupSessions present (kept by backupHistoryLimit), by phase",
-            &sessions,
-        ),
-        (
-            names::INTEGRITY,
-            "The Repository's status.integrity: 1 when the last check found no error, 0 when it found errors; absent when never checked",
-            &integrity,
-        ),
-        (
-            names::SIZE,
-            "The Repository's size as its status reports it, bytes",
-            &size,
-        ),
-        (
-            names::SNAPSHOTS,
-            "Snapshots in the Repository, as its status reports them",
-            &snapshots,
-        ),
-        (
-            names::LAST_BACKUP,
-            "The Repository's status.lastBackupTime, Unix seconds",
-            &last_backup,
-        ),
-    ];
-    for (name, help, family) in families {
-        family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)?;
+
+    fn described(&self) -> [Described<'_>; 4] {
+        [
+            (
+                names::INTEGRITY,
+                "The Repository's status.integrity: 1 when the last check found no error, 0 when it found errors; absent when never checked",
+                &self.integrity,
+            ),
+            (
+                names::SIZE,
+                "The Repository's size as its status reports it, bytes",
+                &self.size,
+            ),
+            (
+                names::SNAPSHOTS,
+                "Snapshots in the Repository, as its status reports them",
+                &self.snapshots,
+            ),
+            (
+                names::LAST_BACKUP,
+                "The Repository's status.lastBackupTime, Unix seconds",
+                &self.last_backup,
+            ),
+        ]
     }
-    Ok(())
 }
 
 #[cfg(test)]

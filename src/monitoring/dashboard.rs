@@ -48,11 +48,61 @@ fn panel(
     })
 }
 
+/// Per BackupConfiguration, the newest of its series (one per replica).
+const BY: &str = "max by (namespace, backupconfiguration)";
+/// The namespaces the dashboard's `namespace` variable selects.
+const FILTER: &str = "{namespace=~\"$namespace\"}";
+
 /// The dashboard's JSON model.
 pub fn dashboard() -> Value {
-    let by = "max by (namespace, backupconfiguration)";
-    let filter = "{namespace=~\"$namespace\"}";
-    let panels = vec![
+    json!({
+        "uid": UID,
+        "title": "Stash backups",
+        "description": "Backups judged by stash's reconciler (docs/operate.md, \"Monitoring\")",
+        "tags": ["stash", "backup"],
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": true,
+        "refresh": "1m",
+        "time": {"from": "now-7d", "to": "now"},
+        "templating": {"list": variables()},
+        "panels": panels(),
+    })
+}
+
+/// The panels, top to bottom.
+fn panels() -> Vec<Value> {
+    [schedule_panels(), state_panels(), repository_panels()].concat()
+}
+
+/// The dashboard's variables: the data source, the namespaces.
+fn variables() -> Value {
+    json!([
+        {
+            "name": "datasource",
+            "type": "datasource",
+            "query": "prometheus",
+            "label": "Data source",
+        },
+        {
+            "name": "namespace",
+            "type": "query",
+            "datasource": datasource(),
+            "query": {"query": "label_values(stash_backupconfiguration_info, namespace)", "refId": "namespace"},
+            "definition": "label_values(stash_backupconfiguration_info, namespace)",
+            "includeAll": true,
+            "multi": true,
+            "allValue": ".*",
+            "current": {"text": "All", "value": "$__all"},
+            "refresh": 2,
+        },
+    ])
+}
+
+/// How long since the last success, against the schedule's interval.
+fn schedule_panels() -> Vec<Value> {
+    let (by, filter) = (BY, FILTER);
+    vec![
         panel(
             1,
             "Time since last successful backup",
@@ -77,6 +127,13 @@ pub fn dashboard() -> Value {
             )],
             "s",
         ),
+    ]
+}
+
+/// Failed and paused configurations, and the sessions present.
+fn state_panels() -> Vec<Value> {
+    let (by, filter) = (BY, FILTER);
+    vec![
         panel(
             3,
             "Last session failed",
@@ -131,6 +188,12 @@ pub fn dashboard() -> Value {
             )],
             "none",
         ),
+    ]
+}
+
+/// The Repositories' size, snapshots and integrity.
+fn repository_panels() -> Vec<Value> {
+    vec![
         panel(
             7,
             "Repository size",
@@ -165,39 +228,7 @@ pub fn dashboard() -> Value {
             ],
             "none",
         ),
-    ];
-    json!({
-        "uid": UID,
-        "title": "Stash backups",
-        "description": "Backups judged by stash's reconciler (docs/operate.md, \"Monitoring\")",
-        "tags": ["stash", "backup"],
-        "schemaVersion": 39,
-        "version": 1,
-        "editable": true,
-        "refresh": "1m",
-        "time": {"from": "now-7d", "to": "now"},
-        "templating": {"list": [
-            {
-                "name": "datasource",
-                "type": "datasource",
-                "query": "prometheus",
-                "label": "Data source",
-            },
-            {
-                "name": "namespace",
-                "type": "query",
-                "datasource": datasource(),
-                "query": {"query": "label_values(stash_backupconfiguration_info, namespace)", "refId": "namespace"},
-                "definition": "label_values(stash_backupconfiguration_info, namespace)",
-                "includeAll": true,
-                "multi": true,
-                "allValue": ".*",
-                "current": {"text": "All", "value": "$__all"},
-                "refresh": 2,
-            },
-        ]},
-        "panels": panels,
-    })
+    ]
 }
 
 #[cfg(test)]

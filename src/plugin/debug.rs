@@ -625,22 +625,41 @@ fn gone_holder(r: &Report, hostname: &str) -> bool {
 /// What stands between this configuration and a backup, most likely first;
 /// "nothing" when nothing does.
 pub fn findings(r: &Report) -> Vec<String> {
-    let c = &r.config;
-    let name = c.name_any();
-    let ns = c.namespace().unwrap_or_default();
     let mut f = Vec::new();
+    configuration_findings(r, &mut f);
+    repository_findings(r, &mut f);
+    cronjob_findings(r, &mut f);
+    condition_findings(r, &mut f);
+    workload_findings(r, &mut f);
+    session_findings(r, &mut f);
+    lock_findings(r, &mut f);
+    if f.is_empty() {
+        f.push("nothing found that stops a backup".to_string());
+    }
+    f
+}
+
+/// The configuration is being deleted, or paused.
+fn configuration_findings(r: &Report, f: &mut Vec<String>) {
+    let c = &r.config;
     if c.is_deleting() {
         f.push("the configuration is being deleted".to_string());
     }
     if c.spec.paused {
+        let name = c.name_any();
+        let ns = c.namespace().unwrap_or_default();
         f.push(format!(
             "paused: scheduled runs create no BackupSession and instant ones are Skipped; resume with kubectl stash resume backup {name} -n {ns}"
         ));
     }
+}
+
+/// The Repository, or its storage Secret, is missing.
+fn repository_findings(r: &Report, f: &mut Vec<String>) {
     match &r.repository {
         Ok(None) => f.push(format!(
             "Repository {:?} not found: the sidecar has nowhere to back up",
-            c.repository_name().unwrap_or("")
+            r.config.repository_name().unwrap_or("")
         )),
         Ok(Some(_)) if matches!(r.secret_keys, Ok(None)) => f.push(
             "the Repository's storage Secret is missing: restic cannot open the repository"
@@ -648,10 +667,14 @@ pub fn findings(r: &Report) -> Vec<String> {
         ),
         _ => {}
     }
+}
+
+/// The CronJob is missing or suspended.
+fn cronjob_findings(r: &Report, f: &mut Vec<String>) {
     if matches!(r.cronjob, Ok(None)) {
         f.push(format!(
             "CronJob {} not found: nothing fires on schedule (is stash serve, the reconciler, running?)",
-            cronjob_name(&name)
+            cronjob_name(&r.config.name_any())
         ));
     }
     if let Ok(Some(cj)) = &r.cronjob
@@ -659,7 +682,11 @@ pub fn findings(r: &Report) -> Vec<String> {
     {
         f.push("the CronJob is suspended: it does not fire".to_string());
     }
-    for cond in c.status.iter().flat_map(|s| &s.conditions) {
+}
+
+/// The configuration's False conditions.
+fn condition_findings(r: &Report, f: &mut Vec<String>) {
+    for cond in r.config.status.iter().flat_map(|s| &s.conditions) {
         if cond.status == "False" {
             f.push(format!(
                 "condition {} is False: {}",
@@ -671,6 +698,10 @@ pub fn findings(r: &Report) -> Vec<String> {
             ));
         }
     }
+}
+
+/// The target is missing, has no pods, or pods without the sidecar.
+fn workload_findings(r: &Report, f: &mut Vec<String>) {
     match &r.workload {
         Ok(Workload { name, pods: None }) => f.push(format!("the target {name} does not exist")),
         Ok(Workload {
@@ -694,6 +725,10 @@ pub fn findings(r: &Report) -> Vec<String> {
         }
         Err(_) => {}
     }
+}
+
+/// The last BackupSession Failed, and the hosts' errors.
+fn session_findings(r: &Report, f: &mut Vec<String>) {
     if let Ok(sessions) = &r.sessions
         && let Some(last) = sessions.first()
         && last.phase() == BackupSessionPhase::Failed
@@ -710,6 +745,10 @@ pub fn findings(r: &Report) -> Vec<String> {
             errors.join("; ")
         ));
     }
+}
+
+/// restic locks held by pods that are gone.
+fn lock_findings(r: &Report, f: &mut Vec<String>) {
     if let Ok(l) = &r.locks {
         let stale = l
             .iter()
@@ -718,14 +757,11 @@ pub fn findings(r: &Report) -> Vec<String> {
         if stale > 0 {
             f.push(format!(
                 "{stale} restic lock(s) held by pods that are gone: kubectl stash unlock {} -n {ns}",
-                c.repository_name().unwrap_or("")
+                r.config.repository_name().unwrap_or(""),
+                ns = r.config.namespace().unwrap_or_default()
             ));
         }
     }
-    if f.is_empty() {
-        f.push("nothing found that stops a backup".to_string());
-    }
-    f
 }
 
 #[cfg(test)]

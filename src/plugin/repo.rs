@@ -32,7 +32,7 @@ use super::errors::{REPOSITORY, REPOSITORY_STATUS, Request, SECRET, describe};
 use super::{Io, Outcome, say};
 
 /// Where the sidecar mounts the storage Secret (for the `kubectl exec` hint).
-const POD_SECRET_DIR: &str = "/etc/stash/repository/secret";
+const POD_SECRET_DIR: &str = crate::sidecar::SECRET_DIR;
 
 /// The Repository and the local restic every repository verb takes.
 #[derive(Debug, Clone, clap::Args)]

@@ -289,7 +289,7 @@ async fn sync_sidecar(
         tracing::info!(config = %key(bc), workload = %format!("{kind}/{name}"), "patched the workload's sidecar");
     }
     Ok(SidecarOutcome::Planned {
-        config: plan.config,
+        config: plan.applied,
         warnings: plan.warnings,
         service_account: workload_service_account(&workload),
     })

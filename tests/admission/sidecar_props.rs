@@ -202,7 +202,7 @@ proptest! {
         let with = snapshot(Some(&c.config), &c.repository);
         let first = plan(&c.workload, &with, &settings);
         prop_assert!(first.warnings.is_empty(), "{:?}", first.warnings);
-        prop_assert_eq!(first.config.as_deref(), Some("bc"));
+        prop_assert_eq!(first.applied.as_deref(), Some("bc"));
         let injected = apply(&c.workload, &first);
         prop_assert!(stash::sidecar::has_sidecar(&injected["spec"]["template"]));
 
@@ -218,7 +218,7 @@ proptest! {
 
         let without = snapshot(None, &c.repository);
         let removal = plan(&injected, &without, &settings);
-        prop_assert_eq!(removal.config.as_deref(), None);
+        prop_assert_eq!(removal.applied.as_deref(), None);
         let restored = apply(&injected, &removal);
         prop_assert_eq!(&restored, &c.workload);
         prop_assert!(plan(&restored, &without, &settings).ops.is_empty());

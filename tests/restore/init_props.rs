@@ -130,14 +130,14 @@ proptest! {
         let before = admit(&c.workload, &snap);
         snap.upsert_restore(restore(c.kind, &name(&c.workload), json!([{"name": "data", "mountPath": "/source/data"}])));
         let p = plan(&before, &snap, &Settings::default());
-        prop_assert_eq!(p.restore.as_deref(), Some("restore"), "{:?}", p.warnings);
+        prop_assert_eq!(p.applied.as_deref(), Some("restore"), "{:?}", p.warnings);
         let injected = apply(&before, &p.ops);
         prop_assert!(has_init_container(&injected["spec"]["template"]));
         let first = &injected["spec"]["template"]["spec"]["initContainers"][0];
         prop_assert_eq!(&first["name"], "stash-init");
         prop_assert_eq!(&first["args"], &json!(["restore", "--restoresession=restore", "--secret-dir=/etc/stash/repository/secret"]));
         // Idempotent, also through the whole webhook composition.
-        prop_assert_eq!(plan(&injected, &snap, &Settings::default()), InitPlan { restore: Some("restore".into()), ..InitPlan::default() });
+        prop_assert_eq!(plan(&injected, &snap, &Settings::default()), InitPlan { applied: Some("restore".into()), ..InitPlan::default() });
         prop_assert!(sidecar::plan(&injected, &snap, &Settings::default()).ops.is_empty());
         prop_assert_eq!(&admit(&injected, &snap), &injected);
         // The pod template changed only by the init container and its volumes.

@@ -9,7 +9,10 @@
 
 use super::validate::{self, Ctx, Validated};
 use super::{Decision, Request, cron};
-use crate::api::{BackupConfiguration, WORKLOAD_API_VERSION, WORKLOAD_KINDS, timeout};
+use crate::api::{
+    BackupConfiguration, BackupTarget, RetentionPolicy, WORKLOAD_API_VERSION, WORKLOAD_KINDS,
+    timeout,
+};
 use crate::settings::Settings;
 use crate::store::Snapshot;
 
@@ -107,6 +110,26 @@ fn check_spec(bc: &BackupConfiguration, me: &str) -> Result<(), String> {
             "{me} has no spec.target: set target.ref to the apps/v1 workload to back up"
         ));
     };
+    check_target(target, me)?;
+    if let Some(policy) = &spec.retention_policy {
+        check_retention(policy, me)?;
+    }
+    if let Some(n) = spec.backup_history_limit.filter(|n| *n < 0) {
+        return Err(format!(
+            "{me} has backupHistoryLimit: {n}: it cannot be negative"
+        ));
+    }
+    if let (Some(text), Err(why)) = (spec.time_out.as_deref(), timeout::time_out(bc)) {
+        return Err(format!(
+            "{me} has an invalid spec.timeOut {text:?}: {why}; use a Go duration such as \"30m\" or \"2h\""
+        ));
+    }
+    Ok(())
+}
+
+/// The target: an apps/v1 workload with a name, mounts with a volume name
+/// and an absolute mountPath, absolute paths.
+fn check_target(target: &BackupTarget, me: &str) -> Result<(), String> {
     let r = &target.target_ref;
     if r.api_version != WORKLOAD_API_VERSION || !WORKLOAD_KINDS.contains(&r.kind.as_str()) {
         return Err(format!(
@@ -135,36 +158,30 @@ fn check_spec(bc: &BackupConfiguration, me: &str) -> Result<(), String> {
             "{me} has target path {p:?}, which is not absolute: start it with /"
         ));
     }
-    if let Some(policy) = &spec.retention_policy {
-        if policy.name.is_empty() {
-            return Err(format!(
-                "{me} has a retentionPolicy without a name: set retentionPolicy.name (e.g. keep-last-5)"
-            ));
-        }
-        if let Some((field, n)) = policy
-            .keep_counts()
-            .into_iter()
-            .find_map(|(f, _, v)| v.filter(|n| *n < 0).map(|n| (f, n)))
-        {
-            return Err(format!(
-                "{me} has retentionPolicy.{field}: {n}: keep counts cannot be negative"
-            ));
-        }
-        if policy.prune && !policy.has_keep_rule() {
-            return Err(format!(
-                "{me} has retentionPolicy {:?} with prune: true but no keep rule, which would delete every snapshot: add keepLast (or another keep rule) or set prune: false",
-                policy.name
-            ));
-        }
-    }
-    if let Some(n) = spec.backup_history_limit.filter(|n| *n < 0) {
+    Ok(())
+}
+
+/// The retention policy: named, no negative keep count, no prune that
+/// would delete every snapshot.
+fn check_retention(policy: &RetentionPolicy, me: &str) -> Result<(), String> {
+    if policy.name.is_empty() {
         return Err(format!(
-            "{me} has backupHistoryLimit: {n}: it cannot be negative"
+            "{me} has a retentionPolicy without a name: set retentionPolicy.name (e.g. keep-last-5)"
         ));
     }
-    if let (Some(text), Err(why)) = (spec.time_out.as_deref(), timeout::time_out(bc)) {
+    if let Some((field, n)) = policy
+        .keep_counts()
+        .into_iter()
+        .find_map(|(f, _, v)| v.filter(|n| *n < 0).map(|n| (f, n)))
+    {
         return Err(format!(
-            "{me} has an invalid spec.timeOut {text:?}: {why}; use a Go duration such as \"30m\" or \"2h\""
+            "{me} has retentionPolicy.{field}: {n}: keep counts cannot be negative"
+        ));
+    }
+    if policy.prune && !policy.has_keep_rule() {
+        return Err(format!(
+            "{me} has retentionPolicy {:?} with prune: true but no keep rule, which would delete every snapshot: add keepLast (or another keep rule) or set prune: false",
+            policy.name
         ));
     }
     Ok(())

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 
 use super::validate::{self, Ctx, Validated};
 use super::{Decision, Request};
-use crate::api::{RestoreSession, WORKLOAD_API_VERSION, WORKLOAD_KINDS};
+use k8s_openapi::api::core::v1::VolumeMount;
+
+use crate::api::{RestoreRule, RestoreSession, TargetRef, WORKLOAD_API_VERSION, WORKLOAD_KINDS};
 use crate::settings::Settings;
 use crate::store::Snapshot;
 
@@ -68,7 +70,13 @@ pub fn check(rs: &RestoreSession, me: &str) -> Result<(), String> {
     let Some(target) = &rs.spec.target else {
         return Err(format!("{me} has no target: set spec.target.ref"));
     };
-    let t = &target.target_ref;
+    check_target_ref(&target.target_ref, me)?;
+    check_volume_mounts(&target.volume_mounts, me)?;
+    check_rules(&target.rules, me)
+}
+
+/// The target is an apps/v1 workload stash can inject into, with a name.
+fn check_target_ref(t: &TargetRef, me: &str) -> Result<(), String> {
     if t.api_version != WORKLOAD_API_VERSION || !WORKLOAD_KINDS.contains(&t.kind.as_str()) {
         return Err(format!(
             "{me} targets {} {}, which stash cannot restore into: use apiVersion apps/v1 and kind Deployment, StatefulSet, DaemonSet or ReplicaSet",
@@ -90,7 +98,12 @@ pub fn check(rs: &RestoreSession, me: &str) -> Result<(), String> {
             t.kind
         ));
     }
-    for (i, m) in target.volume_mounts.iter().enumerate() {
+    Ok(())
+}
+
+/// Every volumeMount has a name and an absolute mountPath.
+fn check_volume_mounts(mounts: &[VolumeMount], me: &str) -> Result<(), String> {
+    for (i, m) in mounts.iter().enumerate() {
         if m.name.is_empty() {
             return Err(format!("{me}: spec.target.volumeMounts[{i}] has no name"));
         }
@@ -101,24 +114,16 @@ pub fn check(rs: &RestoreSession, me: &str) -> Result<(), String> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Each rule is well formed, at most one leaves `targetHosts` empty, and no
+/// host is named by two rules.
+fn check_rules(rules: &[RestoreRule], me: &str) -> Result<(), String> {
     let mut catch_all: Option<usize> = None;
     let mut named: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, rule) in target.rules.iter().enumerate() {
-        if !rule.snapshots.is_empty() && !rule.paths.is_empty() {
-            return Err(format!(
-                "{me}: spec.target.rules[{i}] sets both snapshots and paths; keep one (snapshots restore whole snapshots, paths the latest snapshot of each path)"
-            ));
-        }
-        if let Some(p) = rule.paths.iter().find(|p| !p.starts_with('/')) {
-            return Err(format!(
-                "{me}: spec.target.rules[{i}].paths has {p:?}, which is not an absolute path"
-            ));
-        }
-        if rule.snapshots.iter().any(String::is_empty) {
-            return Err(format!(
-                "{me}: spec.target.rules[{i}].snapshots has an empty snapshot id"
-            ));
-        }
+    for (i, rule) in rules.iter().enumerate() {
+        check_rule(rule, i, me)?;
         if rule.target_hosts.is_empty() {
             if let Some(first) = catch_all {
                 return Err(format!(
@@ -141,6 +146,27 @@ pub fn check(rs: &RestoreSession, me: &str) -> Result<(), String> {
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Rule `i` restores either snapshots or paths, absolute paths, no empty
+/// snapshot id.
+fn check_rule(rule: &RestoreRule, i: usize, me: &str) -> Result<(), String> {
+    if !rule.snapshots.is_empty() && !rule.paths.is_empty() {
+        return Err(format!(
+            "{me}: spec.target.rules[{i}] sets both snapshots and paths; keep one (snapshots restore whole snapshots, paths the latest snapshot of each path)"
+        ));
+    }
+    if let Some(p) = rule.paths.iter().find(|p| !p.starts_with('/')) {
+        return Err(format!(
+            "{me}: spec.target.rules[{i}].paths has {p:?}, which is not an absolute path"
+        ));
+    }
+    if rule.snapshots.iter().any(String::is_empty) {
+        return Err(format!(
+            "{me}: spec.target.rules[{i}].snapshots has an empty snapshot id"
+        ));
     }
     Ok(())
 }

@@ -393,18 +393,22 @@ mod tests {
     use BackupSessionPhase::{Failed, Pending, Running, Skipped, Succeeded};
     use HostBackupPhase as H;
 
+    const DAY: i64 = 24 * 3600;
+
+    /// Each case: what it is, the session, its `timeOut`, now (seconds after
+    /// the session's start), and which deadline is due then.
+    type Case<'s> = (&'static str, &'s BackupSession, Option<u64>, i64, Due);
+
+    fn assert_due(cases: &[Case<'_>]) {
+        for &(what, s, time_out, now, expect) in cases {
+            assert_eq!(due(s, &deadlines(s, time_out), at(now)), expect, "{what}");
+        }
+    }
+
     #[test]
-    fn which_deadline_is_due_when() {
+    fn an_unclaimed_session_is_due_when_no_host_claims_it() {
         let unclaimed = session(Running, 1, &[]);
-        let claimed = session(Running, 1, &[("host-0", H::Running)]);
-        let partial = session(
-            Running,
-            3,
-            &[("host-0", H::Succeeded), ("host-1", H::Running)],
-        );
-        let done = session(Running, 1, &[("host-0", H::Succeeded)]);
-        let day = 24 * 3600;
-        for (what, s, time_out, now, expect) in [
+        assert_due(&[
             ("unclaimed, early", &unclaimed, None, 60, Due::At(at(600))),
             (
                 "unclaimed at 10m",
@@ -417,23 +421,52 @@ mod tests {
                 "unclaimed, past both",
                 &unclaimed,
                 None,
-                day + 1,
+                DAY + 1,
                 Due::NoHostClaimed,
             ),
+        ]);
+    }
+
+    #[test]
+    fn a_claimed_session_is_due_at_its_deadline_until_every_host_reports() {
+        let claimed = session(Running, 1, &[("host-0", H::Running)]);
+        let partial = session(
+            Running,
+            3,
+            &[("host-0", H::Succeeded), ("host-1", H::Running)],
+        );
+        let done = session(Running, 1, &[("host-0", H::Succeeded)]);
+        assert_due(&[
             (
                 "claimed: the claim window is over",
                 &claimed,
                 None,
                 600,
-                Due::At(at(day)),
+                Due::At(at(DAY)),
             ),
             (
                 "claimed, a day on",
                 &claimed,
                 None,
-                day,
+                DAY,
                 Due::SessionDeadline,
             ),
+            (
+                "a partial session",
+                &partial,
+                Some(3600),
+                4000,
+                Due::SessionDeadline,
+            ),
+            ("every host reported", &done, Some(60), DAY, Due::None),
+        ]);
+    }
+
+    #[test]
+    fn a_time_out_sets_both_deadlines() {
+        let unclaimed = session(Running, 1, &[]);
+        let claimed = session(Running, 1, &[("host-0", H::Running)]);
+        assert_due(&[
             (
                 "timeOut shorter than the window",
                 &unclaimed,
@@ -462,21 +495,15 @@ mod tests {
                 3600,
                 Due::SessionDeadline,
             ),
-            (
-                "a partial session",
-                &partial,
-                Some(3600),
-                4000,
-                Due::SessionDeadline,
-            ),
-            ("every host reported", &done, Some(60), day, Due::None),
-        ] {
-            assert_eq!(due(s, &deadlines(s, time_out), at(now)), expect, "{what}");
-        }
+        ]);
+    }
+
+    #[test]
+    fn a_session_not_running_is_never_due() {
         for phase in [Pending, Skipped, Succeeded, Failed] {
             let s = session(phase, 1, &[]);
             assert_eq!(
-                due(&s, &deadlines(&s, None), at(10 * day)),
+                due(&s, &deadlines(&s, None), at(10 * DAY)),
                 Due::None,
                 "{phase:?}"
             );

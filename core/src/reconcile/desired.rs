@@ -406,7 +406,19 @@ fn validation_condition(verdict: &Result<(), String>) -> Condition {
 
 /// The six conditions for what was observed (without times).
 pub fn conditions(obs: &Observations) -> Vec<Condition> {
-    let repository = match &obs.repository {
+    vec![
+        repository_condition(&obs.repository),
+        target_condition(&obs.target),
+        cronjob_condition(&obs.cronjob),
+        sidecar_condition(&obs.sidecar),
+        secret_condition(&obs.secret),
+        validation_condition(&obs.validation),
+    ]
+}
+
+/// `RepositoryFound`: the Repository named, and whether it exists.
+fn repository_condition(repository: &Option<(String, bool)>) -> Condition {
+    match repository {
         Some((name, true)) => condition(
             CONDITION_REPOSITORY_FOUND,
             true,
@@ -425,8 +437,12 @@ pub fn conditions(obs: &Observations) -> Vec<Condition> {
             "RepositoryNotSpecified",
             "spec.repository.name is not set.".into(),
         ),
-    };
-    let target = match &obs.target {
+    }
+}
+
+/// `BackupTargetFound`: the target named, and what became of it.
+fn target_condition(target: &Option<(String, TargetState)>) -> Condition {
+    match target {
         Some((name, TargetState::Found)) => condition(
             CONDITION_BACKUP_TARGET_FOUND,
             true,
@@ -453,8 +469,12 @@ pub fn conditions(obs: &Observations) -> Vec<Condition> {
             "TargetNotSpecified",
             "spec.target.ref is not set.".into(),
         ),
-    };
-    let cronjob = match &obs.cronjob {
+    }
+}
+
+/// `CronJobCreated`: the CronJob is in place, or why not.
+fn cronjob_condition(cronjob: &Result<(), String>) -> Condition {
+    match cronjob {
         Ok(()) => condition(
             CONDITION_CRONJOB_CREATED,
             true,
@@ -467,8 +487,12 @@ pub fn conditions(obs: &Observations) -> Vec<Condition> {
             "CronJobCreationFailed",
             format!("Failed to create backup triggering CronJob: {why}"),
         ),
-    };
-    let sidecar = match &obs.sidecar {
+    }
+}
+
+/// `StashSidecarInjected`: the target carries the sidecar, or why not.
+fn sidecar_condition(sidecar: &Result<(), String>) -> Condition {
+    match sidecar {
         Ok(()) => condition(
             CONDITION_SIDECAR_INJECTED,
             true,
@@ -481,15 +505,7 @@ pub fn conditions(obs: &Observations) -> Vec<Condition> {
             "SidecarInjectionFailed",
             format!("Failed to inject stash sidecar: {why}"),
         ),
-    };
-    vec![
-        repository,
-        target,
-        cronjob,
-        sidecar,
-        secret_condition(&obs.secret),
-        validation_condition(&obs.validation),
-    ]
+    }
 }
 
 /// `status.phase` from the conditions, as Stash's

@@ -39,14 +39,15 @@ use crate::api::{
     ANNOTATION_LAST_APPLIED_RESTORE, RESTORE_INIT_CONTAINER, Repository, RestoreSession,
     SIDECAR_CONTAINER,
 };
-use crate::patch::{self, Op, Shared};
+use crate::patch::{Op, Shared};
+use crate::plan::{Part, Plan, covers, follow, read_then};
 use crate::settings::Settings;
 use crate::sidecar::{
-    MountsFor, OWNED_VOLUMES, SECRET_DIR, VOLUME_LOCAL_BACKEND, VOLUME_SECRET, covers, field_env,
+    MountsFor, OWNED_VOLUMES, SECRET_DIR, VOLUME_LOCAL_BACKEND, VOLUME_SECRET, field_env,
     mounts_and_volumes, to_json,
 };
 use crate::store::Snapshot;
-use crate::targeting::{self, Choice, Words};
+use crate::targeting;
 use crate::workload::patch::{
     INIT_CONTAINERS, META, VOLUMES, add, add_volumes, indexed, ptr, remove, remove_owned_volumes,
     remove_volumes, replace, set_annotation, unset_annotation,
@@ -54,27 +55,13 @@ use crate::workload::patch::{
 use crate::workload::privilege::{self, Role};
 use crate::workload::{View, name_of};
 
-/// What the restore decision wants done to one workload; `O` as for
-/// [`crate::sidecar::SidecarPlan`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct InitPlan<O = PatchOperation> {
-    /// JSON patch against exactly the workload given to [`plan`]; empty: nothing to do.
-    pub ops: Vec<O>,
-    /// Soft problems for the user (admission warnings, reconciler conditions).
-    pub warnings: Vec<String>,
-    /// The RestoreSession whose init container the workload carries after the patch.
-    pub restore: Option<String>,
-}
+/// What the restore decision wants done to one workload: the shared
+/// [`Plan`], its `applied` the RestoreSession whose init container the
+/// workload carries after the patch.
+pub type InitPlan<O = PatchOperation> = Plan<O>;
 
-impl<O> Default for InitPlan<O> {
-    fn default() -> Self {
-        Self {
-            ops: Vec::new(),
-            warnings: Vec::new(),
-            restore: None,
-        }
-    }
-}
+/// The container this planner puts in place.
+const PART: Part = Part::Init;
 
 /// Whether the workload JSON may need this planner: a RestoreSession is
 /// known, or the pod template carries `stash-init` (so it may have to go).
@@ -91,66 +78,31 @@ pub(crate) fn relevant_view(view: &View, snap: &Snapshot) -> bool {
 
 /// Whether a pod template (`spec.template` JSON) carries the `stash-init` container.
 pub fn has_init_container(pod_template: &Value) -> bool {
-    pod_template
-        .pointer("/spec/initContainers")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| name_of(c) == Some(RESTORE_INIT_CONTAINER))
-        })
+    PART.carried_by(pod_template)
 }
 
 /// Plans the `stash-init` container of an apps/v1 workload (raw JSON).
 pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitPlan {
-    let planned = plan_ops(workload, snap, settings);
-    InitPlan {
-        ops: patch::to_json_patch(&planned.ops),
-        warnings: planned.warnings,
-        restore: planned.restore,
-    }
+    plan_ops(workload, snap, settings).into_json_patch()
 }
 
 /// [`plan`], in stash's own patch operations (what the webhook answers with).
 pub fn plan_ops(workload: &Value, snap: &Snapshot, settings: &Settings) -> InitPlan<Op> {
-    let mut text = String::new();
-    let view = match View::read(workload, &mut text) {
-        Ok(Some(v)) => v,
-        Ok(None) => return InitPlan::default(),
-        Err(unreadable) => {
-            return InitPlan {
-                warnings: vec![unreadable.warning("stash-init container")],
-                ..InitPlan::default()
-            };
-        }
-    };
-    let targeting = snap.restores_for_target(&view.namespace, &view.kind, &view.name);
-    let targeting: Vec<&RestoreSession> = targeting.iter().map(|rs| rs.as_ref()).collect();
-    match targeting::choose(&view.target(), &targeting, &WORDS) {
-        Choice::Leave(warnings) => InitPlan {
-            warnings,
-            ..InitPlan::default()
-        },
-        Choice::Remove => InitPlan {
-            ops: removal_ops(&view),
-            ..InitPlan::default()
-        },
-        Choice::Apply(rs) => inject(&view, rs, snap, settings),
-    }
+    read_then(PART, workload, |view| plan_view(view, snap, settings))
 }
 
-/// How the shared choice's warnings name the init container.
-const WORDS: Words = Words {
-    part: "stash-init container",
-    kinds: "RestoreSessions",
-};
-
-/// Whether stash's annotation says it injected `stash-init`.
-fn injected_by_stash(view: &View) -> bool {
-    view.annotated(ANNOTATION_LAST_APPLIED_RESTORE)
+fn plan_view(view: &View, snap: &Snapshot, settings: &Settings) -> InitPlan<Op> {
+    let targeting = snap.restores_for_target(&view.namespace, &view.kind, &view.name);
+    let targeting: Vec<&RestoreSession> = targeting.iter().map(|rs| rs.as_ref()).collect();
+    follow(
+        targeting::choose(&view.target(), &targeting, &PART.words()),
+        || removal_ops(view),
+        |rs| inject(view, rs, snap, settings),
+    )
 }
 
 fn init_index(view: &View) -> Option<usize> {
-    view.init_index(RESTORE_INIT_CONTAINER)
+    PART.found(view).map(|(i, _)| i)
 }
 
 /// Containers other than `stash-init` that mount volume `name`:
@@ -235,13 +187,13 @@ fn what_mounts(rs: &RestoreSession) -> &[VolumeMount] {
 
 fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings) -> InitPlan<Op> {
     let rs_name = rs.metadata.name.clone().unwrap_or_default();
-    let mut plan = InitPlan::default();
+    let mut plan = Plan::default();
     let repository = targeting::repository(
         snap,
         &view.namespace,
         rs.repository_name(),
         ("RestoreSession", &rs_name),
-        "stash-init container",
+        PART.display(),
         || view.display(),
     );
     let repo = match repository {
@@ -253,14 +205,8 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
     };
     let repo_name = repo.metadata.name.as_deref().unwrap_or_default();
     let (container, volumes) = desired(view, rs, &rs_name, repo, settings, &mut plan.warnings);
-    if let Some(i) = init_index(view)
-        && !injected_by_stash(view)
-        && !covers(view.init_containers[i].value(), &container)
-    {
-        plan.warnings.push(format!(
-            "{} already has an init container named {RESTORE_INIT_CONTAINER:?} that stash did not inject; the restore was not set up: rename that container",
-            view.display()
-        ));
+    if let Some(taken) = PART.name_taken(view, &container) {
+        plan.warnings.push(taken);
         return plan;
     }
     let mut ops = container_ops(view, container);
@@ -279,7 +225,7 @@ fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings
         &mut ops,
     );
     plan.ops = ops;
-    plan.restore = Some(rs_name);
+    plan.applied = Some(rs_name);
     plan
 }
 
@@ -336,10 +282,7 @@ fn volume_ops(
 fn replaceable(view: &View, name: &str, rs_name: &str, repo_name: &str) -> Result<bool, String> {
     let (user, sidecar) = other_users(view, name);
     if user {
-        return Err(format!(
-            "{} already uses a volume named {name:?}, which the stash-init container needs; the restore was not set up: rename that volume",
-            view.display()
-        ));
+        return Err(PART.volume_taken(view, name));
     }
     if sidecar && (name == VOLUME_SECRET || name == VOLUME_LOCAL_BACKEND) {
         return Err(format!(
@@ -354,7 +297,7 @@ fn replaceable(view: &View, name: &str, rs_name: &str, repo_name: &str) -> Resul
 
 fn removal_ops(view: &View) -> Vec<Op> {
     // Only what stash injected goes: an unannotated `stash-init` is the user's.
-    if !injected_by_stash(view) {
+    if !PART.injected_by_stash(view) {
         return Vec::new();
     }
     let mut ops = Vec::new();

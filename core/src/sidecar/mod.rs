@@ -30,10 +30,11 @@ use crate::api::{
     ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED, BackupConfiguration, ContainerRuntimeSettings,
     INVOKER_KIND_BACKUP_CONFIGURATION, LocalSpec, Repository, SIDECAR_CONTAINER,
 };
-use crate::patch::{self, Json, Op, Shared};
+use crate::patch::{Json, Op, Shared};
+use crate::plan::{Part, Plan, follow, read_then};
 use crate::settings::Settings;
 use crate::store::Snapshot;
-use crate::targeting::{self, Choice, Words};
+use crate::targeting;
 use crate::workload::patch::{
     CONTAINERS, META, TEMPLATE_META, VOLUMES, add, add_volumes, indexed, ptr, remove,
     remove_owned_volumes, remove_volumes, replace, set_annotation, unset_annotation,
@@ -42,38 +43,17 @@ use crate::workload::privilege::{self, Identity, Role};
 use crate::workload::{View as Workload, name_of};
 
 pub use crate::names::{
-    OWNED_VOLUMES, VOLUME_LOCAL_BACKEND, VOLUME_PODINFO, VOLUME_SECRET, VOLUME_TMP,
+    OWNED_VOLUMES, PODINFO_DIR, SECRET_DIR, TMP_DIR, VOLUME_LOCAL_BACKEND, VOLUME_PODINFO,
+    VOLUME_SECRET, VOLUME_TMP,
 };
+pub use crate::plan::covers;
 
-/// Where the pod info is mounted.
-pub const PODINFO_DIR: &str = "/etc/stash";
-/// Where the storage Secret is mounted (`--secret-dir`).
-pub const SECRET_DIR: &str = "/etc/stash/repository/secret";
-/// Where the scratch emptyDir is mounted.
-pub const TMP_DIR: &str = "/tmp";
+/// What the sidecar decision wants done to one workload: the shared
+/// [`Plan`], its `applied` the BackupConfiguration's name.
+pub type SidecarPlan<O = PatchOperation> = Plan<O>;
 
-/// What the sidecar decision wants done to one workload. `O` is how the
-/// patch's operations are held: json-patch's own for the reconciler (and
-/// anyone applying them), stash's shared [`Op`] for the webhook's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SidecarPlan<O = PatchOperation> {
-    /// JSON patch against exactly the workload given to [`plan`]; empty: nothing to do.
-    pub ops: Vec<O>,
-    /// Soft problems for the user (admission warnings, reconciler events).
-    pub warnings: Vec<String>,
-    /// name of the configuration applied, None when removing/untargeted
-    pub config: Option<String>,
-}
-
-impl<O> Default for SidecarPlan<O> {
-    fn default() -> Self {
-        Self {
-            ops: Vec::new(),
-            warnings: Vec::new(),
-            config: None,
-        }
-    }
-}
+/// The container this planner puts in place.
+const PART: Part = Part::Sidecar;
 
 /// `workload` is the raw JSON of an apps/v1 Deployment/StatefulSet/DaemonSet/ReplicaSet
 /// (kind and metadata.namespace/name read from it). Returns the JSON patch (against exactly
@@ -93,62 +73,29 @@ impl<O> Default for SidecarPlan<O> {
 ///   controller's ([`template_controller`], e.g. a Deployment's ReplicaSet)
 ///   is never patched; a warning says so when a configuration targets it.
 pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPlan {
-    let planned = plan_ops(workload, snap, settings);
-    SidecarPlan {
-        ops: patch::to_json_patch(&planned.ops),
-        warnings: planned.warnings,
-        config: planned.config,
-    }
+    plan_ops(workload, snap, settings).into_json_patch()
 }
 
 /// [`plan`], its operations holding the memoized sidecar as shared,
 /// pre-serialized values (what the webhook writes into its answer).
 pub fn plan_ops(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPlan<Op> {
-    let mut text = String::new();
-    match Workload::read(workload, &mut text) {
-        Ok(Some(view)) => plan_view(&view, snap, settings),
-        Ok(None) => SidecarPlan::default(),
-        Err(unreadable) => SidecarPlan {
-            warnings: vec![unreadable.warning("stash sidecar")],
-            ..SidecarPlan::default()
-        },
-    }
+    read_then(PART, workload, |view| plan_view(view, snap, settings))
 }
 
 /// [`plan_ops`] on a view already read (the webhook reads it from the
 /// review's text).
 pub(crate) fn plan_view(view: &Workload, snap: &Snapshot, settings: &Settings) -> SidecarPlan<Op> {
     let targeting = snap.configs_for_target(&view.namespace, &view.kind, &view.name);
-    match targeting::choose(&view.target(), &targeting, &WORDS) {
-        Choice::Leave(warnings) => SidecarPlan {
-            warnings,
-            ..SidecarPlan::default()
-        },
-        Choice::Remove => SidecarPlan {
-            ops: removal_ops(view),
-            ..SidecarPlan::default()
-        },
-        Choice::Apply(bc) => inject(view, bc, snap, settings),
-    }
+    follow(
+        targeting::choose(&view.target(), &targeting, &PART.words()),
+        || removal_ops(view),
+        |bc| inject(view, bc, snap, settings),
+    )
 }
-
-/// How the shared choice's warnings name the sidecar.
-const WORDS: Words = Words {
-    part: "sidecar",
-    kinds: "BackupConfigurations",
-};
 
 /// Whether a pod template (`spec.template` JSON) carries the stash container.
 pub fn has_sidecar(pod_template: &Value) -> bool {
-    pod_template
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| name_of(c) == Some(SIDECAR_CONTAINER)))
-}
-
-/// Whether stash's annotations say it injected the sidecar.
-fn injected_by_stash(view: &Workload) -> bool {
-    view.annotated(ANNOTATION_LAST_APPLIED) || view.template_annotated(ANNOTATION_CONFIG_HASH)
+    PART.carried_by(pod_template)
 }
 
 /// Whether a container other than the sidecar mounts volume `name`.
@@ -172,13 +119,13 @@ fn inject(
     settings: &Settings,
 ) -> SidecarPlan<Op> {
     let bc_name = bc.metadata.name.clone().unwrap_or_default();
-    let mut plan = SidecarPlan::default();
+    let mut plan = Plan::default();
     let repository = targeting::repository(
         snap,
         &view.namespace,
         bc.repository_name(),
         ("BackupConfiguration", &bc_name),
-        "stash sidecar",
+        PART.display(),
         || view.display(),
     );
     let repo = match repository {
@@ -196,33 +143,23 @@ fn inject(
         return plan;
     }
     plan.ops = injection_ops(view, desired, &bc_name);
-    plan.config = Some(bc_name);
+    plan.applied = Some(bc_name);
     plan
 }
 
 /// A container or volume of the user's that carries a name the sidecar needs:
 /// overwriting it would break their pods, so nothing is injected.
 fn conflict(view: &Workload, desired: &Desired) -> Option<String> {
-    if let Some(i) = view.container_index(SIDECAR_CONTAINER)
-        && !injected_by_stash(view)
-        && !covers(view.containers[i].value(), desired.container.value())
-    {
-        return Some(format!(
-            "{} already has a container named {SIDECAR_CONTAINER:?} that stash did not inject; the stash sidecar was not injected: rename that container",
-            view.display()
-        ));
+    if let Some(taken) = PART.name_taken(view, desired.container.value()) {
+        return Some(taken);
     }
     let existing = view.volumes.as_ref()?;
     desired.volumes.iter().find_map(|want| {
         let want = want.value();
         let name = want.get("name").and_then(Value::as_str)?;
         let i = view.volume_index(name)?;
-        (used_by_user(view, name) && !covers(existing[i].value(), want)).then(|| {
-            format!(
-                "{} already uses a volume named {name:?}, which the stash sidecar needs; the stash sidecar was not injected: rename that volume",
-                view.display()
-            )
-        })
+        (used_by_user(view, name) && !covers(existing[i].value(), want))
+            .then(|| PART.volume_taken(view, name))
     })
 }
 
@@ -600,86 +537,11 @@ fn local_volume(local: &LocalSpec) -> Option<Volume> {
     }
 }
 
-/// Whether `have` holds every field of `want` with the same value (extra
-/// fields, such as API-server defaults or other managers' fields, are
-/// allowed; lists compare element by element and must have the same length).
-/// A field `want` sets to `null` is covered by its absence. Resource
-/// quantities (`resources.limits/requests`, `sizeLimit`) compare by value,
-/// since the API server stores them in canonical form (`0.5` CPU comes back
-/// as `500m`).
-///
-/// The one coverage check: the sidecar and `stash-init` planners use it on a
-/// stored container or volume, the reconciler (`reconcile::apply::ensure`) on
-/// a live object, to skip a write that would change nothing.
-pub fn covers(have: &Value, want: &Value) -> bool {
-    covers_at(have, want, false)
-}
-
-fn covers_at(have: &Value, want: &Value, quantities: bool) -> bool {
-    match (have, want) {
-        (Value::Object(h), Value::Object(w)) => w.iter().all(|(k, wv)| {
-            let q = quantities || matches!(k.as_str(), "limits" | "requests" | "sizeLimit");
-            match h.get(k) {
-                Some(hv) => covers_at(hv, wv, q),
-                None => wv.is_null(),
-            }
-        }),
-        (Value::Array(h), Value::Array(w)) => {
-            h.len() == w.len()
-                && h.iter()
-                    .zip(w)
-                    .all(|(hv, wv)| covers_at(hv, wv, quantities))
-        }
-        (Value::String(h), Value::String(w)) if quantities && h != w => {
-            match (quantity(h), quantity(w)) {
-                (Some(a), Some(b)) => (a - b).abs() <= f64::EPSILON * 16.0 * a.abs().max(b.abs()),
-                _ => false,
-            }
-        }
-        _ => have == want,
-    }
-}
-
-/// The value of a Kubernetes quantity (`500m`, `1.5Gi`, `1e3`), if it is one.
-fn quantity(s: &str) -> Option<f64> {
-    const SUFFIXES: [(&str, f64); 15] = [
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    let (number, scale) = SUFFIXES
-        .iter()
-        .find_map(|(suffix, scale)| s.strip_suffix(suffix).map(|n| (n, *scale)))
-        .unwrap_or((s, 1.0));
-    let plain = number.trim_start_matches(['+', '-']);
-    let mantissa = plain.split(['e', 'E']).next().unwrap_or("");
-    let digits_ok = !mantissa.is_empty()
-        && mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && mantissa.bytes().filter(|b| *b == b'.').count() <= 1
-        && mantissa != ".";
-    if !digits_ok {
-        return None;
-    }
-    number.parse::<f64>().ok().map(|n| n * scale)
-}
-
 fn injection_ops(view: &Workload, desired: &Desired, bc_name: &str) -> Vec<Op> {
     let mut ops = Vec::new();
-    match view.container_index(SIDECAR_CONTAINER) {
-        Some(i) if covers(view.containers[i].value(), desired.container.value()) => {}
-        Some(i) => ops.push(replace(indexed(&CONTAINERS, i), desired.container.clone())),
+    match PART.found(view) {
+        Some((_, have)) if covers(have, desired.container.value()) => {}
+        Some((i, _)) => ops.push(replace(indexed(&CONTAINERS, i), desired.container.clone())),
         None if view.containers.is_empty() => {
             ops.push(add(
                 ptr(&CONTAINERS),
@@ -737,7 +599,7 @@ fn volume_ops(view: &Workload, desired: &[Arc<Shared>], ops: &mut Vec<Op>) {
 fn removal_ops(view: &Workload) -> Vec<Op> {
     // Only what stash itself injected goes: a container the user named
     // `stash` on a workload stash never annotated is theirs.
-    if !injected_by_stash(view) {
+    if !PART.injected_by_stash(view) {
         return Vec::new();
     }
     let mut ops = Vec::new();
@@ -1116,41 +978,5 @@ mod tests {
         let p = run(&d, &snap(&[config("bc", "app", json!([]))], &[gcs()]));
         assert!(p.ops.is_empty());
         assert!(p.warnings[0].contains("spec.template is missing"));
-    }
-
-    #[test]
-    fn covers_allows_api_server_defaults_only() {
-        let want = json!({"name": "v", "secret": {"secretName": "s"}});
-        assert!(covers(
-            &json!({"name": "v", "secret": {"secretName": "s", "defaultMode": 420}}),
-            &want
-        ));
-        assert!(!covers(
-            &json!({"name": "v", "secret": {"secretName": "t"}}),
-            &want
-        ));
-        assert!(!covers(&json!({"a": [1, 2]}), &json!({"a": [1]})));
-    }
-
-    #[test]
-    fn quantities_compare_by_value_where_kubernetes_canonicalizes_them() {
-        let want = json!({"resources": {"limits": {"cpu": "0.5", "memory": "1024Mi"}}});
-        let stored = json!({"resources": {"limits": {"cpu": "500m", "memory": "1Gi"}}});
-        assert!(covers(&stored, &want));
-        assert!(!covers(
-            &json!({"resources": {"limits": {"cpu": "600m", "memory": "1Gi"}}}),
-            &want
-        ));
-        assert!(covers(
-            &json!({"emptyDir": {"sizeLimit": "1000M"}}),
-            &json!({"emptyDir": {"sizeLimit": "1G"}})
-        ));
-        // Elsewhere strings are strings.
-        assert!(!covers(&json!({"value": "1k"}), &json!({"value": "1000"})));
-        assert_eq!(quantity("1.5Gi"), Some(1.5 * 1073741824.0));
-        assert_eq!(quantity("2e3"), Some(2000.0));
-        for not in ["", "Gi", "1.2.3", "abc", ".", "1x"] {
-            assert_eq!(quantity(not), None, "{not}");
-        }
     }
 }

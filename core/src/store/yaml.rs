@@ -305,87 +305,115 @@ impl Scan {
         start: usize,
         indent: usize,
     ) -> Result<(), YamlLimit> {
-        // The column of the node that properties (anchors) apply to, and
-        // whether it is a mapping value (which a `- ` at its key's column
-        // continues).
-        let mut node_col = indent;
-        let mut is_value = false;
+        let mut at = NodeAt {
+            col: indent,
+            is_value: false,
+        };
         loop {
             let rest = &line[col..];
             let trimmed = rest.trim_start_matches(is_blank);
             col += rest.len() - trimmed.len();
-            let rest = trimmed;
-            let Some(first) = rest.chars().next() else {
-                return Ok(());
-            };
-            match first {
-                '#' => return Ok(()),
-                '&' | '!' => {
-                    let end = rest.find(is_blank).unwrap_or(rest.len());
-                    if first == '&' {
-                        self.anchor(
-                            &rest[1..end],
-                            start + col,
-                            Close::Block {
-                                col: node_col,
-                                seq_continues: is_value,
-                            },
-                        );
-                    }
-                    col += end;
-                }
-                '*' => {
-                    let end = rest
-                        .find(|c: char| is_blank(c) || ",[]{}".contains(c))
-                        .unwrap_or(rest.len());
-                    self.alias(&rest[1..end])?;
-                    return Ok(());
-                }
-                '-' | '?' if rest.len() == 1 || rest[1..].starts_with(is_blank) => {
-                    if first == '-' {
-                        self.item_at(col)?;
-                    } else {
-                        self.key_at(col)?;
-                        self.push(col, Kind::Map)?;
-                    }
-                    node_col = col;
-                    is_value = false;
-                    col += 1;
-                }
-                '[' | '{' => return self.flow_scan(line, col, start),
-                '|' | '>' => {
-                    self.block_scalar = Some(indent);
-                    return Ok(());
-                }
-                '"' | '\'' => match close_quote(&line[col + 1..], first) {
-                    Some(after) => {
-                        let after = col + 1 + after;
-                        match key_colon(&line[after..]) {
-                            Some(0) => {
-                                self.key_at(col)?;
-                                node_col = col;
-                                is_value = true;
-                                col = after + 1;
-                            }
-                            _ => return Ok(()),
-                        }
-                    }
-                    None => {
-                        self.quote = Some(first);
-                        return Ok(());
-                    }
-                },
-                _ => match key_colon(rest) {
-                    Some(colon) => {
-                        self.key_at(col)?;
-                        node_col = col;
-                        is_value = true;
-                        col += colon + 1;
-                    }
-                    None => return Ok(()), // a plain scalar
-                },
+            match self.node_token(line, col, start, indent, &mut at)? {
+                Some(next) => col = next,
+                None => return Ok(()),
             }
         }
+    }
+
+    /// The token at byte `col` of `line` (not blank), in a block node:
+    /// `Some(column)` where the node goes on, `None` when the line is done.
+    fn node_token(
+        &mut self,
+        line: &str,
+        col: usize,
+        start: usize,
+        indent: usize,
+        at: &mut NodeAt,
+    ) -> Result<Option<usize>, YamlLimit> {
+        let rest = &line[col..];
+        let Some(first) = rest.chars().next() else {
+            return Ok(None);
+        };
+        match first {
+            '#' => Ok(None),
+            '&' | '!' => {
+                let end = rest.find(is_blank).unwrap_or(rest.len());
+                if first == '&' {
+                    self.anchor(
+                        &rest[1..end],
+                        start + col,
+                        Close::Block {
+                            col: at.col,
+                            seq_continues: at.is_value,
+                        },
+                    );
+                }
+                Ok(Some(col + end))
+            }
+            '*' => {
+                let end = rest
+                    .find(|c: char| is_blank(c) || ",[]{}".contains(c))
+                    .unwrap_or(rest.len());
+                self.alias(&rest[1..end])?;
+                Ok(None)
+            }
+            '-' | '?' if rest.len() == 1 || rest[1..].starts_with(is_blank) => {
+                if first == '-' {
+                    self.item_at(col)?;
+                } else {
+                    self.key_at(col)?;
+                    self.push(col, Kind::Map)?;
+                }
+                *at = NodeAt {
+                    col,
+                    is_value: false,
+                };
+                Ok(Some(col + 1))
+            }
+            '[' | '{' => self.flow_scan(line, col, start).map(|()| None),
+            '|' | '>' => {
+                self.block_scalar = Some(indent);
+                Ok(None)
+            }
+            '"' | '\'' => self.quoted_node(line, col, first, at),
+            _ => match key_colon(rest) {
+                Some(colon) => {
+                    self.key_at(col)?;
+                    *at = NodeAt {
+                        col,
+                        is_value: true,
+                    };
+                    Ok(Some(col + colon + 1))
+                }
+                None => Ok(None), // a plain scalar
+            },
+        }
+    }
+
+    /// A quoted scalar opening (`quote`) at byte `col` of `line`: a key when
+    /// a `:` follows it, else the line is done (or the scalar goes on to the
+    /// next line). As [`Self::node_token`].
+    fn quoted_node(
+        &mut self,
+        line: &str,
+        col: usize,
+        quote: char,
+        at: &mut NodeAt,
+    ) -> Result<Option<usize>, YamlLimit> {
+        let Some(after) = close_quote(&line[col + 1..], quote) else {
+            self.quote = Some(quote);
+            return Ok(None);
+        };
+        let after = col + 1 + after;
+        if key_colon(&line[after..]) != Some(0) {
+            return Ok(None);
+        }
+        self.key_at(col)?;
+        *at = NodeAt {
+            col,
+            is_value: true,
+        };
+        Ok(Some(after + 1))
     }
 
     /// What follows a quoted scalar that ended at byte `at` of `line`.
@@ -496,6 +524,14 @@ fn key_colon(s: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// Where the scan of a block node stands: the column of the node that
+/// properties (anchors) apply to, and whether it is a mapping value (which a
+/// `- ` at its key's column continues).
+struct NodeAt {
+    col: usize,
+    is_value: bool,
 }
 
 #[cfg(test)]

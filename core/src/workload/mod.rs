@@ -158,16 +158,7 @@ impl<'a> View<'a> {
         }
         let metadata_wrong = matches!(object.metadata, Obj::Wrong);
         let meta = object.metadata.get();
-        let (name, own_namespace) = meta
-            .as_ref()
-            .map_or((None, None), |m| (m.name.0.clone(), m.namespace.0.clone()));
-        let name = name.unwrap_or_default();
-        let namespace = match (own_namespace, namespace) {
-            (Some(n), _) if !n.is_empty() => n,
-            (_, Some(request)) => Cow::Owned(request.to_owned()),
-            (Some(n), None) => n,
-            (None, None) => Cow::Borrowed(DEFAULT_NAMESPACE),
-        };
+        let (name, namespace) = name_and_namespace(meta.as_ref(), namespace);
         let fail = |problem: String| Unreadable {
             what: format!("{kind} {namespace}/{name}"),
             problem,
@@ -187,35 +178,7 @@ impl<'a> View<'a> {
         let Some(template) = spec.and_then(|s| s.template.get()) else {
             return Err(fail("spec.template is missing or not an object".into()));
         };
-        let template_meta = match template.metadata {
-            Obj::Wrong => return Err(fail("spec.template.metadata is not an object".into())),
-            Obj::Is(m) => Some(
-                annotations(m.annotations, "spec.template.metadata.annotations").map_err(fail)?,
-            ),
-            _ => None,
-        };
-        let Some(pod) = template.spec.get() else {
-            return Err(fail(
-                "spec.template.spec is missing or not an object".into(),
-            ));
-        };
-        let pod_identity = ids(pod.security_context.get().unwrap_or_default());
-        let containers = items(
-            pod.containers,
-            "spec.template.spec.containers",
-            stash_container,
-        )
-        .map_err(fail)?;
-        let init_containers = items(
-            pod.init_containers,
-            "spec.template.spec.initContainers",
-            stash_container,
-        )
-        .map_err(fail)?;
-        let volumes = items(pod.volumes, "spec.template.spec.volumes", |n| {
-            OWNED_VOLUMES.contains(&n)
-        })
-        .map_err(fail)?;
+        let pod = PodTemplate::read(template).map_err(fail)?;
         Ok(Some(Self {
             controller: template_controller(&kind, owners),
             api_version,
@@ -223,12 +186,12 @@ impl<'a> View<'a> {
             namespace,
             name,
             meta,
-            template_meta,
-            containers: containers.unwrap_or_default(),
-            init_containers: init_containers.unwrap_or_default(),
-            volumes,
+            template_meta: pod.meta,
+            containers: pod.containers,
+            init_containers: pod.init_containers,
+            volumes: pod.volumes,
             claim_templates,
-            pod_identity,
+            pod_identity: pod.identity,
         }))
     }
 
@@ -314,6 +277,72 @@ impl<'a> View<'a> {
 }
 
 /// Whether a container is one stash writes (read whole).
+/// The object's name, and its namespace: its own, else the request's
+/// (`request`), else `default`.
+fn name_and_namespace<'a>(
+    meta: Option<&shape::Meta<'a>>,
+    request: Option<&str>,
+) -> (Cow<'a, str>, Cow<'a, str>) {
+    let (name, own_namespace) =
+        meta.map_or((None, None), |m| (m.name.0.clone(), m.namespace.0.clone()));
+    let namespace = match (own_namespace, request) {
+        (Some(n), _) if !n.is_empty() => n,
+        (_, Some(request)) => Cow::Owned(request.to_owned()),
+        (Some(n), None) => n,
+        (None, None) => Cow::Borrowed(DEFAULT_NAMESPACE),
+    };
+    (name.unwrap_or_default(), namespace)
+}
+
+/// The pod template's parts the view keeps.
+struct PodTemplate<'a> {
+    /// `spec.template.metadata`, when it is an object.
+    meta: Option<Meta<'a>>,
+    containers: Vec<Item<'a>>,
+    init_containers: Vec<Item<'a>>,
+    volumes: Option<Vec<Item<'a>>>,
+    /// The identity fields of `spec.template.spec.securityContext`.
+    identity: Ids,
+}
+
+impl<'a> PodTemplate<'a> {
+    /// `spec.template` read; `Err` names the first field of the wrong shape.
+    fn read(template: shape::Template<'a>) -> Result<Self, String> {
+        let meta = match template.metadata {
+            Obj::Wrong => return Err("spec.template.metadata is not an object".into()),
+            Obj::Is(m) => Some(annotations(
+                m.annotations,
+                "spec.template.metadata.annotations",
+            )?),
+            _ => None,
+        };
+        let Some(pod) = template.spec.get() else {
+            return Err("spec.template.spec is missing or not an object".into());
+        };
+        let identity = ids(pod.security_context.get().unwrap_or_default());
+        let containers = items(
+            pod.containers,
+            "spec.template.spec.containers",
+            stash_container,
+        )?;
+        let init_containers = items(
+            pod.init_containers,
+            "spec.template.spec.initContainers",
+            stash_container,
+        )?;
+        let volumes = items(pod.volumes, "spec.template.spec.volumes", |n| {
+            OWNED_VOLUMES.contains(&n)
+        })?;
+        Ok(Self {
+            meta,
+            containers: containers.unwrap_or_default(),
+            init_containers: init_containers.unwrap_or_default(),
+            volumes,
+            identity,
+        })
+    }
+}
+
 fn stash_container(name: &str) -> bool {
     name == SIDECAR_CONTAINER || name == RESTORE_INIT_CONTAINER
 }

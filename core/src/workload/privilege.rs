@@ -238,54 +238,65 @@ mod tests {
         run_as_non_root: None,
     };
 
+    /// A case: its name, the pod's ids, the containers, the identity wanted.
+    type Case = (&'static str, Ids, Vec<Member>, Identity);
+
+    /// Each case's identity, the case named when it is wrong.
+    fn assert_cases(cases: Vec<Case>) {
+        for (name, pod, members, want) in cases {
+            assert_eq!(identity(pod, members.iter().copied()), want, "{name}");
+        }
+    }
+
+    fn user(n: i64) -> Ids {
+        ids(Some(n), None, None)
+    }
+
+    fn workload(uid: i64, gid: Option<i64>) -> Identity {
+        Identity::Workload { uid, gid }
+    }
+
     #[test]
-    fn the_cases_in_order() {
-        use Identity::*;
-        let u = |n| ids(Some(n), None, None);
-        let cases: Vec<(&str, Ids, Vec<Member>, Identity)> = vec![
-            ("nothing declared: root", NONE, vec![mounting(NONE)], Root),
-            ("no containers at all", NONE, vec![], Root),
+    fn declared_users_and_groups_are_taken() {
+        assert_cases(vec![
             (
                 "container-level user",
                 NONE,
                 vec![mounting(ids(Some(999), Some(998), None))],
-                Workload {
-                    uid: 999,
-                    gid: Some(998),
-                },
+                workload(999, Some(998)),
             ),
             (
                 "pod-level user and group",
                 ids(Some(1000), Some(2000), None),
                 vec![mounting(NONE)],
-                Workload {
-                    uid: 1000,
-                    gid: Some(2000),
-                },
+                workload(1000, Some(2000)),
             ),
             (
                 "container over pod",
                 ids(Some(1000), Some(2000), Some(true)),
                 vec![mounting(ids(Some(999), None, None))],
-                Workload {
-                    uid: 999,
-                    gid: Some(2000),
-                },
+                workload(999, Some(2000)),
             ),
             (
                 "user without group",
                 NONE,
-                vec![mounting(u(999))],
-                Workload {
-                    uid: 999,
-                    gid: None,
-                },
+                vec![mounting(user(999))],
+                workload(999, None),
             ),
-            ("explicit root", NONE, vec![mounting(u(0))], Root),
+        ]);
+    }
+
+    #[test]
+    fn root_unless_a_user_or_non_root_is_declared() {
+        use Identity::*;
+        assert_cases(vec![
+            ("nothing declared: root", NONE, vec![mounting(NONE)], Root),
+            ("no containers at all", NONE, vec![], Root),
+            ("explicit root", NONE, vec![mounting(user(0))], Root),
             (
                 "explicit root in a non-root pod",
                 ids(None, None, Some(true)),
-                vec![mounting(u(0))],
+                vec![mounting(user(0))],
                 NonRoot,
             ),
             (
@@ -307,13 +318,23 @@ mod tests {
                 NonRoot, // the pod still requires it
             ),
             (
+                "negative uid is not a user",
+                NONE,
+                vec![mounting(user(-1))],
+                Root,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn the_containers_mounting_the_target_decide_together() {
+        use Identity::*;
+        assert_cases(vec![
+            (
                 "only the mounting containers' users count",
                 NONE,
-                vec![mounting(u(999)), other(u(1000))],
-                Workload {
-                    uid: 999,
-                    gid: None,
-                },
+                vec![mounting(user(999)), other(user(1000))],
+                workload(999, None),
             ),
             (
                 "several mounting containers agree",
@@ -322,10 +343,7 @@ mod tests {
                     mounting(ids(Some(999), Some(999), None)),
                     mounting(ids(Some(999), Some(999), None)),
                 ],
-                Workload {
-                    uid: 999,
-                    gid: Some(999),
-                },
+                workload(999, Some(999)),
             ),
             (
                 "several agree on the user, not the group",
@@ -334,45 +352,33 @@ mod tests {
                     mounting(ids(Some(999), Some(1), None)),
                     mounting(ids(Some(999), Some(2), None)),
                 ],
-                Workload {
-                    uid: 999,
-                    gid: None,
-                },
+                workload(999, None),
             ),
             (
                 "mounting containers disagree: no one owner",
                 NONE,
-                vec![mounting(u(999)), mounting(u(1000))],
+                vec![mounting(user(999)), mounting(user(1000))],
                 Root,
             ),
             (
                 "disagree, non-root required",
                 ids(None, None, Some(true)),
-                vec![mounting(u(999)), mounting(u(1000))],
+                vec![mounting(user(999)), mounting(user(1000))],
                 NonRoot,
             ),
             (
                 "one mounting container declares no user",
                 NONE,
-                vec![mounting(u(999)), mounting(NONE)],
+                vec![mounting(user(999)), mounting(NONE)],
                 Root,
             ),
             (
                 "no container mounts the target: the pod's user",
                 ids(Some(70), None, None),
-                vec![other(u(1000))],
-                Workload { uid: 70, gid: None },
+                vec![other(user(1000))],
+                workload(70, None),
             ),
-            (
-                "negative uid is not a user",
-                NONE,
-                vec![mounting(u(-1))],
-                Root,
-            ),
-        ];
-        for (name, pod, members, want) in cases {
-            assert_eq!(identity(pod, members.iter().copied()), want, "{name}");
-        }
+        ]);
     }
 
     #[test]
