@@ -401,9 +401,9 @@ async fn finish(leading: &mut watch::Receiver<bool>, worker: &mut Worker, watchd
             limit = ?WORK_DRAIN_LIMIT,
             "the reconciler did not finish its work in time; aborting it"
         ),
-        Stop::Lost | Stop::ManagerGone | Stop::Unconfirmed => tracing::warn!(
-            "the Lease was lost while the reconciler finished its work; aborting it"
-        ),
+        Stop::Lost | Stop::ManagerGone | Stop::Unconfirmed => {
+            tracing::warn!("the Lease was lost while the reconciler finished its work; aborting it")
+        }
     }
 }
 

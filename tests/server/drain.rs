@@ -34,10 +34,20 @@ async fn shutdown_waits_for_every_handle_on_the_drain_to_be_released() {
     let feed = finishing(server.after_webhooks(), Duration::from_millis(300));
     let began = Instant::now();
     server.shutdown().await;
-    assert!(reconciler.load(Ordering::SeqCst), "returned before the reconciler drained");
-    assert!(feed.load(Ordering::SeqCst), "returned before the feed drained");
+    assert!(
+        reconciler.load(Ordering::SeqCst),
+        "returned before the reconciler drained"
+    );
+    assert!(
+        feed.load(Ordering::SeqCst),
+        "returned before the feed drained"
+    );
     // Released as soon as the last handle was, not after a fixed time.
-    assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
 }
 
 #[tokio::test]
