@@ -322,7 +322,42 @@ fn review_manifest(
     settings: &Settings,
     out: &mut impl Write,
 ) -> anyhow::Result<Vec<String>> {
-    let bytes = read_file(manifest, args.max_input_size)?;
+    let text = read_manifest(manifest, args.max_input_size)?;
+    let mut review = Reviewing {
+        manifest,
+        args,
+        snap,
+        settings,
+        out,
+        denials: Vec::new(),
+        printed: 0,
+        n: 0,
+    };
+    // One document at a time: only the one being decided is held as a value.
+    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let value = Value::deserialize(doc).with_context(|| {
+            format!(
+                "{}: document {} is not valid YAML",
+                manifest.display(),
+                i + 1
+            )
+        })?;
+        for object in objects_of(value) {
+            review.object(object, i + 1)?;
+        }
+    }
+    if review.printed == 0 && review.denials.is_empty() {
+        bail!(
+            "{} holds no object any stash webhook handles (apps/v1 workloads, BackupSessions, BackupConfigurations, Repositories)",
+            manifest.display()
+        );
+    }
+    Ok(review.denials)
+}
+
+/// The text of `manifest`, checked to be UTF-8 and YAML of a bounded nesting.
+fn read_manifest(manifest: &Path, max_input_size: u64) -> anyhow::Result<String> {
+    let bytes = read_file(manifest, max_input_size)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!("{}: not UTF-8 text: {}", manifest.display(), e.utf8_error())
     })?;
@@ -335,71 +370,86 @@ fn review_manifest(
             e.line()
         );
     }
-    let mut denials = Vec::new();
-    let mut printed = 0;
-    let mut n = 0;
-    // One document at a time: only the one being decided is held as a value.
-    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = Value::deserialize(doc).with_context(|| {
-            format!(
-                "{}: document {} is not valid YAML",
-                manifest.display(),
-                i + 1
-            )
-        })?;
-        // A `kind: List` (what `kubectl get -o yaml` prints) holds its objects in `items`.
-        let objects = match value {
-            Value::Null => Vec::new(),
-            Value::Object(mut map)
-                if map.get("kind").and_then(Value::as_str) == Some("List")
-                    && map.get("items").is_some_and(Value::is_array) =>
-            {
-                match map.remove("items") {
-                    Some(Value::Array(items)) => items,
-                    // The guard above saw an array under "items".
-                    _ => unreachable!("items was checked to be an array"),
-                }
-            }
-            other => vec![other],
-        };
-        for object in objects {
-            let api_version = object
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let group = api_version.split_once('/').map_or("", |(g, _)| g);
-            let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-            if Endpoint::for_kind(group, kind).is_empty() {
-                continue; // no webhook sees this kind (the guide's PVC)
-            }
-            n += 1;
-            let review = request_for_owned(object, args.operation, &format!("stash-review-{n}"));
-            let body = serde_json::to_vec(&review)?;
-            drop(review);
-            let (answer, stored) = chained(&body, snap, settings)
-                .with_context(|| format!("{}: document {}", manifest.display(), i + 1))?;
-            for w in &answer.decision.warnings {
-                eprintln!("Warning: {w}");
-            }
-            denials.extend(denial(&answer));
-            if args.apply_patch {
-                if let Some(stored) = stored {
-                    out.write_all(b"---\n")?;
-                    out.write_all(serde_yaml::to_string(&stored)?.as_bytes())?;
-                    printed += 1;
-                }
-            } else {
-                out.write_all(&answer.body)?;
-                out.write_all(b"\n")?;
-                printed += 1;
+    Ok(text)
+}
+
+/// The objects of one document: none for an empty one, the `items` of a
+/// `kind: List` (what `kubectl get -o yaml` prints), else the document.
+fn objects_of(value: Value) -> Vec<Value> {
+    match value {
+        Value::Null => Vec::new(),
+        Value::Object(mut map)
+            if map.get("kind").and_then(Value::as_str) == Some("List")
+                && map.get("items").is_some_and(Value::is_array) =>
+        {
+            match map.remove("items") {
+                Some(Value::Array(items)) => items,
+                // The guard above saw an array under "items".
+                _ => unreachable!("items was checked to be an array"),
             }
         }
+        other => vec![other],
     }
-    if printed == 0 && denials.is_empty() {
-        bail!(
-            "{} holds no object any stash webhook handles (apps/v1 workloads, BackupSessions, BackupConfigurations, Repositories)",
-            manifest.display()
+}
+
+/// Whether some stash webhook sees objects of this object's kind.
+fn handled(object: &Value) -> bool {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    !Endpoint::for_kind(group, kind).is_empty()
+}
+
+/// One manifest under review: where answers go, and what came of it so far.
+struct Reviewing<'a, W: Write> {
+    manifest: &'a Path,
+    args: &'a Args,
+    snap: &'a Snapshot,
+    settings: &'a Settings,
+    out: &'a mut W,
+    denials: Vec<String>,
+    /// Answers (or patched objects) written.
+    printed: usize,
+    /// Objects reviewed, numbering the requests.
+    n: usize,
+}
+
+impl<W: Write> Reviewing<'_, W> {
+    /// Reviews one object of document `doc` (1-based), skipping a kind no
+    /// webhook sees (the guide's PVC).
+    fn object(&mut self, object: Value, doc: usize) -> anyhow::Result<()> {
+        if !handled(&object) {
+            return Ok(());
+        }
+        self.n += 1;
+        let review = request_for_owned(
+            object,
+            self.args.operation,
+            &format!("stash-review-{}", self.n),
         );
+        let body = serde_json::to_vec(&review)?;
+        drop(review);
+        let (answer, stored) = chained(&body, self.snap, self.settings)
+            .with_context(|| format!("{}: document {doc}", self.manifest.display()))?;
+        for w in &answer.decision.warnings {
+            eprintln!("Warning: {w}");
+        }
+        self.denials.extend(denial(&answer));
+        if self.args.apply_patch {
+            if let Some(stored) = stored {
+                self.out.write_all(b"---\n")?;
+                self.out
+                    .write_all(serde_yaml::to_string(&stored)?.as_bytes())?;
+                self.printed += 1;
+            }
+        } else {
+            self.out.write_all(&answer.body)?;
+            self.out.write_all(b"\n")?;
+            self.printed += 1;
+        }
+        Ok(())
     }
-    Ok(denials)
 }

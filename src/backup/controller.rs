@@ -190,26 +190,10 @@ impl Sidecar {
         if let Some(why) = settled(seen, &self.invoker_name) {
             return Ok(Handled::Ignored(why));
         }
-        let configs: Api<BackupConfiguration> =
-            Api::namespaced(self.client.clone(), &self.namespace);
-        let Some(config) = configs.get_opt(&self.invoker_name).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read BackupConfiguration {}/{}: {e}",
-                self.namespace,
-                self.invoker_name
-            )
-        })?
-        else {
-            return Ok(Handled::Ignored("the BackupConfiguration does not exist"));
+        let config = match self.own_config().await? {
+            Ok(config) => config,
+            Err(why) => return Ok(Handled::Ignored(why)),
         };
-        if let Some(target) = &config.spec.target
-            && (target.target_ref.kind != self.target_kind
-                || target.target_ref.name != self.target_name)
-        {
-            return Ok(Handled::Ignored(
-                "the BackupConfiguration targets another workload",
-            ));
-        }
         let host = self.host_for(&config);
         let name = seen.name_any();
         let sessions: Api<BackupSession> = Api::namespaced(self.client.clone(), &self.namespace);
@@ -231,41 +215,88 @@ impl Sidecar {
                 })?;
             let Some(written) = written else {
                 // Someone wrote the session since `current` was read: decide on the latest.
-                match sessions.get_opt(&name).await.map_err(|e| {
-                    anyhow::anyhow!("cannot read BackupSession {}/{name}: {e}", self.namespace)
-                })? {
+                match self.read_session(&sessions, &name).await? {
                     Some(latest) => current = latest,
                     None => return Ok(Handled::Ignored("deleted")),
                 }
                 continue;
             };
-            if entry.phase == Some(HostBackupPhase::Failed) {
-                tracing::warn!(session = %name, host, "an earlier run of this host never reported; marked Failed, not run again");
-                self.publish(&written, &host, &entry).await;
-                return Ok(Handled::Interrupted);
-            }
-            let by = deadline(&written, &config, jiff::Timestamp::now());
-            tracing::info!(session = %name, host, deadline = %by, "claimed; backing up");
-            let outcome = match &self.turns {
-                Some(turns) => match turns
-                    .hold_unless(
-                        self.back_up_by(&written, &config, &host, by),
-                        self.settings.stop.stopped(),
-                    )
-                    .await
-                {
-                    Ok(o) => o,
-                    Err(e) => failed_outcome(&host, e.to_string()),
-                },
-                None => self.back_up_by(&written, &config, &host, by).await,
-            };
-            self.report(&written, &config, &host, &outcome).await?;
-            return Ok(Handled::BackedUp(Box::new(outcome)));
+            return self.act_on_claim(&written, &config, &host, &entry).await;
         }
         anyhow::bail!(
             "BackupSession {}/{name} kept changing while this host tried to claim it",
             self.namespace
         )
+    }
+
+    /// The invoker's BackupConfiguration, or why the session is not this
+    /// sidecar's to handle (it does not exist, or targets another workload).
+    async fn own_config(&self) -> anyhow::Result<Result<BackupConfiguration, &'static str>> {
+        let configs: Api<BackupConfiguration> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let Some(config) = configs.get_opt(&self.invoker_name).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read BackupConfiguration {}/{}: {e}",
+                self.namespace,
+                self.invoker_name
+            )
+        })?
+        else {
+            return Ok(Err("the BackupConfiguration does not exist"));
+        };
+        if let Some(target) = &config.spec.target
+            && (target.target_ref.kind != self.target_kind
+                || target.target_ref.name != self.target_name)
+        {
+            return Ok(Err("the BackupConfiguration targets another workload"));
+        }
+        Ok(Ok(config))
+    }
+
+    /// The session as it is now; `None` if it was deleted.
+    async fn read_session(
+        &self,
+        sessions: &Api<BackupSession>,
+        name: &str,
+    ) -> anyhow::Result<Option<BackupSession>> {
+        sessions.get_opt(name).await.map_err(|e| {
+            anyhow::anyhow!("cannot read BackupSession {}/{name}: {e}", self.namespace)
+        })
+    }
+
+    /// After this host's entry was written: reports an earlier run that
+    /// never did as Failed, or backs up (in its turn, if turns are taken)
+    /// and reports.
+    async fn act_on_claim(
+        &self,
+        written: &BackupSession,
+        config: &BackupConfiguration,
+        host: &str,
+        entry: &HostBackupStats,
+    ) -> anyhow::Result<Handled> {
+        let name = written.name_any();
+        if entry.phase == Some(HostBackupPhase::Failed) {
+            tracing::warn!(session = %name, host, "an earlier run of this host never reported; marked Failed, not run again");
+            self.publish(written, host, entry).await;
+            return Ok(Handled::Interrupted);
+        }
+        let by = deadline(written, config, jiff::Timestamp::now());
+        tracing::info!(session = %name, host, deadline = %by, "claimed; backing up");
+        let outcome = match &self.turns {
+            Some(turns) => match turns
+                .hold_unless(
+                    self.back_up_by(written, config, host, by),
+                    self.settings.stop.stopped(),
+                )
+                .await
+            {
+                Ok(o) => o,
+                Err(e) => failed_outcome(host, e.to_string()),
+            },
+            None => self.back_up_by(written, config, host, by).await,
+        };
+        self.report(written, config, host, &outcome).await?;
+        Ok(Handled::BackedUp(Box::new(outcome)))
     }
 
     /// Counts a skip once per session (the BackupSession controller writes the

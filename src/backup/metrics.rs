@@ -55,67 +55,85 @@ fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The gauges, by name and help, in the order [`Metrics::new`] binds them.
+const GAUGES: [(&str, &str); 13] = [
+    (
+        "stash_backup_last_success",
+        "1 if the last backup of this host succeeded, 0 if it failed",
+    ),
+    (
+        "stash_backup_last_processed_bytes",
+        "Bytes restic read in the last backup",
+    ),
+    (
+        "stash_backup_last_uploaded_bytes",
+        "Bytes the last backup added to the repository",
+    ),
+    (
+        "stash_backup_last_files_total",
+        "Files in the last backup's snapshots",
+    ),
+    (
+        "stash_backup_last_files_new",
+        "New files in the last backup",
+    ),
+    (
+        "stash_backup_last_files_modified",
+        "Modified files in the last backup",
+    ),
+    (
+        "stash_backup_last_files_unmodified",
+        "Unmodified files in the last backup",
+    ),
+    (
+        "stash_backup_last_finished_timestamp_seconds",
+        "Unix time the last backup finished",
+    ),
+    (
+        "stash_repository_size_bytes",
+        "Bytes stored in the repository after the last successful backup",
+    ),
+    (
+        "stash_repository_snapshot_count",
+        "Snapshots in the repository after the last successful backup",
+    ),
+    (
+        "stash_repository_snapshots_removed",
+        "Snapshots removed by the last retention run",
+    ),
+    (
+        "stash_repository_integrity",
+        "1 if the last restic check found no errors, 0 if it found errors",
+    ),
+    (
+        "stash_backup_sessions_skipped",
+        "BackupSessions skipped because the configuration is paused",
+    ),
+];
+
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
         let mut r = Registry::default();
-        let mut g = |name: &str, help: &str| {
+        let [
+            success,
+            processed,
+            uploaded,
+            files_total,
+            files_new,
+            files_modified,
+            files_unmodified,
+            finished,
+            repo_size,
+            repo_snapshots,
+            repo_removed,
+            repo_integrity,
+            skipped,
+        ] = GAUGES.map(|(name, help)| {
             let f = Family::<Labels, Gauge>::default();
             r.register(name, help, f.clone());
             f
-        };
-        let success = g(
-            "stash_backup_last_success",
-            "1 if the last backup of this host succeeded, 0 if it failed",
-        );
-        let processed = g(
-            "stash_backup_last_processed_bytes",
-            "Bytes restic read in the last backup",
-        );
-        let uploaded = g(
-            "stash_backup_last_uploaded_bytes",
-            "Bytes the last backup added to the repository",
-        );
-        let files_total = g(
-            "stash_backup_last_files_total",
-            "Files in the last backup's snapshots",
-        );
-        let files_new = g(
-            "stash_backup_last_files_new",
-            "New files in the last backup",
-        );
-        let files_modified = g(
-            "stash_backup_last_files_modified",
-            "Modified files in the last backup",
-        );
-        let files_unmodified = g(
-            "stash_backup_last_files_unmodified",
-            "Unmodified files in the last backup",
-        );
-        let finished = g(
-            "stash_backup_last_finished_timestamp_seconds",
-            "Unix time the last backup finished",
-        );
-        let repo_size = g(
-            "stash_repository_size_bytes",
-            "Bytes stored in the repository after the last successful backup",
-        );
-        let repo_snapshots = g(
-            "stash_repository_snapshot_count",
-            "Snapshots in the repository after the last successful backup",
-        );
-        let repo_removed = g(
-            "stash_repository_snapshots_removed",
-            "Snapshots removed by the last retention run",
-        );
-        let repo_integrity = g(
-            "stash_repository_integrity",
-            "1 if the last restic check found no errors, 0 if it found errors",
-        );
-        let skipped = g(
-            "stash_backup_sessions_skipped",
-            "BackupSessions skipped because the configuration is paused",
-        );
+        });
         let duration = Family::<Labels, FloatGauge>::default();
         r.register(
             "stash_backup_last_duration_seconds",

@@ -20,9 +20,14 @@ use crate::settings::{DEFAULT_IMAGE, Settings};
 use crate::store::Store;
 use stash_core::duration;
 
-/// Longest wait, after the webhook port has drained, for the feed, the
-/// reconciler (releasing its Lease) and the SIGHUP handler to drain.
-const BACKGROUND_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// Last resort only: longest wait, once the ports have stopped, for the
+/// tasks holding a handle on the drain (the feed, the reconciler, the SIGHUP
+/// handler) to release it. Each bounds its own drain well within it (the
+/// reconciler: [`crate::runtime::lease::WORK_DRAIN_LIMIT`] for its work, then the Lease's
+/// release), and it started draining with the webhook port; this only keeps
+/// a task that never lets go from holding the pod until the kubelet kills
+/// it (`terminationGracePeriodSeconds` 30, a 5 s preStop pause included).
+const RELEASE_LIMIT: Duration = Duration::from_secs(20);
 
 /// Command-line arguments.
 #[derive(Debug, clap::Args)]
@@ -189,14 +194,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (store, client) = load_store(args.offline.as_deref()).await?;
     ensure_certificate(&args)?;
     let running = start(config_from(&args, &settings), store.clone()).await?;
-    // Every task drains itself on the server's one drain signal; none is aborted.
+    // Every task drains itself on the server's one drain signal, holding its
+    // handle until it has; none is aborted.
     let mut background = Vec::new();
     if let Some(hup) = hup {
-        background.push(crate::server::hangup::reload_on_hangup(
-            hup,
-            running.tls.clone(),
-            running.metrics.clone(),
-            running.drain(),
+        background.push((
+            "the SIGHUP handler",
+            crate::server::hangup::reload_on_hangup(
+                hup,
+                running.tls.clone(),
+                running.metrics.clone(),
+                running.drain(),
+            ),
         ));
     }
     if let Some(client) = client {
@@ -208,8 +217,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(signal, delay = ?args.shutdown_delay, "shutting down: not ready, then draining in-flight requests");
     running.begin_shutdown();
     wait_shutdown_delay(args.shutdown_delay).await;
-    running.shutdown().await;
-    drain_background(background).await;
+    let draining = running.drain_ports().await;
+    wait_released(&draining, &background).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -281,18 +290,23 @@ fn connection_caps(args: &Args) -> (usize, usize) {
     fitted
 }
 
+/// A task holding a handle on the drain, named for the log.
+type Background = (&'static str, JoinHandle<()>);
+
 /// Cluster mode: the store feed and, unless `--reconcile=false`, the
-/// reconciler, each on its own task with its handle on the drain.
+/// reconciler, each on its own task with its handle on the drain, held
+/// until the task has drained.
 fn spawn_cluster_tasks(
     running: &Running,
     client: kube::Client,
     store: Arc<Store>,
     args: &Args,
     settings: Settings,
-) -> Vec<JoinHandle<()>> {
+) -> Vec<Background> {
     let (feed, feeder) = crate::runtime::feed::new(store);
-    let mut tasks = vec![tokio::spawn(
-        feeder.run(client.clone(), running.after_webhooks()),
+    let mut tasks = vec![(
+        "the store feed",
+        tokio::spawn(feeder.run(client.clone(), running.after_webhooks())),
     )];
     if args.reconcile {
         let rc = crate::reconcile::ReconcilerConfig {
@@ -302,15 +316,20 @@ fn spawn_cluster_tasks(
             settings,
             metrics: Some(running.metrics.backups.leading.clone()),
         };
-        let drain = running.drain().into_signaled();
-        tasks.push(tokio::spawn(async move {
+        // `run` is told to drain by a handle of its own; this one is held
+        // until it has returned, its work finished and its Lease released.
+        let held = running.drain();
+        let drain = held.clone().into_signaled();
+        let reconciler = tokio::spawn(async move {
             if let Err(e) = crate::reconcile::run(client, rc, feed, drain).await {
                 tracing::error!(
                     error = format!("{e:#}"),
                     "reconciler stopped; webhooks keep serving"
                 );
             }
-        }));
+            held.release();
+        });
+        tasks.push(("the reconciler", reconciler));
     }
     tasks
 }
@@ -338,17 +357,38 @@ async fn wait_shutdown_delay(delay: Duration) {
     }
 }
 
-/// Waits for the background tasks to drain (the reconciler releases its
-/// Lease here, bounded by the Lease code's own timeouts); the limit only
-/// guards against a task that never drains.
-async fn drain_background(background: Vec<JoinHandle<()>>) {
-    let drained = tokio::time::timeout(BACKGROUND_DRAIN_LIMIT, async {
-        for task in background {
-            let _ = task.await;
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(limit = ?BACKGROUND_DRAIN_LIMIT, "background tasks did not drain in time; exiting anyway");
+/// Waits for every handle on the drain to be released (the background
+/// tasks have drained: the reconciler has released its Lease); past
+/// [`RELEASE_LIMIT`], names what still holds on and gives up on it.
+async fn wait_released(draining: &crate::server::Draining, background: &[Background]) {
+    if tokio::time::timeout(RELEASE_LIMIT, draining.released())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let still_running: Vec<&str> = background
+        .iter()
+        .filter(|(_, task)| !task.is_finished())
+        .map(|(name, _)| *name)
+        .collect();
+    tracing::warn!(
+        limit = ?RELEASE_LIMIT,
+        handles_held = draining.held(),
+        ?still_running,
+        "the drain was not released in time; exiting anyway"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::lease;
+
+    #[test]
+    fn the_reconciler_releases_its_drain_within_the_last_resort() {
+        // Its work's drain, then the Lease's release, both bounded by the
+        // Lease code, fit in the last-resort bound with room to spare.
+        assert!(lease::WORK_DRAIN_LIMIT + lease::RELEASE_TIMEOUT < RELEASE_LIMIT);
     }
 }

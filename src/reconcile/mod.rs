@@ -67,7 +67,7 @@ pub async fn run(
     }
     crate::runtime::lease::run_while_leader(
         candidate(client.clone(), &config.namespace, &config.identity),
-        move || controllers(client.clone(), config.clone(), feed.clone()),
+        move |stop| controllers(client.clone(), config.clone(), feed.clone(), stop),
         drain,
     )
     .await
@@ -86,9 +86,14 @@ pub fn candidate(client: kube::Client, namespace: &str, identity: &str) -> Candi
     }
 }
 
-/// The three controllers, until dropped, fed by `feed` (the index the
-/// webhooks read) for the kinds it watches.
-async fn controllers(client: kube::Client, config: ReconcilerConfig, feed: Feed) {
+/// The three controllers, until `stop` fires (or dropped), fed by `feed`
+/// (the index the webhooks read) for the kinds it watches.
+async fn controllers(
+    client: kube::Client,
+    config: ReconcilerConfig,
+    feed: Feed,
+    stop: crate::runtime::drain::Drain,
+) {
     let mut sessions = backup_session::Context::new(client.clone());
     sessions.metrics = config.metrics.clone().map(|l| (l, feed.store.clone()));
     let sessions = Arc::new(sessions);
@@ -97,9 +102,15 @@ async fn controllers(client: kube::Client, config: ReconcilerConfig, feed: Feed)
         config.settings.clone(),
         feed.store.clone(),
     ));
-    tokio::join!(
-        backup_configuration::run(client, config.image, config.settings, feed.clone()),
-        backup_session::run(sessions, feed.configs.clone()),
-        restore_session::run(restores, feed.restores.clone()),
-    );
+    let all = async {
+        tokio::join!(
+            backup_configuration::run(client, config.image, config.settings, feed.clone()),
+            backup_session::run(sessions, feed.configs.clone()),
+            restore_session::run(restores, feed.restores.clone()),
+        )
+    };
+    tokio::select! {
+        _ = all => {}
+        () = stop.into_signaled() => {}
+    }
 }

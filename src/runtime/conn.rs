@@ -206,51 +206,23 @@ pub async fn serve<H, F>(
     H: Fn(Accepted) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let mut tasks = JoinSet::new();
-    let mut at_cap_logged = false;
+    let mut accepting = Accepting {
+        port,
+        limits,
+        permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        tasks: JoinSet::new(),
+        at_cap_logged: false,
+    };
     loop {
-        let permit: OwnedSemaphorePermit = match permits.clone().try_acquire_owned() {
-            Ok(p) => {
-                at_cap_logged = false;
-                p
-            }
-            Err(_) => {
-                if !at_cap_logged {
-                    tracing::warn!(
-                        port,
-                        max_connections = limits.max_connections,
-                        "connection cap reached; not accepting until a connection closes"
-                    );
-                    at_cap_logged = true;
-                }
-                tokio::select! {
-                    () = stop.signaled() => break,
-                    p = permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                    Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-                }
-            }
+        let permit = match accepting.permit(&mut stop).await {
+            Step::Go(p) => p,
+            Step::Again => continue,
+            Step::Stop => break,
         };
-        let (tcp, peer) = tokio::select! {
-            () = stop.signaled() => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather
-                    // than spin on an error that will not clear at once.
-                    tracing::warn!(port, error = %e, "accept failed; retrying shortly");
-                    drop(permit);
-                    tokio::select! {
-                        () = stop.signaled() => break,
-                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
-                    }
-                    continue;
-                }
-            },
+        let (tcp, peer, permit) = match accepting.accept(&listener, &mut stop, permit).await {
+            Step::Go(a) => a,
+            Step::Again => continue,
+            Step::Stop => break,
         };
         let _ = tcp.set_nodelay(true);
         let accepted = Accepted {
@@ -262,26 +234,105 @@ pub async fn serve<H, F>(
         let gauge = open.clone();
         gauge.inc();
         let fut = handle(accepted);
-        tasks.spawn(async move {
+        accepting.tasks.spawn(async move {
             fut.await;
             gauge.dec();
             drop(permit);
         });
     }
     drop(listener);
-    let open_now = tasks.len();
-    tracing::info!(
-        port,
-        open_connections = open_now,
-        "stopped accepting; draining"
-    );
-    let drained =
-        tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
-    match drained {
-        Ok(()) => tracing::info!(port, "drained"),
-        Err(_) => {
-            tracing::warn!(port, timeout = ?drain, "drain timeout reached; closing the remaining connections");
-            tasks.shutdown().await;
+    accepting.drain(drain).await;
+}
+
+/// What one step of the accept loop came to.
+enum Step<T> {
+    /// Go on with this.
+    Go(T),
+    /// Start the step over (a connection closed, an accept failed).
+    Again,
+    /// The port is stopping.
+    Stop,
+}
+
+/// A port's accept loop: its cap and its connections' tasks.
+struct Accepting {
+    port: &'static str,
+    limits: PortLimits,
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    at_cap_logged: bool,
+}
+
+impl Accepting {
+    /// A place under the cap, waiting (and warning once) at the cap.
+    async fn permit(&mut self, stop: &mut Drain) -> Step<OwnedSemaphorePermit> {
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            self.at_cap_logged = false;
+            return Step::Go(p);
+        }
+        if !self.at_cap_logged {
+            tracing::warn!(
+                port = self.port,
+                max_connections = self.limits.max_connections,
+                "connection cap reached; not accepting until a connection closes"
+            );
+            self.at_cap_logged = true;
+        }
+        tokio::select! {
+            () = stop.signaled() => Step::Stop,
+            p = self.permits.clone().acquire_owned() => match p {
+                Ok(p) => Step::Go(p),
+                Err(_) => Step::Stop,
+            },
+            Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => Step::Again,
+        }
+    }
+
+    /// The next connection, with its place under the cap.
+    async fn accept(
+        &mut self,
+        listener: &TcpListener,
+        stop: &mut Drain,
+        permit: OwnedSemaphorePermit,
+    ) -> Step<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+        let accepted = tokio::select! {
+            () = stop.signaled() => return Step::Stop,
+            Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => return Step::Again,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => Step::Go((tcp, peer, permit)),
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather
+                // than spin on an error that will not clear at once.
+                tracing::warn!(port = self.port, error = %e, "accept failed; retrying shortly");
+                drop(permit);
+                tokio::select! {
+                    () = stop.signaled() => Step::Stop,
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => Step::Again,
+                }
+            }
+        }
+    }
+
+    /// Waits up to `drain` for the open connections to finish, then drops
+    /// the rest.
+    async fn drain(mut self, drain: Duration) {
+        let port = self.port;
+        tracing::info!(
+            port,
+            open_connections = self.tasks.len(),
+            "stopped accepting; draining"
+        );
+        let tasks = &mut self.tasks;
+        let drained =
+            tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        match drained {
+            Ok(()) => tracing::info!(port, "drained"),
+            Err(_) => {
+                tracing::warn!(port, timeout = ?drain, "drain timeout reached; closing the remaining connections");
+                self.tasks.shutdown().await;
+            }
         }
     }
 }

@@ -11,7 +11,8 @@
 //!   Lease so that a replica cut off from the API server (whose kube-lease-manager
 //!   channel never reports the loss, since it never *sees* another holder)
 //!   stops reconciling a margin before another replica may take over. On drain
-//!   it stops the work and releases the Lease.
+//!   it tells the work to stop (a [`Drain`] of its own), waits for it to
+//!   finish what it is doing and return, and then releases the Lease.
 //! - `run-backup` in a Deployment/ReplicaSet: [`while_leader`] on
 //!   `lock-<kind>-<name>-backup`; the holder runs the session loop and stops
 //!   it when the Lease is lost.
@@ -26,6 +27,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::runtime::drain::{self, Drain};
 
 /// Lease timing: a dead holder is replaced after `duration` seconds; the
 /// holder renews `grace` seconds before that.
@@ -56,6 +60,12 @@ pub const WATCHDOG_PERIOD: Duration = Duration::from_secs(2);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause before competing again after an error or a loss (reconciler).
 const RETRY: Duration = Duration::from_secs(5);
+/// Longest wait for kube-lease-manager to release the Lease and end.
+pub const RELEASE_TIMEOUT: Duration = RETRY;
+/// Longest wait, on drain, for the leader's work to finish what it is doing
+/// and return; past it the work is aborted (with a WARN). The Lease stays
+/// renewed and watched meanwhile: losing it aborts the work at once.
+pub const WORK_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// One Lease and who competes for it.
 #[derive(Clone)]
@@ -138,7 +148,7 @@ enum Stop<T> {
 async fn hold<T>(
     leading: &mut watch::Receiver<bool>,
     work: impl Future<Output = T>,
-    watchdog: Option<Watchdog>,
+    watchdog: Option<&mut Watchdog>,
     drain: impl Future<Output = ()>,
 ) -> Stop<T> {
     let lost = async {
@@ -231,8 +241,9 @@ impl Watchdog {
         }
     }
 
-    /// Resolves when the Lease can no longer be confirmed as ours.
-    async fn run(mut self) {
+    /// Resolves when the Lease can no longer be confirmed as ours (and keeps
+    /// what it confirmed if dropped before, to be run again).
+    async fn run(&mut self) {
         loop {
             tokio::time::sleep(next_check(self.confirmed_until, jiff::Timestamp::now())).await;
             // Bounded, so a hung read cannot carry us past the deadline.
@@ -262,91 +273,173 @@ impl Watchdog {
 }
 
 /// The reconciler's election: competes for `candidate`'s Lease until `drain`
-/// resolves; while holding it, runs `work()` on its own task and aborts it on
-/// loss (the channel or the [`Watchdog`]), then competes again. On drain,
-/// stops the work, releases the Lease and returns `Ok(())`.
+/// resolves; while holding it, runs `work(stop)` on its own task and aborts
+/// it on loss (the channel or the [`Watchdog`]), then competes again. On
+/// drain, fires `stop` and waits (up to [`WORK_DRAIN_LIMIT`], still holding
+/// the Lease) for the work to finish and return, then releases the Lease and
+/// returns `Ok(())`.
 pub async fn run_while_leader<F, Fut>(
     candidate: Candidate,
     work: F,
     drain: impl Future<Output = ()>,
 ) -> anyhow::Result<()>
 where
-    F: Fn() -> Fut,
+    F: Fn(Drain) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (lease, identity) = (candidate.lease.as_str(), candidate.identity.as_str());
-    let namespace = candidate.namespace.as_str();
     let mut drain = std::pin::pin!(drain);
-    let mut drained = false;
-    while !drained {
+    loop {
         let manager = tokio::select! {
             m = candidate.manager() => m,
             () = &mut drain => return Ok(()),
         };
-        let manager = match manager {
-            Ok(m) => m,
+        let turn = match manager {
+            Ok(manager) => compete(&candidate, manager, &work, drain.as_mut()).await,
             Err(e) => {
-                tracing::warn!(error = %e, %lease, %namespace, "cannot set up leader election; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(RETRY) => continue,
-                    () = &mut drain => return Ok(()),
-                }
+                tracing::warn!(error = %e, lease = %candidate.lease, namespace = %candidate.namespace, "cannot set up leader election; retrying");
+                Turn::Again
             }
         };
-        let (mut leading, task) = manager.watch().await;
-        let became_leader = tokio::select! {
-            l = until_leading(&mut leading) => l,
-            () = &mut drain => {
-                drained = true;
-                false
-            }
-        };
-        if !became_leader {
-            if !drained {
-                tracing::warn!("leader election stopped; restarting it");
-            }
-            drop(leading);
-            let _ = tokio::time::timeout(RETRY, task).await;
-            if !drained {
-                tokio::time::sleep(RETRY).await;
-            }
-            continue;
-        }
-        tracing::info!(%identity, %lease, "acquired the Lease: reconciling");
-        let mut worker = tokio::spawn(work());
-        let watched = async {
-            if let Err(e) = (&mut worker).await {
-                tracing::error!(error = %e, "the reconciler task ended");
-            }
-        };
-        let reason = match hold(
-            &mut leading,
-            watched,
-            Some(Watchdog::new(&candidate)),
-            &mut drain,
-        )
-        .await
-        {
-            Stop::Done(()) => "the reconciler stopped",
-            Stop::Lost | Stop::ManagerGone => "the Lease was lost",
-            Stop::Unconfirmed => "the Lease renewal could not be confirmed in time",
-            Stop::Drained => {
-                drained = true;
-                "shutting down"
-            }
-        };
-        worker.abort();
-        let _ = worker.await;
-        tracing::warn!(%identity, %reason, "stopped reconciling");
-        // Closing the channel makes the manager release the Lease and end.
-        drop(leading);
-        let _ = tokio::time::timeout(RETRY, task).await;
-        if !drained {
-            tokio::time::sleep(RETRY).await;
+        if turn == Turn::Drained || !pause(RETRY, drain.as_mut()).await {
+            break;
         }
     }
-    tracing::info!(%identity, %lease, "left the leader election");
+    tracing::info!(identity = %candidate.identity, lease = %candidate.lease, "left the leader election");
     Ok(())
+}
+
+/// How one round of the reconciler's election ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// The drain came: leave the election.
+    Drained,
+    /// Lost, stopped or failed: compete again after a pause.
+    Again,
+}
+
+/// Sleeps `pause`; `false` if the drain came first.
+async fn pause(pause: Duration, drain: std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(pause) => true,
+        () = drain => false,
+    }
+}
+
+/// One round: waits to lead, leads until loss or drain, then closes the
+/// manager's channel so it releases the Lease, and waits for it to end.
+async fn compete<F, Fut>(
+    candidate: &Candidate,
+    manager: LeaseManager,
+    work: &F,
+    mut drain: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Turn
+where
+    F: Fn(Drain) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (mut leading, task) = manager.watch().await;
+    let became_leader = tokio::select! {
+        l = until_leading(&mut leading) => Some(l),
+        () = drain.as_mut() => None,
+    };
+    let turn = match became_leader {
+        Some(true) => lead(candidate, &mut leading, work, drain).await,
+        Some(false) => {
+            tracing::warn!("leader election stopped; restarting it");
+            Turn::Again
+        }
+        None => Turn::Drained,
+    };
+    // Closing the channel makes the manager release the Lease and end.
+    drop(leading);
+    let _ = tokio::time::timeout(RELEASE_TIMEOUT, task).await;
+    turn
+}
+
+/// Runs the work while the Lease is ours: on drain it is told to stop and
+/// given [`WORK_DRAIN_LIMIT`] to return; on loss it is aborted.
+async fn lead<F, Fut>(
+    candidate: &Candidate,
+    leading: &mut watch::Receiver<bool>,
+    work: &F,
+    drain: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Turn
+where
+    F: Fn(Drain) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let identity = candidate.identity.as_str();
+    tracing::info!(%identity, lease = %candidate.lease, "acquired the Lease: reconciling");
+    let (stop, handle) = drain::channel();
+    let mut worker = Worker::spawn(work(handle));
+    let mut watchdog = Watchdog::new(candidate);
+    let (turn, reason) = match hold(leading, worker.join(), Some(&mut watchdog), drain).await {
+        Stop::Done(()) => (Turn::Again, "the reconciler stopped"),
+        Stop::Lost | Stop::ManagerGone => (Turn::Again, "the Lease was lost"),
+        Stop::Unconfirmed => (
+            Turn::Again,
+            "the Lease renewal could not be confirmed in time",
+        ),
+        Stop::Drained => {
+            stop.drain();
+            finish(leading, &mut worker, &mut watchdog).await;
+            (Turn::Drained, "shutting down")
+        }
+    };
+    worker.abort().await;
+    tracing::warn!(%identity, %reason, "stopped reconciling");
+    turn
+}
+
+/// After the stop: waits for the work to return, while the Lease is still
+/// ours and for at most [`WORK_DRAIN_LIMIT`].
+async fn finish(leading: &mut watch::Receiver<bool>, worker: &mut Worker, watchdog: &mut Watchdog) {
+    let limit = tokio::time::sleep(WORK_DRAIN_LIMIT);
+    match hold(leading, worker.join(), Some(watchdog), limit).await {
+        Stop::Done(()) => tracing::debug!("the reconciler finished its work"),
+        Stop::Drained => tracing::warn!(
+            limit = ?WORK_DRAIN_LIMIT,
+            "the reconciler did not finish its work in time; aborting it"
+        ),
+        Stop::Lost | Stop::ManagerGone | Stop::Unconfirmed => {
+            tracing::warn!("the Lease was lost while the reconciler finished its work; aborting it")
+        }
+    }
+}
+
+/// The leader's work on its own task.
+struct Worker {
+    task: JoinHandle<()>,
+    ended: bool,
+}
+
+impl Worker {
+    fn spawn(work: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            task: tokio::spawn(work),
+            ended: false,
+        }
+    }
+
+    /// Resolves when the work has returned (or panicked); at once if it has.
+    async fn join(&mut self) {
+        if self.ended {
+            return;
+        }
+        let result = (&mut self.task).await;
+        self.ended = true;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "the reconciler task ended");
+        }
+    }
+
+    /// Aborts the work unless it has returned, and waits for it to end.
+    async fn abort(self) {
+        if !self.ended {
+            self.task.abort();
+            let _ = self.task.await;
+        }
+    }
 }
 
 /// Runs `work` whenever this pod holds the Lease; stops it when the Lease is

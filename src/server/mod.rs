@@ -108,18 +108,53 @@ pub struct Running {
     health: Arc<Health>,
     /// The one drain signal of the server.
     signal: Signal,
+    /// Its second stage, given once the webhook port has drained.
+    webhooks_drained: Arc<Signal>,
     /// The drain as seen by what must outlive the webhook port's drain.
     after_webhooks: Drain,
     task: JoinHandle<()>,
 }
 
+/// A server whose ports have stopped, and the drain its other tasks (the
+/// reconciler, the SIGHUP handler, the store feed) are still finishing.
+pub struct Draining {
+    signal: Signal,
+    webhooks_drained: Arc<Signal>,
+}
+
+impl Draining {
+    /// Resolves once every handle on both stages of the drain has been
+    /// released: every task given one has finished draining.
+    pub async fn released(&self) {
+        self.signal.released().await;
+        self.webhooks_drained.released().await;
+    }
+
+    /// Handles on the drain still held.
+    pub fn held(&self) -> usize {
+        self.signal.held() + self.webhooks_drained.held()
+    }
+}
+
 impl Running {
     /// Shuts down as on SIGTERM: not ready, stop accepting, drain in-flight
-    /// requests (up to the drain timeout), then stop the probe port.
+    /// requests (up to the drain timeout), stop the probe port, then wait
+    /// for every task holding a handle on the drain to release it.
     pub async fn shutdown(self) {
+        self.drain_ports().await.released().await;
+    }
+
+    /// The first part of [`Running::shutdown`]: signals the drain and waits
+    /// for the webhook port (up to the drain timeout) and the probe port to
+    /// stop; what holds a handle may still be draining.
+    pub async fn drain_ports(self) -> Draining {
         self.health.shutting_down.store(true, Ordering::Release);
         self.signal.drain();
         let _ = self.task.await;
+        Draining {
+            signal: self.signal,
+            webhooks_drained: self.webhooks_drained,
+        }
     }
 
     /// A handle on the server's drain signal, for a task that drains with it
@@ -171,6 +206,7 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
     // The second stage of the same drain: the probe port outlives the
     // webhook port's drain, so readiness stays observable until the end.
     let (webhooks_drained, after_webhooks) = drain::channel();
+    let webhooks_drained = Arc::new(webhooks_drained);
 
     let watcher = tokio::spawn(tls::watch(
         tls.clone(),
@@ -196,9 +232,10 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
         metrics.clone(),
         drain,
     );
+    let second_stage = webhooks_drained.clone();
     let task = tokio::spawn(async move {
         webhook.await;
-        webhooks_drained.drain();
+        second_stage.drain();
         let _ = probes.await;
         let _ = watcher.await;
     });
@@ -210,6 +247,7 @@ pub async fn start(config: Config, store: Arc<Store>) -> anyhow::Result<Running>
         tls,
         health,
         signal,
+        webhooks_drained,
         after_webhooks,
         task,
     })

@@ -331,7 +331,31 @@ impl TlsState {
     pub fn reload_if_changed(&self, metrics: &Metrics) -> bool {
         self.checks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let material = match Material::read(&self.files) {
+        let Some(material) = self.read_material() else {
+            return false;
+        };
+        if !self.is_new(&material) {
+            return false;
+        }
+        match build(&self.files, &material) {
+            Ok(loaded) => {
+                metrics.count_reload(true);
+                self.swap_in(loaded, metrics);
+                true
+            }
+            Err(e) => {
+                metrics.count_reload(false);
+                self.report_rejected(e);
+                false
+            }
+        }
+    }
+
+    /// The files' contents, or `None` while they cannot be read: a file
+    /// missing for a moment (a rename in progress) is retried on the next
+    /// event or poll, and warned about once.
+    fn read_material(&self) -> Option<Material> {
+        match Material::read(&self.files) {
             Ok(m) => {
                 let back = self
                     .unreadable
@@ -341,11 +365,9 @@ impl TlsState {
                 if back.is_some() {
                     tracing::info!(cert = %self.files.cert.display(), "certificate files readable again");
                 }
-                m
+                Some(m)
             }
             Err(e) => {
-                // A file missing for a moment (a rename in progress) is
-                // retried on the next event or poll; warned about once.
                 let text = e.to_string();
                 let mut last = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
                 if last.as_deref() != Some(text.as_str()) {
@@ -356,49 +378,51 @@ impl TlsState {
                     tracing::warn!(%file, error = %text, "certificate files disappeared or are unreadable; keeping the served pair");
                     *last = Some(text);
                 }
-                return false;
+                None
             }
-        };
-        let digest = material.digest();
-        {
-            let mut last = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
-            if *last == digest {
-                return false;
-            }
-            *last = digest;
         }
-        match build(&self.files, &material) {
-            Ok(loaded) => {
-                metrics.count_reload(true);
-                tracing::info!(
-                    serial = %loaded.served.serial,
-                    not_after = %rfc3339(loaded.served.not_after),
-                    cert = %self.files.cert.display(),
-                    "serving a new certificate"
-                );
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded.config;
-                *self.served.write().unwrap_or_else(|e| e.into_inner()) = loaded.served;
-                self.check_expiry(metrics);
-                true
-            }
-            Err(TlsError::Validity {
+    }
+
+    /// Whether `material` differs from what was last seen (and remembers it).
+    fn is_new(&self, material: &Material) -> bool {
+        let digest = material.digest();
+        let mut last = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == digest {
+            return false;
+        }
+        *last = digest;
+        true
+    }
+
+    /// Puts a newly loaded pair into service.
+    fn swap_in(&self, loaded: Loaded, metrics: &Metrics) {
+        tracing::info!(
+            serial = %loaded.served.serial,
+            not_after = %rfc3339(loaded.served.not_after),
+            cert = %self.files.cert.display(),
+            "serving a new certificate"
+        );
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded.config;
+        *self.served.write().unwrap_or_else(|e| e.into_inner()) = loaded.served;
+        self.check_expiry(metrics);
+    }
+
+    /// Logs why a changed pair was not put into service.
+    fn report_rejected(&self, error: TlsError) {
+        match error {
+            TlsError::Validity {
                 path,
                 message,
                 not_before,
                 not_after,
-            }) => {
-                metrics.count_reload(false);
-                tracing::error!(
-                    file = %path.display(),
-                    not_before = %rfc3339(not_before),
-                    not_after = %rfc3339(not_after),
-                    error = %message,
-                    "changed certificate is outside its validity window; keeping the served pair"
-                );
-                false
-            }
-            Err(e) => {
-                metrics.count_reload(false);
+            } => tracing::error!(
+                file = %path.display(),
+                not_before = %rfc3339(not_before),
+                not_after = %rfc3339(not_after),
+                error = %message,
+                "changed certificate is outside its validity window; keeping the served pair"
+            ),
+            e => {
                 let file = match &e {
                     TlsError::Read { path, .. } | TlsError::Invalid { path, .. } => {
                         path.display().to_string()
@@ -406,7 +430,6 @@ impl TlsState {
                     _ => self.files.cert.display().to_string(),
                 };
                 tracing::error!(%file, error = %e, "changed certificate files do not load; keeping the served pair");
-                false
             }
         }
     }

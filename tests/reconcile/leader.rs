@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use serde_json::json;
 use stash::reconcile::LEASE_NAME;
+use stash::runtime::drain::Drain;
 use stash::runtime::lease::run_while_leader;
 use support::{Cluster, Identity};
 use tokio::sync::mpsc;
 
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/stash-system/leases/stash-reconciler";
 
-/// Signals when dropped, i.e. when the reconciler's task is aborted.
+/// Signals when dropped, i.e. when the reconciler's task ends or is aborted.
 struct Stopped(mpsc::UnboundedSender<&'static str>);
 
 impl Drop for Stopped {
@@ -33,7 +34,7 @@ async fn takes_a_free_lease_reconciles_and_stops_when_it_is_taken_away() {
     let elector = tokio::spawn(async move {
         run_while_leader(
             stash::reconcile::candidate(client, "stash-system", "stash-webhook-a"),
-            move || {
+            move |_stop| {
                 let tx = tx.clone();
                 async move {
                     let _guard = Stopped(tx.clone());
@@ -90,12 +91,12 @@ async fn on_drain_stops_reconciling_and_releases_the_lease() {
     let elector = tokio::spawn(async move {
         run_while_leader(
             stash::reconcile::candidate(client, "stash-system", "stash-webhook-a"),
-            move || {
+            move |stop: Drain| {
                 let tx = tx.clone();
                 async move {
                     let _guard = Stopped(tx.clone());
                     let _ = tx.send("started");
-                    std::future::pending::<()>().await;
+                    stop.into_signaled().await;
                 }
             },
             async {
@@ -126,6 +127,66 @@ async fn on_drain_stops_reconciling_and_releases_the_lease() {
         .expect("the election did not end on drain")
         .unwrap();
     assert!(result.is_ok(), "{result:?}");
+    let lease = cluster.object(LEASE);
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_none_or(|h| h != "stash-webhook-a"),
+        "{lease:#}"
+    );
+    assert_eq!(cluster.forbidden_requests(), Vec::<String>::new());
+}
+
+/// On drain the work in flight is told to stop and finishes (it is not
+/// aborted), the Lease still ours while it does; the Lease is released
+/// after it has returned, and the election ends.
+#[tokio::test]
+async fn on_drain_the_work_in_flight_finishes_before_the_lease_is_released() {
+    let cluster = Cluster::new();
+    let client = cluster.client(Identity::reconciler());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let seen = cluster.clone();
+    let elector = tokio::spawn(async move {
+        run_while_leader(
+            stash::reconcile::candidate(client, "stash-system", "stash-webhook-a"),
+            move |mut stop: Drain| {
+                let (tx, seen) = (tx.clone(), seen.clone());
+                async move {
+                    let _guard = Stopped(tx.clone());
+                    let _ = tx.send("started");
+                    stop.signaled().await;
+                    // A reconcile still in flight when the stop comes.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let holder = seen.object(LEASE)["spec"]["holderIdentity"].clone();
+                    if holder == "stash-webhook-a" {
+                        let _ = tx.send("finished while holding the Lease");
+                    }
+                }
+            },
+            async {
+                let _ = drain_rx.await;
+            },
+        )
+        .await
+    });
+
+    let wait = Duration::from_secs(20);
+    let first = tokio::time::timeout(wait, rx.recv())
+        .await
+        .expect("never became leader");
+    assert_eq!(first, Some("started"));
+    drain_tx.send(()).unwrap();
+    let result = tokio::time::timeout(wait, elector)
+        .await
+        .expect("the election did not end on drain")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    assert_eq!(events, ["finished while holding the Lease", "stopped"]);
     let lease = cluster.object(LEASE);
     assert!(
         lease["spec"]["holderIdentity"]
