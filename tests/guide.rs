@@ -191,12 +191,27 @@ impl Cluster {
         )
     }
 
-    /// One BackupConfiguration reconcile, as its watch would trigger it.
+    /// One BackupConfiguration reconcile, as its watch would trigger it
+    /// (after a pass that only added the finalizer, the pass that change
+    /// triggers too).
     async fn reconcile_config(&self) {
-        let bc: BackupConfiguration = self.typed(BC);
-        backup_configuration::reconcile_at(&bc, &self.config_context(), jiff::Timestamp::now())
-            .await
-            .expect("BackupConfiguration reconcile");
+        let ctx = self.config_context();
+        loop {
+            let bc: BackupConfiguration = self.typed(BC);
+            let adds_finalizer = bc.metadata.deletion_timestamp.is_none()
+                && !bc
+                    .metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == stash::api::FINALIZER);
+            backup_configuration::reconcile_at(&bc, &ctx, jiff::Timestamp::now())
+                .await
+                .expect("BackupConfiguration reconcile");
+            if !adds_finalizer {
+                return;
+            }
+        }
     }
 
     /// One BackupSession reconcile, as its watch would trigger it.

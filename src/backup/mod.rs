@@ -23,7 +23,6 @@ pub mod unreadable;
 pub use stash_core::backup::{host, session};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use anyhow::Context as _;
 
@@ -34,9 +33,13 @@ pub use repository::ResticSettings;
 
 use crate::api::INVOKER_KIND_BACKUP_CONFIGURATION;
 use crate::api::events::COMPONENT_SIDECAR;
+use crate::cli::InjectedArgs;
+use crate::runtime::lease::LeaseTiming;
+use crate::runtime::stop::Stop;
 
 /// Command-line arguments (the injected container passes the first six).
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("namespace", |a| a.help("Namespace of the workload (downward API)")))]
 pub struct Args {
     /// Kind of the invoker; only BackupConfiguration exists in the sidecar model.
     #[arg(long, env = "STASH_INVOKER_KIND", default_value = INVOKER_KIND_BACKUP_CONFIGURATION)]
@@ -50,31 +53,9 @@ pub struct Args {
     /// Name of the workload.
     #[arg(long, env = "STASH_TARGET_NAME")]
     pub target_name: String,
-    /// Directory holding the Repository's storage Secret, one file per key.
-    #[arg(
-        long,
-        env = "STASH_SECRET_DIR",
-        default_value = "/etc/stash/repository/secret"
-    )]
-    pub secret_dir: PathBuf,
-    /// Keep restic's cache in the scratch directory (false: `--no-cache`).
-    #[arg(long, env = "STASH_ENABLE_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub enable_cache: bool,
-    /// Namespace of the workload (downward API).
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub namespace: String,
-    /// This pod's name: Lease identity, StatefulSet ordinal (downward API).
-    #[arg(long, env = "POD_NAME")]
-    pub pod_name: String,
-    /// This pod's node: the host name of a DaemonSet's backups (downward API).
-    #[arg(long, env = "NODE_NAME")]
-    pub node_name: Option<String>,
-    /// restic executable, looked up on PATH unless it is a path.
-    #[arg(long, env = "STASH_RESTIC_BINARY", default_value = "restic")]
-    pub restic_binary: PathBuf,
-    /// Writable directory for restic's cache and temporary files (the `tmp-dir` emptyDir).
-    #[arg(long, env = "STASH_SCRATCH_DIR", default_value = "/tmp")]
-    pub scratch_dir: PathBuf,
+    /// The Secret, restic and this pod, as `stash restore` has them.
+    #[command(flatten)]
+    pub pod: InjectedArgs,
     /// Where to serve Prometheus metrics; `off` disables them.
     #[arg(long, env = "STASH_METRICS_LISTEN", default_value = "0.0.0.0:56790")]
     pub metrics_listen: String,
@@ -101,76 +82,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let election = host::election(&args.target_kind)?;
     // First, so that a SIGTERM during start-up is a stop, not a kill.
-    let stop = crate::runtime::stop::Stop::on_signals();
+    let stop = Stop::on_signals();
     let client = kube::Client::try_default()
         .await
         .context("cannot connect to the Kubernetes API server")?;
-
-    let metrics = metrics::Metrics::new();
-    if args.metrics_listen != "off" {
-        let addr: SocketAddr = args.metrics_listen.parse().with_context(|| {
-            format!("--metrics-listen={} is not host:port", args.metrics_listen)
-        })?;
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            // A port clash with the workload must not stop backups: log and go on.
-            if let Err(e) = m.serve(addr).await {
-                tracing::error!(error = %format!("{e:#}"), "metrics disabled");
-            }
-        });
-    }
-
-    let lease = host::lease_name(&args.target_kind, &args.target_name);
-    let timing = crate::runtime::lease::LeaseTiming {
-        duration: args.lease_duration.max(3),
-        grace: (args.lease_duration / 3).max(1),
-    };
+    let metrics = serve_metrics(&args.metrics_listen)?;
     // Checked before the Lease is taken, so a misconfigured sidecar fails at once.
     let first = sidecar_with_stop(&args, client.clone(), metrics.clone(), None, &stop)?;
     tracing::info!(
         invoker = %args.invoker_name, target = %format!("{}/{}", args.target_kind, args.target_name),
-        host = %first.host, lease = %lease, "starting run-backup"
+        host = %first.host, lease = %host::lease_name(&args.target_kind, &args.target_name),
+        "starting run-backup"
     );
     let work = async {
         match election {
-            host::Election::Leader => {
-                let sidecar = std::sync::Arc::new(first);
-                let candidate = crate::runtime::lease::Candidate::backup(
-                    client.clone(),
-                    &args.namespace,
-                    &lease,
-                    &args.pod_name,
-                    timing,
-                );
-                let stopped = async {
-                    stop.stopped().await;
-                };
-                crate::runtime::lease::while_leader_until(
-                    candidate,
-                    || sidecar.clone().watch(),
-                    stopped,
-                )
-                .await
-            }
-            host::Election::TakeTurns => {
-                let turns = crate::runtime::lease::Turns::new(
-                    client.clone(),
-                    &args.namespace,
-                    &lease,
-                    &args.pod_name,
-                    timing,
-                )
-                .await?;
-                std::sync::Arc::new(sidecar_with_stop(
-                    &args,
-                    client,
-                    metrics,
-                    Some(turns),
-                    &stop,
-                )?)
-                .watch()
-                .await
-            }
+            host::Election::Leader => lead(&args, client, first, &stop).await,
+            host::Election::TakeTurns => take_turns(&args, client, metrics, &stop).await,
         }
     };
     tokio::select! {
@@ -187,6 +114,101 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// The sidecar's metrics, served on `listen` (`host:port`, or `off`) in
+/// the background: a port clash with the workload must not stop backups, so
+/// a failure to serve is logged and backups go on.
+fn serve_metrics(listen: &str) -> anyhow::Result<metrics::Metrics> {
+    let metrics = metrics::Metrics::new();
+    if listen != "off" {
+        let addr: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("--metrics-listen={listen} is not host:port"))?;
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = m.serve(addr).await {
+                tracing::error!(error = %format!("{e:#}"), "metrics disabled");
+            }
+        });
+    }
+    Ok(metrics)
+}
+
+/// The Lease timing of `--lease-duration` (seconds, at least 3), renewed a
+/// third of it before expiry: `run-backup`'s and `restore`'s.
+pub fn lease_timing(seconds: u64) -> LeaseTiming {
+    LeaseTiming {
+        duration: seconds.max(3),
+        grace: (seconds / 3).max(1),
+    }
+}
+
+/// One pod backs up for the workload: `sidecar` watches sessions while
+/// this pod holds the workload's Lease, until `stop`.
+async fn lead(
+    args: &Args,
+    client: kube::Client,
+    sidecar: controller::Sidecar,
+    stop: &Stop,
+) -> anyhow::Result<()> {
+    let sidecar = std::sync::Arc::new(sidecar);
+    let candidate = crate::runtime::lease::Candidate::backup(
+        client,
+        &args.pod.namespace,
+        &host::lease_name(&args.target_kind, &args.target_name),
+        &args.pod.pod_name,
+        lease_timing(args.lease_duration),
+    );
+    let stopped = async {
+        stop.stopped().await;
+    };
+    crate::runtime::lease::while_leader_until(candidate, || sidecar.clone().watch(), stopped).await
+}
+
+/// Every pod backs up its own host, one at a time: the workload's Lease is
+/// taken for each backup.
+async fn take_turns(
+    args: &Args,
+    client: kube::Client,
+    metrics: metrics::Metrics,
+    stop: &Stop,
+) -> anyhow::Result<()> {
+    let turns = crate::runtime::lease::Turns::new(
+        client.clone(),
+        &args.pod.namespace,
+        &host::lease_name(&args.target_kind, &args.target_name),
+        &args.pod.pod_name,
+        lease_timing(args.lease_duration),
+    )
+    .await?;
+    std::sync::Arc::new(sidecar_with_stop(args, client, metrics, Some(turns), stop)?)
+        .watch()
+        .await
+}
+
+/// restic as `pod`'s flags and `--lock-wait` set it up, interrupted on
+/// `stop`: `run-backup`'s and `restore`'s. A missing restic is a one-line
+/// error.
+pub fn restic_settings(
+    pod: &InjectedArgs,
+    lock_wait: u64,
+    stop: &Stop,
+) -> anyhow::Result<ResticSettings> {
+    let binary = restic::resolve_binary(&pod.restic_binary, std::env::var_os("PATH").as_deref())
+        .with_context(|| {
+            format!(
+                "restic executable {} not found (install restic or set --restic-binary)",
+                pod.restic_binary.display()
+            )
+        })?;
+    Ok(ResticSettings {
+        binary,
+        scratch_dir: pod.scratch_dir.clone(),
+        enable_cache: pod.enable_cache,
+        stop: stop.clone(),
+        lock_wait: std::time::Duration::from_secs(lock_wait),
+    })
+}
+
 /// The session loop `run-backup` runs for `args`: this pod's default restic
 /// host, the restic executable and scratch directory, the `Backup Sidecar`
 /// event recorder. No API call; an unknown target kind or a missing restic
@@ -197,13 +219,7 @@ pub fn sidecar(
     metrics: metrics::Metrics,
     turns: Option<crate::runtime::lease::Turns>,
 ) -> anyhow::Result<controller::Sidecar> {
-    sidecar_with_stop(
-        args,
-        client,
-        metrics,
-        turns,
-        &crate::runtime::stop::Stop::new(),
-    )
+    sidecar_with_stop(args, client, metrics, turns, &Stop::new())
 }
 
 /// [`sidecar`], its restic runs interrupted on `stop`.
@@ -212,40 +228,27 @@ pub fn sidecar_with_stop(
     client: kube::Client,
     metrics: metrics::Metrics,
     turns: Option<crate::runtime::lease::Turns>,
-    stop: &crate::runtime::stop::Stop,
+    stop: &Stop,
 ) -> anyhow::Result<controller::Sidecar> {
-    let node = args.node_name.as_deref().filter(|n| !n.is_empty());
+    let node = args.pod.node();
     // The configuration's alias (if any) is read per session; the default identity is fixed.
-    let alias_free_host = host::host_name(&args.target_kind, Some(&args.pod_name), node, None)?;
-    let binary = restic::resolve_binary(&args.restic_binary, std::env::var_os("PATH").as_deref())
-        .with_context(|| {
-        format!(
-            "restic executable {} not found (install restic or set --restic-binary)",
-            args.restic_binary.display()
-        )
-    })?;
-    let settings = ResticSettings {
-        binary,
-        scratch_dir: args.scratch_dir.clone(),
-        enable_cache: args.enable_cache,
-        stop: stop.clone(),
-        lock_wait: std::time::Duration::from_secs(args.lock_wait),
-    };
+    let alias_free_host = host::host_name(&args.target_kind, Some(&args.pod.pod_name), node, None)?;
+    let settings = restic_settings(&args.pod, args.lock_wait, stop)?;
     let recorder = crate::recorder::Recorder::new(client.clone(), COMPONENT_SIDECAR)
         .on_host(node.map(String::from));
     Ok(controller::Sidecar::new(
         client,
-        args.namespace.clone(),
+        args.pod.namespace.clone(),
         args.invoker_name.clone(),
         args.target_kind.clone(),
         args.target_name.clone(),
         alias_free_host,
-        args.secret_dir.clone(),
+        args.pod.secret_dir.clone(),
         settings,
         recorder,
         metrics,
         turns,
     )
-    .with_pod_name(&args.pod_name)
+    .with_pod_name(&args.pod.pod_name)
     .with_check_interval(std::time::Duration::from_secs(args.check_interval)))
 }

@@ -1,20 +1,26 @@
 //! The reconciler's few write patterns, each level-triggered and quiet:
 //! read what exists, compare with the desired object, write only the
-//! difference, always as field manager [`FIELD_MANAGER`]; plus per-object
-//! retry backoff for the controllers' error policy.
+//! difference, always as field manager [`FIELD_MANAGER`]; the finalizer
+//! ([`with_finalizer`], kube-runtime's helper); and what the three controllers
+//! share around a pass: the object's [`key`], the per-object retry backoff and
+//! the one [`error_policy`].
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::{Client, Resource};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event, finalizer};
+use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::desired::FIELD_MANAGER;
+use super::own_writes::OwnWrites;
+use crate::api::FINALIZER;
 use crate::sidecar::covers;
 
 /// An API call that failed, with what it was doing.
@@ -70,6 +76,88 @@ impl ApiError {
             }
             _ => false,
         }
+    }
+}
+
+/// How the controllers name an object in their logs, errors and per-object
+/// memories ([`Backoff`], [`OwnWrites`]): `namespace/name`.
+pub fn key<K: Resource>(obj: &K) -> String {
+    crate::store::display_name(obj)
+}
+
+/// A controller context's per-object retry backoff, for [`error_policy`].
+pub trait Retries {
+    fn backoff(&self) -> &Backoff;
+}
+
+/// The controllers' one error policy: retry the object with its own
+/// exponential backoff, logging the failure once ([`log_failure`]).
+pub fn error_policy<K, C>(obj: Arc<K>, err: &ApiError, ctx: Arc<C>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+    C: Retries,
+{
+    Action::requeue(log_failure(&K::kind(&()), &key(&*obj), err, ctx.backoff()))
+}
+
+/// Runs `handler` under kube-runtime's finalizer helper
+/// ([`kube::runtime::finalizer::finalizer`]) with stash's finalizer
+/// [`FINALIZER`]: a first pass adds it and waits for the change (the patch's
+/// watch event triggers the pass that applies); a pass on a deleted object
+/// runs the cleanup, then releases it; a deleted object without it costs no
+/// request. Around it, what kube's helper does not know: a copy whose
+/// resourceVersion `writes` says this controller has written past is skipped
+/// without a request (the newer one's watch event triggers the next pass),
+/// the version the finalizer patch replaced is recorded as such, and the
+/// helper's errors become [`ApiError`]s naming the object.
+pub async fn with_finalizer<K, Fut>(
+    api: &Api<K>,
+    obj: &K,
+    writes: &OwnWrites,
+    handler: impl FnOnce(Event<K>) -> Fut,
+) -> Result<Action, ApiError>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+    Fut: Future<Output = Result<Action, ApiError>>,
+{
+    let key = key(obj);
+    let kind = K::kind(&());
+    let rv = obj.meta().resource_version.as_deref();
+    if writes.is_stale(&key, rv) {
+        tracing::debug!(kind = %kind, object = %key, resource_version = rv, "skipped a copy this controller has already written past");
+        return Ok(Action::await_change());
+    }
+    let ours = obj.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    match finalizer(api, FINALIZER, Arc::new(obj.clone()), handler).await {
+        Ok(action) => {
+            if deleting && ours {
+                writes.forget(&key);
+                tracing::info!(kind = %kind, object = %key, "released the finalizer");
+            } else if !ours && !deleting {
+                // kube's helper returns no object: the version it replaced
+                // is what a lagging cache may hand the next pass.
+                writes.wrote(&key, rv, None);
+            }
+            Ok(action)
+        }
+        Err(finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e)) => Err(e),
+        Err(finalizer::Error::AddFinalizer(e)) => {
+            Err(ApiError::new(format!("add finalizer to {kind} {key}"), e))
+        }
+        // Cleaned up, and already gone.
+        Err(finalizer::Error::RemoveFinalizer(e)) if is_not_found(&e) => {
+            writes.forget(&key);
+            Ok(Action::await_change())
+        }
+        Err(finalizer::Error::RemoveFinalizer(e)) => Err(ApiError::new(
+            format!("remove finalizer from {kind} {key}"),
+            e,
+        )),
+        Err(other) => Err(ApiError::new(
+            format!("finalizer of {kind} {key}"),
+            kube::Error::Service(other.to_string().into()),
+        )),
     }
 }
 

@@ -45,20 +45,21 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, Patch};
 use kube::core::PartialObjectMeta as Meta;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::Event;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply::{
-    ApiError, Backoff, ensure, get_workload, is_not_found, log_failure, patch_params, workload_api,
+    ApiError, Backoff, Retries, ensure, error_policy, get_workload, is_not_found, key,
+    patch_params, with_finalizer, workload_api,
 };
 use super::desired::{
     BackendSecret, LABEL_MANAGED_BY, Observations, RESTIC_PASSWORD, TargetState, condition_events,
     cron_role_binding, cron_service_account, cronjob, desired_status, guarded_patch,
     sidecar_role_binding, workload_service_account,
 };
-use super::finalizer::{Event, finalizer};
 use super::own_writes::OwnWrites;
 use crate::api::events::COMPONENT_BACKUPCONFIGURATION_CONTROLLER;
 use crate::api::{
@@ -106,6 +107,12 @@ impl Context {
             backoff: Backoff::default(),
             own_writes: OwnWrites::default(),
         }
+    }
+}
+
+impl Retries for Context {
+    fn backoff(&self) -> &Backoff {
+        &self.backoff
     }
 }
 
@@ -184,21 +191,6 @@ where
     )
 }
 
-fn key(bc: &BackupConfiguration) -> String {
-    crate::store::display_name(bc)
-}
-
-/// Retries a failed reconcile with per-configuration exponential backoff; a
-/// lost race is logged at DEBUG, anything else as one WARN line.
-pub fn error_policy(bc: Arc<BackupConfiguration>, err: &ApiError, ctx: Arc<Context>) -> Action {
-    Action::requeue(log_failure(
-        "BackupConfiguration",
-        &key(&bc),
-        err,
-        &ctx.backoff,
-    ))
-}
-
 /// One level-triggered pass over one configuration.
 pub async fn reconcile(
     bc: Arc<BackupConfiguration>,
@@ -214,7 +206,7 @@ pub async fn reconcile_at(
     now: jiff::Timestamp,
 ) -> Result<Action, ApiError> {
     let api = configs_api(ctx, namespace_of(bc));
-    let action = finalizer(&api, bc, &key(bc), &ctx.own_writes, |event| async move {
+    let action = with_finalizer(&api, bc, &ctx.own_writes, |event| async move {
         match event {
             Event::Apply(bc) => apply(&bc, ctx, now).await,
             Event::Cleanup(bc) => cleanup(&bc, ctx).await,

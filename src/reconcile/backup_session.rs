@@ -26,7 +26,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::apply::{ApiError, Backoff, get_workload, is_not_found, log_failure};
+use super::apply::{ApiError, Backoff, Retries, error_policy, get_workload, is_not_found, key};
 use super::deadline::{self, Deadlines, Due, SidecarSeen, TargetView};
 use super::desired::{InvokerView, SessionStep, session_step, sessions_to_delete, total_hosts};
 use super::transition::{self, Transition, TransitionEvent};
@@ -68,6 +68,12 @@ impl Context {
             backoff: Backoff::default(),
             metrics: None,
         }
+    }
+}
+
+impl Retries for Context {
+    fn backoff(&self) -> &Backoff {
+        &self.backoff
     }
 }
 
@@ -130,15 +136,6 @@ pub async fn run(ctx: Arc<Context>, configs: Kind<BackupConfiguration>) {
         () = control => {}
         () = export => {}
     }
-}
-
-fn key(s: &BackupSession) -> String {
-    crate::store::display_name(s)
-}
-
-/// Retries a failed reconcile with per-session exponential backoff.
-pub fn error_policy(s: Arc<BackupSession>, err: &ApiError, ctx: Arc<Context>) -> Action {
-    Action::requeue(log_failure("BackupSession", &key(&s), err, &ctx.backoff))
 }
 
 /// One level-triggered pass over one session.

@@ -4,13 +4,13 @@
 //! [`backup_configuration`], [`backup_session`] and [`restore_session`], that read what exists,
 //! compare it with what [`desired`] computes, and write only the difference.
 //! [`crate::runtime::lease`] makes sure one replica at a time runs them (Lease [`LEASE_NAME`]); [`crate::recorder`] writes
-//! the guide's events; [`apply`] holds the shared write patterns, [`finalizer`] the finalizer,
-//! [`own_writes`] the versions a controller's own writes superseded.
+//! the guide's events; [`apply`] holds the shared write patterns, the finalizer
+//! (kube-runtime's helper) and the one error policy, [`own_writes`] the versions
+//! a controller's own writes superseded.
 
 pub mod apply;
 pub mod backup_configuration;
 pub mod backup_session;
-pub mod finalizer;
 pub mod restore_session;
 pub mod transition;
 

@@ -25,14 +25,15 @@ use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::Event;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::Value;
 
 use super::apply::{
-    ApiError, Backoff, ensure, get_workload, log_failure, patch_params, workload_api,
+    ApiError, Backoff, Retries, ensure, error_policy, get_workload, key, patch_params,
+    with_finalizer, workload_api,
 };
 use super::desired::{LABEL_MANAGED_BY, go_duration, guarded_patch, workload_service_account};
-use super::finalizer::{Event, finalizer};
 use super::own_writes::OwnWrites;
 use super::transition::{self, Transition, TransitionEvent};
 use crate::api::events::{
@@ -75,6 +76,12 @@ impl Context {
             backoff: Backoff::default(),
             own_writes: OwnWrites::default(),
         }
+    }
+}
+
+impl Retries for Context {
+    fn backoff(&self) -> &Backoff {
+        &self.backoff
     }
 }
 
@@ -205,16 +212,6 @@ pub async fn run(ctx: Arc<Context>, restores: Kind<RestoreSession>) {
         .await;
 }
 
-fn key(rs: &RestoreSession) -> String {
-    crate::store::display_name(rs)
-}
-
-/// Retries a failed reconcile with per-session exponential backoff; a lost
-/// race is logged at DEBUG, anything else as one WARN line.
-pub fn error_policy(rs: Arc<RestoreSession>, err: &ApiError, ctx: Arc<Context>) -> Action {
-    Action::requeue(log_failure("RestoreSession", &key(&rs), err, &ctx.backoff))
-}
-
 /// One level-triggered pass over one session.
 pub async fn reconcile(rs: Arc<RestoreSession>, ctx: Arc<Context>) -> Result<Action, ApiError> {
     reconcile_at(&rs, &ctx, jiff::Timestamp::now()).await
@@ -226,18 +223,13 @@ pub async fn reconcile_at(
     ctx: &Context,
     now: jiff::Timestamp,
 ) -> Result<Action, ApiError> {
-    let action = finalizer(
-        &api(ctx, namespace_of(rs)),
-        rs,
-        &key(rs),
-        &ctx.own_writes,
-        |event| async move {
-            match event {
-                Event::Apply(rs) => apply(&rs, ctx, now).await,
-                Event::Cleanup(rs) => cleanup(&rs, ctx).await,
-            }
-        },
-    )
+    let api = api(ctx, namespace_of(rs));
+    let action = with_finalizer(&api, rs, &ctx.own_writes, |event| async move {
+        match event {
+            Event::Apply(rs) => apply(&rs, ctx, now).await,
+            Event::Cleanup(rs) => cleanup(&rs, ctx).await,
+        }
+    })
     .await?;
     ctx.backoff.succeeded(&key(rs));
     Ok(action)

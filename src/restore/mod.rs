@@ -38,44 +38,24 @@ use crate::api::events::{
 };
 use crate::api::{HostRestorePhase, HostRestoreStats, Repository, RestoreSession};
 use crate::backup::locks::{PodLockHolders, ReportWaits};
-use crate::backup::{ResticSettings, host, restic};
+use crate::backup::{ResticSettings, host, lease_timing, restic_settings};
+use crate::cli::InjectedArgs;
 use crate::recorder::{EventType, Recorder};
-use crate::runtime::lease::{LeaseTiming, Turns};
+use crate::runtime::lease::Turns;
 use crate::runtime::stop::Stop;
 
 use decide::{Decision, INTERRUPTED, decide, upsert_host};
 
 /// Command-line arguments (the injected init container passes the first two).
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("node_name", |a| a.help("This pod's node: the host name of a DaemonSet's restores (downward API)")))]
 pub struct Args {
     /// Name of the RestoreSession (in the pod's namespace).
     #[arg(long, env = "STASH_RESTORESESSION")]
     pub restoresession: String,
-    /// Directory holding the Repository's storage Secret, one file per key.
-    #[arg(
-        long,
-        env = "STASH_SECRET_DIR",
-        default_value = "/etc/stash/repository/secret"
-    )]
-    pub secret_dir: PathBuf,
-    /// Keep restic's cache in the scratch directory (false: `--no-cache`).
-    #[arg(long, env = "STASH_ENABLE_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub enable_cache: bool,
-    /// Namespace of the pod (downward API).
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub namespace: String,
-    /// This pod's name: Lease identity, StatefulSet ordinal (downward API).
-    #[arg(long, env = "POD_NAME")]
-    pub pod_name: String,
-    /// This pod's node: the host name of a DaemonSet's restores (downward API).
-    #[arg(long, env = "NODE_NAME")]
-    pub node_name: Option<String>,
-    /// restic executable, looked up on PATH unless it is a path.
-    #[arg(long, env = "STASH_RESTIC_BINARY", default_value = "restic")]
-    pub restic_binary: PathBuf,
-    /// Writable directory for restic's cache and temporary files (the `tmp-dir` emptyDir).
-    #[arg(long, env = "STASH_SCRATCH_DIR", default_value = "/tmp")]
-    pub scratch_dir: PathBuf,
+    /// The Secret, restic and this pod, as `stash run-backup` has them.
+    #[command(flatten)]
+    pub pod: InjectedArgs,
     /// Where snapshots are restored: restic recreates their absolute paths under it.
     #[arg(long, env = "STASH_RESTORE_TARGET", default_value = "/")]
     pub target_dir: PathBuf,
@@ -139,31 +119,28 @@ pub async fn run_with_stop(args: Args, client: kube::Client, stop: &Stop) -> any
     let target = rs.target_ref().cloned().with_context(|| {
         format!(
             "RestoreSession {}/{} has no spec.target.ref",
-            args.namespace, args.restoresession
+            args.pod.namespace, args.restoresession
         )
     })?;
     let host = host::host_name(
         &target.kind,
-        Some(&args.pod_name),
-        args.node_name.as_deref(),
+        Some(&args.pod.pod_name),
+        args.pod.node_name.as_deref(),
         None,
     )?;
     let lease = lease_name(&target.kind, &target.name);
     let turns = Turns::new(
         client,
-        &args.namespace,
+        &args.pod.namespace,
         &lease,
-        &args.pod_name,
-        LeaseTiming {
-            duration: args.lease_duration.max(3),
-            grace: (args.lease_duration / 3).max(1),
-        },
+        &args.pod.pod_name,
+        lease_timing(args.lease_duration),
     )
     .await?;
     tracing::info!(restoresession = %args.restoresession, host, lease, "waiting for the restore Lease");
     let judge = PodLockHolders {
-        pods: Api::namespaced(restorer.client.clone(), &args.namespace),
-        own_pod: args.pod_name.clone(),
+        pods: Api::namespaced(restorer.client.clone(), &args.pod.namespace),
+        own_pod: args.pod.pod_name.clone(),
         target_name: target.name.clone(),
     };
     let outcome = turns
@@ -212,28 +189,15 @@ pub struct Restorer {
 impl Restorer {
     /// The restorer for `args`; no API call. A missing restic is a one-line error.
     pub fn new(args: &Args, client: kube::Client, stop: &Stop) -> anyhow::Result<Self> {
-        let binary =
-            restic::resolve_binary(&args.restic_binary, std::env::var_os("PATH").as_deref())
-                .with_context(|| {
-                    format!(
-                        "restic executable {} not found (install restic or set --restic-binary)",
-                        args.restic_binary.display()
-                    )
-                })?;
-        let node = args.node_name.clone().filter(|n| !n.is_empty());
+        let settings = restic_settings(&args.pod, args.lock_wait, stop)?;
+        let node = args.pod.node().map(String::from);
         Ok(Self {
             recorder: Recorder::new(client.clone(), COMPONENT_RESTORE_INIT).on_host(node),
             client,
-            namespace: args.namespace.clone(),
+            namespace: args.pod.namespace.clone(),
             name: args.restoresession.clone(),
-            secret_dir: args.secret_dir.clone(),
-            settings: ResticSettings {
-                binary,
-                scratch_dir: args.scratch_dir.clone(),
-                enable_cache: args.enable_cache,
-                stop: stop.clone(),
-                lock_wait: std::time::Duration::from_secs(args.lock_wait),
-            },
+            secret_dir: args.pod.secret_dir.clone(),
+            settings,
             target_dir: args.target_dir.clone(),
         })
     }

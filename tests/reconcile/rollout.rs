@@ -19,8 +19,9 @@ use std::path::Path;
 use base64::Engine;
 use serde_json::{Value, json};
 
+use kube::ResourceExt;
 use stash::admission::{Endpoint, handle};
-use stash::api::BackupConfiguration;
+use stash::api::{BackupConfiguration, FINALIZER};
 use stash::reconcile::backup_configuration;
 use stash::settings::Settings;
 use support::deployment_controller::{POD_TEMPLATE_HASH, equal_ignore_hash};
@@ -88,19 +89,28 @@ fn apply_configuration(c: &Cluster) {
 
 /// One BackupConfiguration reconcile by `stash serve`'s reconciler, its
 /// cache holding every configuration of the cluster, as its watch would
-/// trigger it after a change. Nothing to do once the configuration is gone.
+/// trigger it after a change (and, after a pass that only added the
+/// finalizer, the pass that change triggers). Nothing to do once the
+/// configuration is gone.
 async fn reconcile(c: &Cluster) {
-    let Some(bc) = c.get(BC) else { return };
-    let bc: BackupConfiguration = serde_json::from_value(bc).unwrap();
     let ctx = backup_configuration::Context::new(
         c.client(Identity::reconciler()),
         stash::settings::DEFAULT_IMAGE.into(),
         Settings::default(),
         c.index(),
     );
-    backup_configuration::reconcile_at(&bc, &ctx, jiff::Timestamp::now())
-        .await
-        .expect("BackupConfiguration reconcile");
+    loop {
+        let Some(bc) = c.get(BC) else { return };
+        let bc: BackupConfiguration = serde_json::from_value(bc).unwrap();
+        let adds_finalizer = bc.metadata.deletion_timestamp.is_none()
+            && !bc.finalizers().iter().any(|f| f == FINALIZER);
+        backup_configuration::reconcile_at(&bc, &ctx, jiff::Timestamp::now())
+            .await
+            .expect("BackupConfiguration reconcile");
+        if !adds_finalizer {
+            return;
+        }
+    }
 }
 
 /// The deployment controller runs until the cluster is quiet; like on a

@@ -193,12 +193,27 @@ impl Walk {
         )
     }
 
-    /// One BackupConfiguration reconcile, as its watch would trigger it.
+    /// One BackupConfiguration reconcile, as its watch would trigger it
+    /// (after a pass that only added the finalizer, the pass that change
+    /// triggers too).
     async fn reconcile_config(&self) {
-        let bc: BackupConfiguration = self.k.typed(BC);
-        backup_configuration::reconcile_at(&bc, &self.config_context(), jiff::Timestamp::now())
-            .await
-            .expect("BackupConfiguration reconcile");
+        let ctx = self.config_context();
+        loop {
+            let bc: BackupConfiguration = self.k.typed(BC);
+            let adds_finalizer = bc.metadata.deletion_timestamp.is_none()
+                && !bc
+                    .metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == stash::api::FINALIZER);
+            backup_configuration::reconcile_at(&bc, &ctx, jiff::Timestamp::now())
+                .await
+                .expect("BackupConfiguration reconcile");
+            if !adds_finalizer {
+                return;
+            }
+        }
     }
 
     async fn reconcile_backup_session(&self, name: &str) -> BackupSession {
@@ -210,17 +225,30 @@ impl Walk {
         self.k.typed(&path)
     }
 
-    /// One RestoreSession reconcile, as its watch would trigger it.
+    /// One RestoreSession reconcile, as its watch would trigger it (after a
+    /// pass that only added the finalizer, the pass that change triggers too).
     async fn reconcile_restore(&self) {
         let ctx = restore_session::Context::new(
             self.k.client(Identity::reconciler()),
             self.settings.clone(),
             self.k.index(),
         );
-        let rs: RestoreSession = self.k.typed(RS);
-        restore_session::reconcile_at(&rs, &ctx, jiff::Timestamp::now())
-            .await
-            .expect("RestoreSession reconcile");
+        loop {
+            let rs: RestoreSession = self.k.typed(RS);
+            let adds_finalizer = rs.metadata.deletion_timestamp.is_none()
+                && !rs
+                    .metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == stash::api::FINALIZER);
+            restore_session::reconcile_at(&rs, &ctx, jiff::Timestamp::now())
+                .await
+                .expect("RestoreSession reconcile");
+            if !adds_finalizer {
+                return;
+            }
+        }
     }
 
     /// The kubelet starting the `stash-init` container of a pod of the

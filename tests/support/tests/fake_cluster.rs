@@ -390,8 +390,7 @@ fn dechunk(mut body: &str) -> String {
 /// The fake API server takes the JSON patches of kube-runtime's own
 /// finalizer helper as a real one does (a `test` of the absent
 /// `/metadata/finalizers` against `null`, then `add`; on deletion `test` and
-/// `remove` of the index), so the reconciler could switch to it. (It was
-/// the reconcile binary's `config` module's.)
+/// `remove` of the index), which the reconciler's finalizer is.
 #[tokio::test]
 async fn kube_runtimes_finalizer_helper_works_against_the_fake() {
     use kube::runtime::controller::Action;
