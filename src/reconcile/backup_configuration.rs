@@ -120,6 +120,18 @@ impl Retries for Context {
 /// configurations and Repositories come from `feed` (the index's own watch);
 /// the objects it writes and the workloads, from watches of its own.
 pub async fn run(client: Client, image: String, settings: Settings, feed: Feed) {
+    run_until(client, image, settings, feed, std::future::pending()).await
+}
+
+/// [`run`] until `stop` resolves: then no new reconcile starts, the ones in
+/// flight finish, and the future returns.
+pub async fn run_until(
+    client: Client,
+    image: String,
+    settings: Settings,
+    feed: Feed,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let managed = format!("{}={}", LABEL_MANAGED_BY.0, LABEL_MANAGED_BY.1);
     let owned = || {
         watcher::Config::default()
@@ -150,6 +162,7 @@ pub async fn run(client: Client, image: String, settings: Settings, feed: Feed) 
     let ctx = Arc::new(Context::new(client, image, settings, index));
     controller
         .with_config(super::controller_config())
+        .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {

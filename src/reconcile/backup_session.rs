@@ -80,6 +80,16 @@ impl Retries for Context {
 /// Runs the controller until the returned future is dropped. Configuration
 /// changes come from `configs` (the index's own watch).
 pub async fn run(ctx: Arc<Context>, configs: Kind<BackupConfiguration>) {
+    run_until(ctx, configs, std::future::pending()).await
+}
+
+/// [`run`] until `stop` resolves: then no new reconcile starts, the ones in
+/// flight finish, and the future returns (ending the metrics export).
+pub async fn run_until(
+    ctx: Arc<Context>,
+    configs: Kind<BackupConfiguration>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     // Paginated, and cached without managedFields and kubectl's copy
     // (docs/performance.md): sessions accumulate with every backup.
     let (sessions, writer) = reflector::store();
@@ -126,6 +136,7 @@ pub async fn run(ctx: Arc<Context>, configs: Kind<BackupConfiguration>) {
                 .collect::<Vec<_>>()
         })
         .with_config(super::controller_config())
+        .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {

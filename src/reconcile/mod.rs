@@ -86,8 +86,11 @@ pub fn candidate(client: kube::Client, namespace: &str, identity: &str) -> Candi
     }
 }
 
-/// The three controllers, until `stop` fires (or dropped), fed by `feed`
-/// (the index the webhooks read) for the kinds it watches.
+/// The three controllers, fed by `feed` (the index the webhooks read) for
+/// the kinds it watches. When `stop` fires each stops taking new work and
+/// lets the reconciles in flight finish (kube-runtime's graceful shutdown);
+/// this returns once all three have, and each keeps its handle on the drain
+/// until then.
 async fn controllers(
     client: kube::Client,
     config: ReconcilerConfig,
@@ -102,15 +105,17 @@ async fn controllers(
         config.settings.clone(),
         feed.store.clone(),
     ));
-    let all = async {
-        tokio::join!(
-            backup_configuration::run(client, config.image, config.settings, feed.clone()),
-            backup_session::run(sessions, feed.configs.clone()),
-            restore_session::run(restores, feed.restores.clone()),
-        )
-    };
-    tokio::select! {
-        _ = all => {}
-        () = stop.into_signaled() => {}
-    }
+    let configs = feed.configs.clone();
+    let restore_kind = feed.restores.clone();
+    tokio::join!(
+        backup_configuration::run_until(
+            client,
+            config.image,
+            config.settings,
+            feed,
+            stop.clone().into_signaled(),
+        ),
+        backup_session::run_until(sessions, configs, stop.clone().into_signaled()),
+        restore_session::run_until(restores, restore_kind, stop.into_signaled()),
+    );
 }

@@ -201,8 +201,19 @@ pub fn restore_step(rs: &RestoreSession, hosts: Option<i32>, now: jiff::Timestam
 /// Runs the controller until the returned future is dropped; the sessions
 /// come from `restores` (the index's own watch).
 pub async fn run(ctx: Arc<Context>, restores: Kind<RestoreSession>) {
+    run_until(ctx, restores, std::future::pending()).await
+}
+
+/// [`run`] until `stop` resolves: then no new reconcile starts, the ones in
+/// flight finish, and the future returns.
+pub async fn run_until(
+    ctx: Arc<Context>,
+    restores: Kind<RestoreSession>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     Controller::for_shared_stream(restores.subscribe(), restores.reader())
         .with_config(super::controller_config())
+        .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {

@@ -17,3 +17,4 @@ mod feed;
 mod leader;
 mod rollout;
 mod session;
+mod shutdown;
