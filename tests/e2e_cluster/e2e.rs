@@ -26,6 +26,7 @@ use crate::identity;
 use crate::install::{self, Created};
 use stash::api::{BackupConfiguration, RestoreSession};
 use stash::reconcile::apply::is_not_found;
+use stash_testkit::guide::{self, EventRow};
 
 /// Why the ignored test fails when run (`--ignored`) without a cluster.
 pub const NO_CLUSTER: &str = "needs a real cluster: set STASH_E2E_KUBECONFIG=<kubeconfig> (a \
@@ -444,7 +445,7 @@ impl Cluster {
 
     /// The core/v1 Events about `kind/name`, as `kubectl describe` lists them:
     /// (type, reason, from, message), oldest first.
-    pub async fn events(&self, kind: &str, name: &str) -> Vec<(String, String, String, String)> {
+    pub async fn events(&self, kind: &str, name: &str) -> Vec<EventRow> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         let selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
         let mut events = api
@@ -459,17 +460,7 @@ impl Cluster {
                 e.name_any(),
             )
         });
-        events
-            .into_iter()
-            .map(|e| {
-                (
-                    e.type_.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.source.and_then(|s| s.component).unwrap_or_default(),
-                    e.message.unwrap_or_default(),
-                )
-            })
-            .collect()
+        guide::event_rows(events)
     }
 
     /// The ReplicaSets the Deployment with `uid` controls, oldest first.
@@ -688,16 +679,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Str
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
-}
-
-/// The YAML documents of `text` (comments and empty documents skipped), as JSON.
-pub fn yaml_docs(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .filter_map(|doc| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
-            (!v.is_null()).then(|| serde_json::to_value(v).expect("YAML as JSON"))
-        })
-        .collect()
 }
 
 /// This process's environment variables that would set one of stash's

@@ -27,14 +27,22 @@
 //! credentials), and the configuration backs up a temp dir standing for the
 //! PVC's `/source/data`. Everything else is applied as the guide has it, in
 //! its order: Deployment (and PVC), Secret, Repository, BackupConfiguration.
+//!
+//! The guides' sections, in order, and what they show (YAMLs, columns,
+//! events, conditions) are the testkit's (`stash_testkit::guide`:
+//! `PauseBackupGuide` then `RestoreGuide`, walked by `guide::pause_backup`
+//! and `guide::restore`), shared with the fake-cluster walks of
+//! `tests/guide.rs` and `tests/restore/cluster.rs`; so is the kubelet's part
+//! for the injected containers (`guide::Mounts`). This file has the real
+//! cluster's mechanics: waiting for what the controllers do, the ReplicaSets
+//! settling, each process's identity.
 
 mod e2e;
 mod identity;
 mod install;
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -50,22 +58,11 @@ use e2e::{Cluster, NO_CLUSTER, Settings};
 use stash::api::{BackupConfiguration, BackupSession, Repository, RestoreSession};
 use stash::manifests::names::{CRON_JOB_ROLE, SIDECAR_ROLE};
 use stash::manifests::{CaBundle, Object};
-use stash_testkit::guide::{self, PauseBackupGuide};
+use stash_testkit::guide::{
+    self, BC, CRONJOB, DEPLOY, HOST, INSTANT, Mounts, PauseBackupGuide, REPO, RESTORE,
+    RestoreGuide, SECRET,
+};
 
-/// The guide's names.
-const BC: &str = "pause-backup";
-const DEPLOY: &str = "stash-demo";
-const CRONJOB: &str = "stash-backup-pause-backup";
-const SECRET: &str = "gcs-secret";
-const REPO: &str = "gcs-repo";
-const INSTANT: &str = "instant-backupsession";
-/// The RestoreSession of docs/restore.md.
-const RESTORE: &str = "restore-stash-demo";
-/// The restic host of a Deployment's backups (one host for all replicas).
-const HOST: &str = "host-0";
-/// Where the injected container mounts the storage Secret and its scratch dir.
-const SECRET_MOUNT: &str = "/etc/stash/repository/secret";
-const SCRATCH_MOUNT: &str = "/tmp";
 /// Image of the sidecar and the CronJob: one no node can pull, so that on a
 /// cluster with kubelets neither an in-cluster sidecar nor the CronJob's pod
 /// ever competes with the local processes.
@@ -168,7 +165,7 @@ async fn apply_crds(c: &Cluster) {
     let crds = e2e::run_stash(None, &["crds".into()], &[]).await;
     let crd_api: Api<CustomResourceDefinition> = Api::all(c.client.clone());
     let mut names = Vec::new();
-    for doc in e2e::yaml_docs(&crds) {
+    for doc in guide::yaml_docs(&crds) {
         let crd: CustomResourceDefinition =
             serde_json::from_value(doc).expect("`stash crds` prints CRDs");
         let name = crd.name_any();
@@ -484,7 +481,7 @@ impl PauseBackupGuide for Guide<'_> {
         assert_eq!(
             injected
                 .annotations()
-                .get("stash.appscode.com/last-applied-backupconfiguration"),
+                .get(guide::LAST_APPLIED_CONFIGURATION),
             Some(&BC.to_string())
         );
         // One ReplicaSet per pod template the Deployment has had: the guide's
@@ -524,7 +521,7 @@ impl PauseBackupGuide for Guide<'_> {
             })
             .await;
         let cron_json = serde_json::to_value(&cron).unwrap();
-        assert_eq!(cron_json["spec"]["schedule"], "*/5 * * * *");
+        assert_eq!(cron_json["spec"]["schedule"], guide::SCHEDULE);
         let job = &cron_json["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(job["args"], guide::cronjob_args());
         let cron_uid = cron.uid().unwrap();
@@ -753,7 +750,7 @@ async fn guide(c: &Cluster) {
     let Guide {
         uid,
         original_template,
-        mut templates,
+        templates,
         rs_names,
         deploy_before,
         ..
@@ -771,7 +768,11 @@ async fn guide(c: &Cluster) {
     .await;
 
     // ---- docs/restore.md: lose the data, restore it with a RestoreSession -----
-    restore(c, &uid, &mut templates).await;
+    let mut restore = RestoreWalk::new(c, uid, templates);
+    guide::restore(&mut restore).await;
+    let RestoreWalk {
+        uid, mut templates, ..
+    } = restore;
 
     // ---- Removal: the configuration goes, the sidecar and the CronJob with it --
     c.stop("run-backup");
@@ -814,7 +815,7 @@ async fn guide(c: &Cluster) {
     assert!(
         !removed
             .annotations()
-            .contains_key("stash.appscode.com/last-applied-backupconfiguration"),
+            .contains_key(guide::LAST_APPLIED_CONFIGURATION),
         "{:?}",
         removed.annotations()
     );
@@ -848,246 +849,283 @@ async fn guide(c: &Cluster) {
 // Steps
 // ---------------------------------------------------------------------------
 
-/// docs/restore.md after the guide's backups: the backed-up file deleted, the
-/// RestoreSession applied, `stash-init` back-filled by the controller (one
-/// more ReplicaSet), `stash restore` run here as that init container would
-/// run it, the file back byte for byte, the session `Succeeded` with its
-/// events; a second replica's init container exits 0 without restoring;
-/// deleting the session takes `stash-init` out again.
-async fn restore(c: &Cluster, uid: &str, templates: &mut Vec<Value>) {
-    let ns = c.ns.as_str();
-    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), ns);
-    let restores: Api<RestoreSession> = Api::namespaced(c.client.clone(), ns);
-    let data = c.p("source/data");
-    let file = data.join("data.txt");
-    let backed_up = std::fs::read(&file).expect("the backed-up file");
-    let before = deployments.get(DEPLOY).await.unwrap();
+/// docs/restore.md after the guide's backups, on a real cluster: the
+/// testkit's [`RestoreGuide`] sections (walked by `guide::restore`) with this
+/// cluster's mechanics. The backed-up file deleted, the RestoreSession
+/// applied, `stash-init` back-filled by the controller (one more
+/// ReplicaSet), `stash restore` run here as that init container would run
+/// it, the file back byte for byte, the session `Succeeded` with its events;
+/// a second replica's init container exits 0 without restoring; deleting
+/// the session takes `stash-init` out again. What one section leaves for
+/// the next:
+struct RestoreWalk<'a> {
+    c: &'a Cluster,
+    /// The Deployment's uid and every pod template it has had (one
+    /// ReplicaSet each).
+    uid: String,
+    templates: Vec<Value>,
+    /// The backed-up file, and its bytes.
+    file: PathBuf,
+    backed_up: Vec<u8>,
+    /// The Deployment before the RestoreSession, and with `stash-init`.
+    before: Deployment,
+    injected: Deployment,
+    /// The ReplicaSet with `stash-init`.
+    rs_init: String,
+    /// The session once Succeeded.
+    done: Value,
+}
 
-    // $ kubectl exec … -- rm /source/data/data.txt
-    std::fs::remove_file(&file).unwrap();
-    // $ kubectl apply -f manifests/restore/restoresession.yaml (its path in the temp dir)
-    let rs: RestoreSession = serde_json::from_value(guide::restore_session_on(ns, &data)).unwrap();
-    restores
-        .create(&PostParams::default(), &rs)
-        .await
-        .expect("restoresession.stash.appscode.com/restore-stash-demo created");
-
-    // The controller back-fills stash-init and marks the session Running.
-    let injected = c
-        .wait_for(
-            "the stash-init container in Deployment stash-demo",
-            SHORT,
-            async || {
-                let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
-                if init_container_names(&d) == ["stash-init"] {
-                    Ok(d)
-                } else {
-                    Err(format!("initContainers {:?}", init_container_names(&d)))
-                }
-            },
-        )
-        .await;
-    assert_eq!(
-        injected
-            .annotations()
-            .get("stash.appscode.com/last-applied-restoresession"),
-        Some(&RESTORE.to_string())
-    );
-    assert_eq!(
-        container_names(&injected),
-        container_names(&before),
-        "the containers stay"
-    );
-    templates.push(template(&injected));
-    let sets = settled_replica_sets(c, uid, templates, "after stash-init").await;
-    c.step(&format!(
-        "stash-init back-filled; ReplicaSets settled: {}",
-        names(&sets).join(", ")
-    ));
-    c.wait_for("RestoreSession Running", SHORT, async || {
-        let rs = c.raw::<RestoreSession>(RESTORE).await.ok_or("gone")?;
-        if rs["status"]["phase"] == "Running" && rs["status"]["totalHosts"] == 1 {
-            Ok(())
-        } else {
-            Err(format!("status {}", rs["status"]))
+impl<'a> RestoreWalk<'a> {
+    fn new(c: &'a Cluster, uid: String, templates: Vec<Value>) -> Self {
+        Self {
+            c,
+            uid,
+            templates,
+            file: c.p("source/data/data.txt"),
+            backed_up: Vec::new(),
+            before: Deployment::default(),
+            injected: Deployment::default(),
+            rs_init: String::new(),
+            done: Value::Null,
         }
-    })
-    .await;
-    assert_eq!(
-        columns::<RestoreSession>(c, &c.raw::<RestoreSession>(RESTORE).await.unwrap()).await,
-        guide::restore_columns("Running"),
-    );
+    }
 
-    // The init container of a pod of the new ReplicaSet, run here.
-    let rs_init = sets
-        .iter()
-        .find(|rs| rs_template(rs) == template(&injected))
-        .expect("the ReplicaSet with stash-init");
-    let first_pod = format!("{}-e2e00", rs_init.name_any());
-    run_init(c, &injected, &first_pod).await;
-    assert_eq!(
-        std::fs::read(&file).expect("data.txt is back"),
-        backed_up,
-        "restored byte for byte"
-    );
-    let done = c
-        .wait_for("RestoreSession Succeeded", SHORT, async || {
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.c.client.clone(), &self.c.ns)
+    }
+
+    fn restores(&self) -> Api<RestoreSession> {
+        Api::namespaced(self.c.client.clone(), &self.c.ns)
+    }
+}
+
+impl RestoreGuide for RestoreWalk<'_> {
+    async fn lose_data(&mut self) {
+        self.backed_up = std::fs::read(&self.file).expect("the backed-up file");
+        // $ kubectl exec … -- rm /source/data/data.txt
+        std::fs::remove_file(&self.file).unwrap();
+    }
+
+    /// $ kubectl apply -f manifests/restore/restoresession.yaml (its path in the temp dir)
+    async fn apply_restore_session(&mut self) {
+        let c = self.c;
+        self.before = self.deployments().get(DEPLOY).await.unwrap();
+        let rs: RestoreSession =
+            serde_json::from_value(guide::restore_session_on(&c.ns, &c.p("source/data"))).unwrap();
+        self.restores()
+            .create(&PostParams::default(), &rs)
+            .await
+            .expect("restoresession.stash.appscode.com/restore-stash-demo created");
+        c.step(&format!("RestoreSession {RESTORE} created"));
+    }
+
+    /// The controller back-fills stash-init and marks the session Running.
+    async fn init_back_filled(&mut self) {
+        let c = self.c;
+        let deployments = self.deployments();
+        let injected = c
+            .wait_for(
+                "the stash-init container in Deployment stash-demo",
+                SHORT,
+                async || {
+                    let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
+                    if init_container_names(&d) == ["stash-init"] {
+                        Ok(d)
+                    } else {
+                        Err(format!("initContainers {:?}", init_container_names(&d)))
+                    }
+                },
+            )
+            .await;
+        assert_eq!(
+            injected.annotations().get(guide::LAST_APPLIED_RESTORE),
+            Some(&RESTORE.to_string())
+        );
+        assert_eq!(
+            container_names(&injected),
+            container_names(&self.before),
+            "the containers stay"
+        );
+        self.templates.push(template(&injected));
+        let sets = settled_replica_sets(c, &self.uid, &self.templates, "after stash-init").await;
+        c.step(&format!(
+            "stash-init back-filled; ReplicaSets settled: {}",
+            names(&sets).join(", ")
+        ));
+        c.wait_for("RestoreSession Running", SHORT, async || {
             let rs = c.raw::<RestoreSession>(RESTORE).await.ok_or("gone")?;
-            if rs["status"]["phase"] == "Succeeded" {
-                Ok(rs)
+            if rs["status"]["phase"] == "Running" && rs["status"]["totalHosts"] == 1 {
+                Ok(())
             } else {
                 Err(format!("status {}", rs["status"]))
             }
         })
         .await;
-    let stats = done["status"]["stats"]
-        .as_array()
-        .expect("the host's stats");
-    assert_eq!(stats.len(), 1, "{}", done["status"]);
-    assert_eq!(stats[0]["hostname"], HOST);
-    assert_eq!(stats[0]["phase"], "Succeeded");
-    assert!(done["status"]["sessionDuration"].is_string());
-    assert_eq!(
-        columns::<RestoreSession>(c, &done).await,
-        guide::restore_columns("Succeeded"),
-    );
-    // $ kubectl describe restoresession -n demo restore-stash-demo
-    let mut want = guide::restore_events();
-    want.sort();
-    let events = async || {
-        let mut seen = c.events("RestoreSession", RESTORE).await;
-        seen.sort();
-        if seen == want {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    };
-    c.wait_for("the RestoreSession's events", SHORT, events)
-        .await;
-    c.step("restored: data.txt byte-identical; RestoreSession Succeeded with its events");
+        // $ kubectl get restoresession -n demo
+        assert_eq!(
+            columns::<RestoreSession>(c, &c.raw::<RestoreSession>(RESTORE).await.unwrap()).await,
+            guide::restore_columns("Running"),
+        );
+        // The pods of the new ReplicaSet run stash-init.
+        self.rs_init = sets
+            .iter()
+            .find(|rs| rs_template(rs) == template(&injected))
+            .expect("the ReplicaSet with stash-init")
+            .name_any();
+        self.injected = injected;
+    }
 
-    // A second replica (same host-0) finds its host done: exit 0, no restore.
-    std::fs::write(&file, "changed after the restore\n").unwrap();
-    run_init(c, &injected, &format!("{}-e2e01", rs_init.name_any())).await;
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap(),
-        "changed after the restore\n",
-        "not restored twice"
-    );
-    let again = c.raw::<RestoreSession>(RESTORE).await.unwrap();
-    assert_eq!(again["status"]["stats"], done["status"]["stats"]);
-    std::fs::write(&file, &backed_up).unwrap();
+    /// The init container of a pod of the new ReplicaSet, run here.
+    async fn init_restores(&mut self) {
+        let first_pod = format!("{}-e2e00", self.rs_init);
+        run_init(self.c, &self.injected, &first_pod).await;
+        assert_eq!(
+            std::fs::read(&self.file).expect("data.txt is back"),
+            self.backed_up,
+            "restored byte for byte"
+        );
+    }
 
-    // $ kubectl delete restoresession -n demo restore-stash-demo
-    restores
-        .delete(RESTORE, &DeleteParams::default())
-        .await
-        .expect("restoresession.stash.appscode.com \"restore-stash-demo\" deleted");
-    c.wait_for(
-        "the RestoreSession to go (finalizer released)",
-        SHORT,
-        async || match c.raw::<RestoreSession>(RESTORE).await {
-            None => Ok(()),
-            Some(rs) => Err(format!(
-                "deletionTimestamp {} finalizers {}",
-                rs["metadata"]["deletionTimestamp"], rs["metadata"]["finalizers"]
-            )),
-        },
-    )
-    .await;
-    let removed = c
-        .wait_for(
-            "the stash-init container's removal from Deployment stash-demo",
-            SHORT,
-            async || {
-                let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
-                if init_container_names(&d).is_empty() {
-                    Ok(d)
+    async fn restore_succeeded(&mut self) {
+        let c = self.c;
+        let done = c
+            .wait_for("RestoreSession Succeeded", SHORT, async || {
+                let rs = c.raw::<RestoreSession>(RESTORE).await.ok_or("gone")?;
+                if rs["status"]["phase"] == "Succeeded" {
+                    Ok(rs)
                 } else {
-                    Err(format!("initContainers {:?}", init_container_names(&d)))
+                    Err(format!("status {}", rs["status"]))
                 }
+            })
+            .await;
+        let stats = done["status"]["stats"]
+            .as_array()
+            .expect("the host's stats");
+        assert_eq!(stats.len(), 1, "{}", done["status"]);
+        assert_eq!(stats[0]["hostname"], HOST);
+        assert_eq!(stats[0]["phase"], "Succeeded");
+        assert!(done["status"]["sessionDuration"].is_string());
+        // $ kubectl get restoresession -n demo
+        assert_eq!(
+            columns::<RestoreSession>(c, &done).await,
+            guide::restore_columns("Succeeded"),
+        );
+        // $ kubectl describe restoresession -n demo restore-stash-demo
+        // Sorted: a real cluster's events are only ordered to the second.
+        let mut want = guide::restore_events();
+        want.sort();
+        let events = async || {
+            let mut seen = c.events("RestoreSession", RESTORE).await;
+            seen.sort();
+            if seen == want {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        };
+        c.wait_for("the RestoreSession's events", SHORT, events)
+            .await;
+        c.step("restored: data.txt byte-identical; RestoreSession Succeeded with its events");
+        self.done = done;
+    }
+
+    /// A second replica (same host-0) finds its host done: exit 0, no restore.
+    async fn init_again_restores_nothing(&mut self) {
+        let c = self.c;
+        std::fs::write(&self.file, "changed after the restore\n").unwrap();
+        run_init(c, &self.injected, &format!("{}-e2e01", self.rs_init)).await;
+        assert_eq!(
+            std::fs::read_to_string(&self.file).unwrap(),
+            "changed after the restore\n",
+            "not restored twice"
+        );
+        let again = c.raw::<RestoreSession>(RESTORE).await.unwrap();
+        assert_eq!(again["status"]["stats"], self.done["status"]["stats"]);
+        std::fs::write(&self.file, &self.backed_up).unwrap();
+    }
+
+    /// $ kubectl delete restoresession -n demo restore-stash-demo
+    async fn clean_up(&mut self) {
+        let c = self.c;
+        let deployments = self.deployments();
+        self.restores()
+            .delete(RESTORE, &DeleteParams::default())
+            .await
+            .expect("restoresession.stash.appscode.com \"restore-stash-demo\" deleted");
+        c.wait_for(
+            "the RestoreSession to go (finalizer released)",
+            SHORT,
+            async || match c.raw::<RestoreSession>(RESTORE).await {
+                None => Ok(()),
+                Some(rs) => Err(format!(
+                    "deletionTimestamp {} finalizers {}",
+                    rs["metadata"]["deletionTimestamp"], rs["metadata"]["finalizers"]
+                )),
             },
         )
         .await;
-    assert_eq!(
-        template(&removed),
-        template(&before),
-        "the pod template is the backup's again"
-    );
-    // Back to the sidecar's ReplicaSet: no new one.
-    let sets = settled_replica_sets(c, uid, templates, "after removing stash-init").await;
-    c.step(&format!(
-        "RestoreSession deleted, stash-init removed; ReplicaSets settled: {}",
-        names(&sets).join(", ")
-    ));
+        let removed = c
+            .wait_for(
+                "the stash-init container's removal from Deployment stash-demo",
+                SHORT,
+                async || {
+                    let d = deployments.get(DEPLOY).await.map_err(|e| e.to_string())?;
+                    if init_container_names(&d).is_empty() {
+                        Ok(d)
+                    } else {
+                        Err(format!("initContainers {:?}", init_container_names(&d)))
+                    }
+                },
+            )
+            .await;
+        assert_eq!(
+            template(&removed),
+            template(&self.before),
+            "the pod template is the backup's again"
+        );
+        // Back to the sidecar's ReplicaSet: no new one.
+        let sets =
+            settled_replica_sets(c, &self.uid, &self.templates, "after removing stash-init").await;
+        c.step(&format!(
+            "RestoreSession deleted, stash-init removed; ReplicaSets settled: {}",
+            names(&sets).join(", ")
+        ));
+    }
+}
+
+/// The Secret the volume at the secret mount of `mounts` names, as the API
+/// server returns it: what the kubelet writes into that volume.
+async fn mounted_secret(c: &Cluster, mounts: &Mounts<'_>) -> Value {
+    let name = mounts.secret_name();
+    let secret = Api::<Secret>::namespaced(c.client.clone(), &c.ns)
+        .get(&name)
+        .await
+        .unwrap_or_else(|e| panic!("the storage Secret {name}: {e}"));
+    serde_json::to_value(secret).unwrap()
 }
 
 /// Runs `stash restore` here to completion as the kubelet would start the
 /// Deployment's `stash-init` container in pod `pod`: its args, its env from
-/// the downward API, the Secret volume's keys as files, `tmp-dir` a temp dir;
+/// the downward API, its own volumes laid out by the testkit's kubelet
+/// ([`Mounts::lay_out`]: the Secret's keys as files, `tmp-dir` a temp dir);
 /// the data volume and the local backend are this machine's paths already.
 /// Exit 0 or the test fails.
 async fn run_init(c: &Cluster, deploy: &Deployment, pod: &str) {
     let deploy_json = serde_json::to_value(deploy).unwrap();
     let pod_spec = &deploy_json["spec"]["template"]["spec"];
-    let init = pod_spec["initContainers"][0].clone();
-    assert_eq!(init["name"], "stash-init");
+    let init = &pod_spec["initContainers"][0];
+    assert_eq!(init["name"], "stash-init", "stash-init comes first");
     assert_eq!(init["image"], IMAGE);
-    let mounts: BTreeMap<String, String> = init["volumeMounts"]
-        .as_array()
-        .expect("stash-init mounts volumes")
-        .iter()
-        .map(|m| {
-            (
-                m["mountPath"].as_str().unwrap().to_string(),
-                m["name"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let data_path = c.p("source/data").display().to_string();
-    let repo_path = c.p("repo").display().to_string();
-    for path in [SECRET_MOUNT, SCRATCH_MOUNT, &data_path, &repo_path] {
-        assert!(
-            mounts.contains_key(path),
-            "stash-init mounts {path}: {mounts:?}"
-        );
-    }
-    let volume_of = |mount: &str| -> Value {
-        pod_spec["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == mounts[mount].as_str())
-            .cloned()
-            .unwrap_or_else(|| panic!("the volume mounted at {mount}"))
-    };
-    assert_eq!(volume_of(SECRET_MOUNT)["secret"]["secretName"], SECRET);
-    assert!(volume_of(SCRATCH_MOUNT)["emptyDir"].is_object());
-    let secret = Api::<Secret>::namespaced(c.client.clone(), &c.ns)
-        .get(SECRET)
-        .await
-        .expect("the storage Secret");
-    let secret_dir = c.p(&format!("{pod}/secret"));
-    let scratch = c.p(&format!("{pod}/tmp"));
-    std::fs::create_dir_all(&secret_dir).unwrap();
-    std::fs::create_dir_all(&scratch).unwrap();
-    for (key, value) in secret.data.unwrap_or_default() {
-        std::fs::write(secret_dir.join(key), value.0).unwrap();
-    }
-    let mut args: Vec<String> = init["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let mounts = Mounts::of(pod_spec, init);
+    mounts.assert_restore_mounts(&c.p("source/data"), &c.p("repo"));
+    let dirs = mounts.lay_out(&c.p(pod), &mounted_secret(c, &mounts).await);
+    let args = dirs.args(guide::args(init));
     assert_eq!(args[0], "restore");
     assert!(
         args.contains(&format!("--restoresession={RESTORE}")),
         "{args:?}"
     );
-    guide::set_flag(&mut args, "--secret-dir", &secret_dir.display().to_string());
-    guide::set_flag(&mut args, "--scratch-dir", &scratch.display().to_string());
     let env = guide_env(&init["env"], &c.ns, pod, "");
     let identity = bound_identity(c, &pod_service_account(pod_spec), SIDECAR_ROLE).await;
     c.step(&format!(
@@ -1260,53 +1298,15 @@ fn one_per_template(sets: &[ReplicaSet], templates: &[Value]) -> Result<(), Stri
 
 /// Starts `stash run-backup` here as the kubelet would start the injected
 /// container: its args, its env from the downward API (a pod of the
-/// injected ReplicaSet, when the controller made one), the Secret volume's
-/// keys as files, the `tmp-dir` emptyDir as a temp dir.
+/// injected ReplicaSet, when the controller made one), its own volumes laid
+/// out by the testkit's kubelet ([`Mounts::lay_out`]: the Secret's keys as
+/// files, the `tmp-dir` emptyDir as a temp dir).
 async fn start_sidecar(c: &Cluster, deploy: &Deployment, uid: &str) {
     let deploy_json = serde_json::to_value(deploy).unwrap();
     let pod_spec = &deploy_json["spec"]["template"]["spec"];
-    let container = sidecar_container(deploy);
-    let mounts: BTreeMap<String, String> = container["volumeMounts"]
-        .as_array()
-        .expect("the sidecar mounts volumes")
-        .iter()
-        .map(|m| {
-            (
-                m["mountPath"].as_str().unwrap().to_string(),
-                m["name"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let volume = |mount: &str| -> Value {
-        let name = mounts
-            .get(mount)
-            .unwrap_or_else(|| panic!("the sidecar mounts nothing at {mount}: {mounts:?}"));
-        pod_spec["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == name.as_str())
-            .unwrap_or_else(|| panic!("volume {name}"))
-            .clone()
-    };
-    // The Secret volume: every key of the Secret, as a file.
-    let secret_volume = volume(SECRET_MOUNT);
-    assert_eq!(
-        secret_volume["secret"]["secretName"], SECRET,
-        "the Repository's storage Secret"
-    );
-    let secret = Api::<Secret>::namespaced(c.client.clone(), &c.ns)
-        .get(SECRET)
-        .await
-        .expect("the storage Secret");
-    let secret_dir = c.p("pod/secret");
-    std::fs::create_dir_all(&secret_dir).unwrap();
-    for (key, value) in secret.data.unwrap_or_default() {
-        std::fs::write(secret_dir.join(key), value.0).unwrap();
-    }
-    assert!(volume(SCRATCH_MOUNT)["emptyDir"].is_object());
-    let scratch = c.p("pod/tmp");
-    std::fs::create_dir_all(&scratch).unwrap();
+    let container = guide::container(pod_spec, "stash");
+    let mounts = Mounts::of(pod_spec, container);
+    let dirs = mounts.lay_out(&c.p("pod"), &mounted_secret(c, &mounts).await);
 
     // A pod of the injected ReplicaSet, if the replicaset controller made one.
     let sets = c.replica_sets(uid).await;
@@ -1331,15 +1331,8 @@ async fn start_sidecar(c: &Cluster, deploy: &Deployment, uid: &str) {
         .and_then(|s| s.node_name.clone())
         .unwrap_or_default();
 
-    let mut args: Vec<String> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let mut args = dirs.args(guide::args(container));
     assert_eq!(args[0], "run-backup");
-    guide::set_flag(&mut args, "--secret-dir", &secret_dir.display().to_string());
-    guide::set_flag(&mut args, "--scratch-dir", &scratch.display().to_string());
     guide::set_flag(&mut args, "--metrics-listen", "off");
     let env = guide_env(&container["env"], &c.ns, &pod_name, &node);
     for want in ["POD_NAME", "POD_NAMESPACE", "NODE_NAME"] {
@@ -1367,12 +1360,7 @@ fn guide_env(env: &Value, ns: &str, pod: &str, node: &str) -> Vec<(String, Strin
 async fn cron_fires(c: &Cluster, cron: &CronJob) {
     let cron = serde_json::to_value(cron).unwrap();
     let container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
-    let args: Vec<String> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let args = guide::args(container);
     let pod = format!(
         "{CRONJOB}-{}-e2e00",
         jiff::Timestamp::now().as_second() / 60
@@ -1617,32 +1605,16 @@ where
 }
 
 fn init_container_names(d: &Deployment) -> Vec<String> {
-    d.spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|s| s.init_containers.as_ref())
-        .map(|cs| cs.iter().map(|c| c.name.clone()).collect())
-        .unwrap_or_default()
+    guide::init_container_names(&template(d))
 }
 
 fn container_names(d: &Deployment) -> Vec<String> {
-    d.spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
-        .unwrap_or_default()
+    guide::container_names(&template(d))
 }
 
 /// The Deployment's `stash` container, as JSON.
 fn sidecar_container(d: &Deployment) -> Value {
-    let d = serde_json::to_value(d).unwrap();
-    d["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "stash")
-        .cloned()
-        .expect("the stash container")
+    guide::container(&template(d)["spec"], "stash").clone()
 }
 
 /// The Deployment's pod template, as JSON.

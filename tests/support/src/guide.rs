@@ -17,7 +17,7 @@
 //! expectations.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Event;
@@ -192,9 +192,15 @@ pub fn assert_repository_warning(warnings: &[String], ns: &str) {
     );
 }
 
+/// Why nothing backs up while the guide's configuration is paused, as the
+/// warnings, events and `kubectl stash trigger` say it.
+pub fn paused_reason(ns: &str) -> String {
+    format!("Backup Configuration {ns}/{BC} is paused")
+}
+
 /// What `kubectl apply -f backupsession.yaml` prints while paused.
 pub fn paused_session_warning(ns: &str) -> String {
-    format!("Backup Configuration {ns}/{BC} is paused; this BackupSession will be Skipped")
+    format!("{}; this BackupSession will be Skipped", paused_reason(ns))
 }
 
 /// The CronJob's container args.
@@ -271,6 +277,27 @@ pub fn event_rows(events: impl IntoIterator<Item = Event>) -> Vec<EventRow> {
         .collect()
 }
 
+/// `kubectl describe <kind> <name>`'s Events on the fake cluster (namespace
+/// [`NS`]), in the order they were stored.
+pub fn fake_events(cluster: &crate::Cluster, kind: &str, name: &str) -> Vec<EventRow> {
+    let mut events: Vec<Event> = cluster
+        .paths_under(&format!("/api/v1/namespaces/{NS}/events/"))
+        .iter()
+        .map(|p| cluster.typed::<Event>(p))
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some(kind)
+                && e.involved_object.name.as_deref() == Some(name)
+        })
+        .collect();
+    events.sort_by_key(|e| {
+        e.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    event_rows(events)
+}
+
 /// The CronJob's event on the configuration while paused.
 pub fn backup_skipped_event(ns: &str) -> EventRow {
     event(
@@ -278,7 +305,8 @@ pub fn backup_skipped_event(ns: &str) -> EventRow {
         "Backup Skipped",
         "Backup Triggering CronJob",
         &format!(
-            "Skipping creating BackupSession. Reason: Backup Configuration {ns}/{BC} is paused."
+            "Skipping creating BackupSession. Reason: {}.",
+            paused_reason(ns)
         ),
     )
 }
@@ -571,6 +599,85 @@ impl<'a> Mounts<'a> {
         );
         assert!(self.at(SCRATCH_MOUNT)["emptyDir"].is_object());
     }
+
+    /// The name of the Secret the volume at [`SECRET_MOUNT`] projects.
+    pub fn secret_name(&self) -> String {
+        self.at(SECRET_MOUNT)["secret"]["secretName"]
+            .as_str()
+            .expect("a Secret volume at the secret mount")
+            .to_string()
+    }
+
+    /// `stash-init`'s mounts in the guide's restore: its own (the pod info,
+    /// the storage Secret, the scratch dir), the restored path `data` from
+    /// the guide's PVC and the local backend at `repo` (a hostPath).
+    pub fn assert_restore_mounts(&self, data: &Path, repo: &Path) {
+        let (data, repo) = (data.display().to_string(), repo.display().to_string());
+        assert_eq!(
+            self.paths(),
+            BTreeSet::from([
+                "/etc/stash".to_string(),
+                SECRET_MOUNT.into(),
+                SCRATCH_MOUNT.into(),
+                data.clone(),
+                repo.clone(),
+            ]),
+            "stash-init's mounts"
+        );
+        assert_eq!(self.at(&data)["persistentVolumeClaim"]["claimName"], PVC);
+        assert_eq!(self.at(&repo)["hostPath"]["path"], repo.as_str());
+        self.assert_secret_and_scratch();
+    }
+
+    /// The kubelet's part for the injected container's own volumes of one
+    /// pod, laid out under `pod_dir` on this machine: `secret` (the Secret
+    /// as the API server returns it, JSON; the one the volume names) with
+    /// each key a file of `<pod_dir>/secret`, the scratch emptyDir as
+    /// `<pod_dir>/tmp`. The data volume and the local backend need nothing:
+    /// the tests mount them at this machine's paths already.
+    pub fn lay_out(&self, pod_dir: &Path, secret: &Value) -> PodDirs {
+        self.assert_secret_and_scratch();
+        assert_eq!(
+            secret["metadata"]["name"],
+            self.secret_name().as_str(),
+            "the Secret the volume names"
+        );
+        let dirs = PodDirs {
+            secret: pod_dir.join("secret"),
+            scratch: pod_dir.join("tmp"),
+        };
+        write_secret_files(&dirs.secret, secret_data(secret));
+        std::fs::create_dir_all(&dirs.scratch).unwrap();
+        dirs
+    }
+}
+
+/// Where the injected container's own mounts are on this machine, for one
+/// pod ([`Mounts::lay_out`]).
+pub struct PodDirs {
+    /// [`SECRET_MOUNT`]: the storage Secret's keys as files.
+    pub secret: PathBuf,
+    /// [`SCRATCH_MOUNT`]: the `tmp-dir` emptyDir.
+    pub scratch: PathBuf,
+}
+
+impl PodDirs {
+    /// The container's `args` with its own mounts at this pod's directories:
+    /// `--secret-dir` and `--scratch-dir` set (replaced or added), every
+    /// other arg as it is.
+    pub fn args(&self, mut args: Vec<String>) -> Vec<String> {
+        set_flag(
+            &mut args,
+            "--secret-dir",
+            &self.secret.display().to_string(),
+        );
+        set_flag(
+            &mut args,
+            "--scratch-dir",
+            &self.scratch.display().to_string(),
+        );
+        args
+    }
 }
 
 /// A Secret volume as the kubelet makes it: each key a file of `dir`.
@@ -861,6 +968,66 @@ mod tests {
         let mut spaced = vec!["--listen".to_string(), ":8443".into(), "--x=1".into()];
         set_flag(&mut spaced, "--listen", "0.0.0.0:9443");
         assert_eq!(spaced, ["--listen=0.0.0.0:9443", "--x=1"]);
+    }
+
+    /// A pod spec whose container mounts the storage Secret and the scratch dir.
+    fn injected() -> (Value, Value) {
+        let pod_spec = json!({"volumes": [
+            {"name": "stash-secret", "secret": {"secretName": SECRET}},
+            {"name": "tmp-dir", "emptyDir": {}}
+        ]});
+        let container = json!({"volumeMounts": [
+            {"name": "stash-secret", "mountPath": SECRET_MOUNT, "readOnly": true},
+            {"name": "tmp-dir", "mountPath": SCRATCH_MOUNT}
+        ]});
+        (pod_spec, container)
+    }
+
+    #[test]
+    fn the_kubelet_lays_out_the_secret_and_scratch_and_the_args_point_there() {
+        let (pod_spec, container) = injected();
+        let mounts = Mounts::of(&pod_spec, &container);
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = mounts.lay_out(&dir.path().join("pod-a"), &secret(NS));
+        assert_eq!(dirs.secret, dir.path().join("pod-a/secret"));
+        assert_eq!(
+            std::fs::read_to_string(dirs.secret.join("RESTIC_PASSWORD")).unwrap(),
+            PASSWORD
+        );
+        assert!(dirs.scratch.is_dir());
+        let args = dirs.args(vec![
+            "run-backup".into(),
+            format!("--secret-dir={SECRET_MOUNT}"),
+            "--invoker-name=pause-backup".into(),
+        ]);
+        assert_eq!(
+            args,
+            [
+                "run-backup".to_string(),
+                format!("--secret-dir={}", dirs.secret.display()),
+                "--invoker-name=pause-backup".into(),
+                format!("--scratch-dir={}", dirs.scratch.display()),
+            ]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "the Secret the volume names")]
+    fn another_secret_than_the_volumes_fails() {
+        let (pod_spec, container) = injected();
+        let mut other = secret(NS);
+        other["metadata"]["name"] = json!("other");
+        let dir = tempfile::tempdir().unwrap();
+        Mounts::of(&pod_spec, &container).lay_out(dir.path(), &other);
+    }
+
+    #[test]
+    fn the_paused_reason_is_the_warnings_and_the_events() {
+        assert!(paused_session_warning("demo").starts_with(&paused_reason("demo")));
+        assert_eq!(
+            backup_skipped_event("demo").3,
+            "Skipping creating BackupSession. Reason: Backup Configuration demo/pause-backup is paused."
+        );
     }
 
     #[test]
