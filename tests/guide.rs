@@ -10,8 +10,9 @@
 //!   (`stash::admission::handle`, with a store snapshot read from the fake,
 //!   as the webhook's informers would) and the admitted object is stored;
 //! - the kubelet starts the injected `stash` container: its args are parsed
-//!   by `run-backup`'s own command line and its mounts are mapped to
-//!   directories of a temp dir (the storage Secret's keys become files);
+//!   by `run-backup`'s own command line and its own volumes are laid out in
+//!   a temp dir by the testkit's kubelet (`Mounts::lay_out`: the storage
+//!   Secret's keys become files);
 //! - the CronJob's pod is `stash::trigger::trigger`; the reconciler's watches
 //!   are explicit calls of the two `reconcile_at` functions; the sidecar's
 //!   watch is an explicit `Sidecar::handle` of the session.
@@ -41,7 +42,6 @@ use stash_testkit as support;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
-use k8s_openapi::api::core::v1::Event;
 use kube::api::Api;
 use serde_json::{Value, json};
 
@@ -56,8 +56,8 @@ use stash::recorder::Recorder;
 use stash::settings::Settings;
 use stash::trigger::{Outcome, trigger};
 use support::guide::{
-    self, EventRow, Mounts, NS, PauseBackupGuide, Pod, cols, configuration_columns,
-    container_names, printed_columns, session_columns, wide_columns,
+    self, Mounts, NS, PauseBackupGuide, Pod, cols, configuration_columns, container_names,
+    printed_columns, session_columns, wide_columns,
 };
 use support::{Identity, PatchBody};
 
@@ -70,7 +70,6 @@ const DEPLOY: &str = "/apis/apps/v1/namespaces/demo/deployments/stash-demo";
 const PVCS: &str = "/api/v1/namespaces/demo/persistentvolumeclaims";
 const CRONJOB: &str = "/apis/batch/v1/namespaces/demo/cronjobs/stash-backup-pause-backup";
 const SESSIONS: &str = "/apis/stash.appscode.com/v1beta1/namespaces/demo/backupsessions";
-const EVENTS: &str = "/api/v1/namespaces/demo/events/";
 /// The reconciler's and the sidecar's image.
 const IMAGE: &str = "stash:guide";
 
@@ -135,19 +134,6 @@ impl Cluster {
     /// A client for the injected sidecar (the Deployment's ServiceAccount).
     fn sidecar_client(&self) -> kube::Client {
         self.k.client(Identity::sidecar(NS, "default"))
-    }
-
-    /// The core/v1 Events about `kind/name`, as `kubectl describe` lists them.
-    fn events_about(&self, kind: &str, name: &str) -> Vec<EventRow> {
-        guide::event_rows(
-            self.paths_under(EVENTS)
-                .iter()
-                .map(|p| self.typed::<Event>(p))
-                .filter(|e| {
-                    e.involved_object.kind.as_deref() == Some(kind)
-                        && e.involved_object.name.as_deref() == Some(name)
-                }),
-        )
     }
 
     /// The API server's admission chain for one request, as `kubectl` would
@@ -307,40 +293,26 @@ impl Cluster {
 
     /// The kubelet starting the Deployment's `stash` container: its args go
     /// through `run-backup`'s own command line, the downward API supplies
-    /// the pod's namespace, name and node, and each mount is a directory of
-    /// the temp dir (the storage Secret's keys written as files).
+    /// the pod's namespace, name and node, and its own volumes are laid out
+    /// in the temp dir by the testkit's kubelet ([`Mounts::lay_out`]: the
+    /// storage Secret's keys as files, the scratch emptyDir a directory).
     fn start_sidecar(&self, pod_name: &str) -> Sidecar {
         let deploy = self.get(DEPLOY);
         let pod = &deploy["spec"]["template"]["spec"];
         let container = guide::container(pod, "stash");
         let mounts = Mounts::of(pod, container);
+        let secret = guide::fake_mounted_secret(&self.k, &mounts);
+        let dirs = mounts.lay_out(&self.p("pod"), &secret);
 
-        // The Secret volume: every key of the Secret it names, as a file;
-        // the scratch emptyDir.
-        mounts.assert_secret_and_scratch();
-        let secret_mount = guide::SECRET_MOUNT;
-        let secret_name = mounts.at(secret_mount)["secret"]["secretName"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let secret = self.get(&format!("/api/v1/namespaces/demo/secrets/{secret_name}"));
-        let secret_dir = self.p("pod/secret");
-        guide::write_secret_files(&secret_dir, guide::secret_data(&secret));
-        let scratch = self.p("pod/tmp");
-        std::fs::create_dir_all(&scratch).unwrap();
-
-        let args: Vec<String> = guide::args(container)
+        let args: Vec<String> = dirs
+            .args(guide::args(container))
             .into_iter()
-            .map(|a| a.replace(secret_mount, secret_dir.to_str().unwrap()))
             .chain(downward_api(
                 &RunBackup::command(),
                 &container["env"],
                 pod_name,
             ))
-            .chain([
-                format!("--scratch-dir={}", scratch.display()),
-                "--metrics-listen=off".to_string(),
-            ])
+            .chain(["--metrics-listen=off".to_string()])
             .collect();
         for want in [
             format!("--namespace={NS}"),
@@ -570,7 +542,7 @@ impl PauseBackupGuide for Walk {
             "no new BackupSession"
         );
         assert_eq!(
-            c.events_about("BackupConfiguration", guide::BC),
+            guide::fake_events(&c.k, "BackupConfiguration", guide::BC),
             [guide::backup_skipped_event(NS)]
         );
     }
@@ -600,7 +572,7 @@ impl PauseBackupGuide for Walk {
         );
         assert_eq!(c.writes_since(mark), [] as [(String, String); 0]);
         assert_eq!(
-            c.events_about("BackupSession", guide::INSTANT),
+            guide::fake_events(&c.k, "BackupSession", guide::INSTANT),
             [guide::session_skipped_event()]
         );
         assert_eq!(c.restic_snapshots().len(), 1, "restic repository untouched");
@@ -734,7 +706,7 @@ async fn a_paused_session_the_sidecar_sees_first_is_skipped_once() {
     );
 
     assert_eq!(
-        c.events_about("BackupSession", guide::INSTANT),
+        guide::fake_events(&c.k, "BackupSession", guide::INSTANT),
         [guide::session_skipped_event()]
     );
     assert!(

@@ -3,9 +3,10 @@
 //! RestoreSession applied with `kubectl` (through the webhooks), the
 //! RestoreSession controller back-filling `stash-init`, the deployment
 //! controller rolling out, the init container run the way the kubelet would
-//! start it (its args parsed by `stash restore`'s own command line, its
-//! mounts mapped to the temp dir), the data back byte for byte, the phases
-//! and events `kubectl describe` shows, and the clean-up.
+//! start it (its args parsed by `stash restore`'s own command line, its own
+//! volumes laid out in the temp dir by the testkit's kubelet), the data back
+//! byte for byte, the phases and events `kubectl describe` shows, and the
+//! clean-up.
 //!
 //! The parts Kubernetes plays, as in tests/guide.rs: the API server and the
 //! deployment controller are the fake's; the reconciler's watches are
@@ -21,12 +22,11 @@
 
 use stash_testkit as support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use k8s_openapi::api::core::v1::Event;
 use serde_json::{Value, json};
 
 use stash::api::{
@@ -37,7 +37,7 @@ use stash::backup::controller::{Handled, Sidecar};
 use stash::backup::restic::resolve_binary;
 use stash::reconcile::{backup_configuration, backup_session, restore_session};
 use stash::settings::Settings;
-use support::guide::{self, EventRow, Mounts, Pod, RestoreGuide, init_container_names};
+use support::guide::{self, Mounts, Pod, RestoreGuide, init_container_names};
 use support::restic::{Env, NS};
 use support::{Cluster, Identity, PatchBody};
 
@@ -148,27 +148,6 @@ impl Walk {
             .collect()
     }
 
-    /// The core/v1 Events about `kind/name`: (type, reason, component, message).
-    fn events_about(&self, kind: &str, name: &str) -> Vec<EventRow> {
-        let mut events: Vec<Event> = self
-            .k
-            .paths_under("/api/v1/namespaces/demo/events/")
-            .iter()
-            .map(|p| self.k.typed::<Event>(p))
-            .filter(|e| {
-                e.involved_object.kind.as_deref() == Some(kind)
-                    && e.involved_object.name.as_deref() == Some(name)
-            })
-            .collect();
-        events.sort_by_key(|e| {
-            e.metadata
-                .resource_version
-                .as_deref()
-                .and_then(|v| v.parse::<u64>().ok())
-        });
-        guide::event_rows(events)
-    }
-
     /// docs/walkthrough.md's objects, each `kubectl apply`ed through the webhooks.
     fn apply_guide_objects(&self) {
         self.kubectl_create(guide::secret(NS));
@@ -252,10 +231,13 @@ impl Walk {
     }
 
     /// The kubelet starting the `stash-init` container of a pod of the
-    /// Deployment's current template: its args through `stash restore`'s
-    /// own command line, the downward API as flags, each mount mapped to the
-    /// temp dir (the Secret's keys as files; the data volume and the local
-    /// backend are already the temp dir's paths). Returns the parsed args.
+    /// Deployment's current template: its mounts the guide's restore ones
+    /// ([`Mounts::assert_restore_mounts`]), its args through `stash
+    /// restore`'s own command line, the downward API as flags, its own
+    /// volumes laid out under `pods/<pod_name>` by the testkit's kubelet
+    /// ([`Mounts::lay_out`]: the Secret's keys as files; the data volume and
+    /// the local backend are already the temp dir's paths). Returns the
+    /// parsed args.
     fn start_init(&self, pod_name: &str) -> stash::restore::Args {
         let deploy = self.get(DEPLOY);
         let pod = &deploy["spec"]["template"]["spec"];
@@ -263,40 +245,14 @@ impl Walk {
         assert_eq!(init["name"], "stash-init", "stash-init comes first");
         assert_eq!(init["image"], IMAGE);
         let mounts = Mounts::of(pod, init);
-        let data = self.env.p("source/data").display().to_string();
-        let repo = self.env.p("repo").display().to_string();
-        assert_eq!(
-            mounts.paths(),
-            BTreeSet::from([
-                "/etc/stash".to_string(),
-                "/etc/stash/repository/secret".into(),
-                "/tmp".into(),
-                data.clone(),
-                repo.clone(),
-            ])
-        );
-        assert_eq!(
-            mounts.at(&data)["persistentVolumeClaim"]["claimName"],
-            guide::PVC
-        );
-        assert_eq!(mounts.at(&repo)["hostPath"]["path"], repo.as_str());
-        mounts.assert_secret_and_scratch();
-        let secret_mount = guide::SECRET_MOUNT;
-        let secret = self.get(&format!(
-            "/api/v1/namespaces/demo/secrets/{}",
-            guide::SECRET
-        ));
-        let pod_dir = self.env.p(&format!("pods/{pod_name}"));
-        let secret_dir = pod_dir.join("secret");
-        let scratch = pod_dir.join("tmp");
-        guide::write_secret_files(&secret_dir, guide::secret_data(&secret));
-        std::fs::create_dir_all(&scratch).unwrap();
-        let args: Vec<String> = guide::args(init)
+        mounts.assert_restore_mounts(&self.env.p("source/data"), &self.env.p("repo"));
+        let secret = guide::fake_mounted_secret(&self.k, &mounts);
+        let dirs = mounts.lay_out(&self.env.p(&format!("pods/{pod_name}")), &secret);
+        let args: Vec<String> = dirs
+            .args(guide::args(init))
             .into_iter()
-            .map(|a| a.replace(secret_mount, secret_dir.to_str().unwrap()))
             .chain(downward_api(&Restore::command(), &init["env"], pod_name))
             .chain([
-                format!("--scratch-dir={}", scratch.display()),
                 format!("--restic-binary={}", self.env.p("bin/restic").display()),
                 // Waiting replicas sleep until the Lease expires: keep it short here.
                 "--lease-duration=3".into(),
@@ -539,7 +495,7 @@ impl RestoreGuide for RestoreWalk {
             guide::restore_columns("Succeeded")
         );
         assert_eq!(
-            w.events_about("RestoreSession", guide::RESTORE),
+            guide::fake_events(&w.k, "RestoreSession", guide::RESTORE),
             guide::restore_events()
         );
         // A finished session: the next pass writes nothing.

@@ -652,6 +652,16 @@ impl<'a> Mounts<'a> {
     }
 }
 
+/// The Secret the volume at [`SECRET_MOUNT`] of `mounts` names, as the fake
+/// cluster's API server returns it (namespace [`NS`]): what the kubelet
+/// writes into that volume ([`Mounts::lay_out`]).
+pub fn fake_mounted_secret(cluster: &crate::Cluster, mounts: &Mounts<'_>) -> Value {
+    cluster.object(&format!(
+        "/api/v1/namespaces/{NS}/secrets/{}",
+        mounts.secret_name()
+    ))
+}
+
 /// Where the injected container's own mounts are on this machine, for one
 /// pod ([`Mounts::lay_out`]).
 pub struct PodDirs {
