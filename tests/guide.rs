@@ -181,23 +181,9 @@ impl Cluster {
     /// (after a pass that only added the finalizer, the pass that change
     /// triggers too).
     async fn reconcile_config(&self) {
-        let ctx = self.config_context();
-        loop {
-            let bc: BackupConfiguration = self.typed(BC);
-            let adds_finalizer = bc.metadata.deletion_timestamp.is_none()
-                && !bc
-                    .metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .any(|f| f == stash::api::FINALIZER);
-            backup_configuration::reconcile_at(&bc, &ctx, jiff::Timestamp::now())
-                .await
-                .expect("BackupConfiguration reconcile");
-            if !adds_finalizer {
-                return;
-            }
-        }
+        self.k
+            .reconcile_configuration(BC, &self.config_context())
+            .await;
     }
 
     /// One BackupSession reconcile, as its watch would trigger it.

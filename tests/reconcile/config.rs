@@ -7,9 +7,8 @@ use stash_testkit as support;
 
 use std::collections::BTreeMap;
 
-use kube::ResourceExt;
 use serde_json::{Value, json};
-use stash::api::{BackupConfiguration, FINALIZER};
+use stash::api::BackupConfiguration;
 use stash::reconcile::backup_configuration::{Context, reconcile_at};
 use stash::settings::Settings;
 use support::{Cluster, Identity, PatchBody, Recorded, Status};
@@ -114,18 +113,16 @@ fn context(c: &Cluster) -> Context {
 async fn pass(c: &Cluster, at: i64) -> (Result<(), String>, Vec<Recorded>) {
     let mark = c.mark();
     let ctx = context(c);
-    loop {
-        let obj: BackupConfiguration = c.typed(BC);
-        let adds_finalizer = obj.metadata.deletion_timestamp.is_none()
-            && !obj.finalizers().iter().any(|f| f == FINALIZER);
-        let result = reconcile_at(&obj, &ctx, now(at))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        if result.is_err() || !adds_finalizer {
-            return (result, c.log_since(mark));
-        }
-    }
+    let result = c
+        .reconcile_as_watched(BC, |obj: BackupConfiguration| {
+            let ctx = &ctx;
+            async move { reconcile_at(&obj, ctx, now(at)).await }
+        })
+        .await
+        .expect("the BackupConfiguration exists")
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    (result, c.log_since(mark))
 }
 
 fn writes(log: &[Recorded]) -> Vec<(String, String)> {

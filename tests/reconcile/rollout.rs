@@ -19,9 +19,8 @@ use std::path::Path;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use kube::ResourceExt;
 use stash::admission::{Endpoint, handle};
-use stash::api::{BackupConfiguration, FINALIZER};
+use stash::api::BackupConfiguration;
 use stash::reconcile::backup_configuration;
 use stash::settings::Settings;
 use support::deployment_controller::{POD_TEMPLATE_HASH, equal_ignore_hash};
@@ -99,17 +98,14 @@ async fn reconcile(c: &Cluster) {
         Settings::default(),
         c.index(),
     );
-    loop {
-        let Some(bc) = c.get(BC) else { return };
-        let bc: BackupConfiguration = serde_json::from_value(bc).unwrap();
-        let adds_finalizer = bc.metadata.deletion_timestamp.is_none()
-            && !bc.finalizers().iter().any(|f| f == FINALIZER);
-        backup_configuration::reconcile_at(&bc, &ctx, jiff::Timestamp::now())
-            .await
-            .expect("BackupConfiguration reconcile");
-        if !adds_finalizer {
-            return;
-        }
+    if let Some(result) = c
+        .reconcile_as_watched(BC, |bc: BackupConfiguration| {
+            let ctx = &ctx;
+            async move { backup_configuration::reconcile_at(&bc, ctx, jiff::Timestamp::now()).await }
+        })
+        .await
+    {
+        result.expect("BackupConfiguration reconcile");
     }
 }
 

@@ -30,8 +30,7 @@ use clap::{CommandFactory, Parser};
 use serde_json::{Value, json};
 
 use stash::api::{
-    BackupConfiguration, BackupSession, BackupSessionPhase, HostRestorePhase, RestoreSession,
-    RestoreSessionPhase,
+    BackupSession, BackupSessionPhase, HostRestorePhase, RestoreSession, RestoreSessionPhase,
 };
 use stash::backup::controller::{Handled, Sidecar};
 use stash::backup::restic::resolve_binary;
@@ -176,23 +175,9 @@ impl Walk {
     /// (after a pass that only added the finalizer, the pass that change
     /// triggers too).
     async fn reconcile_config(&self) {
-        let ctx = self.config_context();
-        loop {
-            let bc: BackupConfiguration = self.k.typed(BC);
-            let adds_finalizer = bc.metadata.deletion_timestamp.is_none()
-                && !bc
-                    .metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .any(|f| f == stash::api::FINALIZER);
-            backup_configuration::reconcile_at(&bc, &ctx, jiff::Timestamp::now())
-                .await
-                .expect("BackupConfiguration reconcile");
-            if !adds_finalizer {
-                return;
-            }
-        }
+        self.k
+            .reconcile_configuration(BC, &self.config_context())
+            .await;
     }
 
     async fn reconcile_backup_session(&self, name: &str) -> BackupSession {
@@ -212,22 +197,14 @@ impl Walk {
             self.settings.clone(),
             self.k.index(),
         );
-        loop {
-            let rs: RestoreSession = self.k.typed(RS);
-            let adds_finalizer = rs.metadata.deletion_timestamp.is_none()
-                && !rs
-                    .metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .any(|f| f == stash::api::FINALIZER);
-            restore_session::reconcile_at(&rs, &ctx, jiff::Timestamp::now())
-                .await
-                .expect("RestoreSession reconcile");
-            if !adds_finalizer {
-                return;
-            }
-        }
+        self.k
+            .reconcile_as_watched(RS, |rs: RestoreSession| {
+                let ctx = &ctx;
+                async move { restore_session::reconcile_at(&rs, ctx, jiff::Timestamp::now()).await }
+            })
+            .await
+            .expect("the RestoreSession exists")
+            .expect("RestoreSession reconcile");
     }
 
     /// The kubelet starting the `stash-init` container of a pod of the

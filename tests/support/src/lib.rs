@@ -228,6 +228,54 @@ impl Cluster {
         serde_json::from_value(self.object(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// Runs `pass` over the object at `path` as its watch would: again after
+    /// a pass that only added stash's finalizer (kube-runtime's finalizer
+    /// helper ends that pass there, and the patch's own watch event brings
+    /// the next). Returns the last pass's result (an error ends it), or
+    /// `None` once the object is gone.
+    pub async fn reconcile_as_watched<K, T, E, Fut>(
+        &self,
+        path: &str,
+        mut pass: impl FnMut(K) -> Fut,
+    ) -> Option<Result<T, E>>
+    where
+        K: kube::Resource + serde::de::DeserializeOwned,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        loop {
+            let obj: K =
+                serde_json::from_value(self.get(path)?).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let meta = obj.meta();
+            let adds_finalizer = meta.deletion_timestamp.is_none()
+                && !meta
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == stash::api::FINALIZER);
+            let result = pass(obj).await;
+            if result.is_err() || !adds_finalizer {
+                return Some(result);
+            }
+        }
+    }
+
+    /// One reconcile of the BackupConfiguration at `path`, as its watch
+    /// would trigger it ([`Cluster::reconcile_as_watched`]); it must exist
+    /// and the reconcile succeed.
+    pub async fn reconcile_configuration(
+        &self,
+        path: &str,
+        ctx: &stash::reconcile::backup_configuration::Context,
+    ) {
+        use stash::reconcile::backup_configuration::reconcile_at;
+        self.reconcile_as_watched(path, |bc: stash::api::BackupConfiguration| async move {
+            reconcile_at(&bc, ctx, jiff::Timestamp::now()).await
+        })
+        .await
+        .expect("the BackupConfiguration exists")
+        .expect("BackupConfiguration reconcile");
+    }
+
     /// `kubectl get` of a collection path, with an optional label selector.
     pub fn list(&self, collection: &str, label_selector: Option<&str>) -> Vec<Value> {
         let target = Target::parse(collection).expect("a collection path");
