@@ -1,11 +1,11 @@
 //! Reading JSON whose field types are not to be trusted, borrowed from the
 //! text and without building it: what the webhooks read of a review.
 //!
-//! [`Obj`] and [`List`] say whether a field held an object, a list, `null`
+//! `Obj` and `List` say whether a field held an object, a list, `null`
 //! or another type, so a caller can name the field that is wrong instead of
-//! failing on the first surprise; [`Text`] and [`Flag`] read a string or a
+//! failing on the first surprise; `Text` and `Flag` read a string or a
 //! bool when that is what is there, and absent otherwise (as
-//! `Value::as_str` would); [`Entries`] keeps a map's values as raw text, to
+//! `Value::as_str` would); `Entries` keeps a map's values as raw text, to
 //! read further only what is needed. Wrong-type values are consumed with
 //! `IgnoredAny`: they cost a scan, not a tree.
 

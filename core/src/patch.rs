@@ -10,7 +10,7 @@
 //! the workload has) and its JSON text, made once; writing the patch copies
 //! the text.
 //!
-//! [`write`] is the one serializer of the wire form; it writes exactly what
+//! `write` is the one serializer of the wire form; it writes exactly what
 //! serde would for the equivalent `json_patch::PatchOperation` list (a test
 //! pins that), and [`Op::to_json_patch`] gives that list to the reconcilers,
 //! which send it through kube's `Patch::Json`.

@@ -5,7 +5,7 @@
 //!
 //! The rule, in order:
 //! 1. a workload whose pod template is a copy of its controller's (a
-//!    Deployment's ReplicaSet, see [`crate::workload::template_controller`])
+//!    Deployment's ReplicaSet, see `workload::template_controller`)
 //!    is never patched: changing the copy makes the owner's controller make
 //!    another copy, for ever; a warning says so when an object targets it;
 //! 2. objects being deleted, or naming another apiVersion, do not count;

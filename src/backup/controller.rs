@@ -529,7 +529,7 @@ async fn reconcile(
     Ok(Action::await_change())
 }
 
-/// A failed pass over one session, retried by [`error_policy`].
+/// A failed pass over one session, retried by `error_policy`.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct HandleError(String);
@@ -543,7 +543,7 @@ fn error_policy(session: Arc<BackupSession>, err: &HandleError, _: Arc<Sidecar>)
 const RETRY: Duration = Duration::from_secs(10);
 
 /// How long past the session's deadline restic may still run before the
-/// sidecar stops it (see [`Sidecar::back_up_by`]).
+/// sidecar stops it (see `Sidecar::back_up_by`).
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// This host's claim: its entry with `phase: Running`, written before restic starts.

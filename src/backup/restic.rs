@@ -191,7 +191,7 @@ pub enum Integrity {
 const CHECK_FOUND_ERRORS: &str = "Fatal: repository contains errors";
 
 /// `restic check`'s result: exit 0 is intact; a non-zero exit whose report
-/// ends in [`CHECK_FOUND_ERRORS`] is damaged; any other failure (a lock held
+/// ends in `CHECK_FOUND_ERRORS` is damaged; any other failure (a lock held
 /// by someone else, an unreachable backend, a wrong password) says nothing
 /// about the data and stays an error.
 pub fn integrity(result: Result<String, ResticError>) -> Result<Integrity, ResticError> {

@@ -103,7 +103,7 @@ pub struct Io<'a> {
 /// How a verb ended when it did not fail outright: `Ok(())` is exit 0.
 pub type Outcome = anyhow::Result<()>;
 
-/// Entry point for `kubectl-stash` (argv[0]): parses, runs, prints a
+/// Entry point for `kubectl-stash` (`argv[0]`): parses, runs, prints a
 /// one-line error, exits 0 or 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

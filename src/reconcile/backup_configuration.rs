@@ -33,7 +33,7 @@
 //!
 //! The controller's cache lags its own writes; a pass handed a copy this
 //! controller has already written past does nothing ([`OwnWrites`]), and a
-//! write that loses a real race is retried quietly ([`log_failure`]).
+//! write that loses a real race is retried quietly ([`super::apply::log_failure`]).
 
 use std::sync::Arc;
 

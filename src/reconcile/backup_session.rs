@@ -6,7 +6,7 @@
 //! written its result into `status.stats[]` (the sidecar does that) it becomes
 //! `Succeeded` or `Failed` with `sessionDuration`, an event, and the invoker's
 //! finished sessions beyond `backupHistoryLimit` are deleted. The decision is
-//! [`desired::session_step`]; this module only reads and writes.
+//! [`super::desired::session_step`]; this module only reads and writes.
 //!
 //! A session nothing runs does not stay `Running` for ever: marking it
 //! Running writes `status.sessionDeadline`, the controller requeues itself

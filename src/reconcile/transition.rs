@@ -4,7 +4,7 @@
 //!
 //! The two session controllers decide their next step in pure functions
 //! ([`super::desired::session_step`], [`super::restore_session::restore_step`])
-//! and turn it into a [`Transition`]; only [`write`] touches the API. The
+//! and turn it into a [`Transition`]; only [`write()`] touches the API. The
 //! order is the rule: the event is published only after the phase is written,
 //! so a retried reconcile (the write failed, or a conflict sent it round
 //! again) never repeats an event for a change that did not happen, and a

@@ -2,7 +2,7 @@
 //! workload's volumes from a RestoreSession's Repository before the pod's
 //! own containers start.
 //!
-//! Layers, as in `run-backup`: [`decide`] (pure: rule, restic selections,
+//! Layers, as in `run-backup`: [`mod@decide`] (pure: rule, restic selections,
 //! what to do with the session's latest state), [`engine`] (one host's restic
 //! restore, no cluster), [`init`] (the pure planner that injects this
 //! container), and below the thin Kubernetes layer: the Lease, the claim and

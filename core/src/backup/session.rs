@@ -2,7 +2,7 @@
 //! the session as it is now, its invoker and this host's name.
 //!
 //! The decision is only ever acted on through a write that carries the
-//! session's resourceVersion (see [`super::controller`]): a decision made
+//! session's resourceVersion (see the `stash` crate's `backup::controller`): a decision made
 //! on a stale copy fails with a conflict and is made again on the latest
 //! state, so restic runs at most once per (session, host) whatever the
 //! watch delivers.

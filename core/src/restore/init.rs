@@ -8,7 +8,7 @@
 //! sidecar's:
 //!
 //! - a workload whose pod template is its controller's (a Deployment's
-//!   ReplicaSets, see [`crate::workload::template_controller`]) is never
+//!   ReplicaSets, see `workload::template_controller`) is never
 //!   patched: the init container reaches those pods through the owner;
 //! - exactly one live RestoreSession (not being deleted) targets the workload
 //!   and its Repository exists: `stash-init` is inserted first among the init

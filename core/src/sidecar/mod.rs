@@ -70,7 +70,7 @@ const PART: Part = Part::Sidecar;
 /// - none: a sidecar stash injected (recognised by its annotations) is
 ///   removed with its volumes and annotations; anything else is left alone;
 /// - before all of these: a workload whose pod template is a copy of its
-///   controller's ([`template_controller`], e.g. a Deployment's ReplicaSet)
+///   controller's (`template_controller`, e.g. a Deployment's ReplicaSet)
 ///   is never patched; a warning says so when a configuration targets it.
 pub fn plan(workload: &Value, snap: &Snapshot, settings: &Settings) -> SidecarPlan {
     plan_ops(workload, snap, settings).into_json_patch()

@@ -8,12 +8,12 @@
 //! carry fields no typed struct of ours knows; so the view keeps the order of
 //! the containers and volumes and the presence of each map, and reads only
 //! names, mounts, stash's annotations and the owner references
-//! ([`shape`]). The containers and volumes that are stash's own are read
+//! (`shape`). The containers and volumes that are stash's own are read
 //! whole: the planners compare them with what they want.
 //!
 //! The webhook reads the view straight from the review's text; the
 //! reconciler, which holds the stored object as a JSON tree, writes it out
-//! first ([`View::parse`] is the one reading for both).
+//! first (`View::parse` is the one reading for both).
 
 pub mod patch;
 pub mod privilege;

@@ -1,6 +1,6 @@
 //! Who the `stash` sidecar and the `stash-init` container run as, and with
 //! which capabilities: one pure decision per workload, from its pod
-//! template as [`super::View`] reads it.
+//! template as `super::View` reads it.
 //!
 //! The sidecar must read every file of the volumes it backs up, and
 //! `stash-init` must write every file back with its owner, group and mode:
