@@ -10,15 +10,19 @@
 //! where it goes (appended to the containers, or first among the init
 //! containers) and which annotations mark it as stash's.
 
+use std::sync::Arc;
+
 use json_patch::PatchOperation;
 use serde_json::Value;
 
+use crate::api::Repository;
 use crate::api::{
     ANNOTATION_CONFIG_HASH, ANNOTATION_LAST_APPLIED, ANNOTATION_LAST_APPLIED_RESTORE,
     RESTORE_INIT_CONTAINER, SIDECAR_CONTAINER,
 };
 use crate::patch::{self, Op};
-use crate::targeting::{Choice, Words};
+use crate::store::Snapshot;
+use crate::targeting::{self, Choice, Words};
 use crate::workload::{View, name_of};
 
 /// What one planner wants done to one workload. `O` is how the patch's
@@ -169,6 +173,26 @@ impl Part {
                 self.outcome()
             )
         })
+    }
+
+    /// The Repository `owner` (kind, name) names, from the snapshot; else
+    /// the plan that does nothing and says why (no name, no such Repository).
+    pub(crate) fn repository<'s>(
+        self,
+        view: &View,
+        snap: &'s Snapshot,
+        owner: (&str, &str),
+        repository_name: Option<&str>,
+    ) -> Result<&'s Arc<Repository>, Plan<Op>> {
+        targeting::repository(
+            snap,
+            &view.namespace,
+            repository_name,
+            owner,
+            self.display(),
+            || view.display(),
+        )
+        .map_err(|warning| Plan::leave(vec![warning]))
     }
 
     /// The warning when the user's containers mount a volume `name` that the

@@ -187,22 +187,12 @@ fn what_mounts(rs: &RestoreSession) -> &[VolumeMount] {
 
 fn inject(view: &View, rs: &RestoreSession, snap: &Snapshot, settings: &Settings) -> InitPlan<Op> {
     let rs_name = rs.metadata.name.clone().unwrap_or_default();
-    let mut plan = Plan::default();
-    let repository = targeting::repository(
-        snap,
-        &view.namespace,
-        rs.repository_name(),
-        ("RestoreSession", &rs_name),
-        PART.display(),
-        || view.display(),
-    );
-    let repo = match repository {
+    let owner = ("RestoreSession", rs_name.as_str());
+    let repo = match PART.repository(view, snap, owner, rs.repository_name()) {
         Ok(repo) => repo,
-        Err(warning) => {
-            plan.warnings.push(warning);
-            return plan;
-        }
+        Err(unplanned) => return unplanned,
     };
+    let mut plan = Plan::default();
     let repo_name = repo.metadata.name.as_deref().unwrap_or_default();
     let (container, volumes) = desired(view, rs, &rs_name, repo, settings, &mut plan.warnings);
     if let Some(taken) = PART.name_taken(view, &container) {

@@ -119,22 +119,12 @@ fn inject(
     settings: &Settings,
 ) -> SidecarPlan<Op> {
     let bc_name = bc.metadata.name.clone().unwrap_or_default();
-    let mut plan = Plan::default();
-    let repository = targeting::repository(
-        snap,
-        &view.namespace,
-        bc.repository_name(),
-        ("BackupConfiguration", &bc_name),
-        PART.display(),
-        || view.display(),
-    );
-    let repo = match repository {
+    let owner = ("BackupConfiguration", bc_name.as_str());
+    let repo = match PART.repository(view, snap, owner, bc.repository_name()) {
         Ok(repo) => repo,
-        Err(warning) => {
-            plan.warnings.push(warning);
-            return plan;
-        }
+        Err(unplanned) => return unplanned,
     };
+    let mut plan = Plan::default();
     let computed = memoized_desired(view, bc, &bc_name, repo, settings);
     plan.warnings.extend(computed.warnings.iter().cloned());
     let desired = &computed.desired;
