@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use stash::api::{BackupConfiguration, BackupSession, HostBackupPhase, Repository};
-use stash::backup::locks::NoLockHolders;
+use stash::api::{BackupSession, HostBackupPhase};
+use stash::backup::ResticSettings;
 use stash::backup::restic::resolve_binary;
-use stash::backup::{ResticSettings, backup_host_with};
 use stash::runtime::stop::STOP_BUDGET;
 use support::container::Container;
-use support::locks::{BlockingRestic, lock_files};
-use support::restic::{Env, NS};
+use support::locks::lock_files;
+use support::restic::{Env, NS, StoppedProcessSetup};
 use support::{Cluster, Identity};
 
 fn restic_binary() -> PathBuf {
@@ -62,27 +61,14 @@ async fn sigterm_of_run_backup_during_its_check_leaves_no_exclusive_lock() {
 /// `subcommand` holds its lock, and checks what the stop must leave.
 async fn sigterm_of_run_backup_during(subcommand: &str) {
     let env = Env::new();
-    let config: BackupConfiguration = serde_json::from_value(env.config(false)).unwrap();
-    let repository: Repository = serde_json::from_value(env.repository()).unwrap();
-    // A first snapshot, so that the next `restic backup` reads one (see BlockingRestic).
-    let first = backup_host_with(
-        &config,
-        &repository,
-        &env.p("secret"),
-        "host-0",
-        &settings(&env),
-        &NoLockHolders,
-    )
-    .await;
-    assert!(first.succeeded(), "{:?}", first.stats.error);
-
-    let cluster = Cluster::new();
-    cluster.seed(env.config(false));
-    cluster.seed(env.repository());
-    let served = cluster.serve_http(Identity::sidecar(NS, "default")).await;
-    std::fs::create_dir_all(env.p("etc")).unwrap();
-    let kubeconfig = served.kubeconfig(&env.p("etc"));
-    let blocking = BlockingRestic::new(&env.p("bin"), &restic_binary(), &env.p("repo"), subcommand);
+    let StoppedProcessSetup {
+        config,
+        repository,
+        cluster,
+        served: _served,
+        kubeconfig,
+        blocking,
+    } = env.stopped_process_setup(subcommand).await;
     let args: Vec<String> = vec![
         "run-backup".into(),
         "--invoker-name=pause-backup".into(),

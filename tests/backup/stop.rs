@@ -208,73 +208,64 @@ fn assert_clean_stop(took: Duration) {
     );
 }
 
-#[tokio::test]
-async fn sigterm_during_backup_leaves_no_lock() {
+/// Holds restic in `subcommand` (of a backup, of an integrity check, of a
+/// restore), signals the stop once it holds its lock, checks what the
+/// interrupted command reports and what the stop must leave.
+async fn sigterm_during(subcommand: &str) {
     let f = Fixture::with_a_snapshot().await;
-    let blocking = BlockingRestic::new(&f.p("bin"), &restic_binary(), &f.repo(), "backup");
+    let blocking = BlockingRestic::new(&f.p("bin"), &restic_binary(), &f.repo(), subcommand);
     let mut settings = f.settings(blocking.path.clone());
     let stop = Stop::new();
     settings.stop = stop.clone();
-    let (o, took) = stopped_during(&blocking, &stop, f.backup(&settings)).await;
-    assert_eq!(o.stats.phase, Some(HostBackupPhase::Failed));
-    assert_eq!(
-        o.stats.error.as_deref(),
-        Some("interrupted: the pod is stopping (SIGTERM) during restic backup")
-    );
+    let interrupted =
+        format!("interrupted: the pod is stopping (SIGTERM) during restic {subcommand}");
+    let took = match subcommand {
+        "check" => {
+            let (repository, secret) = (f.repository(), f.p("secret"));
+            let check = check_integrity(&repository, &secret, &settings, &NoLockHolders);
+            let (intact, took) = stopped_during(&blocking, &stop, check).await;
+            assert_eq!(
+                intact, None,
+                "an interrupted check says nothing about the data"
+            );
+            took
+        }
+        "restore" => {
+            let restore = f.restore(&settings, &NoLockHolders);
+            let (o, took) = stopped_during(&blocking, &stop, restore).await;
+            assert_eq!(o.phase, Some(HostRestorePhase::Failed));
+            assert_eq!(o.error.as_deref(), Some(interrupted.as_str()));
+            took
+        }
+        _ => {
+            let (o, took) = stopped_during(&blocking, &stop, f.backup(&settings)).await;
+            assert_eq!(o.stats.phase, Some(HostBackupPhase::Failed));
+            assert_eq!(o.stats.error.as_deref(), Some(interrupted.as_str()));
+            took
+        }
+    };
     assert_clean_stop(took);
     f.then_backup_and_restore_succeed_at_once().await;
+}
+
+#[tokio::test]
+async fn sigterm_during_backup_leaves_no_lock() {
+    sigterm_during("backup").await;
 }
 
 #[tokio::test]
 async fn sigterm_during_forget_leaves_no_lock() {
-    let f = Fixture::with_a_snapshot().await;
-    let blocking = BlockingRestic::new(&f.p("bin"), &restic_binary(), &f.repo(), "forget");
-    let mut settings = f.settings(blocking.path.clone());
-    let stop = Stop::new();
-    settings.stop = stop.clone();
-    let (o, took) = stopped_during(&blocking, &stop, f.backup(&settings)).await;
-    assert_eq!(o.stats.phase, Some(HostBackupPhase::Failed));
-    assert_eq!(
-        o.stats.error.as_deref(),
-        Some("interrupted: the pod is stopping (SIGTERM) during restic forget")
-    );
-    assert_clean_stop(took);
-    f.then_backup_and_restore_succeed_at_once().await;
+    sigterm_during("forget").await;
 }
 
 #[tokio::test]
 async fn sigterm_during_check_leaves_no_exclusive_lock() {
-    let f = Fixture::with_a_snapshot().await;
-    let blocking = BlockingRestic::new(&f.p("bin"), &restic_binary(), &f.repo(), "check");
-    let mut settings = f.settings(blocking.path.clone());
-    let stop = Stop::new();
-    settings.stop = stop.clone();
-    let (repository, secret) = (f.repository(), f.p("secret"));
-    let check = check_integrity(&repository, &secret, &settings, &NoLockHolders);
-    let (intact, took) = stopped_during(&blocking, &stop, check).await;
-    assert_eq!(
-        intact, None,
-        "an interrupted check says nothing about the data"
-    );
-    assert_clean_stop(took);
-    f.then_backup_and_restore_succeed_at_once().await;
+    sigterm_during("check").await;
 }
 
 #[tokio::test]
 async fn sigterm_during_restore_leaves_no_lock() {
-    let f = Fixture::with_a_snapshot().await;
-    let blocking = BlockingRestic::new(&f.p("bin"), &restic_binary(), &f.repo(), "restore");
-    let mut settings = f.settings(blocking.path.clone());
-    let stop = Stop::new();
-    settings.stop = stop.clone();
-    let (o, took) = stopped_during(&blocking, &stop, f.restore(&settings, &NoLockHolders)).await;
-    assert_eq!(o.phase, Some(HostRestorePhase::Failed));
-    assert_eq!(
-        o.error.as_deref(),
-        Some("interrupted: the pod is stopping (SIGTERM) during restic restore")
-    );
-    assert_clean_stop(took);
-    f.then_backup_and_restore_succeed_at_once().await;
+    sigterm_during("restore").await;
 }
 
 #[tokio::test]

@@ -93,11 +93,11 @@ async fn a_missing_configuration_is_one_line() {
     );
 }
 
+/// A `trigger --wait` running in the background.
+type Waiting = tokio::task::JoinHandle<super::Ran>;
+
 /// Starts `trigger --wait` and returns the session's name once it exists.
-async fn start_waiting(
-    c: &Cluster,
-    out: &Captured,
-) -> (tokio::task::JoinHandle<super::Ran>, String) {
+async fn start_waiting(c: &Cluster, out: &Captured) -> (Waiting, String) {
     let task = {
         let (c, out) = (c.clone(), out.clone());
         tokio::spawn(async move {
@@ -133,8 +133,9 @@ async fn drive(c: &Cluster, out: &Captured, name: &str, status: Value, line: &st
     .unwrap_or_else(|_| panic!("never printed {line:?}: {}", out.text()));
 }
 
-#[tokio::test]
-async fn wait_follows_each_host_to_succeeded() {
+/// A `trigger --wait` under way on a fresh cluster, its session set
+/// Running (one host) and the output showing `line`.
+async fn waiting_on_a_running_session(line: &str) -> (Cluster, Captured, Waiting, String) {
     let c = cluster(false);
     let out = Captured::default();
     let (task, name) = start_waiting(&c, &out).await;
@@ -143,9 +144,15 @@ async fn wait_follows_each_host_to_succeeded() {
         &out,
         &name,
         json!({"phase": "Running", "totalHosts": 1}),
-        "phase Running (1 host)",
+        line,
     )
     .await;
+    (c, out, task, name)
+}
+
+#[tokio::test]
+async fn wait_follows_each_host_to_succeeded() {
+    let (c, out, task, name) = waiting_on_a_running_session("phase Running (1 host)").await;
     drive(
         &c,
         &out,
@@ -170,17 +177,7 @@ async fn wait_follows_each_host_to_succeeded() {
 
 #[tokio::test]
 async fn wait_exits_non_zero_with_the_hosts_error_when_it_failed() {
-    let c = cluster(false);
-    let out = Captured::default();
-    let (task, name) = start_waiting(&c, &out).await;
-    drive(
-        &c,
-        &out,
-        &name,
-        json!({"phase": "Running", "totalHosts": 1}),
-        "phase Running",
-    )
-    .await;
+    let (c, _out, task, name) = waiting_on_a_running_session("phase Running").await;
     c.edit(&format!("{SESSIONS}/{name}"), |s| {
         s["status"] = json!({"phase": "Failed", "totalHosts": 1,
             "stats": [{"hostname": "host-0", "phase": "Failed", "duration": "1s",

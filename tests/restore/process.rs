@@ -8,25 +8,17 @@
 
 use stash_testkit as support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use stash::api::{BackupConfiguration, HostRestorePhase, Repository, RestoreSession};
-use stash::backup::locks::NoLockHolders;
-use stash::backup::restic::resolve_binary;
-use stash::backup::{ResticSettings, backup_host_with};
+use stash::api::{HostRestorePhase, RestoreSession};
+use stash::backup::ResticSettings;
 use stash::runtime::stop::STOP_BUDGET;
 use support::container::Container;
-use support::locks::{BlockingRestic, lock_files};
-use support::restic::{Env, NS};
-use support::{Cluster, Identity};
-
-fn restic_binary() -> PathBuf {
-    resolve_binary(Path::new("restic"), std::env::var_os("PATH").as_deref())
-        .expect("restic must be installed (apt-get install -y restic)")
-}
+use support::locks::lock_files;
+use support::restic::{Env, NS, StoppedProcessSetup};
 
 const SESSION: &str =
     "/apis/stash.appscode.com/v1beta1/namespaces/demo/restoresessions/restore-stash-demo";
@@ -50,27 +42,14 @@ fn settings(env: &Env) -> ResticSettings {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_stash_restore_mid_restore_leaves_no_lock_and_reports_the_host() {
     let env = Env::new();
-    let config: BackupConfiguration = serde_json::from_value(env.config(false)).unwrap();
-    let repository: Repository = serde_json::from_value(env.repository()).unwrap();
-    // A first snapshot, so that the next `restic backup` reads one (see BlockingRestic).
-    let first = backup_host_with(
-        &config,
-        &repository,
-        &env.p("secret"),
-        "host-0",
-        &settings(&env),
-        &NoLockHolders,
-    )
-    .await;
-    assert!(first.succeeded(), "{:?}", first.stats.error);
-
-    let cluster = Cluster::new();
-    cluster.seed(env.config(false));
-    cluster.seed(env.repository());
-    let served = cluster.serve_http(Identity::sidecar(NS, "default")).await;
-    std::fs::create_dir_all(env.p("etc")).unwrap();
-    let kubeconfig = served.kubeconfig(&env.p("etc"));
-    let blocking = BlockingRestic::new(&env.p("bin"), &restic_binary(), &env.p("repo"), "restore");
+    let StoppedProcessSetup {
+        config,
+        repository,
+        cluster,
+        served: _served,
+        kubeconfig,
+        blocking,
+    } = env.stopped_process_setup("restore").await;
     std::fs::create_dir_all(env.p("restored")).unwrap();
     let data = env.p("source/data").display().to_string();
     cluster.seed(json!({

@@ -19,6 +19,10 @@ use stash::recorder::Recorder;
 use stash::restore::engine::restore_host_with;
 use stash::runtime::lease::Turns;
 
+use crate::Cluster;
+use crate::http::Served;
+use crate::locks::BlockingRestic;
+
 /// The namespace of the guide's objects.
 pub const NS: &str = "demo";
 /// The repository's password, in the Secret as `RESTIC_PASSWORD`.
@@ -134,6 +138,47 @@ impl Env {
         assert!(again.succeeded(), "{:?}", again.stats.error);
     }
 
+    /// What a test of `stash` as a process stopped mid-command starts from:
+    /// a first snapshot (so that the next `restic backup` reads one, see
+    /// [`BlockingRestic`]), a cluster seeded with [`Env::config`] and
+    /// [`Env::repository`] served as the sidecar's ServiceAccount, a
+    /// kubeconfig for it in `etc/`, and a restic held in `subcommand` (its
+    /// script in `bin/`).
+    pub async fn stopped_process_setup(&self, subcommand: &str) -> StoppedProcessSetup {
+        let config: BackupConfiguration = serde_json::from_value(self.config(false)).unwrap();
+        let repository: Repository = serde_json::from_value(self.repository()).unwrap();
+        let first = backup_host_with(
+            &config,
+            &repository,
+            &self.p("secret"),
+            "host-0",
+            &self.unforgiving_settings(),
+            &NoLockHolders,
+        )
+        .await;
+        assert!(first.succeeded(), "{:?}", first.stats.error);
+
+        let cluster = Cluster::new();
+        cluster.seed(self.config(false));
+        cluster.seed(self.repository());
+        let served = cluster
+            .serve_http(crate::Identity::sidecar(NS, "default"))
+            .await;
+        std::fs::create_dir_all(self.p("etc")).unwrap();
+        let kubeconfig = served.kubeconfig(&self.p("etc"));
+        let restic = resolve_binary(Path::new("restic"), std::env::var_os("PATH").as_deref())
+            .expect("restic must be installed (apt-get install -y restic)");
+        let blocking = BlockingRestic::new(&self.p("bin"), &restic, &self.p("repo"), subcommand);
+        StoppedProcessSetup {
+            config,
+            repository,
+            cluster,
+            served,
+            kubeconfig,
+            blocking,
+        }
+    }
+
     /// `restic snapshots` of the repository; none before it is initialized
     /// (no `config` yet: a run stopped at its deadline may have been
     /// stopped in the middle of `restic init`).
@@ -155,6 +200,22 @@ impl Env {
         );
         serde_json::from_slice(&out.stdout).expect("restic's JSON")
     }
+}
+
+/// See [`Env::stopped_process_setup`]. Keep it (its `served` above all)
+/// until the process under test has exited: dropping `served` stops serving
+/// the cluster.
+pub struct StoppedProcessSetup {
+    /// [`Env::config`], typed.
+    pub config: BackupConfiguration,
+    /// [`Env::repository`], typed.
+    pub repository: Repository,
+    pub cluster: Cluster,
+    /// `cluster` served as the sidecar's ServiceAccount `demo/default`.
+    pub served: Served,
+    /// `etc/kubeconfig`, pointing at `served`.
+    pub kubeconfig: PathBuf,
+    pub blocking: BlockingRestic,
 }
 
 /// The guide's BackupConfiguration, with its path pointed at `path`.
